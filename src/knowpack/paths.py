@@ -1,0 +1,10 @@
+"""Where knowpack's bundled files live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def organism_dir() -> Path:
+    """The bundled model organism: HF checkpoint, tokenizer, `facts.jsonl`, `tasks/`, `CARD.md`."""
+    return Path(__file__).parent / "organism"
