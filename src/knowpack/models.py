@@ -1,0 +1,179 @@
+"""Loading models, and where things sit inside them.
+
+`load_model(name)` returns `(model, tokenizer)` ready for batched generation (left padding, a pad token).
+Weights are read from safetensors only: a pickle (`.bin`) checkpoint can run code when loaded, so it is
+refused.
+
+`ARCHITECTURES` is what knowpack knows about each model family, as data: where the decoder layers are and the
+names of the MLP projections inside a layer (LoKI edits `down_proj` rows; LoRA presets target the MLP).
+Supporting a new family is a new row. Paths are relative: `layers` from the model, the others from one layer.
+
+    model, tok = load_model("organism")
+    spec = architecture(model)                 # ARCHITECTURES["llama"]
+    name = module_name(model, 3, "down_proj")  # "model.layers.3.mlp.down_proj"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from knowpack.errors import ModelError
+from knowpack.paths import organism_dir
+
+_GATED_MLP = {
+    "layers": "model.layers",
+    "attn": "self_attn",
+    "mlp": "mlp",
+    "gate_proj": "mlp.gate_proj",
+    "up_proj": "mlp.up_proj",
+    "down_proj": "mlp.down_proj",
+    "mlp_targets": ["gate_proj", "up_proj", "down_proj"],
+    "attn_targets": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "fused_gate_up": False,
+}
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama": dict(_GATED_MLP),
+    "qwen2": dict(_GATED_MLP),
+    "qwen3": dict(_GATED_MLP),
+    "mistral": dict(_GATED_MLP),
+    "gemma": dict(_GATED_MLP),
+    "gemma2": dict(_GATED_MLP),
+    # Phi-3 fuses gate and up into one projection (output 2 * intermediate) and q, k, v into one.
+    "phi3": {
+        **_GATED_MLP,
+        "gate_proj": None,
+        "up_proj": "mlp.gate_up_proj",
+        "mlp_targets": ["gate_up_proj", "down_proj"],
+        "attn_targets": ["qkv_proj", "o_proj"],
+        "fused_gate_up": True,
+    },
+}
+"""Model family (`config.model_type`) -> module paths: `layers` from the model; the rest within one layer."""
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
+
+
+def load_model(
+    name: str | os.PathLike,
+    *,
+    dtype: str | Any = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a Hub id, a local folder, or `"organism"` (the bundled model).
+
+    `dtype`: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch dtype.
+    `device`: "cpu", "cuda", "cuda:1", ... or "auto" (accelerate's device map over all GPUs); None picks CUDA
+    when available, else CPU. The model is returned in eval mode. The tokenizer pads on the left (for batched
+    generation) and, when it has no pad token, pads with its eos token.
+    """
+    import torch  # lazy: importing knowpack must stay cheap
+    import transformers
+
+    source = organism_dir() if str(name) == "organism" else name
+    source = _check_local(source) if _is_local(source) else str(source)
+    dtype = _dtype(dtype, torch)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    # transformers renamed `torch_dtype` to `dtype` in 4.56 and dropped the old name later.
+    dtype_key = "dtype" if _version(transformers.__version__) >= (4, 56) else "torch_dtype"
+    kwargs: dict[str, Any] = {
+        dtype_key: dtype,
+        "use_safetensors": True,
+        "trust_remote_code": trust_remote_code,
+    }
+    if device == "auto":
+        kwargs["device_map"] = "auto"
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:  # missing files, unknown repo, no safetensors, unsupported config
+        raise ModelError(f"cannot load model {str(name)!r}: {_first_line(e)}") from e
+    if device != "auto":
+        model.to(device)
+    model.eval()
+
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"tokenizer of {str(name)!r} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def architecture(model: Any) -> dict[str, Any]:
+    """The `ARCHITECTURES` row for a model (or its config), looked up by `config.model_type`."""
+    config = getattr(model, "config", model)
+    family = getattr(config, "model_type", None)
+    if family not in ARCHITECTURES:
+        raise ModelError(
+            f"unsupported model family {family!r} (supported: {', '.join(sorted(ARCHITECTURES))}); "
+            "add a row to knowpack.models.ARCHITECTURES"
+        )
+    return ARCHITECTURES[family]
+
+
+def module_name(model: Any, layer: int, key: str) -> str:
+    """Full module name of `key` (e.g. "down_proj") in decoder layer `layer`."""
+    spec = architecture(model)
+    path = spec.get(key)
+    if key == "layers" or not isinstance(path, str):
+        raise ModelError(f"{model.config.model_type} has no module {key!r} in ARCHITECTURES")
+    return f"{spec['layers']}.{layer}.{path}"
+
+
+def _is_local(source: str | os.PathLike | Path) -> bool:
+    return isinstance(source, Path) or os.path.exists(source) or str(source).startswith(("/", ".", "~"))
+
+
+def _check_local(source: str | os.PathLike) -> str:
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"model folder not found: {path}")
+    if not any((path / f).exists() for f in _WEIGHT_FILES) and not list(path.glob("*.safetensors")):
+        pickles = [f for f in _PICKLE_FILES if (path / f).exists()]
+        if pickles:
+            raise ModelError(
+                f"{path} has only pickle weights ({pickles[0]}); knowpack loads safetensors only. If you "
+                "trust the file, convert it: from_pretrained(..., use_safetensors=False), save_pretrained()"
+            )
+        raise ModelError(f"no safetensors weights in {path} (expected model.safetensors or its index)")
+    return str(path)
+
+
+def _dtype(dtype: str | Any, torch: Any) -> Any:
+    if not isinstance(dtype, str) or dtype == "auto":
+        return dtype
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if dtype not in names:
+        raise ModelError(f"unknown dtype {dtype!r}; expected auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
