@@ -67,7 +67,7 @@ def test_load_jsonl(tmp_path):
     facts = load_facts(path)
     assert isinstance(facts, FactSet) and [f.id for f in facts] == ["f1", "f2"]
     assert facts[1] == Fact.from_dict(ROME)
-    assert facts.source == str(path) and facts.skipped == []
+    assert facts.source == str(path) and facts.skipped == [] and facts.format == "facts"
     assert facts.counts("bucket") == {None: 1, "head": 1}
     assert set(facts.by_id()) == {"f1", "f2"}
 
@@ -146,6 +146,7 @@ def test_load_kp_paper_layout(tmp_path):
     assert facts[0].id == "row-1" and facts[1].id == "tc_7"  # ids generated when absent
     assert facts[0].answers == ["William Shakespeare", "Shakespeare", "The Bard"]  # value first, no repeats
     assert facts[0].meta == {"category": "HighlyKnown"}
+    assert facts.format == "kp"
 
 
 def test_load_easyedit_json_array(tmp_path):

@@ -47,7 +47,8 @@ _Row = tuple[int, "dict[str, Any] | FactsError"]  # (line, record or the error r
 
 
 class FactSet(list[Fact]):
-    """A list of facts, with the `source` they came from and the rows `skipped` in lenient mode."""
+    """A list of facts, with the `source` they came from, its `format` (layout) and the rows `skipped` in
+    lenient mode."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class FactSet(list[Fact]):
     ):
         super().__init__(facts)
         self.source = source
+        self.format: str | None = None
         self.skipped: list[FactsError] = list(skipped or [])
 
     def by_id(self) -> dict[str, Fact]:
@@ -104,7 +106,7 @@ def load_facts(
             if not lenient:
                 raise err from None
             skipped.append(err)
-    facts.skipped = skipped
+    facts.skipped, facts.format = skipped, layout
     if skipped:
         logger.warning(
             "%s: skipped %d bad row(s) of %d; first: %s",
