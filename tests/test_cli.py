@@ -1,0 +1,147 @@
+"""The command line: every verb is listed, bad input is one line and exit 1, unimplemented verbs exit 2."""
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knowpack.cli import app
+from knowpack.errors import FactsError
+
+runner = CliRunner()
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+IMPLEMENTED = ["demo", "world", "facts"]
+NOT_IMPLEMENTED = {  # verb -> arguments that satisfy its required options
+    "probe": ["--out", "x"],
+    "attribute": ["--prompts", "p.jsonl", "--out", "x"],
+    "select": ["scores", "--quota", "10", "--out", "sel.json"],
+    "train": ["configs/organism/lora.yaml", "mix.n_unknown=10", "method.name=loki"],
+    "eval": ["runs/r1"],
+    "sweep": ["sweep.yaml"],
+    "capacity": ["capacity.yaml"],
+    "report": ["runs/a", "runs/b"],
+    "export": ["runs/r1", "--out", "merged"],
+}
+GOOD = {"id": "f1", "question": "Where is the Eiffel Tower?", "answers": ["Paris"], "relation": "located_in"}
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_every_verb():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    for verb in IMPLEMENTED + list(NOT_IMPLEMENTED):
+        line = next((ln for ln in lines if f" {verb} " in ln), None)
+        assert line is not None, f"{verb} missing from --help"
+        assert ("(not implemented yet)" in line) == (verb in NOT_IMPLEMENTED), line
+
+
+@pytest.mark.parametrize("verb", list(NOT_IMPLEMENTED))
+def test_unimplemented_verb_says_so_and_exits_2(verb):
+    help_result = invoke(verb, "--help")
+    assert help_result.exit_code == 0 and "(not implemented yet)" in help_result.stdout
+    result = invoke(verb, *NOT_IMPLEMENTED[verb])
+    assert result.exit_code == 2
+    assert result.stderr == f"knowpack {verb}: not implemented yet in this version\n"
+    assert result.stdout == ""
+
+
+def test_sub_apps_list_their_verbs():
+    assert "build" in invoke("world", "--help").stdout
+    assert "check" in invoke("facts", "--help").stdout
+    build_help = invoke("world", "build", "--help").stdout
+    assert all(opt in build_help for opt in ("--out", "--config", "--seed"))
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("knowpack 0.")
+
+
+def test_facts_check_ok(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    rows = [
+        GOOD,
+        {**GOOD, "id": "f2", "question": "Where is the Colosseum?", "answers": ["Rome"], "bucket": "tail"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = invoke("facts", "check", path)
+    assert result.exit_code == 0, result.output
+    assert f"{path}: 2 facts, format facts" in result.stdout
+    assert "located_in" in result.stdout and "tail" in result.stdout
+    assert result.stderr == ""
+
+
+def test_facts_check_bad_file_is_one_line_and_exit_1(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "id": "f2", "answers": ["The"]}) + "\n")
+    result = invoke("facts", "check", path)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {path}:2: field 'answers': alias 'The' is empty after normalization\n"
+    assert "Traceback" not in result.output
+
+
+def test_facts_check_lenient_reports_skipped_rows(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n{broken\n", encoding="utf-8")
+    result = invoke("facts", "check", path, "--lenient")
+    assert result.exit_code == 0
+    assert "1 facts, format facts, 1 bad row(s) skipped" in result.stdout
+    assert f"skipped: {path}:2: malformed JSON" in result.stderr
+    assert "warning: " in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["facts", "check", "missing.jsonl"], "error: missing.jsonl: no such file or directory\n"),
+        (["facts", "check", "x.jsonl", "--format", "yaml"], "error: unknown facts format 'yaml'"),
+    ],
+)
+def test_facts_check_bad_arguments(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 1 and result.stderr.startswith(message)
+
+
+def test_demo_and_world_build_call_the_world_package(monkeypatch, tmp_path):
+    calls = []
+    demo = types.ModuleType("knowpack.world.demo")
+    demo.run_demo = lambda out: calls.append(("demo", out))
+    build = types.ModuleType("knowpack.world.build")
+
+    def build_world(out, config=None, *, seed=None, force=False, keep_corpus=False, benchmarks=True):
+        calls.append(("build", out, config, seed, force, benchmarks))
+        if seed == 13:
+            raise FactsError("unlucky seed", path="world.yaml")
+
+    build.build_world = build_world
+    monkeypatch.setitem(sys.modules, "knowpack.world.demo", demo)
+    monkeypatch.setitem(sys.modules, "knowpack.world.build", build)
+
+    assert invoke("demo", "--out", tmp_path / "d").exit_code == 0
+    assert invoke("world", "build", "--out", tmp_path / "o", "--seed", "3", "--no-benchmarks").exit_code == 0
+    assert calls == [("demo", tmp_path / "d"), ("build", tmp_path / "o", None, 3, False, False)]
+    assert invoke("demo").exit_code == 0 and calls[-1] == ("demo", Path("out/demo"))
+
+    failed = invoke("world", "build", "--out", tmp_path / "o", "--seed", "13")  # errors in sub-apps too
+    assert failed.exit_code == 1 and failed.stderr == "error: world.yaml: unlucky seed\n"
+
+
+def test_import_is_light():
+    code = (
+        "import sys, knowpack, knowpack.cli, knowpack.facts; knowpack.load_facts; knowpack.Fact; "
+        "heavy = [m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
+    )
+    assert out.stdout.strip() == "", f"importing knowpack pulled in {out.stdout.strip()}"
