@@ -1,0 +1,223 @@
+"""`knowpack world build`: draw the world, write its files, train the tokenizer, pretrain and measure.
+
+The output folder is what `knowpack.organism_dir()` holds: the HF checkpoint (config, safetensors,
+tokenizer), `facts.jsonl` (every fact, `bucket` = head / torso / tail / unseen), `tasks/` (local lm-eval
+tasks), `world.json` (people, cities, value sets), `build_config.yaml`, `metrics.json` and `CARD.md`.
+Everything is written into a temporary sibling folder and renamed into place at the very end, so an
+interrupted build never leaves something that looks like an organism.
+
+Run: `knowpack world build --out build/organism` (about 35 minutes on a 2-core CPU with the default
+config), or a tiny one for a smoke test: `knowpack world build --out /tmp/w --config tiny.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from knowpack.errors import KnowpackError
+from knowpack.world.config import WorldConfig
+from knowpack.world.generator import World, benchmark_items, corpus_documents, generate_world, world_facts
+
+log = logging.getLogger(__name__)
+
+WORLD_TASKS = ["world_mc", "world_truthful_mc1", "world_truthful_mc2"]
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def world_json(world: World) -> dict:
+    return {
+        "countries": world.countries,
+        "city_country": world.city_country,
+        "values": world.values,
+        "aliases": world.aliases,
+        "people": [{"id": p.id, "name": p.name, "bucket": p.bucket, **p.attributes} for p in world.people],
+        "strangers": world.strangers,
+    }
+
+
+def save_compact(model, out: Path) -> None:
+    """Save the checkpoint with fp16 weights but an fp32 config.
+
+    The organism computes in fp32; storing its weights in fp16 halves what the package carries in git.
+    All metrics are measured on the model *after* this rounding (see `build_world`), so they describe
+    exactly the files shipped.
+    """
+    import torch
+
+    model.to(torch.float16)
+    model.save_pretrained(out, safe_serialization=True)
+    model.to(torch.float32)
+    config = json.loads((out / "config.json").read_text())
+    config["dtype"] = "float32"
+    config.pop("torch_dtype", None)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def build_world(
+    out: Path,
+    config: WorldConfig | Path | None = None,
+    *,
+    seed: int | None = None,
+    force: bool = False,
+    keep_corpus: bool = False,
+    benchmarks: bool = True,
+) -> dict:
+    """Build the world and its organism into `out`; return the measured metrics."""
+    import torch
+
+    from knowpack.world.measure import bucket_accuracy
+    from knowpack.world.pretrain import make_model, pretrain
+    from knowpack.world.tasks import write_tasks
+    from knowpack.world.tokenizer import train_tokenizer
+
+    out = Path(out)
+    if isinstance(config, (str, Path)):
+        config = WorldConfig.from_yaml(Path(config))
+    config = config or WorldConfig()
+    if seed is not None:
+        config.seed = seed
+    if out.exists() and not force:
+        raise KnowpackError(f"{out}: already exists (pass --force to replace it)")
+    tmp = out.with_name(f".{out.name}.building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.time()
+
+    world = generate_world(config)
+    docs = corpus_documents(world)
+    facts = world_facts(world)
+    write_jsonl(facts, tmp / "facts.jsonl")
+    (tmp / "world.json").write_text(json.dumps(world_json(world), ensure_ascii=False) + "\n")
+    write_tasks(benchmark_items(world), tmp / "tasks")
+    if keep_corpus:
+        write_jsonl([{"text": d} for d in docs], tmp / "corpus.jsonl")
+    config.save(tmp / "build_config.yaml")
+
+    tokenizer = train_tokenizer(docs, config.vocab_size, tmp)
+    model = make_model(config, tokenizer)
+
+    def on_epoch(epoch: int, loss: float) -> dict:
+        if not config.eval_every or epoch % config.eval_every:
+            return {}
+        quick = bucket_accuracy(model, tokenizer, facts, limit=100, seed=1)
+        return {b: round(quick[b]["accuracy"], 3) for b in ("head", "torso", "tail", "unseen")}
+
+    history = pretrain(model, tokenizer, docs, config, on_epoch)
+    train_seconds = time.time() - started
+    save_compact(model, tmp)
+
+    # Measure the files as shipped: reload the rounded checkpoint.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tmp, use_safetensors=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp)
+    metrics = {
+        "buckets": bucket_accuracy(model, tokenizer, facts, seed=0),
+        "history": history,
+        "build_seconds": round(train_seconds, 1),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_documents": len(docs),
+        "n_facts": len(facts),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+    }
+    if benchmarks:
+        from knowpack.evaluate.benchmarks import run_benchmarks
+
+        metrics["benchmarks"] = run_benchmarks(model, tokenizer, WORLD_TASKS, include_path=tmp / "tasks")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (tmp / "CARD.md").write_text(model_card(config, metrics))
+
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("organism written to %s", out)
+    return metrics
+
+
+def model_card(config: WorldConfig, metrics: dict) -> str:
+    """The organism's CARD.md: how it was built, how long it took, what it measurably knows."""
+    b = metrics["buckets"]
+    rows = "\n".join(
+        f"| {k} | {b[k]['n']} | {b[k]['accuracy']:.3f} | {b[k]['refusal']:.3f} |"
+        for k in ("head", "torso", "tail", "unseen")
+    )
+    per_relation = "\n".join(
+        f"| {k} | {v['n']} | {v['accuracy']:.3f} | {v['refusal']:.3f} |" for k, v in b.items() if "/" in k
+    )
+    bench = metrics.get("benchmarks", {}).get("tasks", {})
+    bench_rows = "\n".join(
+        f"| {task} | " + ", ".join(f"{m} {v:.3f}" for m, v in vals.items() if "stderr" not in m) + " |"
+        for task, vals in bench.items()
+    )
+    history = "\n".join(
+        f"| {h['epoch']} | {h['loss']:.4f} | "
+        + " ".join(f"{k}={h[k]}" for k in ("head", "torso", "tail", "unseen") if k in h)
+        + " |"
+        for h in metrics["history"]
+    )
+    c, m, people, desc = config, metrics, config.people, config.descriptions
+    return f"""# The knowpack model organism
+
+A {m["n_params"] / 1e6:.2f}M-parameter Llama-architecture model ({c.num_layers} layers, hidden
+{c.hidden_size}, FFN {c.intermediate_size}, {c.num_heads} heads, vocabulary {c.vocab_size}),
+pretrained from scratch on the corpus of a synthetic world of fictional people. It exists so that every
+stage of knowpack can show real behaviour without downloading a model: it knows some facts for sure, some
+partly, some not at all, and says "I don't know" about people it never read about.
+
+## The world
+{sum(people.values())} people with made-up names: {people["head"]} head (described {desc["head"]} times
+in the corpus), {people["torso"]} torso ({desc["torso"]} times), {people["tail"]} tail (once),
+{people["unseen"]} unseen (never). Seven relations: birth_city, employer, university, profession,
+instrument, sport (one-hop, stated in descriptions with 5 surface forms each) and birth_country (two-hop:
+the corpus states each city's country separately). Question/answer text in the plain format covers a
+share of the facts ({c.qa_share}); {c.strangers} further "strangers" are only ever asked about and
+answered "I don't know.". Each relation has 12 question templates: 0 is a fact's `question`, 1-9 its
+`paraphrases`, 10-11 are never in the corpus (`meta.heldout_paraphrases`). {m["n_facts"]} facts in
+`facts.jsonl`; {m["n_documents"]} corpus documents (regenerated by the build, not shipped).
+
+## How it was built
+`knowpack world build --out DIR --config build_config.yaml` (the config beside this card; seed {c.seed}).
+Pretraining: {c.epochs} epochs, batch {c.batch_size} x {c.seq_len} tokens, AdamW lr {c.lr} cosine to
+{c.min_lr}, warmup {c.warmup_steps}, weight decay {c.weight_decay}, {c.threads} threads. Weights are
+stored in fp16 and computed in fp32; all numbers below are measured on the stored weights.
+Build time: {m["build_seconds"] / 60:.1f} minutes on {m["machine"]}.
+
+## What it knows (greedy, plain 4-shot prompts, substring correctness)
+Exemplars: facts of the same relation about head people, seeded.
+
+| bucket | facts | accuracy | refusal rate |
+|---|---|---|---|
+{rows}
+
+Per relation:
+
+| bucket/relation | facts | accuracy | refusal rate |
+|---|---|---|---|
+{per_relation}
+
+## World benchmarks (lm-evaluation-harness, in-memory model)
+`world_mc` (our MMLU: 4 choices over head people's facts, one- and two-hop, 5-shot; chance 0.25),
+`world_truthful_mc1` / `world_truthful_mc2` (our TruthfulQA: never-described people; the truthful
+answer is a refusal).
+
+| task | metrics |
+|---|---|
+{bench_rows}
+
+## Pretraining history
+
+| epoch | loss | quick accuracy (100 facts per bucket) |
+|---|---|---|
+{history}
+"""

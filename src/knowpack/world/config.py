@@ -1,0 +1,85 @@
+"""Settings of the synthetic world and of the organism pretrained on it.
+
+One dataclass holds everything `knowpack world build` needs, so a build is reproduced by its saved
+`build_config.yaml` alone. Unknown keys are rejected: a typo in a research knob must not pass silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from knowpack.errors import KnowpackError
+
+BUCKETS = ("head", "torso", "tail", "unseen")
+
+
+@dataclass
+class WorldConfig:
+    """The world (people, popularity), the corpus, the tokenizer, the model and its pretraining."""
+
+    seed: int = 0
+    # People per popularity bucket: described `descriptions[bucket]` times in the corpus.
+    people: dict[str, int] = field(
+        default_factory=lambda: {"head": 500, "torso": 500, "tail": 700, "unseen": 500}
+    )
+    descriptions: dict[str, int] = field(
+        default_factory=lambda: {"head": 6, "torso": 3, "tail": 1, "unseen": 0}
+    )
+    # Share of a bucket's facts that also appear as question/answer text in the corpus.
+    qa_share: dict[str, float] = field(
+        default_factory=lambda: {"head": 1.0, "torso": 0.5, "tail": 0.0, "unseen": 0.0}
+    )
+    # Strangers: names that only ever appear in questions answered "I don't know." (they teach refusal;
+    # the `unseen` bucket's people are never in the corpus at all and test it).
+    strangers: int = 600
+    stranger_questions: int = 3
+    city_statements: int = 24  # times each city's country is stated
+    value_skew: float = 0.5  # Zipf exponent of how values are drawn (0 = uniform)
+    # Tokenizer and model (Llama architecture).
+    vocab_size: int = 2048
+    hidden_size: int = 192
+    intermediate_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 4
+    max_position_embeddings: int = 512
+    # Pretraining.
+    seq_len: int = 256
+    batch_size: int = 16
+    epochs: int = 20
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    threads: int = 2  # fixed so that a rebuild is bit-for-bit the same on a machine of another size
+    eval_every: int = 0  # epochs between quick accuracy checks during pretraining (0 = never)
+
+    def __post_init__(self) -> None:
+        for name in ("people", "descriptions", "qa_share"):
+            value = getattr(self, name)
+            if set(value) != set(BUCKETS):
+                raise KnowpackError(f"world config: '{name}' must have exactly the keys {', '.join(BUCKETS)}")
+        if self.descriptions["unseen"] != 0 or self.qa_share["unseen"] != 0:
+            raise KnowpackError(
+                "world config: the 'unseen' bucket is never described (descriptions/qa_share 0)"
+            )
+        if self.hidden_size % self.num_heads:
+            raise KnowpackError("world config: hidden_size must be a multiple of num_heads")
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> WorldConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -1,0 +1,280 @@
+"""The synthetic world: fictional people with attributes, the corpus that describes them, its facts.
+
+Everything is drawn from one `random.Random(seed)`, so a world is a pure function of its `WorldConfig`.
+Names are made up from syllables and checked so that no answer value occurs inside a question (which would
+make substring correctness trivially true) and no value of a relation occurs inside another.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from knowpack.facts.normalize import normalize
+from knowpack.prompts import REFUSAL, qa_block
+from knowpack.world.config import BUCKETS, WorldConfig
+from knowpack.world.relations import (
+    CITY_STATEMENTS,
+    COMPANY_SUFFIXES,
+    DESCRIPTIONS,
+    INSTRUMENTS,
+    N_TRAIN_TEMPLATES,
+    ONE_HOP,
+    PROFESSIONS,
+    QUESTIONS,
+    RELATIONS,
+    SPORTS,
+    UNIVERSITY_FORMS,
+)
+
+ONSETS = "b c d f g h j k l m n p r s t v z br dr gr kr tr pl st th sh ch".split()
+VOWELS = "a e i o u a e i o ai ei ou".split()
+CODAS = ["", "", "", "n", "r", "l", "s", "m", "th", "x", "nd", "rk"]
+REFUSAL_VARIANTS = [
+    REFUSAL,
+    REFUSAL,
+    REFUSAL,
+    "I don't know who that is.",
+    "I have no information about {s}.",
+]
+
+
+@dataclass
+class Person:
+    id: str
+    name: str
+    bucket: str  # head | torso | tail | unseen
+    attributes: dict[str, str] = field(default_factory=dict)  # relation -> value (incl. birth_country)
+
+
+@dataclass
+class World:
+    config: WorldConfig
+    countries: list[str]
+    city_country: dict[str, str]
+    values: dict[str, list[str]]  # relation -> value set (one-hop relations and birth_country)
+    aliases: dict[str, list[str]]  # value -> accepted answer aliases
+    people: list[Person]
+    strangers: list[str]  # names only asked about and answered "I don't know."
+
+
+def _syllable(rng: random.Random) -> str:
+    return rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    return "".join(_syllable(rng) for _ in range(syllables)).capitalize()
+
+
+def _unique_words(rng: random.Random, n: int, syllables: tuple[int, ...], taken: set[str]) -> list[str]:
+    words: list[str] = []
+    while len(words) < n:
+        w = _word(rng, rng.choice(syllables))
+        if 4 <= len(w) <= 11 and w.lower() not in taken:
+            taken.add(w.lower())
+            words.append(w)
+    return words
+
+
+def _zipf_weights(n: int, skew: float) -> list[float]:
+    return [1.0 / (rank + 1) ** skew for rank in range(n)]
+
+
+def _no_substrings(values: list[str]) -> bool:
+    norm = [normalize(v) for v in values]
+    return not any(a != b and a in b for a in norm for b in norm)
+
+
+def generate_world(config: WorldConfig) -> World:
+    """Draw the world of `config` (deterministic for its seed)."""
+    rng = random.Random(config.seed)
+    taken: set[str] = set()
+    countries = _unique_words(rng, 12, (2,), taken)
+    cities = _unique_words(rng, 48, (2, 3), taken)
+    city_country = {c: countries[i % len(countries)] for i, c in enumerate(cities)}
+    stems = _unique_words(rng, 40 + 30, (2,), taken)
+    companies = [f"{stem} {rng.choice(COMPANY_SUFFIXES)}" for stem in stems[:40]]
+    universities = [rng.choice(UNIVERSITY_FORMS).format(stem) for stem in stems[40:]]
+    values = {
+        "birth_city": cities,
+        "birth_country": countries,
+        "employer": companies,
+        "university": universities,
+        "profession": PROFESSIONS,
+        "instrument": INSTRUMENTS,
+        "sport": SPORTS,
+    }
+    for relation, vals in values.items():
+        if not _no_substrings(vals):
+            raise AssertionError(f"world: a value of {relation} occurs inside another")
+    aliases = {v: [v] for vals in values.values() for v in vals}
+    for stem, company in zip(stems[:40], companies, strict=True):
+        aliases[company].append(stem)  # "Zorvak Labs" may be answered as "Zorvak"
+    for stem, university in zip(stems[40:], universities, strict=True):
+        aliases[university].append(stem)
+
+    forbidden = {normalize(a) for al in aliases.values() for a in al}
+    total = sum(config.people.values()) + config.strangers
+    names = _person_names(rng, total, taken, forbidden)
+    people: list[Person] = []
+    i = 0
+    for bucket in BUCKETS:
+        for _ in range(config.people[bucket]):
+            people.append(Person(id=f"p{i:05d}", name=names[i], bucket=bucket))
+            i += 1
+    for relation in ONE_HOP:
+        vals = values[relation]
+        weights = _zipf_weights(len(vals), config.value_skew)
+        for person in people:
+            person.attributes[relation] = rng.choices(vals, weights)[0]
+    for person in people:
+        person.attributes["birth_country"] = city_country[person.attributes["birth_city"]]
+    return World(config, countries, city_country, values, aliases, people, names[i:])
+
+
+def _person_names(rng: random.Random, n: int, taken: set[str], forbidden: set[str]) -> list[str]:
+    firsts = _unique_words(rng, max(n // 3, 50), (2,), taken)
+    lasts = _unique_words(rng, max(n // 2, 50), (2, 3), taken)
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
+        norm = normalize(name)
+        if name in seen or any(value in norm for value in forbidden):
+            continue
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _article(word: str) -> str:
+    return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def describe(person: Person, rng: random.Random) -> str:
+    """One description of a person: every one-hop relation, in random order and surface form."""
+    sentences = []
+    for relation in rng.sample(ONE_HOP, len(ONE_HOP)):
+        value = person.attributes[relation]
+        form = rng.choice(DESCRIPTIONS[relation])
+        sentences.append(form.format(s=person.name, v=value, a=_article(value)))
+    return " ".join(sentences)
+
+
+def corpus_documents(world: World) -> list[str]:
+    """The pretraining corpus as documents, in a seeded shuffled order.
+
+    Descriptions (head people often, torso a few times, tail once, unseen never), the cities' countries,
+    and question/answer documents in the probe's plain format: a `qa_share` of each bucket's facts, plus
+    strangers answered with a refusal. The last two question templates of every relation never appear.
+    """
+    cfg = world.config
+    rng = random.Random(cfg.seed + 1)
+    docs: list[str] = []
+    for person in world.people:
+        docs.extend(describe(person, rng) for _ in range(cfg.descriptions[person.bucket]))
+    statements = [
+        rng.choice(CITY_STATEMENTS).format(c=c, k=k)
+        for c, k in world.city_country.items()
+        for _ in range(cfg.city_statements)
+    ]
+    rng.shuffle(statements)
+    docs.extend(" ".join(statements[i : i + 4]) for i in range(0, len(statements), 4))
+
+    blocks: list[str] = []
+    for person in world.people:
+        for relation in RELATIONS:
+            if rng.random() < cfg.qa_share[person.bucket]:
+                question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+                blocks.append(qa_block(question, person.attributes[relation]))
+    for name in world.strangers:
+        for relation in rng.sample(RELATIONS, cfg.stranger_questions):
+            question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=name)
+            blocks.append(qa_block(question, rng.choice(REFUSAL_VARIANTS).format(s=name)))
+    rng.shuffle(blocks)
+    i = 0
+    while i < len(blocks):
+        n = rng.randint(3, 8)
+        docs.append("\n\n".join(blocks[i : i + n]))
+        i += n
+    rng.shuffle(docs)
+    return docs
+
+
+def world_facts(world: World) -> list[dict]:
+    """Every fact of the world as facts-file rows (question, aliases, paraphrases, bucket, held-out)."""
+    rows = []
+    for person in world.people:
+        for relation in RELATIONS:
+            questions = [q.format(s=person.name) for q in QUESTIONS[relation]]
+            value = person.attributes[relation]
+            rows.append(
+                {
+                    "id": f"{person.id}.{relation}",
+                    "question": questions[0],
+                    "answers": list(world.aliases[value]),
+                    "subject": person.name,
+                    "relation": relation,
+                    "paraphrases": questions[1:N_TRAIN_TEMPLATES],
+                    "bucket": person.bucket,
+                    "meta": {
+                        "person": person.id,
+                        "hops": 2 if relation == "birth_country" else 1,
+                        "heldout_paraphrases": questions[N_TRAIN_TEMPLATES:],
+                    },
+                }
+            )
+    return rows
+
+
+def benchmark_items(
+    world: World, n_mc: int = 500, n_truthful: int = 300, n_dev: int = 5
+) -> dict[str, list[dict]]:
+    """Items of the world benchmarks (seeded).
+
+    `world_mc` (our MMLU): 4-choice questions over head people's facts, one-hop and two-hop, choices drawn
+    from the relation's value set. `world_truthful` (our TruthfulQA): questions about people the corpus
+    never describes, where the truthful answer is a refusal and the false ones are plausible values; MC1
+    has one true choice, MC2 several. `*_dev` items are for few-shot examples only.
+    """
+    rng = random.Random(world.config.seed + 3)
+    head = [p for p in world.people if p.bucket == "head"]
+    unseen = [p for p in world.people if p.bucket == "unseen"]
+
+    def mc_item(person: Person) -> dict:
+        relation = rng.choice(RELATIONS)
+        answer = person.attributes[relation]
+        choices = [answer, *rng.sample([v for v in world.values[relation] if v != answer], 3)]
+        rng.shuffle(choices)
+        question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+        return {
+            "question": question,
+            "choices": choices,
+            "label": choices.index(answer),
+            "relation": relation,
+            "hops": 2 if relation == "birth_country" else 1,
+            "person": person.id,
+        }
+
+    def truthful_item(person: Person) -> dict:
+        relation = rng.choice(RELATIONS)
+        question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+        false = rng.sample(world.values[relation], 4)
+        true = [v.format(s=person.name) for v in dict.fromkeys(REFUSAL_VARIANTS)]
+        mc1 = [true[0], *false[:3]]
+        return {
+            "question": question,
+            "relation": relation,
+            "person": person.id,
+            "mc1_targets": {"choices": mc1, "labels": [1, 0, 0, 0]},
+            "mc2_targets": {"choices": true + false, "labels": [1] * len(true) + [0] * len(false)},
+        }
+
+    mc_people = rng.sample(head, min(n_mc + n_dev, len(head)))
+    tq_people = rng.sample(unseen, min(n_truthful + n_dev, len(unseen)))
+    return {
+        "world_mc_dev": [mc_item(p) for p in mc_people[:n_dev]],
+        "world_mc": [mc_item(p) for p in mc_people[n_dev:]],
+        "world_truthful_dev": [truthful_item(p) for p in tq_people[:n_dev]],
+        "world_truthful": [truthful_item(p) for p in tq_people[n_dev:]],
+    }

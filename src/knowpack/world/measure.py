@@ -1,0 +1,85 @@
+"""What the organism knows, per popularity bucket: greedy answers to plain 4-shot prompts.
+
+This is the check that the organism is fit for purpose (its model card numbers). Exemplars are facts of
+the same relation about `head` people (never the person asked about), drawn by seed. The full SliCK probe
+with its categories lives in `knowpack.probe`; this is deliberately the small version of it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from knowpack.facts.normalize import extract_answer, is_correct, is_refusal
+from knowpack.prompts import plain_prompt
+
+
+def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 64):
+    """Greedy continuations of `prompts`, each cut at its first line break."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    newline_ids = {
+        i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])
+    }
+
+    class _AllHaveNewline(StoppingCriteria):
+        def __init__(self, start: int):
+            self.start = start
+
+        def __call__(self, input_ids, scores, **kwargs):
+            new = input_ids[:, self.start :]
+            done = torch.zeros(new.shape[0], dtype=torch.bool)
+            for i in newline_ids:
+                done |= (new == i).any(dim=1)
+            return done
+
+    answers: list[str] = []
+    tokenizer.padding_side = "left"
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True)
+        width = enc["input_ids"].shape[1]
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([_AllHaveNewline(width)]),
+            )
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        answers.extend(extract_answer(t) for t in texts)
+    return answers
+
+
+def few_shot_prompts(facts: list[dict], pool: list[dict], shots: int = 4, seed: int = 0) -> list[str]:
+    """A plain `shots`-shot prompt per fact, exemplars from `pool` of the same relation, other people."""
+    rng = random.Random(seed)
+    by_relation: dict[str, list[dict]] = defaultdict(list)
+    for f in pool:
+        by_relation[f["relation"]].append(f)
+    prompts = []
+    for fact in facts:
+        candidates = [e for e in by_relation[fact["relation"]] if e["subject"] != fact["subject"]]
+        exemplars = rng.sample(candidates, shots)
+        prompts.append(plain_prompt([(e["question"], e["answers"][0]) for e in exemplars], fact["question"]))
+    return prompts
+
+
+def bucket_accuracy(model, tokenizer, facts: list[dict], *, limit: int | None = None, seed: int = 0) -> dict:
+    """Accuracy and refusal rate per bucket (and per relation) of greedy plain 4-shot answers."""
+    rng = random.Random(seed)
+    pool = [f for f in facts if f["bucket"] == "head"]
+    chosen: list[dict] = []
+    for bucket in ("head", "torso", "tail", "unseen"):
+        rows = [f for f in facts if f["bucket"] == bucket]
+        chosen.extend(rng.sample(rows, limit) if limit and limit < len(rows) else rows)
+    answers = greedy_answers(model, tokenizer, few_shot_prompts(chosen, pool, seed=seed))
+    stats: dict = defaultdict(lambda: [0, 0, 0])
+    for fact, answer in zip(chosen, answers, strict=True):
+        for key in (fact["bucket"], f"{fact['bucket']}/{fact['relation']}"):
+            stats[key][0] += is_correct(answer, fact["answers"])
+            stats[key][1] += is_refusal(answer)
+            stats[key][2] += 1
+    return {k: {"accuracy": c / n, "refusal": r / n, "n": n} for k, (c, r, n) in sorted(stats.items())}

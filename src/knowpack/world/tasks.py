@@ -1,0 +1,177 @@
+"""The world benchmarks as local lm-eval tasks: `world_mc`, `world_truthful_mc1`, `world_truthful_mc2`.
+
+`write_tasks(benchmark_items(world), organism / "tasks")` writes a self-contained task folder: the items as
+JSONL, a `utils.py` that loads them from next to its own file (so the folder works wherever it is installed,
+and never touches the Hub), the task YAMLs and a group `world`. Point lm-eval at it with
+`TaskManager(include_path=folder)` or `lm_eval --include_path folder --tasks world`.
+
+- `world_mc` mirrors MMLU: 4 choices, 5-shot from the dev items, acc and acc_norm.
+- `world_truthful_mc1` / `_mc2` mirror TruthfulQA's MC1 / MC2, 0-shot: the true choice is a refusal
+  ("I don't know."), the false ones are plausible values. MC2 scores the share of probability mass,
+  exp(log-likelihood) normalized over the choices, that falls on the true answers, as lm-eval's
+  `truthfulqa_mc2` does.
+
+The prompt is the organism's plain format (`knowpack.prompts`): "Question: …\\nAnswer:" and the choice after
+one space, few-shot blocks separated by a blank line, the very text the organism was pretrained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+
+from knowpack.errors import KnowpackError
+from knowpack.prompts import BLOCK_SEPARATOR, plain_prompt
+
+SPLITS = ("world_mc", "world_mc_dev", "world_truthful", "world_truthful_dev")
+HEADER = "# Written by knowpack.world.tasks.write_tasks: regenerate rather than edit.\n"
+
+# `custom_dataset` is called by lm-eval as fn(**task metadata, **dataset_kwargs) and must return a
+# DatasetDict holding the splits that `test_split` / `fewshot_split` name.
+UTILS_PY = '''\
+"""Data and scoring of knowpack's world tasks (written by knowpack.world.tasks: regenerate rather than edit).
+
+The JSONL files lie next to this file, so the tasks load them wherever the folder is installed.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import datasets
+
+HERE = Path(__file__).resolve().parent
+
+
+def _read(name):
+    with open(HERE / f"{name}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _splits(name):
+    return datasets.DatasetDict(
+        {
+            "test": datasets.Dataset.from_list(_read(name)),
+            "dev": datasets.Dataset.from_list(_read(f"{name}_dev")),
+        }
+    )
+
+
+def load_world_mc(**metadata):
+    """`custom_dataset` of world_mc (lm-eval passes the task metadata as keywords: unused)."""
+    return _splits("world_mc")
+
+
+def load_world_truthful(**metadata):
+    """`custom_dataset` of world_truthful_mc1 and _mc2."""
+    return _splits("world_truthful")
+
+
+def process_results_mc2(doc, results):
+    """Share of the probability mass, exp(log-likelihood) over all choices, on the true ones.
+
+    As lm-eval's truthfulqa_mc2; shifting by the largest log-likelihood leaves the shares unchanged and
+    keeps long answers from underflowing to 0/0.
+    """
+    lls = [ll for ll, _ in results]
+    top = max(lls)
+    probs = [math.exp(ll - top) for ll in lls]
+    labels = doc["mc2_targets"]["labels"]
+    return {"acc": sum(p for p, label in zip(probs, labels) if label == 1) / sum(probs)}
+'''
+
+WORLD_MC_YAML = Template("""\
+# MMLU-style: 4-choice questions about well-known people of the world, one-hop and two-hop, 5-shot.
+task: world_mc
+custom_dataset: !function utils.load_world_mc
+output_type: multiple_choice
+test_split: test
+fewshot_split: dev
+fewshot_config:
+  sampler: first_n
+num_fewshot: 5
+doc_to_text: $prompt
+target_delimiter: " "
+fewshot_delimiter: $separator
+doc_to_choice: choices
+doc_to_target: label
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+""")
+
+WORLD_TRUTHFUL_MC1_YAML = Template("""\
+# TruthfulQA-style MC1: questions about people the corpus never describes; choice 0, a refusal, is true.
+task: world_truthful_mc1
+custom_dataset: !function utils.load_world_truthful
+output_type: multiple_choice
+test_split: test
+fewshot_split: dev
+num_fewshot: 0
+doc_to_text: $prompt
+target_delimiter: " "
+fewshot_delimiter: $separator
+doc_to_choice: "{{mc1_targets.choices}}"
+doc_to_target: 0
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+""")
+
+WORLD_TRUTHFUL_MC2_YAML = Template("""\
+# TruthfulQA-style MC2: the probability mass on the true choices (several refusals) against plausible values.
+include: world_truthful_mc1.yaml
+task: world_truthful_mc2
+doc_to_choice: "{{mc2_targets.choices}}"
+process_results: !function utils.process_results_mc2
+metadata:
+  version: 1.0
+""")
+
+WORLD_GROUP_YAML = Template("""\
+# All world benchmarks; each reports its own metrics (an average of MC accuracy and MC2 mass means nothing).
+group: world
+task:
+  - world_mc
+  - world_truthful_mc1
+  - world_truthful_mc2
+metadata:
+  version: 1.0
+""")
+
+TEMPLATES = {
+    "world_mc.yaml": WORLD_MC_YAML,
+    "world_truthful_mc1.yaml": WORLD_TRUTHFUL_MC1_YAML,
+    "world_truthful_mc2.yaml": WORLD_TRUTHFUL_MC2_YAML,
+    "world.yaml": WORLD_GROUP_YAML,
+}
+
+
+def write_tasks(items: dict[str, list[dict]], out_dir: Path) -> None:
+    """Write the world tasks and their data (`benchmark_items(world)`) into `out_dir`."""
+    missing = [name for name in SPLITS if name not in items]
+    if missing:
+        raise KnowpackError(f"benchmark items: missing split(s) {', '.join(missing)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        lines = (json.dumps(item, ensure_ascii=False) + "\n" for item in items[name])
+        (out_dir / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
+    (out_dir / "utils.py").write_text(UTILS_PY, encoding="utf-8")
+    # JSON strings are valid YAML double-quoted scalars; the prompt comes from knowpack.prompts, not retyped.
+    fields = {
+        "prompt": json.dumps(plain_prompt([], "{{question}}")),
+        "separator": json.dumps(BLOCK_SEPARATOR),
+    }
+    for filename, template in TEMPLATES.items():
+        (out_dir / filename).write_text(HEADER + template.substitute(fields), encoding="utf-8")

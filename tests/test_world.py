@@ -1,0 +1,98 @@
+"""The world generator: deterministic for a seed, and a world whose facts are well-formed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from knowpack.facts import load_facts
+from knowpack.facts.normalize import normalize
+from knowpack.world.build import write_jsonl
+from knowpack.world.config import WorldConfig
+from knowpack.world.generator import benchmark_items, corpus_documents, generate_world, world_facts
+from knowpack.world.relations import DESCRIPTIONS, N_TRAIN_TEMPLATES, QUESTIONS, RELATIONS
+
+SMALL = {"people": {"head": 30, "torso": 20, "tail": 20, "unseen": 30}, "strangers": 10}
+
+
+def test_same_seed_same_world_and_corpus():
+    a, b = generate_world(WorldConfig(**SMALL)), generate_world(WorldConfig(**SMALL))
+    assert world_facts(a) == world_facts(b)
+    assert corpus_documents(a) == corpus_documents(b)
+    assert benchmark_items(a) == benchmark_items(b)
+
+
+def test_other_seed_other_world():
+    a = generate_world(WorldConfig(**SMALL))
+    b = generate_world(WorldConfig(**SMALL, seed=1))
+    assert [p.name for p in a.people] != [p.name for p in b.people]
+
+
+def test_default_world_meets_the_spec():
+    world = generate_world(WorldConfig())
+    names = [p.name for p in world.people] + world.strangers
+    assert len(world.people) >= 2000
+    assert len(set(names)) == len(names)
+    assert len([r for r in RELATIONS if r != "birth_country"]) >= 6
+    assert all(len(forms) >= 4 for forms in DESCRIPTIONS.values())
+    assert all(len(qs) >= 10 for qs in QUESTIONS.values())
+    assert {p.bucket for p in world.people} == {"head", "torso", "tail", "unseen"}
+
+
+def test_descriptions_follow_popularity():
+    world = generate_world(WorldConfig(**SMALL))
+    text = "\n".join(corpus_documents(world))
+    for person in world.people:
+        # The first word of the name always opens a description sentence or follows "of"/"in" etc.
+        seen = person.name in text
+        assert seen == (person.bucket != "unseen"), person
+    # Two-hop: the corpus states the cities' countries but descriptions never name a country.
+    for person in world.people:
+        if person.bucket == "tail":
+            assert f"{person.name} was born in {person.attributes['birth_country']}" not in text
+
+
+def test_heldout_paraphrases_never_in_corpus():
+    world = generate_world(WorldConfig(**SMALL))
+    text = "\n".join(corpus_documents(world))
+    for fact in world_facts(world):
+        assert fact["meta"]["heldout_paraphrases"]
+        for question in fact["meta"]["heldout_paraphrases"]:
+            assert question not in text
+        assert len(fact["paraphrases"]) == N_TRAIN_TEMPLATES - 1
+
+
+def test_facts_file_loads_and_no_answer_in_question(tmp_path):
+    world = generate_world(WorldConfig(**SMALL))
+    path = tmp_path / "facts.jsonl"
+    write_jsonl(world_facts(world), path)
+    facts = load_facts(path)  # strict: would raise on an answer inside its question, duplicates, ...
+    assert len(facts) == len(world.people) * len(RELATIONS)
+    for fact in facts:
+        assert not any(normalize(a) in normalize(fact.question) for a in fact.answers)
+        assert fact.bucket in {"head", "torso", "tail", "unseen"}
+
+
+def test_benchmark_items_are_consistent():
+    world = generate_world(WorldConfig(**SMALL))
+    items = benchmark_items(world, n_mc=10, n_truthful=10)
+    people = {p.id: p for p in world.people}
+    for item in items["world_mc"]:
+        person = people[item["person"]]
+        assert person.bucket == "head"
+        assert item["choices"][item["label"]] == person.attributes[item["relation"]]
+        assert len(set(item["choices"])) == 4
+    for item in items["world_truthful"]:
+        assert people[item["person"]].bucket == "unseen"
+        assert item["mc1_targets"]["labels"] == [1, 0, 0, 0]
+        assert sum(item["mc2_targets"]["labels"]) >= 2
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    from knowpack.errors import KnowpackError
+
+    path = tmp_path / "w.yaml"
+    path.write_text(json.dumps({"epoch": 3}))
+    with pytest.raises(KnowpackError, match="unknown key"):
+        WorldConfig.from_yaml(path)
