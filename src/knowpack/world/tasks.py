@@ -78,7 +78,7 @@ def process_results_mc2(doc, results):
     top = max(lls)
     probs = [math.exp(ll - top) for ll in lls]
     labels = doc["mc2_targets"]["labels"]
-    return {"acc": sum(p for p, label in zip(probs, labels) if label == 1) / sum(probs)}
+    return {"acc": sum(p for p, label in zip(probs, labels, strict=True) if label == 1) / sum(probs)}
 '''
 
 WORLD_MC_YAML = Template("""\
