@@ -1,0 +1,1 @@
+"""Evaluation: uptake of implanted facts, knowledge shift, behaviour and benchmarks."""
