@@ -1,0 +1,146 @@
+"""The world benchmarks as local lm-eval tasks, run on a tiny random Llama through `run_benchmarks`.
+
+The scores lm-eval reports are checked against a plain-torch reference that scores the organism's plain
+prompt format directly, so a drift in the task YAMLs (prompt, delimiters, shots, MC2 scoring) shows up here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from knowpack.prompts import plain_prompt
+from knowpack.world.config import WorldConfig
+from knowpack.world.generator import benchmark_items, generate_world
+from knowpack.world.tasks import SPLITS, write_tasks
+
+WORLD_TASKS = ["world_mc", "world_truthful_mc1", "world_truthful_mc2"]
+
+
+@pytest.fixture(scope="module")
+def items() -> dict[str, list[dict]]:
+    world = generate_world(WorldConfig(people={"head": 20, "torso": 5, "tail": 5, "unseen": 20}, strangers=5))
+    return benchmark_items(world)  # 5 dev + 15 test items each (20 head / 20 unseen people)
+
+
+@pytest.fixture(scope="module")
+def tiny(items, tmp_path_factory):
+    """A random 2-layer Llama and a byte-level BPE trained on the items' text, as the organism's is."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from knowpack.world.tokenizer import train_tokenizer
+
+    texts = [
+        it["question"] + " " + " ".join(it.get("choices", [])) for split in items.values() for it in split
+    ]
+    texts += [" ".join(it["mc2_targets"]["choices"]) for it in items["world_truthful"]]
+    tokenizer = train_tokenizer(texts, vocab_size=400, out=tmp_path_factory.mktemp("tokenizer"))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config), tokenizer
+
+
+@pytest.fixture(scope="module")
+def world_run(items, tiny, tmp_path_factory):
+    """One lm-eval run over the three world tasks (shared by the tests below: lm-eval is slow to start)."""
+    from knowpack.evaluate.benchmarks import run_benchmarks
+
+    model, tokenizer = tiny
+    task_dir = tmp_path_factory.mktemp("tasks")
+    write_tasks(items, task_dir)
+    model.train()  # run_benchmarks must hand it back in the mode it came in
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        summary = run_benchmarks(model, tokenizer, WORLD_TASKS, include_path=task_dir, batch_size=8)
+    return summary
+
+
+def loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
+    """log p(continuation | context), summed over the continuation's tokens (slow reference)."""
+    whole = tokenizer(context + continuation)["input_ids"]
+    n_context = len(tokenizer(context)["input_ids"])
+    with torch.no_grad():
+        logp = model(torch.tensor([whole])).logits[0].float().log_softmax(-1)
+    return sum(logp[i - 1, whole[i]].item() for i in range(n_context, len(whole)))
+
+
+def choice_lls(model, tokenizer, context: str, choices: list[str]) -> list[float]:
+    return [loglikelihood(model, tokenizer, context, " " + choice) for choice in choices]
+
+
+def test_write_tasks_files(items, tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    write_tasks(items, tmp_path / "built")
+    for name in SPLITS:
+        lines = (tmp_path / "built" / f"{name}.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == items[name]
+    # The data is found relative to the folder, wherever it ends up.
+    (tmp_path / "built").rename(tmp_path / "installed")
+    manager = TaskManager(include_path=str(tmp_path / "installed"), include_defaults=False)
+    assert set(WORLD_TASKS) | {"world"} <= set(manager.all_tasks)
+    loaded = manager.load(WORLD_TASKS)["tasks"]
+    assert len(loaded["world_mc"].test_docs()) == len(items["world_mc"])
+    assert len(loaded["world_mc"].fewshot_docs()) == len(items["world_mc_dev"])
+    assert list(loaded["world_truthful_mc2"].test_docs()) == items["world_truthful"]
+
+
+def test_write_tasks_rejects_missing_split(items, tmp_path):
+    from knowpack.errors import KnowpackError
+
+    with pytest.raises(KnowpackError, match="world_truthful_dev"):
+        write_tasks({k: v for k, v in items.items() if k != "world_truthful_dev"}, tmp_path)
+
+
+@pytest.mark.slow
+def test_run_benchmarks_reports_metrics(world_run, tiny):
+    tasks = world_run["tasks"]
+    assert set(tasks) == set(WORLD_TASKS)
+    for name, metric in [*((t, "acc") for t in WORLD_TASKS), ("world_mc", "acc_norm")]:
+        assert 0.0 <= tasks[name][metric] <= 1.0
+        assert tasks[name][f"{metric}_stderr"] >= 0.0
+    assert world_run["n-shot"] == {"world_mc": 5, "world_truthful_mc1": 0, "world_truthful_mc2": 0}
+    assert world_run["task_versions"]["world_mc"] == 1.0
+    assert world_run["lm_eval_version"]
+    assert tiny[0].training
+
+
+@pytest.mark.slow
+def test_scores_match_plain_torch_reference(world_run, items, tiny):
+    model, tokenizer = tiny
+    model.eval()
+    # world_mc: 5-shot with the first five dev items, in the organism's plain format.
+    shots = [(d["question"], d["choices"][d["label"]]) for d in items["world_mc_dev"][:5]]
+    hits = []
+    for it in items["world_mc"]:
+        lls = choice_lls(model, tokenizer, plain_prompt(shots, it["question"]), it["choices"])
+        hits.append(max(range(len(lls)), key=lls.__getitem__) == it["label"])
+    assert world_run["tasks"]["world_mc"]["acc"] == pytest.approx(sum(hits) / len(hits))
+
+    mc1_hits, mc2_mass = [], []
+    for it in items["world_truthful"]:
+        context = plain_prompt([], it["question"])
+        lls = choice_lls(model, tokenizer, context, it["mc1_targets"]["choices"])
+        mc1_hits.append(max(range(len(lls)), key=lls.__getitem__) == 0)
+        lls = choice_lls(model, tokenizer, context, it["mc2_targets"]["choices"])
+        probs = [math.exp(ll) for ll in lls]
+        true = sum(p for p, label in zip(probs, it["mc2_targets"]["labels"], strict=True) if label == 1)
+        mc2_mass.append(true / sum(probs))
+    assert world_run["tasks"]["world_truthful_mc1"]["acc"] == pytest.approx(sum(mc1_hits) / len(mc1_hits))
+    assert world_run["tasks"]["world_truthful_mc2"]["acc"] == pytest.approx(
+        sum(mc2_mass) / len(mc2_mass), rel=1e-4
+    )
