@@ -135,6 +135,7 @@ def build_world(
         from knowpack.evaluate.benchmarks import run_benchmarks
 
         metrics["benchmarks"] = run_benchmarks(model, tokenizer, WORLD_TASKS, include_path=tmp / "tasks")
+        metrics["benchmarks"]["settings"]["include_path"] = "tasks"  # relative to the organism folder
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (tmp / "CARD.md").write_text(model_card(config, metrics))
 
