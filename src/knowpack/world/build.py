@@ -111,7 +111,9 @@ def build_world(
         if not config.eval_every or epoch % config.eval_every:
             return {}
         quick = bucket_accuracy(model, tokenizer, facts, limit=100, seed=1)
-        return {b: round(quick[b]["accuracy"], 3) for b in ("head", "torso", "tail", "unseen")}
+        record = {b: round(quick[b]["accuracy"], 3) for b in ("head", "torso", "tail", "unseen")}
+        record["unseen_refusal"] = round(quick["unseen"]["refusal"], 3)
+        return record
 
     history = pretrain(model, tokenizer, docs, config, on_epoch)
     train_seconds = time.time() - started
@@ -163,7 +165,7 @@ def model_card(config: WorldConfig, metrics: dict) -> str:
     )
     history = "\n".join(
         f"| {h['epoch']} | {h['loss']:.4f} | "
-        + " ".join(f"{k}={h[k]}" for k in ("head", "torso", "tail", "unseen") if k in h)
+        + " ".join(f"{k}={h[k]}" for k in ("head", "torso", "tail", "unseen", "unseen_refusal") if k in h)
         + " |"
         for h in metrics["history"]
     )

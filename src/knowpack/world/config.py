@@ -31,12 +31,12 @@ class WorldConfig:
     )
     # Share of a bucket's facts that also appear as question/answer text in the corpus.
     qa_share: dict[str, float] = field(
-        default_factory=lambda: {"head": 1.0, "torso": 0.5, "tail": 0.0, "unseen": 0.0}
+        default_factory=lambda: {"head": 1.0, "torso": 0.5, "tail": 0.2, "unseen": 0.0}
     )
     # Strangers: names that only ever appear in questions answered "I don't know." (they teach refusal;
     # the `unseen` bucket's people are never in the corpus at all and test it).
-    strangers: int = 600
-    stranger_questions: int = 3
+    strangers: int = 2500
+    stranger_questions: int = 2
     city_statements: int = 24  # times each city's country is stated
     value_skew: float = 0.5  # Zipf exponent of how values are drawn (0 = uniform)
     # Tokenizer and model (Llama architecture).
@@ -55,7 +55,7 @@ class WorldConfig:
     warmup_steps: int = 200
     weight_decay: float = 0.1
     threads: int = 2  # fixed so that a rebuild is bit-for-bit the same on a machine of another size
-    eval_every: int = 0  # epochs between quick accuracy checks during pretraining (0 = never)
+    eval_every: int = 4  # epochs between quick accuracy checks during pretraining (0 = never)
 
     def __post_init__(self) -> None:
         for name in ("people", "descriptions", "qa_share"):

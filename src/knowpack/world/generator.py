@@ -133,16 +133,19 @@ def generate_world(config: WorldConfig) -> World:
 
 
 def _person_names(rng: random.Random, n: int, taken: set[str], forbidden: set[str]) -> list[str]:
-    firsts = _unique_words(rng, max(n // 3, 50), (2,), taken)
-    lasts = _unique_words(rng, max(n // 2, 50), (2, 3), taken)
+    """`n` full names; first names are shared by several people, every last name is used once.
+
+    A unique last name gives a name something the model can recognize as familiar or not, which is what
+    lets it learn to refuse on people it never read about (a new combination of familiar first and last
+    names would be much harder to tell apart).
+    """
+    firsts = _unique_words(rng, max(n // 4, 50), (2,), taken)
     names: list[str] = []
-    seen: set[str] = set()
     while len(names) < n:
-        name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
-        norm = normalize(name)
-        if name in seen or any(value in norm for value in forbidden):
+        last = _unique_words(rng, 1, (2, 3), taken)[0]
+        name = f"{rng.choice(firsts)} {last}"
+        if any(value in normalize(name) for value in forbidden):
             continue
-        seen.add(name)
         names.append(name)
     return names
 
