@@ -16,6 +16,7 @@ _API = {
     "load_facts": "knowpack.facts.loaders",
     "save_facts": "knowpack.facts.loaders",
     "organism_dir": "knowpack.paths",
+    "probe": "knowpack.probe",  # a callable module: knowpack.probe(...) and knowpack.probe.transition_matrix
     "Fact": "knowpack.facts.schema",
     "normalize": "knowpack.facts.normalize",
     "is_correct": "knowpack.facts.normalize",
@@ -28,6 +29,7 @@ __all__ = [
     "load_facts",
     "save_facts",
     "organism_dir",
+    "probe",
     "Fact",
     "normalize",
     "is_correct",
@@ -41,11 +43,13 @@ if TYPE_CHECKING:
     from knowpack.facts.schema import Fact
     from knowpack.models import load_model
     from knowpack.paths import organism_dir
+    from knowpack.probe import probe
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
+        module = importlib.import_module(_API[name])
+        value = module if _API[name] == f"knowpack.{name}" else getattr(module, name)
         globals()[name] = value  # next time without __getattr__
         return value
     raise AttributeError(f"module 'knowpack' has no attribute {name!r}")

@@ -12,8 +12,11 @@ Heavy libraries (torch, transformers, datasets) are imported inside the verbs, s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -110,9 +113,10 @@ Shard = Annotated[
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/demo"),
 ) -> None:
-    """Whole pipeline on the bundled model organism, on CPU, in minutes.
+    """Demo on the bundled model organism, on CPU, in about a minute.
 
-    Writes OUT/report.html and OUT/summary.json.
+    Today it shows what the organism knows per popularity bucket (the probe -> mix -> implant -> evaluate
+    pipeline joins as those stages land). Writes OUT/report.html and OUT/summary.json.
     """
     from knowpack.world.demo import run_demo
 
@@ -130,12 +134,110 @@ def probe(
     samples: Annotated[
         int, typer.Option("--samples", help="Samples per prompt; 0 gives the paper's three categories.")
     ] = 16,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.5,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample from the k likeliest tokens (0: all).")] = 40,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 32,
     prompt_format: Annotated[str, typer.Option("--format", help="Prompt format: plain or chat.")] = "plain",
+    mode: Annotated[str, typer.Option("--mode", help="Correctness: substring (the paper's) or exact.")] = (
+        "substring"
+    ),
+    exemplars: Annotated[
+        str | None, typer.Option("--exemplars", help="Facts file of exemplars (default: the facts).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for exemplars and sampling.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences decoded at once.")] = 256,
+    limit: Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")] = None,
     shard: Shard = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
+    ] = False,
+    repeat_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--repeat-seed",
+            help="Probe again with this seed into OUT/repeat-seed-S and write OUT/noise_floor.json "
+            "(category transitions with no training).",
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
 ) -> None:
-    """(not implemented yet) Probe what the model knows: the SliCK category of every fact."""
-    _not_implemented("probe")
+    """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
+    import json
+
+    from knowpack.probe import CATEGORIES, merge_shards, parse_shard, transition_matrix
+    from knowpack.probe import probe as run_probe
+
+    if merge:
+        summary = merge_shards(out)
+        typer.echo(f"merged {summary['shards']} shards: {summary['facts']} facts in {out / 'records.jsonl'}")
+        return
+    if shard is not None:
+        parse_shard(shard)  # bad specs fail before the model loads
+    if prompt_format not in ("plain", "chat"):
+        raise KnowpackError(f"unknown prompt format {prompt_format!r}; expected plain or chat")
+    if mode not in ("substring", "exact"):
+        raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
+    if limit is not None and limit < 1:
+        raise KnowpackError(f"--limit must be >= 1 (got {limit})")
+    from knowpack.facts import load_facts
+    from knowpack.models import load_model
+
+    fact_set = load_facts(facts)
+    pool = load_facts(exemplars) if exemplars is not None else None
+    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    settings = dict(
+        n_prompts=n_prompts,
+        shots=shots,
+        samples=samples,
+        temperature=temperature,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        fmt=prompt_format,
+        mode=mode,
+        exemplars=pool,
+        batch_size=batch_size,
+        limit=limit,
+        shard=shard,
+    )
+    runs = [(seed, out)]
+    if repeat_seed is not None:
+        runs.append((repeat_seed, out / f"repeat-seed-{repeat_seed}"))
+    results = []
+    for run_seed, run_out in runs:
+        with _progress(f"probe (seed {run_seed})") as progress:
+            records = run_probe(
+                lm, tokenizer, fact_set, seed=run_seed, out=run_out, progress=progress, **settings
+            )
+        results.append(records)
+        counts = Counter(r["category"] for r in records)
+        table = ", ".join(f"{c} {counts[c]}" for c in CATEGORIES)
+        typer.echo(f"{run_out}: {len(records)} facts: {table}")
+    if repeat_seed is not None:
+        matrix = transition_matrix(*results)
+        (out / "noise_floor.json").write_text(json.dumps(matrix, indent=2) + "\n", encoding="utf-8")
+        typer.echo(
+            f"noise floor (seed {seed} vs {repeat_seed}): {matrix['unchanged']:.1%} kept their category"
+        )
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Any]:
+    """A rich progress bar with ETA on stderr; yields a `progress(done, total)` callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        "eta",
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"{label}: prompts", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @app.command()

@@ -1,0 +1,148 @@
+"""The probe's engine on tiny random Llama, Qwen2 and Mistral models: the same greedy answers as a plain
+`model.generate` on each full prompt alone, with and without prefix KV reuse, in both prompt formats; samples
+that depend on the seed only (not on batching); and the files `probe()` writes, resumed after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from knowpack.facts import Fact
+from knowpack.probe import probe, read_records
+from knowpack.probe.engine import Engine, Request, split_prefix
+from knowpack.probe.prompts import build_prompts, encode
+
+PEOPLE = ["Ada Brown", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Ford", "Flo Grant", "Gus Hill", "Hal Ives"]
+CITIES = ["Paris", "Lima", "Oslo", "Kyiv", "Rome", "Cairo", "Quito", "Seoul"]
+FIRMS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka"]
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_facts() -> list[Fact]:
+    facts = []
+    for i, person in enumerate(PEOPLE):
+        facts.append(Fact(f"city-{i}", f"Where was {person} born?", [CITIES[i]], person, "birth_city"))
+        facts.append(Fact(f"firm-{i}", f"Who employs {person}?", [FIRMS[i]], person, "employer"))
+    return facts
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is fastest (100x here while other work holds the cores: OpenMP threads spin).
+    Not restored afterwards: raising the thread count again can hang torch's OpenMP pool at exit."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from knowpack.world.tokenizer import train_tokenizer
+
+    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in make_facts()]
+    texts += ["Answer the following question. I don't know."]
+    tok = train_tokenizer(texts, vocab_size=300, out=tmp_path_factory.mktemp("tok"))
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML  # a Qwen2-style (ChatML) template, special tokens and all
+    return tok
+
+
+def tiny_model(family: str, tokenizer):
+    import transformers
+
+    config_class = {
+        "llama": transformers.LlamaConfig,
+        "qwen2": transformers.Qwen2Config,
+        "mistral": transformers.MistralConfig,
+    }[family]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.3,  # large logits: no near-ties that float noise could flip
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed({"llama": 0, "qwen2": 1, "mistral": 2}[family])
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def reference_greedy(model, tokenizer, text: str, fmt: str, max_new_tokens: int) -> str:
+    """The straightforward way: `model.generate` on the full prompt alone, cut at the first line break."""
+    ids = torch.tensor([encode(tokenizer, text, fmt)])
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")[0]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("fmt", ["plain", "chat"])
+def test_greedy_answers_equal_model_generate_one_prompt_at_a_time(family, fmt, tokenizer):
+    model, facts = tiny_model(family, tokenizer), make_facts()
+    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt=fmt)
+    requests, expected = [], {}
+    for fact, fact_prompts in zip(facts, prompts, strict=True):
+        for j, p in enumerate(fact_prompts):
+            ids = encode(tokenizer, p.text, fmt)
+            n = split_prefix(ids, encode(tokenizer, p.prefix, fmt))
+            assert n >= len(encode(tokenizer, p.prefix, fmt)) - 1  # all but a merged "\\n\\n" at most
+            requests.append(Request((fact.id, j), ids, n))
+            expected[(fact.id, j)] = reference_greedy(model, tokenizer, p.text, fmt, 12)
+    # samples > 0: the greedy rows decode beside sample rows from the same prefill; 5 rows a batch
+    for reuse in (True, False):
+        engine = Engine(model, tokenizer, samples=2, max_new_tokens=12, batch_size=7, reuse_prefix=reuse)
+        got = engine.generate(requests)
+        assert {k: g.greedy for k, g in got.items()} == expected
+    assert len({t for t in expected.values()}) > 3  # random models still say different things
+
+
+def test_samples_depend_on_the_seed_not_on_batching(tokenizer):
+    model, facts = tiny_model("llama", tokenizer), make_facts()[:6]
+    settings = dict(n_prompts=2, shots=2, samples=3, max_new_tokens=6)
+    a = probe(model, tokenizer, facts, batch_size=4, **settings)
+    b = probe(model, tokenizer, facts[::-1], batch_size=64, **settings)[::-1]
+    c = probe(model, tokenizer, facts, batch_size=4, seed=1, **settings)
+    assert [r["samples"] for r in a] == [r["samples"] for r in b]
+    assert [r["greedy"] for r in a] == [r["greedy"] for r in b]
+    assert [r["samples"] for r in a] != [r["samples"] for r in c]
+    assert len({s for r in a for per_prompt in r["samples"] for s in per_prompt}) > 3  # it does sample
+
+
+def test_probe_writes_files_and_resumes_after_a_kill(tokenizer, tmp_path):
+    model, facts = tiny_model("qwen2", tokenizer), make_facts()
+    settings = dict(n_prompts=2, shots=2, samples=2, max_new_tokens=6, batch_size=3)
+    whole = probe(model, tokenizer, facts, out=tmp_path / "whole", **settings)
+    lines = (tmp_path / "whole" / "records.jsonl").read_text().splitlines(keepends=True)
+    assert [json.loads(line) for line in lines] == whole and len(whole) == len(facts)
+
+    killed = tmp_path / "killed"  # a kill mid-write: 5 whole records and a torn sixth
+    probe(model, tokenizer, facts, out=killed, limit=5, **settings)
+    with open(killed / "records.jsonl", "a") as f:
+        f.write(lines[5][:20])
+    resumed = probe(model, tokenizer, facts, out=killed, **settings)
+    assert resumed == whole
+    assert read_records(killed / "records.jsonl") == whole  # each id once, the torn line gone
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["facts"] == len(facts)
+    assert sum(summary["categories"].values()) == len(facts)
+    assert set(summary["relation"]) == {"birth_city", "employer"}
+    assert summary["prompts"]["prefix_reused"] == summary["prompts"]["prompts"] > 0
