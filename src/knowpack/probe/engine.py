@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+logger = logging.getLogger(__name__)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _M32 = 0xFFFFFFFF
 
@@ -106,6 +108,11 @@ class Engine:
         self, requests: Sequence[Request], on_batch: Callable[[int], None] | None = None
     ) -> dict[Hashable, Generation]:
         """Answers to every request, by key; `on_batch(n)` is called after each batch of n requests."""
+        window = _sliding_window(self.model.config)
+        if window and any(len(r.ids) + self.max_new_tokens > window for r in requests):
+            # Padding between prefix and suffix takes cache slots, so a window over slots would differ from
+            # a window over tokens; not exact beyond the window (no probe prompt of ours comes near it).
+            logger.warning("prompts longer than the model's sliding window (%d): answers may differ", window)
         groups: dict[tuple[int, ...], list[Request]] = {}
         for r in requests:
             n = r.prefix_len if self.reuse_prefix else 0
@@ -250,6 +257,13 @@ def _stop_tokens(model: Any, tokenizer: Any):
     for i in eos - {None}:
         stop[i] = True
     return stop
+
+
+def _sliding_window(config: Any) -> int | None:
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return window
 
 
 def _until_stop(tokens: list[int], stop) -> list[int]:
