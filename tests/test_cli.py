@@ -116,7 +116,9 @@ def test_demo_and_world_build_call_the_world_package(monkeypatch, tmp_path):
     demo.run_demo = lambda out: calls.append(("demo", out))
     build = types.ModuleType("knowpack.world.build")
 
-    def build_world(out, config=None, *, seed=None, force=False, keep_corpus=False, benchmarks=True):
+    def build_world(
+        out, config=None, *, seed=None, force=False, keep_corpus=False, benchmarks=True, pretrained=None
+    ):
         calls.append(("build", out, config, seed, force, benchmarks))
         if seed == 13:
             raise FactsError("unlucky seed", path="world.yaml")

@@ -22,7 +22,7 @@ def paths(tmp_path_factory):
     from knowpack.world.tokenizer import train_tokenizer
     from test_probe_engine import make_facts, tiny_model
 
-    torch.set_num_threads(1)  # see test_probe_engine.one_thread
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest (see test_probe_engine.one_thread)
     root = tmp_path_factory.mktemp("probe_cli")
     facts = make_facts()
     (root / "facts.jsonl").write_text("".join(json.dumps(f.to_json()) + "\n" for f in facts))

@@ -33,9 +33,12 @@ def make_facts() -> list[Fact]:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny matrices: one thread is fastest (100x here while other work holds the cores: OpenMP threads spin).
-    Not restored afterwards: raising the thread count again can hang torch's OpenMP pool at exit."""
+    """Tiny matrices: one thread is fastest, and much faster when other work holds the cores (OpenMP threads
+    spin-wait on each other)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,9 @@ TINY = {
     "epochs": 2,
     "warmup_steps": 5,
     "eval_every": 1,
+    "refusal_epochs": 1,
+    "refusal_strangers": 8,
+    "refusal_lr": 1e-3,
 }
 
 
@@ -59,7 +62,8 @@ def test_build_writes_an_organism_and_is_reproducible(tmp_path, tiny_config):
     metrics = json.loads((a / "metrics.json").read_text())
     assert set(metrics["buckets"]) >= {"head", "torso", "tail", "unseen"}
     assert "world_mc" in metrics["benchmarks"]["tasks"]
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert metrics["history"][-1]["phase"] == "refusal"
 
     # Same config, same seed: the same weights, to the byte.
     b = _build(tmp_path / "b", a / "build_config.yaml", "--no-benchmarks")
@@ -84,3 +88,31 @@ def test_build_rejects_a_bad_config(tmp_path):
     assert result.exit_code == 1
     assert "unknown key" in result.output and "epochz" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_refusal_phase_from_a_stored_pretraining_is_the_same_as_a_whole_build(tmp_path, tiny_config):
+    whole = _build(tmp_path / "whole", tiny_config, "--no-benchmarks")
+    pretrained_only = tmp_path / "p.yaml"
+    pretrained_only.write_text(yaml.safe_dump({**TINY, "refusal_epochs": 0}))
+    p = _build(tmp_path / "p", pretrained_only, "--no-benchmarks")
+    again = _build(tmp_path / "again", tiny_config, "--no-benchmarks", "--pretrained", str(p))
+    assert (whole / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
+    history = json.loads((again / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+    # Reusing a build with other settings, or one that went through the refusal phase, is refused.
+    result = CliRunner().invoke(
+        app,
+        [
+            "world",
+            "build",
+            "--out",
+            str(tmp_path / "x"),
+            "--config",
+            str(tiny_config),
+            "--pretrained",
+            str(whole),
+        ],
+    )
+    assert result.exit_code == 1 and "refusal phase" in result.output

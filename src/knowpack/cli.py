@@ -331,11 +331,25 @@ def world_build(
     benchmarks: Annotated[
         bool, typer.Option("--benchmarks/--no-benchmarks", help="Write and measure the world benchmarks.")
     ] = True,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            "--pretrained", help="Reuse the pretraining phase of an earlier build of the same world."
+        ),
+    ] = None,
 ) -> None:
     """Build the synthetic world and pretrain the model organism on it (seeded, reproducible)."""
     from knowpack.world.build import build_world
 
-    build_world(out, config, seed=seed, force=force, keep_corpus=keep_corpus, benchmarks=benchmarks)
+    build_world(
+        out,
+        config,
+        seed=seed,
+        force=force,
+        keep_corpus=keep_corpus,
+        benchmarks=benchmarks,
+        pretrained=pretrained,
+    )
     typer.echo(f"organism written to {out}")
 
 

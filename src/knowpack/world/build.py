@@ -12,6 +12,7 @@ config), or a tiny one for a smoke test: `knowpack world build --out /tmp/w --co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +23,14 @@ from pathlib import Path
 
 from knowpack.errors import KnowpackError
 from knowpack.world.config import WorldConfig
-from knowpack.world.generator import World, benchmark_items, corpus_documents, generate_world, world_facts
+from knowpack.world.generator import (
+    World,
+    benchmark_items,
+    corpus_documents,
+    generate_world,
+    refusal_documents,
+    world_facts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,29 @@ def save_compact(model, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+def _load(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+
+
+def _check_pretrained(folder: Path, config: WorldConfig) -> dict:
+    if not (folder / "metrics.json").is_file() or not (folder / "build_config.yaml").is_file():
+        raise KnowpackError(f"{folder}: not a world build (no metrics.json / build_config.yaml)")
+    earlier = WorldConfig.from_yaml(folder / "build_config.yaml").to_dict()
+    if earlier["refusal_epochs"]:
+        raise KnowpackError(
+            f"{folder}: its checkpoint already went through the refusal phase; cannot reuse it"
+        )
+    ours = config.to_dict()
+    differ = [
+        k for k in ours if not k.startswith("refusal_") and k not in ("eval_every",) and earlier[k] != ours[k]
+    ]
+    if differ:
+        raise KnowpackError(f"{folder}: built with other settings ({', '.join(differ)}); cannot reuse it")
+    return json.loads((folder / "metrics.json").read_text())
+
+
 def build_world(
     out: Path,
     config: WorldConfig | Path | None = None,
@@ -72,8 +103,14 @@ def build_world(
     force: bool = False,
     keep_corpus: bool = False,
     benchmarks: bool = True,
+    pretrained: Path | None = None,
 ) -> dict:
-    """Build the world and its organism into `out`; return the measured metrics."""
+    """Build the world and its organism into `out`; return the measured metrics.
+
+    `pretrained`: an earlier build of the same world (same config but for the refusal-phase fields) whose
+    stored checkpoint replaces the pretraining phase, to iterate on the refusal phase in minutes. Its
+    pretraining time and history are carried over, so the card still tells what a whole build costs.
+    """
     import torch
 
     from knowpack.world.measure import bucket_accuracy
@@ -115,19 +152,37 @@ def build_world(
         record["unseen_refusal"] = round(quick["unseen"]["refusal"], 3)
         return record
 
-    history = pretrain(model, tokenizer, docs, config, on_epoch)
+    if pretrained is None:
+        history = pretrain(model, tokenizer, docs, config, on_epoch)
+        save_compact(model, tmp)
+    else:  # reuse the pretraining phase of an earlier build of the same world
+        earlier = _check_pretrained(Path(pretrained), config)
+        history = [h for h in earlier["history"] if h.get("phase") != "refusal"]
+        started -= earlier.get("pretrain_seconds", earlier["build_seconds"])
+        shutil.copy(Path(pretrained) / "model.safetensors", tmp / "model.safetensors")
+        shutil.copy(Path(pretrained) / "config.json", tmp / "config.json")
+        model = _load(tmp)
+    pretrain_seconds = time.time() - started
+    if config.refusal_epochs:
+        model = _load(tmp)  # the refusal phase starts from the stored checkpoint, so it can be rerun alone
+        phase = dataclasses.replace(
+            config, epochs=config.refusal_epochs, lr=config.refusal_lr, warmup_steps=20
+        )
+        for record in pretrain(model, tokenizer, docs + refusal_documents(world), phase, on_epoch):
+            history.append({**record, "epoch": record["epoch"] + config.epochs, "phase": "refusal"})
+        save_compact(model, tmp)
     train_seconds = time.time() - started
-    save_compact(model, tmp)
 
     # Measure the files as shipped: reload the rounded checkpoint.
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tmp, use_safetensors=True).eval()
+    model = _load(tmp)
     tokenizer = AutoTokenizer.from_pretrained(tmp)
     metrics = {
         "buckets": bucket_accuracy(model, tokenizer, facts, seed=0),
         "history": history,
         "build_seconds": round(train_seconds, 1),
+        "pretrain_seconds": round(pretrain_seconds, 1),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_documents": len(docs),
         "n_facts": len(facts),

@@ -54,6 +54,13 @@ class WorldConfig:
     min_lr: float = 3e-4
     warmup_steps: int = 200
     weight_decay: float = 0.1
+    # Refusal phase: after pretraining, the stored (fp16) checkpoint trains `refusal_epochs` more epochs,
+    # with a fresh optimizer at `refusal_lr`, on the corpus plus `refusal_strangers` new strangers (see
+    # `generator.refusal_documents`). Pretraining alone leaves refusals on unseen people falling as the
+    # model memorizes more (docs/organism.md); this phase sets them back. 0 = no such phase.
+    refusal_epochs: int = 2
+    refusal_strangers: int = 2500
+    refusal_lr: float = 1e-3
     threads: int = 2  # fixed so that a rebuild is bit-for-bit the same on a machine of another size
     eval_every: int = 4  # epochs between quick accuracy checks during pretraining (0 = never)
 

@@ -133,17 +133,17 @@ def generate_world(config: WorldConfig) -> World:
 
 
 def _person_names(rng: random.Random, n: int, taken: set[str], forbidden: set[str]) -> list[str]:
-    """`n` full names; first names are shared by several people, every last name is used once.
+    """`n` full names whose first and last names are both used once in the whole world.
 
-    A unique last name gives a name something the model can recognize as familiar or not, which is what
-    lets it learn to refuse on people it never read about (a new combination of familiar first and last
-    names would be much harder to tell apart).
+    Shared name parts let the model answer about a stranger with the attributes of a known person who has
+    the same first name; with every part unique, an unfamiliar name is unfamiliar throughout, which is
+    what lets the model learn to refuse on people it never read about.
     """
-    firsts = _unique_words(rng, max(n // 4, 50), (2,), taken)
     names: list[str] = []
     while len(names) < n:
+        first = _unique_words(rng, 1, (2,), taken)[0]
         last = _unique_words(rng, 1, (2, 3), taken)[0]
-        name = f"{rng.choice(firsts)} {last}"
+        name = f"{first} {last}"
         if any(value in normalize(name) for value in forbidden):
             continue
         names.append(name)
@@ -202,6 +202,33 @@ def corpus_documents(world: World) -> list[str]:
         i += n
     rng.shuffle(docs)
     return docs
+
+
+def refusal_documents(world: World) -> list[str]:
+    """Extra documents for the refusal phase: new strangers, each asked about and answered with a refusal.
+
+    Their names are drawn from their own seeded generator and never collide with a name part or value of
+    the world (the world itself is unchanged). Each document mixes these refusals with answered questions
+    about head people, so that what decides a refusal is the name, not the rest of the document.
+    """
+    cfg = world.config
+    rng = random.Random(cfg.seed + 4)
+    taken = {part.lower() for p in world.people for part in p.name.split()}
+    taken |= {part.lower() for name in world.strangers for part in name.split()}
+    taken |= {a.lower() for aliases in world.aliases.values() for a in aliases}
+    forbidden = {normalize(a) for al in world.aliases.values() for a in al}
+    names = _person_names(rng, cfg.refusal_strangers, taken, forbidden)
+    head = [p for p in world.people if p.bucket == "head"]
+    blocks = []
+    for name in names:
+        for relation in rng.sample(RELATIONS, cfg.stranger_questions):
+            question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=name)
+            blocks.append(qa_block(question, rng.choice(REFUSAL_VARIANTS).format(s=name)))
+            person, relation = rng.choice(head), rng.choice(RELATIONS)
+            question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+            blocks.append(qa_block(question, person.attributes[relation]))
+    rng.shuffle(blocks)
+    return ["\n\n".join(blocks[i : i + 6]) for i in range(0, len(blocks), 6)]
 
 
 def world_facts(world: World) -> list[dict]:

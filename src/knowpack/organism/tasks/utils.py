@@ -1,0 +1,49 @@
+"""Data and scoring of knowpack's world tasks (written by knowpack.world.tasks: regenerate rather than edit).
+
+The JSONL files lie next to this file, so the tasks load them wherever the folder is installed.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import datasets
+
+HERE = Path(__file__).resolve().parent
+
+
+def _read(name):
+    with open(HERE / f"{name}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _splits(name):
+    return datasets.DatasetDict(
+        {
+            "test": datasets.Dataset.from_list(_read(name)),
+            "dev": datasets.Dataset.from_list(_read(f"{name}_dev")),
+        }
+    )
+
+
+def load_world_mc(**metadata):
+    """`custom_dataset` of world_mc (lm-eval passes the task metadata as keywords: unused)."""
+    return _splits("world_mc")
+
+
+def load_world_truthful(**metadata):
+    """`custom_dataset` of world_truthful_mc1 and _mc2."""
+    return _splits("world_truthful")
+
+
+def process_results_mc2(doc, results):
+    """Share of the probability mass, exp(log-likelihood) over all choices, on the true ones.
+
+    As lm-eval's truthfulqa_mc2; shifting by the largest log-likelihood leaves the shares unchanged and
+    keeps long answers from underflowing to 0/0.
+    """
+    lls = [ll for ll, _ in results]
+    top = max(lls)
+    probs = [math.exp(ll - top) for ll in lls]
+    labels = doc["mc2_targets"]["labels"]
+    return {"acc": sum(p for p, label in zip(probs, labels, strict=True) if label == 1) / sum(probs)}
