@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 from knowpack.errors import FactsError
 from knowpack.facts.schema import Fact
+from knowpack.io import write_text_atomic
 from knowpack.paths import organism_dir
 
 logger = logging.getLogger(__name__)
@@ -123,20 +123,7 @@ def load_facts(
 
 def save_facts(facts: Iterable[Fact], path: str | os.PathLike) -> Path:
     """Write `facts` as a facts file (JSONL), atomically: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for fact in facts:
-                f.write(json.dumps(fact.to_json(), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, "".join(json.dumps(f.to_json(), ensure_ascii=False) + "\n" for f in facts))
 
 
 def detect_format(record: Any) -> str:

@@ -14,6 +14,8 @@ import logging
 import random
 from pathlib import Path
 
+from knowpack.io import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -44,15 +46,9 @@ def run_demo(out: Path, *, per_bucket: int = 50, seed: int = 0) -> dict:
         ],
     }
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _write_atomic(out / "report.html", _report_html(summary))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "report.html", _report_html(summary))
     return summary
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _report_html(summary: dict) -> str:
