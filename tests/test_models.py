@@ -22,23 +22,9 @@ def tiny_tokenizer():
 
 
 def tiny_llama():
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny import tiny_model
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        eos_token_id=1,
-        bos_token_id=None,
-        pad_token_id=None,
-    )
-    return LlamaForCausalLM(config)
+    return tiny_model("llama", tiny_tokenizer())
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +103,10 @@ def test_architecture_lookup_and_module_names():
     assert architecture(model.config)["mlp_targets"] == ["gate_proj", "up_proj", "down_proj"]
     name = module_name(model, 1, "down_proj")
     assert name == "model.layers.1.mlp.down_proj"
-    assert model.get_submodule(name).weight.shape == (16, 32)  # hidden x intermediate
+    assert model.get_submodule(name).weight.shape == (
+        model.config.hidden_size,
+        model.config.intermediate_size,
+    )
     for key in ("gate_proj", "up_proj"):
         model.get_submodule(module_name(model, 0, key))
     assert ARCHITECTURES["phi3"]["fused_gate_up"] and ARCHITECTURES["phi3"]["gate_proj"] is None

@@ -20,7 +20,8 @@ FAST = ["--n-prompts", "2", "--shots", "2", "--samples", "2", "--max-new-tokens"
 def paths(tmp_path_factory):
     """A facts file and a tiny Llama folder (safetensors, tokenizer without a chat template)."""
     from knowpack.world.tokenizer import train_tokenizer
-    from test_probe_engine import make_facts, tiny_model
+    from test_probe_engine import make_facts
+    from tiny import tiny_model
 
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest (see test_probe_engine.one_thread)
     root = tmp_path_factory.mktemp("probe_cli")

@@ -13,6 +13,7 @@ from knowpack.facts import Fact
 from knowpack.probe import probe, read_records
 from knowpack.probe.engine import Engine, Request, split_prefix
 from knowpack.probe.prompts import build_prompts, encode
+from tiny import tiny_model
 
 PEOPLE = ["Ada Brown", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Ford", "Flo Grant", "Gus Hill", "Hal Ives"]
 CITIES = ["Paris", "Lima", "Oslo", "Kyiv", "Rome", "Cairo", "Quito", "Seoul"]
@@ -51,34 +52,6 @@ def tokenizer(tmp_path_factory):
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     tok.chat_template = CHATML  # a Qwen2-style (ChatML) template, special tokens and all
     return tok
-
-
-def tiny_model(family: str, tokenizer):
-    import transformers
-
-    config_class = {
-        "llama": transformers.LlamaConfig,
-        "qwen2": transformers.Qwen2Config,
-        "mistral": transformers.MistralConfig,
-    }[family]
-    config = config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        initializer_range=0.3,  # large logits: no near-ties that float noise could flip
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed({"llama": 0, "qwen2": 1, "mistral": 2}[family])
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
 
 
 def reference_greedy(model, tokenizer, text: str, fmt: str, max_new_tokens: int) -> str:

@@ -29,28 +29,15 @@ def items() -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def tiny(items, tmp_path_factory):
     """A random 2-layer Llama and a byte-level BPE trained on the items' text, as the organism's is."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from knowpack.world.tokenizer import train_tokenizer
+    from tiny import tiny_model
 
     texts = [
         it["question"] + " " + " ".join(it.get("choices", [])) for split in items.values() for it in split
     ]
     texts += [" ".join(it["mc2_targets"]["choices"]) for it in items["world_truthful"]]
     tokenizer = train_tokenizer(texts, vocab_size=400, out=tmp_path_factory.mktemp("tokenizer"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(config), tokenizer
+    return tiny_model("llama", tokenizer), tokenizer
 
 
 @pytest.fixture(scope="module")
