@@ -126,6 +126,7 @@ def build_world(
         config.seed = seed
     if out.exists() and not force:
         raise KnowpackError(f"{out}: already exists (pass --force to replace it)")
+    earlier = _check_pretrained(Path(pretrained), config) if pretrained is not None else None  # fail early
     tmp = out.with_name(f".{out.name}.building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -142,7 +143,6 @@ def build_world(
     config.save(tmp / "build_config.yaml")
 
     tokenizer = train_tokenizer(docs, config.vocab_size, tmp)
-    model = make_model(config, tokenizer)
 
     def on_epoch(epoch: int, loss: float) -> dict:
         if not config.eval_every or epoch % config.eval_every:
@@ -152,11 +152,11 @@ def build_world(
         record["unseen_refusal"] = round(quick["unseen"]["refusal"], 3)
         return record
 
-    if pretrained is None:
+    if earlier is None:
+        model = make_model(config, tokenizer)
         history = pretrain(model, tokenizer, docs, config, on_epoch)
         save_compact(model, tmp)
     else:  # reuse the pretraining phase of an earlier build of the same world
-        earlier = _check_pretrained(Path(pretrained), config)
         history = [h for h in earlier["history"] if h.get("phase") != "refusal"]
         started -= earlier.get("pretrain_seconds", earlier["build_seconds"])
         shutil.copy(Path(pretrained) / "model.safetensors", tmp / "model.safetensors")
