@@ -1,9 +1,12 @@
-"""Small file helpers every stage shares: atomic writes (a reader sees the old file or all of the new one)."""
+"""Small file helpers every stage shares: atomic writes (no reader sees a half-written file or folder)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,3 +25,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder of `path`; on success it replaces `path` (an earlier
+    folder there is removed), on error it is removed and `path` is left as it was. No reader sees a
+    half-written folder.
+
+        with atomic_dir(run / "loki") as tmp:
+            (tmp / "selection.json").write_text(...)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():  # two renames: a folder cannot be os.replace'd onto a non-empty one
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
