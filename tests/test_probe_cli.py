@@ -4,6 +4,7 @@ floor, and one-line errors for bad input."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from knowpack.cli import app
 from knowpack.probe import CATEGORIES, read_records
 
 runner = CliRunner()
-FAST = ["--n-prompts", "2", "--shots", "2", "--samples", "2", "--max-new-tokens", "4", "--device", "cpu"]
+FAST = ["--n-prompts", "2", "--shots", "2", "--samples", "2", "--max-new-tokens", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def invoke(*args):
 
 
 def test_probe_writes_records_and_summary_then_shards_merge_to_the_same(paths):
-    base = ["probe", "--model", paths / "model", "--facts", paths / "facts.jsonl", *FAST]
+    base = ["probe", "--model", paths / "model", "--facts", paths / "facts.jsonl", *FAST, "--device", "cpu"]
     result = invoke(*base, "--out", paths / "whole", "--repeat-seed", "7")
     assert result.exit_code == 0, result.output
     whole = read_records(paths / "whole" / "records.jsonl")
@@ -69,9 +70,22 @@ def test_probe_writes_records_and_summary_then_shards_merge_to_the_same(paths):
         (["--model", "/no/such/model"], "error: model folder not found: /no/such/model\n"),
         (["--facts", "missing.jsonl"], "error: missing.jsonl: no such file or directory\n"),
         (["--mode", "fuzzy"], "error: unknown correctness mode 'fuzzy'"),
+        (["--facts", "bad-answers.jsonl"], "error: bad-answers.jsonl:2: field 'answers': is an empty list\n"),
+        (["--facts", "bad-json.jsonl"], "error: bad-json.jsonl:2: malformed JSON: "),
+        (["--facts", "empty.jsonl"], "error: empty.jsonl: no facts found\n"),
+        (["--exemplars", "missing.jsonl"], "error: missing.jsonl: no such file or directory\n"),
+        (["--backend", "tpu"], "error: unknown backend 'tpu'; expected torch or vllm\n"),
+        (["--backend", "vllm", "--device", "cpu"], "error: --device is for the torch backend; "),
+        (["--backend", "vllm"], "error: the vLLM backend needs vLLM, which is not installed: pip install "),
     ],
 )
-def test_bad_input_is_one_line_and_exit_1(paths, args, message):
+def test_bad_input_is_one_line_and_exit_1(paths, args, message, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as where vLLM is not installed, also if it is here
+    monkeypatch.chdir(paths)
+    good = '{"id": "a", "question": "Where was Ada born?", "answers": ["Paris"]}\n'
+    (paths / "bad-answers.jsonl").write_text(good + '{"id": "b", "question": "Q?", "answers": []}\n')
+    (paths / "bad-json.jsonl").write_text(good + "{not json\n")
+    (paths / "empty.jsonl").write_text("")
     base = {"--model": paths / "model", "--facts": paths / "facts.jsonl"}
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = value

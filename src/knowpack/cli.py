@@ -145,7 +145,9 @@ def probe(
         str | None, typer.Option("--exemplars", help="Facts file of exemplars (default: the facts).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for exemplars and sampling.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences decoded at once.")] = 256,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Sequences decoded at once (torch backend).")
+    ] = 256,
     limit: Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")] = None,
     shard: Shard = None,
     merge: Annotated[
@@ -159,13 +161,22 @@ def probe(
             "(category transitions with no training).",
         ),
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto (torch backend).")
+    ] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack[vllm]'; GPU).",
+        ),
+    ] = "torch",
 ) -> None:
     """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
     import json
 
-    from knowpack.probe import CATEGORIES, merge_shards, parse_shard, transition_matrix
+    from knowpack.probe import BACKENDS, CATEGORIES, merge_shards, parse_shard, transition_matrix
     from knowpack.probe import probe as run_probe
 
     if merge:
@@ -180,12 +191,21 @@ def probe(
         raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
     if limit is not None and limit < 1:
         raise KnowpackError(f"--limit must be >= 1 (got {limit})")
+    if backend not in BACKENDS:
+        raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
+    if backend == "vllm" and device is not None:
+        raise KnowpackError("--device is for the torch backend; vLLM places the model itself")
     from knowpack.facts import load_facts
     from knowpack.models import load_model
 
     fact_set = load_facts(facts)
     pool = load_facts(exemplars) if exemplars is not None else None
-    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    if backend == "vllm":
+        from knowpack.probe.vllm_backend import load
+
+        lm, tokenizer = load(model, dtype=dtype, seed=seed)
+    else:
+        lm, tokenizer = load_model(model, device=device, dtype=dtype)
     settings = dict(
         n_prompts=n_prompts,
         shots=shots,
@@ -199,6 +219,7 @@ def probe(
         batch_size=batch_size,
         limit=limit,
         shard=shard,
+        backend=backend,
     )
     runs = [(seed, out)]
     if repeat_seed is not None:
