@@ -15,10 +15,8 @@ from knowpack.errors import FactsError
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-IMPLEMENTED = ["demo", "world", "facts", "probe"]
+IMPLEMENTED = ["demo", "world", "facts", "probe", "attribute", "select"]
 NOT_IMPLEMENTED = {  # verb -> arguments that satisfy its required options
-    "attribute": ["--prompts", "p.jsonl", "--out", "x"],
-    "select": ["scores", "--quota", "10", "--out", "sel.json"],
     "train": ["configs/organism/lora.yaml", "mix.n_unknown=10", "method.name=loki"],
     "eval": ["runs/r1"],
     "sweep": ["sweep.yaml"],

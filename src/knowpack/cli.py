@@ -263,30 +263,141 @@ def _progress(label: str) -> Iterator[Any]:
 
 @app.command()
 def attribute(
-    prompts: Annotated[
-        Path, typer.Option("--prompts", help="JSONL, one 'prompt' (text) or 'messages' (chat turns) a line.")
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder: kva.safetensors, records.jsonl, summary.json.")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output folder for the scores.")],
+    prompts: Annotated[
+        str | None,
+        typer.Option(
+            "--prompts",
+            help="JSONL ('prompt' text or 'messages' chat turns a line), 'mmlu', 'mmlu:NAME_OR_PATH' "
+            "or 'world_mc'.",
+        ),
+    ] = None,
     model: Model = "organism",
+    steps: Annotated[int, typer.Option("--steps", help="Integrated-gradient steps m (the paper: 7).")] = 7,
+    per_subject: Annotated[int, typer.Option("--per-subject", help="MMLU questions per subject.")] = 50,
+    limit: Annotated[int | None, typer.Option("--limit", help="Attribute only the first N prompts.")] = None,
+    quotas: Annotated[
+        str | None,
+        typer.Option(
+            "--quotas", help="Extra quotas (%) to keep counts for, e.g. '12.5,33' (whole % always)."
+        ),
+    ] = None,
+    rows_per_pass: Annotated[
+        int | None, typer.Option("--rows-per-pass", help="At most this many (layer, step) rows per forward.")
+    ] = None,
     shard: Shard = None,
+    merge: Annotated[
+        bool,
+        typer.Option("--merge", help="Add up the finished shards in OUT into kva.safetensors; no model."),
+    ] = False,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
 ) -> None:
-    """(not implemented yet) LoKI's knowledge vector attribution (KVA) scores of every down_proj row."""
-    _not_implemented("attribute")
+    """LoKI's knowledge vector attribution (KVA) of every down_proj row, counted for selection."""
+    from knowpack.loki.attribution import merge_shards
+
+    if merge:
+        summary = merge_shards(out)
+        typer.echo(
+            f"merged {summary['shards']} shards: {summary['prompts']} prompts in {out / 'kva.safetensors'}"
+        )
+        return
+    if prompts is None:
+        raise KnowpackError("--prompts is required (a JSONL file, 'mmlu', 'mmlu:NAME_OR_PATH' or 'world_mc')")
+    if steps < 1 or per_subject < 1 or (limit is not None and limit < 1):
+        raise KnowpackError("--steps, --per-subject and --limit must be >= 1")
+    extra = _quota_list(quotas)
+    if (
+        prompts not in ("mmlu", "world_mc")
+        and not prompts.startswith("mmlu:")
+        and not Path(prompts).is_file()
+    ):
+        raise KnowpackError(
+            f"prompts file not found: {prompts} (or give 'mmlu', 'mmlu:NAME_OR_PATH', 'world_mc')"
+        )
+    if shard is not None:
+        from knowpack.probe import parse_shard
+
+        parse_shard(shard)  # bad specs fail before the model loads
+    from knowpack.loki.attribution import attribute as run_attribute
+    from knowpack.loki.prompts import load_prompts
+    from knowpack.models import architecture, load_model
+
+    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    architecture(lm)  # an unsupported family fails before any prompt is read
+    prompt_set = load_prompts(prompts, tokenizer, per_subject=per_subject)
+    with _progress("attribute") as progress:
+        stats = run_attribute(
+            lm,
+            tokenizer,
+            prompt_set,
+            out=out,
+            steps=steps,
+            quotas=extra,
+            source=prompts,
+            limit=limit,
+            shard=shard,
+            rows_per_pass=rows_per_pass,
+            progress=progress,
+        )
+    typer.echo(
+        f"{out}: {stats.n} prompts attributed ({stats.num_layers} layers x {stats.rows} down_proj rows); "
+        f"next: knowpack select {out} --quota 10 --out selection.json"
+    )
+
+
+def _quota_list(text: str | None) -> list[float]:
+    from knowpack.loki.stats import check_quota
+
+    return [check_quota(part) for part in (text or "").replace(" ", "").split(",") if part]
 
 
 @app.command()
 def select(
     scores: Annotated[Path, typer.Argument(help="Folder written by `knowpack attribute`.")],
     quota: Annotated[
-        float, typer.Option("--quota", "-q", help="Share of all down_proj rows to train, in %.")
+        float, typer.Option("--quota", "-q", help="Share of all down_proj rows to train, in % (0, 100].")
     ],
     out: Annotated[Path, typer.Option("--out", help="Output JSON: layer -> row indices.")],
     strategy: Annotated[
-        str, typer.Option("--strategy", help="layer-balanced (LoKI), global-low or global-high.")
+        str,
+        typer.Option(
+            "--strategy",
+            help="layer-balanced (LoKI), layer-balanced-high, global-low, global-high, abs or random.",
+        ),
     ] = "layer-balanced",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random strategy.")] = 0,
 ) -> None:
-    """(not implemented yet) Select the down_proj rows LoKI trains, from attribution scores."""
-    _not_implemented("select")
+    """Select the down_proj rows LoKI trains, from an attribution (writes a selection JSON)."""
+    from knowpack.loki.attribution import load_attribution
+    from knowpack.loki.select import STRATEGIES, select_nodes, write_selection
+    from knowpack.loki.stats import check_quota
+
+    check_quota(quota)
+    if strategy not in STRATEGIES:
+        raise KnowpackError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    stats, meta = load_attribution(scores)
+    layers = select_nodes(stats, quota, strategy, seed=seed)
+    settings = meta["settings"]
+    write_selection(
+        out,
+        layers,
+        shape=(stats.num_layers, stats.rows),
+        quota=quota,
+        strategy=strategy,
+        seed=seed if strategy == "random" else None,
+        source={
+            "attribution": str(scores),
+            "prompts": settings["prompts"],
+            "n_prompts": stats.n,
+            "steps": settings["steps"],
+        },
+        model=settings["model"],
+    )
+    chosen = sum(len(rows) for rows in layers.values())
+    typer.echo(f"{out}: {chosen} rows over {stats.num_layers} layers ({strategy}, quota {quota:g}%)")
 
 
 @app.command()

@@ -1,0 +1,286 @@
+"""`attribute()`: KVA over a prompt set, aggregated online into what selection needs; resumable, shardable.
+
+    from knowpack import load_model
+    from knowpack.loki import attribute, load_prompts, merge_shards
+    model, tok = load_model("organism")
+    stats = attribute(model, tok, load_prompts("world_mc", tok), out="out/kva")      # -> KVAStats
+    attribute(model, tok, prompts, out="out/kva", shard="0/4"); ...; merge_shards("out/kva")
+
+Files in `out`:
+- `kva.safetensors`: the `KVAStats` (selection counts for every quota, sums of scores and |scores| in
+  float64; see stats.py) with the settings, progress and status in its header. `knowpack select` reads it.
+- `records.jsonl`: one line per prompt: `index` (in the prompt set), `id`, `tokens`, `target` (ŷ) and its
+  text, `p_target` (F(z)), `p_ablated` (F(0) per layer) and `attr_sum` (Σ_j Attr per layer; integrated
+  gradients' completeness says attr_sum ≈ p_target - p_ablated).
+- `summary.json`: status, counts, timing (seconds per prompt), settings, versions.
+A shard i/n writes `kva.i-of-n.safetensors`, `records.i-of-n.jsonl`, `summary.i-of-n.json`; `merge_shards`
+adds them up into the three files above (the counts are sums, so shards + merge equal one run).
+
+Resume: every `checkpoint_seconds` the finished prompts' records are appended and flushed, then the stats are
+written atomically with the number of prompts done; after a kill, a rerun with the same settings cuts the
+records to that number and carries on with the next prompt. Prompts are taken in order (a shard i/n takes
+every n-th from the i-th), so a resumed run counts exactly the prompts one uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowpack.errors import KnowpackError
+from knowpack.loki.kva import STEPS, down_projs, kva_scores
+from knowpack.loki.prompts import Prompt
+from knowpack.loki.stats import KVAStats
+from knowpack.probe.run import (  # the probe's file and provenance helpers
+    _append,
+    _model_name,
+    _versions,
+    _write_json,
+    _write_jsonl,
+    parse_shard,
+)
+
+logger = logging.getLogger(__name__)
+
+STATS_FILE, RECORDS_FILE, SUMMARY_FILE = "kva.safetensors", "records.jsonl", "summary.json"
+
+
+def attribute(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    *,
+    out: str | os.PathLike | None = None,
+    steps: int = STEPS,
+    quotas: Sequence[float] = (),
+    source: str | None = None,
+    limit: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    rows_per_pass: int | None = None,
+    checkpoint_seconds: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> KVAStats:
+    """KVA of every prompt (see the module docstring), counted into a `KVAStats`; returns it.
+
+    `quotas`: extra quotas (in %) to keep counts for, beyond every whole percent (small models keep all).
+    `source`: how the prompts were given (recorded). `limit` keeps the first prompts, `shard` ("i/n") every
+    n-th of those. `rows_per_pass`: at most this many (layer, step) rows per forward (memory).
+    `progress(done, total)` counts this shard's prompts.
+    """
+    chosen = list(prompts)[:limit] if limit is not None else list(prompts)
+    index, count = parse_shard(shard) if shard is not None else (0, 1)
+    mine = list(enumerate(chosen))[index::count]
+    downs = down_projs(model)
+    shape = {"num_layers": len(downs), "rows": int(downs[0].weight.shape[0])}
+    settings = {
+        "model": _model_name(model),
+        "shape": shape,
+        "steps": steps,
+        "prompts": source,
+        "n_prompts": len(chosen),
+        "prompts_sha256": _digest(chosen),
+        "quotas": sorted(float(q) for q in quotas),
+    }
+    paths = _paths(Path(out), shard and (index, count)) if out is not None else None
+    stats, done, seconds = _resume(paths, settings) if paths else (None, 0, 0.0)
+    if stats is None:
+        stats = KVAStats(shape["num_layers"], shape["rows"], quotas)
+    if done:
+        logger.info("resuming: %d of %d prompts already attributed", done, len(mine))
+
+    pending: list[dict] = []
+    started = last_checkpoint = time.time()
+
+    def checkpoint(status: str) -> None:
+        nonlocal last_checkpoint
+        if paths is not None:
+            _append(paths["records"], pending)
+            meta = _meta(settings, done, len(mine), status, seconds + time.time() - started)
+            stats.save(paths["stats"], meta)
+            _write_json(paths["summary"], _summary(stats, meta, paths["records"]))
+        pending.clear()
+        last_checkpoint = time.time()
+
+    if progress is not None:
+        progress(done, len(mine))
+    for position, prompt in mine[done:]:
+        pending.append(_attribute_one(model, tokenizer, prompt, position, stats, steps, rows_per_pass))
+        done += 1
+        if progress is not None:
+            progress(done, len(mine))
+        if time.time() - last_checkpoint >= checkpoint_seconds and done < len(mine):
+            checkpoint("running")
+    checkpoint("finished")
+    return stats
+
+
+def load_attribution(path: str | os.PathLike) -> tuple[KVAStats, dict[str, Any]]:
+    """The stats and header of a finished attribution folder (or its `kva.safetensors`)."""
+    path = Path(path)
+    file = path / STATS_FILE if path.is_dir() else path
+    if not file.exists():
+        if path.is_dir() and list(path.glob("kva.*-of-*.safetensors")):
+            raise KnowpackError(
+                f"{path} holds attribution shards; join them: knowpack attribute --merge --out {path}"
+            )
+        raise KnowpackError(
+            f"no attribution in {path} (expected {STATS_FILE}, written by knowpack attribute)"
+        )
+    stats, meta = KVAStats.load(file)
+    if meta.get("status") != "finished":
+        raise KnowpackError(
+            f"the attribution in {path} is not finished ({meta.get('done')} of {meta.get('total')} prompts); "
+            "rerun the same knowpack attribute command to resume it"
+        )
+    return stats, meta
+
+
+def merge_shards(out: str | os.PathLike) -> dict[str, Any]:
+    """Add the finished shards of `out` into `kva.safetensors`, `records.jsonl`, `summary.json`."""
+    out = Path(out)
+    files = sorted(out.glob("kva.*-of-*.safetensors"))
+    if not files:
+        raise KnowpackError(f"no attribution shards (kva.i-of-n.safetensors) in {out}")
+    counts = {p.name.split(".")[1].split("-of-")[1] for p in files}
+    if len(counts) != 1:
+        raise KnowpackError(f"{out} mixes shard counts {sorted(counts)}")
+    n = int(counts.pop())
+    total, records, seconds, settings = None, [], 0.0, None
+    for i in range(n):
+        file = out / f"kva.{i}-of-{n}.safetensors"
+        if not file.exists():
+            raise KnowpackError(f"shard {i}/{n} has not run (no {file.name})")
+        stats, meta = KVAStats.load(file)
+        if meta["status"] != "finished":
+            raise KnowpackError(f"shard {i}/{n} is not finished ({meta['done']} of {meta['total']} prompts)")
+        if settings is not None and meta["settings"] != settings:
+            raise KnowpackError(f"shard {i}/{n} ran with other settings than shard 0/{n}")
+        settings = meta["settings"]
+        seconds = max(seconds, meta["seconds"])
+        total = stats if total is None else _merged(total, stats)
+        records += _read_records(out / f"records.{i}-of-{n}.jsonl", meta["done"])
+    records.sort(key=lambda r: r["index"])
+    meta = _meta(settings, len(records), len(records), "finished", seconds)
+    meta["shards"] = n
+    total.save(out / STATS_FILE, meta)
+    _write_jsonl(out / RECORDS_FILE, records)
+    summary = _summary(total, meta, out / RECORDS_FILE)
+    _write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ internals
+
+
+def _attribute_one(model, tokenizer, prompt: Prompt, position: int, stats: KVAStats, steps, rows_per_pass):
+    ids = prompt.encode(tokenizer)
+    if not ids:
+        raise KnowpackError(f"prompt {prompt.id!r} has no tokens")
+    result = kva_scores(model, ids, steps=steps, rows_per_pass=rows_per_pass)
+    record = {
+        "index": position,
+        "id": prompt.id,
+        "tokens": len(ids),
+        "target": result.target,
+        "target_text": tokenizer.decode([result.target]),
+        "p_target": _round(result.p_target),
+        "p_ablated": [_round(p) for p in result.p_ablated],
+        "attr_sum": [_round(s) for s in result.scores.sum(axis=1)],
+    }
+    if np.isfinite(result.scores).all():
+        stats.add(result.scores)
+    else:  # a real model in half precision can overflow: count nothing rather than garbage
+        logger.warning("prompt %r: non-finite KVA scores; not counted", prompt.id)
+        record["skipped"] = "non-finite scores"
+    return record
+
+
+def _resume(paths: dict[str, Path], settings: dict) -> tuple[KVAStats | None, int, float]:
+    """The saved stats, prompts done and seconds spent in this folder (None, 0, 0 when there are none)."""
+    if not paths["stats"].exists():
+        paths["records"].unlink(
+            missing_ok=True
+        )  # records without stats: from a run killed before its first save
+        return None, 0, 0.0
+    stats, meta = KVAStats.load(paths["stats"])
+    old = meta.get("settings", {})
+    if old != settings:
+        diff = ", ".join(f"{k} {old.get(k)!r} vs {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise KnowpackError(
+            f"{paths['stats'].parent} holds an attribution with other settings ({diff}); use another --out"
+        )
+    records = _read_records(paths["records"], meta["done"])
+    _write_jsonl(paths["records"], records)
+    return stats, meta["done"], meta["seconds"]
+
+
+def _read_records(path: Path, done: int) -> list[dict]:
+    """The first `done` records of a records file (lines after them come from a run killed between saves)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if len(lines) < done:
+        raise KnowpackError(
+            f"{path} has {len(lines)} records but its stats count {done} prompts; use another --out"
+        )
+    try:
+        return [json.loads(line) for line in lines[:done]]
+    except ValueError:
+        raise KnowpackError(f"{path}: a damaged record; use another --out") from None
+
+
+def _merged(a: KVAStats, b: KVAStats) -> KVAStats:
+    a.merge(b)
+    return a
+
+
+def _meta(settings: dict, done: int, total: int, status: str, seconds: float) -> dict[str, Any]:
+    return {
+        "settings": settings,
+        "done": done,
+        "total": total,
+        "status": status,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _summary(stats: KVAStats, meta: dict, records_path: Path) -> dict[str, Any]:
+    records = _read_records(records_path, meta["done"]) if records_path.exists() else []
+    seconds, done = meta["seconds"], meta["done"]
+    return {
+        "status": meta["status"],
+        "prompts": done,
+        "counted": stats.n,
+        "skipped": [r["id"] for r in records if r.get("skipped")],
+        "shape": meta["settings"]["shape"],
+        "mean_p_target": _round(float(np.mean([r["p_target"] for r in records]))) if records else None,
+        "mean_tokens": _round(float(np.mean([r["tokens"] for r in records]))) if records else None,
+        "timing": {"seconds": seconds, "seconds_per_prompt": _round(seconds / done) if done else None},
+        **({"shards": meta["shards"]} if "shards" in meta else {}),
+        "settings": meta["settings"],
+        "versions": _versions(),
+    }
+
+
+def _paths(out: Path, shard: tuple[int, int] | None) -> dict[str, Path]:
+    tag = f".{shard[0]}-of-{shard[1]}" if shard else ""
+    names = {"stats": STATS_FILE, "records": RECORDS_FILE, "summary": SUMMARY_FILE}
+    out.mkdir(parents=True, exist_ok=True)
+    return {key: out / name.replace(".", f"{tag}.", 1) for key, name in names.items()}
+
+
+def _digest(prompts: Sequence[Prompt]) -> str:
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(json.dumps([p.id, p.text, p.chat]).encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
