@@ -74,7 +74,7 @@ def kva_scores(
         raise KnowpackError("cannot attribute an empty prompt")
     num_layers = len(downs)
     per_pass = max(1, (rows_per_pass or num_layers * steps) // steps)  # whole layers per forward
-    alphas = torch.arange(steps, device=device, dtype=torch.float32) / steps
+    alphas = [k / steps for k in range(steps)]  # α_k
 
     with _inference_mode(model):
         past = _prefix_cache(model, ids[:-1])
@@ -121,7 +121,9 @@ def _one_pass(model, downs, last, past, layers, alphas, state: _State) -> None:
                 state.z[layer] = output[0, -1].detach()
             if layer not in leaves and layer in layers:
                 first = clean + layers.index(layer) * steps
-                leaf = (alphas[:, None] * state.z[layer].float()).to(output.dtype).requires_grad_(True)
+                z = state.z[layer].to(_at_least_fp32(output.dtype))  # α·z not rounded to bf16 twice
+                scale = torch.tensor(alphas, dtype=z.dtype, device=z.device)[:, None]
+                leaf = (scale * z).to(output.dtype).requires_grad_(True)
                 leaves[layer] = leaf
                 output = output.clone()
                 output[first : first + steps, -1] = leaf
@@ -134,7 +136,7 @@ def _one_pass(model, downs, last, past, layers, alphas, state: _State) -> None:
         with torch.enable_grad():
             cache = _expand(past, batch)
             logits = model(input_ids=last.expand(batch, 1), past_key_values=cache, use_cache=True).logits
-            logits = logits[:, -1].float()
+            logits = logits[:, -1].to(_at_least_fp32(logits.dtype))
             if clean:
                 state.target = int(logits[0].argmax())
                 state.p_target = float(logits[0].detach().softmax(-1)[state.target])
@@ -147,6 +149,10 @@ def _one_pass(model, downs, last, past, layers, alphas, state: _State) -> None:
     for i, (layer, grad) in enumerate(zip(layers, grads, strict=True)):
         state.grad_mean[layer] = grad.double().mean(0).cpu().numpy()
         state.p_ablated[layer] = float(probs[i, 0])  # α_0 = 0: the output zeroed
+
+
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _prefix_cache(model, prefix: torch.Tensor) -> Any:

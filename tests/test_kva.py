@@ -1,0 +1,130 @@
+"""Fast KVA (knowpack.loki.kva) against the plain reference (tests/kva_reference.py: L·m full passes with a
+hook) on tiny random models of every family in the architecture table: the same scores, the same target,
+the same selections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from kva_reference import FAMILIES, naive_kva, random_model
+
+from knowpack.errors import KnowpackError
+from knowpack.loki.kva import kva_scores
+from knowpack.loki.select import STRATEGIES, select_nodes
+from knowpack.loki.stats import KVAStats
+
+PROMPTS = 3  # per family
+LENGTH = 24  # tokens per prompt
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny matrices: one thread is fastest, and two busy threads on a shared 2-core machine are very slow
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def prompts(n: int = PROMPTS, length: int = LENGTH, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 128, (length - i,), generator=generator) for i in range(n)]
+
+
+def assert_same_scores(ours: np.ndarray, reference: torch.Tensor) -> None:
+    """Per node within 1e-4 relative; nodes within 1e-5 of their layer's largest |score| of zero are held to
+    that absolute floor instead (there fp32 rounding in either implementation is the whole difference)."""
+    reference = reference.numpy()
+    floor = 1e-5 * np.abs(reference).max(axis=1, keepdims=True)
+    bad = np.abs(ours - reference) > 1e-4 * np.abs(reference) + floor
+    assert not bad.any(), f"{bad.sum()} nodes differ; worst {np.abs(ours - reference)[bad].max():.3g}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_kva_equals_the_naive_reference_and_selects_the_same_rows(family):
+    model = random_model(family, layers=4, seed=FAMILIES.index(family))
+    fast, slow = KVAStats(4, 32), KVAStats(4, 32)
+    for ids in prompts():
+        reference, target = naive_kva(model, ids)
+        result = kva_scores(model, ids)
+        assert result.target == target
+        assert result.scores.shape == (4, 32) and result.scores.dtype == np.float64
+        assert_same_scores(result.scores, reference)
+        fast.add(result.scores)
+        slow.add(reference.numpy())
+    for strategy in STRATEGIES:
+        for quota in (10, 25, 50, 100):
+            assert select_nodes(fast, quota, strategy) == select_nodes(slow, quota, strategy), (
+                strategy,
+                quota,
+            )
+
+
+def test_in_float64_the_two_agree_to_rounding():
+    """The fast way is the same computation, not an approximation: in float64 nothing is left but rounding."""
+    model = random_model("llama", layers=3).double()
+    for ids in prompts(2):
+        reference, _ = naive_kva(model, ids)
+        np.testing.assert_allclose(kva_scores(model, ids).scores, reference.numpy(), rtol=1e-9, atol=1e-15)
+
+
+def test_passes_of_fewer_rows_give_the_same_scores():
+    model = random_model("qwen2", layers=4, seed=3)
+    ids = prompts(1)[0]
+    whole = kva_scores(model, ids).scores
+    for rows in (1, 7, 10, 21):  # one layer a pass (rows < m round up to whole layers), 1, 1, 3 layers
+        np.testing.assert_allclose(
+            kva_scores(model, ids, rows_per_pass=rows).scores, whole, rtol=1e-5, atol=1e-9
+        )
+
+
+def test_a_sliding_window_shorter_than_the_prompt():
+    windowed = random_model("mistral", layers=3, seed=4)
+    windowed.config.sliding_window = 8  # the cache and the masks read it at every forward
+    ids = prompts(1, length=30)[0]
+    reference, _ = naive_kva(windowed, ids)
+    assert_same_scores(kva_scores(windowed, ids).scores, reference)
+    windowed.config.sliding_window = None
+    assert not np.allclose(
+        kva_scores(windowed, ids).scores, reference.numpy(), rtol=1e-3
+    )  # the window mattered
+
+
+def test_one_token_prompt_and_other_step_counts():
+    model = random_model("llama", layers=2, seed=5)
+    for ids, steps in ((torch.tensor([7]), 7), (prompts(1)[0], 3)):
+        reference, _ = naive_kva(model, ids, steps=steps)
+        assert_same_scores(kva_scores(model, ids, steps=steps).scores, reference)
+
+
+def test_completeness_and_the_probabilities_it_reports():
+    """p_target is F(z), p_ablated[l] is F(0); with many steps Σ_j Attr_{l,j} approaches their difference."""
+    model = random_model("llama", layers=2, seed=6)
+    ids = prompts(1)[0]
+    with torch.no_grad():
+        probs = model(ids[None]).logits[0, -1].softmax(-1)
+    result = kva_scores(model, ids, steps=64)
+    assert result.p_target == pytest.approx(float(probs.max()), rel=1e-5)
+    gaps = np.array([result.p_target - p for p in result.p_ablated])
+    np.testing.assert_allclose(result.scores.sum(axis=1), gaps, rtol=0.05, atol=1e-3)
+
+
+def test_the_model_is_left_as_it_was():
+    model = random_model("llama", layers=2, seed=7).train()
+    model.lm_head.weight.requires_grad_(False)
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    kva_scores(model, prompts(1)[0])
+    assert model.training and flags == {name: p.requires_grad for name, p in model.named_parameters()}
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(module._forward_hooks for module in model.modules())
+
+
+def test_an_unsupported_family_is_a_one_line_error():
+    import transformers
+
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with pytest.raises(KnowpackError, match="unsupported model family 'gpt2'") as err:
+        kva_scores(model, [1, 2, 3])
+    assert "\n" not in str(err.value)
