@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from kva_reference import FAMILIES, naive_kva, random_model
 
 from knowpack.errors import KnowpackError
 from knowpack.loki.kva import kva_scores
 from knowpack.loki.select import STRATEGIES, select_nodes
 from knowpack.loki.stats import KVAStats
+from kva_reference import FAMILIES, naive_kva, random_model
 
 PROMPTS = 3  # per family
 LENGTH = 24  # tokens per prompt
