@@ -69,20 +69,27 @@ def test_in_float64_the_two_agree_to_rounding():
         np.testing.assert_allclose(kva_scores(model, ids).scores, reference.numpy(), rtol=1e-9, atol=1e-15)
 
 
-def test_passes_of_fewer_rows_give_the_same_scores():
+@pytest.mark.parametrize("packed", [True, False])
+def test_both_row_layouts_and_passes_of_fewer_rows(packed, monkeypatch):
+    """Rows packed as positions of one sequence (a custom mask) or as a batch against an expanded cache
+    (flash attention, a sliding window that dropped keys), all in one pass or a few layers a pass."""
+    import knowpack.loki.kva as kva
+
+    monkeypatch.setattr(kva, "_can_pack", lambda *args: packed)
     model = random_model("qwen2", layers=4, seed=3)
     ids = prompts(1)[0]
-    whole = kva_scores(model, ids).scores
-    for rows in (1, 7, 10, 21):  # one layer a pass (rows < m round up to whole layers), 1, 1, 3 layers
-        np.testing.assert_allclose(
-            kva_scores(model, ids, rows_per_pass=rows).scores, whole, rtol=1e-5, atol=1e-9
-        )
+    reference = torch.from_numpy(naive_kva(model, ids)[0].numpy())
+    for rows in (None, 1, 7, 10, 21):  # all; rows < m round up to a whole layer: 1, 1, 1 and 3 layers a pass
+        assert_same_scores(kva_scores(model, ids, rows_per_pass=rows).scores, reference)
 
 
 def test_a_sliding_window_shorter_than_the_prompt():
+    import knowpack.loki.kva as kva
+
     windowed = random_model("mistral", layers=3, seed=4)
     windowed.config.sliding_window = 8  # the cache and the masks read it at every forward
     ids = prompts(1, length=30)[0]
+    assert not kva._can_pack(windowed, kva._prefix_cache(windowed, ids[:-1]), 29)  # the cache dropped keys
     reference, _ = naive_kva(windowed, ids)
     assert_same_scores(kva_scores(windowed, ids).scores, reference)
     windowed.config.sliding_window = None

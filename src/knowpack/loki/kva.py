@@ -13,11 +13,16 @@ With a zero baseline and m left-Riemann steps α_k = k/m (k = 0..m-1, m = 7 in t
 
 The paper's code runs L·m forward + backward passes over the whole prompt. But attention is causal: changing
 the last position's FFN output changes nothing at earlier positions. So here the prompt's prefix (all tokens
-but the last) runs once, keeping its keys and values; then the last token runs once as a batch of single-token
-rows against that shared cache: row 0 unchanged (it gives z_l at every layer and ŷ), and one row per (layer l,
+but the last) runs once, keeping its keys and values; then the last token runs once more as 1 + L·m rows
+against that shared cache: row 0 unchanged (it gives z_l at every layer and ŷ), and one row per (layer l,
 step k) whose layer-l down_proj output is replaced by the leaf α_k·z_l. One backward of Σ_rows F gives every
-∂F/∂s at once (rows never see each other). Rows are exact, not approximations: the same operations as the
-full pass, only fewer of them. `rows_per_pass` caps the rows per forward (the cache is expanded to every row)
+∂F/∂s at once (rows never see each other). This is exact, not an approximation: each row does what the full
+pass does at the last position, and nothing else.
+
+The rows are packed as positions of one sequence, all at the last token's position, each attending to the
+prefix and to itself only (a custom 4D mask): the prefix cache is shared, not copied per row, and no gradient
+flows into it. Where a custom mask cannot be used (flash attention) or a sliding window already dropped prefix
+keys, the rows are a batch against the cache expanded to every row. `rows_per_pass` caps the rows per forward
 when memory is short; later passes reuse the first pass's z and ŷ.
 
 Module paths come from `knowpack.models.ARCHITECTURES`, so any family in that table works, with the model's
@@ -78,10 +83,11 @@ def kva_scores(
 
     with _inference_mode(model):
         past = _prefix_cache(model, ids[:-1])
+        packed = _can_pack(model, past, ids.numel() - 1)
         state = _State(num_layers)
         for start in range(0, num_layers, per_pass):
             layers = list(range(start, min(num_layers, start + per_pass)))
-            _one_pass(model, downs, ids[-1:], past, layers, alphas, state)
+            _one_pass(model, downs, ids, past, layers, alphas, state, packed)
 
     z = [state.z[layer].double().cpu().numpy() for layer in range(num_layers)]
     scores = np.stack([z[layer] * state.grad_mean[layer] for layer in range(num_layers)])
@@ -108,25 +114,34 @@ class _State:
         self.grad_mean: list[np.ndarray | None] = [None] * num_layers
 
 
-def _one_pass(model, downs, last, past, layers, alphas, state: _State) -> None:
-    """One batched single-token forward + backward for `layers`; fills `state`."""
+def _one_pass(model, downs, ids, past, layers, alphas, state: _State, packed: bool) -> None:
+    """One forward of the last token as rows (row 0 unchanged on the first pass, then one row per (layer,
+    step) of `layers`) against the prefix cache, and one backward; fills `state`.
+
+    Packed: the rows are query positions of one sequence, all at the last token's position, each seeing the
+    prefix and itself (a custom 4D mask), so the prefix cache is shared, never copied, and no gradient flows
+    into it. Otherwise (flash attention, a sliding window that already dropped prefix keys, old caches) the
+    rows are a batch against a cache expanded to every row. Either way each row computes exactly what a
+    single-token forward would."""
     steps = len(alphas)
     clean = 1 if state.target is None else 0  # the first pass carries the unchanged row 0
-    batch = clean + len(layers) * steps
+    rows = clean + len(layers) * steps
     leaves: dict[int, torch.Tensor] = {}
 
     def hook_for(layer: int):
         def hook(module, inputs, output):
+            flat = output.reshape(rows, output.shape[-1])  # [rows, d_model] in either layout
             if state.z[layer] is None:
-                state.z[layer] = output[0, -1].detach()
+                state.z[layer] = flat[0].detach()
             if layer not in leaves and layer in layers:
                 first = clean + layers.index(layer) * steps
                 z = state.z[layer].to(_at_least_fp32(output.dtype))  # α·z not rounded to bf16 twice
                 scale = torch.tensor(alphas, dtype=z.dtype, device=z.device)[:, None]
                 leaf = (scale * z).to(output.dtype).requires_grad_(True)
                 leaves[layer] = leaf
-                output = output.clone()
-                output[first : first + steps, -1] = leaf
+                flat = flat.clone()
+                flat[first : first + steps] = leaf
+                output = flat.view_as(output)
             return output
 
         return hook
@@ -134,9 +149,8 @@ def _one_pass(model, downs, last, past, layers, alphas, state: _State) -> None:
     handles = [down.register_forward_hook(hook_for(layer)) for layer, down in enumerate(downs)]
     try:
         with torch.enable_grad():
-            cache = _expand(past, batch)
-            logits = model(input_ids=last.expand(batch, 1), past_key_values=cache, use_cache=True).logits
-            logits = logits[:, -1].to(_at_least_fp32(logits.dtype))
+            logits = model(**_row_inputs(model, ids, past, rows, packed), use_cache=True).logits
+            logits = logits.reshape(rows, -1).to(_at_least_fp32(logits.dtype))
             if clean:
                 state.target = int(logits[0].argmax())
                 state.p_target = float(logits[0].detach().softmax(-1)[state.target])
@@ -149,6 +163,41 @@ def _one_pass(model, downs, last, past, layers, alphas, state: _State) -> None:
     for i, (layer, grad) in enumerate(zip(layers, grads, strict=True)):
         state.grad_mean[layer] = grad.double().mean(0).cpu().numpy()
         state.p_ablated[layer] = float(probs[i, 0])  # α_0 = 0: the output zeroed
+
+
+def _row_inputs(model, ids: torch.Tensor, past: Any, rows: int, packed: bool) -> dict[str, Any]:
+    """Forward arguments that run the last token `rows` times against the prefix cache `past`."""
+    last, prefix = ids[-1:], ids.numel() - 1
+    if not packed:
+        return {"input_ids": last.expand(rows, 1), "past_key_values": _expand(past, rows)}
+    dtype = next(model.parameters()).dtype
+    if not dtype.is_floating_point:
+        dtype = torch.float32
+    allowed = torch.zeros(rows, prefix + rows, dtype=torch.bool, device=ids.device)
+    allowed[:, :prefix] = True
+    allowed[:, prefix:].fill_diagonal_(True)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=ids.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)  # additive: eager adds it, sdpa takes it as is
+    return {
+        "input_ids": last.expand(1, rows),
+        "position_ids": torch.full((1, rows), prefix, dtype=torch.long, device=ids.device),
+        "attention_mask": mask[None, None],
+        "past_key_values": _expand(past, 1),  # a copy the forward appends to; `past` stays as it is
+    }
+
+
+def _can_pack(model: Any, past: Any, prefix: int) -> bool:
+    """Whether rows can be packed into one sequence: an attention that takes a custom 4D mask, and a cache
+    that holds every prefix position in every layer (a sliding window may have dropped the oldest)."""
+    if getattr(model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    if past is None:
+        return True
+    if not hasattr(past, "layers"):
+        return False
+    return all(
+        getattr(layer, "keys", None) is not None and layer.keys.shape[-2] == prefix for layer in past.layers
+    )
 
 
 def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
