@@ -33,9 +33,8 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from kva_reference import naive_kva  # noqa: E402  (the test's reference, so both measure the same thing)
-
 from knowpack.loki.kva import kva_scores  # noqa: E402
+from kva_reference import naive_kva  # noqa: E402  (the test's reference, so both measure the same thing)
 
 SHAPES = {
     "tiny": dict(
@@ -137,7 +136,9 @@ def main() -> None:
         "ours_prompts": args.prompts,
         "naive_prompts": args.naive_prompts,
         "max_diff_vs_largest": diff,
-        "machine": f"{platform.machine()}, torch {torch.__version__}, transformers {transformers.__version__}",
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
     }
     if args.device.startswith("cuda"):
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
