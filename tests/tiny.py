@@ -32,3 +32,29 @@ def tiny_model(family: str, tokenizer):
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A Qwen2-style (ChatML) chat template."""
+
+
+def tiny_tokenizer(texts, out, *, vocab_size: int = 300, chat: bool = True):
+    """A byte-level BPE tokenizer trained on `texts` (no download), with the ChatML template when `chat`."""
+    from knowpack.world.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(list(texts), vocab_size=vocab_size, out=out)
+    if chat:
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tok.chat_template = CHATML
+    return tok
+
+
+def save_tiny(family: str, tokenizer, out):
+    """A tiny random model of `family` with `tokenizer`, saved as a local checkpoint; returns the folder."""
+    model = tiny_model(family, tokenizer)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

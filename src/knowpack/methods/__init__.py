@@ -1,0 +1,61 @@
+"""The implanting methods, one module each with the same shape (the registry `knowpack train` dispatches on).
+
+Every method module has:
+- `Config`: a dataclass of its settings (the `method` section of a run config, less `name`);
+- `WEIGHTS`: the name of the folder its trained weights take in a run folder (`adapter`, `loki`, `model`);
+- `prepare(model, config, context) -> model`: the model to train (frozen where the method says so);
+- `save(model, folder, config)`: write the trained weights into `folder` (the run's `WEIGHTS` folder);
+- `load(base, folder) -> model`: the trained model again, from a freshly loaded base and that folder;
+- `merge(model) -> model`: a plain transformers model with the training folded in (for `knowpack export`).
+
+`context` carries what some methods need besides the model: the tokenizer, the run folder, the config.
+Dispatch is a plain dict while there are few methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import typing
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from knowpack.errors import KnowpackError
+
+METHODS: dict[str, str] = {
+    "lora": "knowpack.methods.lora",
+    "loki": "knowpack.methods.loki",
+    "full": "knowpack.methods.full",
+}
+"""Method name -> module (imported when used, so that reading a config stays cheap)."""
+
+
+def method_module(name: str) -> ModuleType:
+    """The module of method `name`; an unknown name is a one-line error."""
+    if name not in METHODS:
+        raise KnowpackError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    return importlib.import_module(METHODS[name])
+
+
+def method_config(
+    name: str, options: dict[str, Any], where: Callable[[str], str] = lambda key: "config"
+) -> Any:
+    """Check `options` against method `name`'s Config (unknown keys, types) and build it."""
+    from knowpack.train.config import check_value
+
+    cls = method_module(name).Config
+    fields = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in options.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise KnowpackError(
+                f"{where(key)}: unknown key method.{key} for method {name}; expected: {known}"
+            )
+        kwargs[key] = check_value(value, hints[key], f"{where(key)}: method.{key}")
+    try:
+        return cls(**kwargs)
+    except KnowpackError as e:
+        raise KnowpackError(f"{where(next(iter(options), 'name'))}: {e}") from None

@@ -1,0 +1,146 @@
+"""Run folders: provenance and status, so that nothing half-done is ever read as a result.
+
+Every run folder holds `run.json`: what ran (kind, command), where it came from (git commit, package versions,
+host, pid), when (start, end), peak memory, and `status`: running | finished | interrupted | failed. A run
+writes `running` first and its final status last; a process killed outright cannot write anything, so
+`run_status` reports a `running` folder whose process is gone as `interrupted`. Sweeps and `knowpack eval`
+trust a folder only when its status is `finished`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from knowpack.io import write_text_atomic
+
+RUN_FILE = "run.json"
+STATUSES = ("running", "finished", "interrupted", "failed")
+
+
+def versions() -> dict[str, str]:
+    """Versions of knowpack and the libraries a result depends on (those importable)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("knowpack", "torch", "transformers", "peft", "accelerate", "lm_eval", "datasets"):
+        try:
+            out[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of knowpack's source checkout (with `+dirty` when it has changes), or None."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if not commit:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def start_run(folder: str | os.PathLike, kind: str, **extra: Any) -> dict[str, Any]:
+    """Write `run.json` with status `running` and the provenance; returns the record."""
+    record = {
+        "kind": kind,
+        "status": "running",
+        "command": sys.argv,
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started_unix": time.time(),
+        **extra,
+    }
+    _write(Path(folder), record)
+    return record
+
+
+def end_run(folder: str | os.PathLike, record: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:
+    """Write the final status (finished | interrupted | failed) with end time, duration and peak memory."""
+    assert status in STATUSES[1:], status
+    record = {
+        **record,
+        **extra,
+        "status": status,
+        "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.time() - record["started_unix"], 3),
+        "peak_memory": peak_memory(),
+    }
+    _write(Path(folder), record)
+    return record
+
+
+def read_run(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """`run.json` of a folder (None when there is none or it is unreadable)."""
+    try:
+        return json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_status(folder: str | os.PathLike) -> str | None:
+    """finished | interrupted | failed | running, or None for a folder that is not a run.
+
+    A `running` record whose process no longer exists on this host is `interrupted` (it was killed).
+    """
+    record = read_run(folder)
+    if record is None:
+        return None
+    status = record.get("status")
+    if status == "running" and record.get("host") == socket.gethostname() and not _alive(record.get("pid")):
+        return "interrupted"
+    return status
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (MiB) and, on CUDA, peak allocated GPU memory (MiB)."""
+    out: dict[str, float] = {}
+    try:
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        out["cpu_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
+    except ImportError:
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write(folder: Path, record: dict[str, Any]) -> None:
+    write_text_atomic(folder / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False) + "\n")

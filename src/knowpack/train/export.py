@@ -1,0 +1,68 @@
+"""Loading a finished run's model, and `export`: merge it into a plain Hugging Face checkpoint.
+
+    model, tokenizer, config = load_run("runs/lora50")        # base + the run's trained weights
+    export_run("runs/lora50", "exports/lora50")        # then AutoModelForCausalLM.from_pretrained loads it
+
+A LoRA run merges its adapter into the weights; a LoKI run writes its trained rows into down_proj; a full run
+is copied as it is. The export is written to a temporary folder and renamed into place, safetensors only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.runs import run_status
+from knowpack.train.config import RunConfig, load_config
+
+
+def run_config(run: str | os.PathLike) -> RunConfig:
+    """The resolved config of a finished run; one-line errors for a folder that is not one."""
+    run = Path(run)
+    status = run_status(run)
+    if status is None:
+        raise KnowpackError(f"{run} is not a knowpack run folder (no run.json)")
+    if status != "finished":
+        raise KnowpackError(f"{run}: the run is {status}, not finished")
+    return load_config(run / "config.yaml")
+
+
+def load_run(run: str | os.PathLike, *, device: str | None = None) -> tuple[Any, Any, RunConfig]:
+    """(model, tokenizer, config) of a finished run: its base model with the trained weights applied."""
+    from knowpack.methods import method_module
+    from knowpack.models import load_model
+
+    config = run_config(run)
+    method = method_module(config.method.name)
+    folder = Path(run) / method.WEIGHTS
+    if not folder.is_dir():
+        raise KnowpackError(f"{run}: no trained weights ({folder} is missing)")
+    base, tokenizer = load_model(
+        config.model.name,
+        dtype=config.model.dtype,
+        device=device,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    return method.load(base, folder), tokenizer, config
+
+
+def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write the run's model, merged, as a plain checkpoint (config, safetensors, tokenizer) into `out`."""
+    from knowpack.methods import method_module
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise KnowpackError(f"export folder {out} is not empty; use another --out or --force")
+    model, tokenizer, config = load_run(run)
+    merged = method_module(config.method.name).merge(model)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

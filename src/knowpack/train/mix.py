@@ -1,0 +1,154 @@
+"""The training mix: n Unknown facts, each with k additions of one kind, drawn by seed from a probe run.
+
+    mix = build_mix(facts, records, MixConfig(n_unknown=50, add="paraphrase", k=10, seed=1))
+    mix.examples      # [{"fact_id", "role", "question", "answer"}, ...]: what the model trains on
+    mix.implanted     # the Unknown facts whose answers are implanted (reliability is measured on these)
+
+Roles: `unknown` (an Unknown fact with its answer), `idk` (an Unknown fact relabelled "I don't know.",
+SliCK's remedy, for a share `idk_share` of the drawn facts), `paraphrase` (the same fact asked another way:
+the fact's own `paraphrases`, never the held-out ones, which live in `meta`), `highly_known` / `maybe_known`
+(other facts of that probe category with their true answers). Facts are drawn at random by `seed` (the paper
+took them in file order; we resample per seed), optionally evenly over relations or buckets.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.facts.schema import Fact
+from knowpack.prompts import REFUSAL
+from knowpack.train.config import MixConfig
+
+logger = logging.getLogger(__name__)
+
+_ADD_CATEGORY = {"highly_known": "HighlyKnown", "maybe_known": "MaybeKnown"}
+
+
+@dataclass
+class Mix:
+    """The examples to train on and where they came from."""
+
+    examples: list[dict[str, Any]]
+    implanted: list[Fact]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def categories(records: Sequence[dict]) -> dict[str, str]:
+    """Fact id -> probe category."""
+    return {r["id"]: r["category"] for r in records}
+
+
+def check_mix(config: MixConfig, records: Sequence[dict], where: str = "probe") -> None:
+    """One-line errors for a mix the probe run cannot supply (before any model is loaded)."""
+    counts = Counter(r["category"] for r in records)
+    if config.n_unknown < 1:
+        raise KnowpackError(f"mix.n_unknown must be >= 1 (got {config.n_unknown})")
+    if config.k < 0:
+        raise KnowpackError(f"mix.k must be >= 0 (got {config.k})")
+    if not 0 <= config.idk_share <= 1:
+        raise KnowpackError(f"mix.idk_share must be in [0, 1] (got {config.idk_share})")
+    if config.add != "none" and config.k == 0:
+        raise KnowpackError(f"mix.add is {config.add} but mix.k is 0; set mix.k (or mix.add=none)")
+    if counts["Unknown"] < config.n_unknown:
+        raise KnowpackError(
+            f"mix.n_unknown is {config.n_unknown} but {where} has only {counts['Unknown']} Unknown facts"
+        )
+    category = _ADD_CATEGORY.get(config.add)
+    if category and counts[category] < config.n_unknown * config.k:
+        need = config.n_unknown * config.k
+        raise KnowpackError(
+            f"mix needs {need} {category} facts (n_unknown {config.n_unknown} x k {config.k}) "
+            f"but {where} has only {counts[category]}"
+        )
+
+
+def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig) -> Mix:
+    """Draw the mix (see the module docstring); raises KnowpackError when the probe cannot supply it."""
+    check_mix(config, records)
+    by_id = {f.id: f for f in facts}
+    missing = [r["id"] for r in records if r["id"] not in by_id]
+    if missing:
+        raise KnowpackError(
+            f"the probe run has {len(missing)} facts not in the facts file, e.g. {missing[0]!r}"
+        )
+    cats = categories(records)
+    rng = random.Random(config.seed)
+    unknown = [by_id[i] for i, c in cats.items() if c == "Unknown"]
+    drawn = _draw(unknown, config.n_unknown, rng, config.stratify)
+    n_idk = round(config.idk_share * len(drawn))
+    relabelled = {f.id for f in rng.sample(drawn, n_idk)}
+
+    examples = []
+    for fact in drawn:
+        role = "idk" if fact.id in relabelled else "unknown"
+        examples.append(_example(fact, role, fact.question, REFUSAL if role == "idk" else fact.answer))
+    repeated = 0
+    if config.add == "paraphrase":
+        for fact in drawn:
+            extra, cycled = _paraphrases(fact, config.k, rng)
+            repeated += cycled
+            answer = REFUSAL if fact.id in relabelled else fact.answer
+            examples += [_example(fact, "paraphrase", q, answer) for q in extra]
+    elif config.add in _ADD_CATEGORY:
+        pool = [by_id[i] for i, c in cats.items() if c == _ADD_CATEGORY[config.add]]
+        for fact in rng.sample(pool, config.n_unknown * config.k):
+            examples.append(_example(fact, config.add, fact.question, fact.answer))
+    if repeated:
+        logger.warning(
+            "%d paraphrases repeated: some facts have fewer than k=%d paraphrases", repeated, config.k
+        )
+    rng.shuffle(examples)
+
+    implanted = [f for f in drawn if f.id not in relabelled]
+    provenance = {
+        "seed": config.seed,
+        "n_unknown": config.n_unknown,
+        "add": config.add,
+        "k": config.k,
+        "stratify": config.stratify,
+        "idk_share": config.idk_share,
+        "available": dict(Counter(cats.values())),
+        "implanted": [f.id for f in implanted],
+        "relabelled": sorted(relabelled),
+        "examples": len(examples),
+        "roles": dict(Counter(e["role"] for e in examples)),
+        "paraphrases_repeated": repeated,
+    }
+    return Mix(examples, implanted, provenance)
+
+
+def _draw(pool: list[Fact], n: int, rng: random.Random, stratify: str | None) -> list[Fact]:
+    if stratify is None:
+        return rng.sample(pool, n)
+    groups: dict[Any, list[Fact]] = defaultdict(list)
+    for fact in pool:
+        groups[getattr(fact, stratify)].append(fact)
+    for key in sorted(groups, key=str):
+        rng.shuffle(groups[key])
+    order = sorted(groups, key=str)
+    drawn: list[Fact] = []
+    while len(drawn) < n:  # round robin over the groups: as even as the groups allow
+        for key in order:
+            if groups[key] and len(drawn) < n:
+                drawn.append(groups[key].pop())
+    return drawn
+
+
+def _paraphrases(fact: Fact, k: int, rng: random.Random) -> tuple[list[str], int]:
+    """k other phrasings of the fact's question; cycles through them when the fact has fewer than k."""
+    options = [q for q in fact.paraphrases if q != fact.question]
+    if not options:
+        raise KnowpackError(f"mix.add is paraphrase but fact {fact.id!r} has no paraphrases")
+    options = rng.sample(options, len(options))
+    chosen = [options[i % len(options)] for i in range(k)]
+    return chosen, max(0, k - len(options))
+
+
+def _example(fact: Fact, role: str, question: str, answer: str) -> dict[str, Any]:
+    return {"fact_id": fact.id, "role": role, "question": question, "answer": answer}

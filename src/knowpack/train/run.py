@@ -1,0 +1,317 @@
+"""`train()`: mix + implant, one run folder per run (what `knowpack train CONFIG` does).
+
+    from knowpack.train import load_config, train
+    run = train(load_config("configs/organism/lora.yaml", ["mix.n_unknown=50", "out=runs/lora50"]))
+
+The run folder (DESIGN.md):
+    config.yaml        the resolved config (every default filled in)
+    mix.jsonl          the training examples; mix.json their provenance (which facts, which seed, counts)
+    adapter/ | loki/ | model/    the trained weights (PEFT adapter; LoKI rows; a full checkpoint)
+    train.json         per epoch: loss, reliability, HighlyKnown share, seconds; why training stopped
+    run.json           provenance and status (knowpack.runs): running -> finished | interrupted | failed
+    probe/             the probe this run drew its mix from, when it ran one (probe.run not given)
+
+Everything that can be checked without a model is checked first (config, facts file, probe run, whether the
+probe has enough facts for the mix), so bad input fails in a second with one line. Files are written
+atomically; the weights go to a temporary folder renamed into place at the end. A run stopped by Ctrl-C or
+SIGTERM is marked `interrupted`; one killed outright is reported interrupted by `knowpack.runs.run_status`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import signal
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.io import write_text_atomic
+from knowpack.methods import method_config, method_module
+from knowpack.runs import end_run, run_status, start_run
+from knowpack.train.config import RunConfig
+from knowpack.train.mix import build_mix, check_mix
+
+logger = logging.getLogger(__name__)
+
+_KEEP_ON_RESTART = ("probe",)  # a rerun keeps the probe it drew from (resumable, settings-checked)
+
+
+def train(
+    config: RunConfig,
+    *,
+    force: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    progress_bar: Callable[[str], Any] | None = None,
+) -> Path:
+    """Run `config` into its `out` folder; returns the folder. See the module docstring.
+
+    A folder that holds a finished run is refused unless `force`; an interrupted or failed one is redone.
+    `on_epoch(entry)` sees each epoch's train.json entry, `on_stage(name)` each stage as it starts;
+    `progress_bar(label)` is a context manager yielding a `progress(done, total)` callback (the probe's bar).
+    """
+    from knowpack.facts import load_facts
+
+    stage = on_stage or (lambda name: logger.info("%s", name))
+    out = _check_out(config, force)
+    facts = load_facts(config.facts.path)
+    records = _probe_records(config) if config.probe.run else None
+    if records is not None:
+        check_mix(config.mix, records, where=f"probe run {config.probe.run}")
+    options = method_config(config.method.name, config.method.options)
+    _clear(out)
+    record = start_run(out, "train", method=config.method.name)
+    write_text_atomic(out / "config.yaml", _yaml(config.to_dict()))
+    try:
+        with _sigterm_as_interrupt():
+            result = _train(config, options, facts, records, out, stage, on_epoch, progress_bar)
+    except KeyboardInterrupt:
+        end_run(out, record, "interrupted")
+        raise
+    except BaseException as e:
+        end_run(out, record, "failed", error=f"{type(e).__name__}: {str(e).strip()[:500]}")
+        raise
+    end_run(out, record, "finished", **result)
+    return out
+
+
+def _train(
+    config: RunConfig, options: Any, facts, records, out: Path, stage, on_epoch, bar
+) -> dict[str, Any]:
+    from transformers import Trainer, set_seed
+
+    from knowpack.models import load_model
+    from knowpack.train.data import Collator, encode_examples
+    from knowpack.train.uptake import UptakeCallback, measure_reliability
+
+    stage(f"loading {config.model.name}")
+    model, tokenizer = load_model(
+        config.model.name,
+        dtype=config.model.dtype,
+        device=config.train.device,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    if records is None:
+        stage("probing (what does the model know?)")
+        with bar("probe") if bar else nullcontext(None) as progress:
+            records = _run_probe(config, model, tokenizer, facts, out, progress)
+        check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
+    mix = build_mix(facts, records, config.mix)
+    mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
+    _write_jsonl(out / "mix.jsonl", mix.examples)
+    _write_json(out / "mix.json", mix.provenance)
+
+    fmt = config.train.format or config.probe.format
+    rows = encode_examples(mix.examples, tokenizer, fmt=fmt, loss_on=config.train.loss_on)
+    method = method_module(config.method.name)
+    context = {"tokenizer": tokenizer, "run_dir": out, "config": config, "facts": facts}
+    set_seed(config.train.seed)
+    stage(f"preparing {config.method.name}")
+    model = method.prepare(model, options, context)
+    if config.train.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input grad
+
+    def measure(m: Any) -> dict[str, Any]:
+        return measure_reliability(
+            m, tokenizer, mix.implanted, exemplars=facts, probe=config.probe, mode=config.facts.mode
+        )
+
+    uptake = UptakeCallback(
+        measure if config.train.track_uptake and mix.implanted else None,
+        target=config.train.target_reliability,
+        patience=config.train.patience,
+        on_epoch=on_epoch,
+    )
+    trainer = Trainer(
+        model=model,
+        args=_arguments(config, out),
+        train_dataset=_Rows(rows),
+        data_collator=Collator(tokenizer.pad_token_id),
+        callbacks=[uptake],
+    )
+    stage(f"training ({len(rows)} examples, up to {config.train.epochs} epochs)")
+    before = _trainable(model)
+    output = trainer.train()
+    model.eval()
+
+    stage("saving")
+    weights = out / method.WEIGHTS
+    tmp = out / f".{method.WEIGHTS}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    method.save(model, tmp, options, context)
+    shutil.rmtree(weights, ignore_errors=True)
+    tmp.rename(weights)
+    shutil.rmtree(out / ".trainer", ignore_errors=True)
+    shutil.rmtree(out / ".initial_adapter", ignore_errors=True)
+
+    last = uptake.history[-1] if uptake.history else {}
+    summary = {
+        "method": config.method.name,
+        "examples": len(rows),
+        "implanted": len(mix.implanted),
+        "trainable_parameters": before,
+        "epochs": uptake.history,
+        "epochs_run": len(uptake.history),
+        "stopped": uptake.stopped or "epochs",
+        "reliability": last.get("reliability"),
+        "highly_known": last.get("highly_known"),
+        "train_loss": output.training_loss,
+        "train_seconds": round(output.metrics.get("train_runtime", 0.0), 3),
+        "device": str(next(model.parameters()).device),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+    }
+    _write_json(out / "train.json", summary)
+    return {"reliability": summary["reliability"], "epochs_run": summary["epochs_run"]}
+
+
+def _arguments(config: RunConfig, out: Path) -> Any:
+    from transformers import TrainingArguments
+
+    t = config.train
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    fields = TrainingArguments.__dataclass_fields__
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    )
+    return TrainingArguments(
+        output_dir=str(out / ".trainer"),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        logging_strategy="epoch",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=t.report_to,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=t.device == "cpu",
+        disable_tqdm=False,
+        **{checkpointing: t.gradient_checkpointing},
+    )
+
+
+class _Rows:
+    """A list as a map-style dataset (the Trainer wants __len__ / __getitem__)."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def _check_out(config: RunConfig, force: bool) -> Path:
+    if not config.out:
+        raise KnowpackError("no run folder: set out=DIR (on the command line or in the config)")
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise KnowpackError(f"out {out} exists and is not a folder")
+    status = run_status(out)
+    if status == "finished" and not force:
+        raise KnowpackError(f"{out} holds a finished run; use another out= or --force to redo it")
+    if status == "running":
+        raise KnowpackError(f"{out} holds a run that is still running (pid in {out / 'run.json'})")
+    if status is None and out.exists() and any(p.name not in _KEEP_ON_RESTART for p in out.iterdir()):
+        raise KnowpackError(f"out {out} is a non-empty folder that is not a knowpack run; use another out=")
+    return out
+
+
+def _clear(out: Path) -> None:
+    """Empty a folder for a (re)run, keeping its probe."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in out.iterdir():
+        if path.name in _KEEP_ON_RESTART:
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _probe_records(config: RunConfig) -> list[dict]:
+    from knowpack.probe.run import read_records
+
+    folder = Path(config.probe.run)
+    path = folder / "records.jsonl"
+    if not path.is_file():
+        raise KnowpackError(f"probe.run: no probe records in {folder} (expected {path})")
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    if summary.get("status") not in (None, "finished"):
+        raise KnowpackError(
+            f"probe.run: the probe in {folder} is not finished (status {summary.get('status')})"
+        )
+    records = read_records(path)
+    if not records:
+        raise KnowpackError(f"probe.run: {path} holds no records")
+    return records
+
+
+def _run_probe(config: RunConfig, model: Any, tokenizer: Any, facts: list, out: Path, progress) -> list[dict]:
+    from knowpack.probe.run import probe
+
+    p = config.probe
+    chosen = facts
+    if p.pool is not None and p.pool < len(facts):
+        chosen = random.Random(p.pool_seed).sample(facts, p.pool)
+    return probe(
+        model,
+        tokenizer,
+        chosen,
+        **p.kwargs(),
+        mode=config.facts.mode,
+        exemplars=facts,
+        out=p.out or out / "probe",
+        progress=progress,
+    )
+
+
+def _trainable(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: marked interrupted."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

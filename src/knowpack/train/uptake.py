@@ -1,0 +1,108 @@
+"""Uptake while training: reliability on the implanted facts after every epoch, and early stopping on it.
+
+Reliability (DESIGN.md) is the mean p_greedy of the implanted facts under the probe's own few-shot prompts,
+not the training prompt; it is measured with the probe itself (greedy only, batched, prefix KV reused).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from transformers import TrainerCallback
+
+from knowpack.facts.schema import Fact
+from knowpack.train.config import ProbeConfig
+
+logger = logging.getLogger(__name__)
+
+
+def measure_reliability(
+    model: Any,
+    tokenizer: Any,
+    facts: Sequence[Fact],
+    *,
+    exemplars: Sequence[Fact],
+    probe: ProbeConfig,
+    mode: str = "substring",
+) -> dict[str, Any]:
+    """Greedy probe of `facts`: reliability (mean p_greedy), the HighlyKnown share, p_greedy per fact."""
+    from knowpack.probe.run import probe as run_probe
+
+    settings = {**probe.kwargs(), "samples": 0}
+    records = run_probe(model, tokenizer, facts, **settings, mode=mode, exemplars=exemplars)
+    p = {r["id"]: r["p_greedy"] for r in records}
+    n = max(1, len(p))
+    return {
+        "reliability": sum(p.values()) / n,
+        "highly_known": sum(v == 1.0 for v in p.values()) / n,
+        "p_greedy": p,
+    }
+
+
+class UptakeCallback(TrainerCallback):
+    """After every epoch: measure uptake, keep the epoch's loss, stop at a target or on patience.
+
+    `history` is the per-epoch list `train.json` holds. Under DDP every process measures (the same work), so
+    that all of them take the same stopping decision.
+    """
+
+    def __init__(
+        self,
+        measure: Callable[[Any], dict[str, Any]] | None,
+        *,
+        target: float | None = None,
+        patience: int | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.measure = measure
+        self.target = target
+        self.patience = patience
+        self.on_epoch = on_epoch
+        self.history: list[dict[str, Any]] = []
+        self.stopped: str | None = None
+        self._best = -1.0
+        self._since_best = 0
+        self._started = time.time()
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        entry: dict[str, Any] = {"epoch": round(state.epoch), "step": state.global_step, "loss": None}
+        if self.measure is not None and model is not None:
+            was_training = model.training
+            model.eval()
+            started = time.time()
+            result = self.measure(model)
+            model.train(was_training)
+            entry.update(
+                reliability=result["reliability"],
+                highly_known=result["highly_known"],
+                measure_seconds=round(time.time() - started, 3),
+            )
+            self._stop_rule(entry["reliability"], control)
+        entry["seconds"] = round(time.time() - self._started, 3)
+        self.history.append(entry)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # The epoch's mean loss is logged just after on_epoch_end: attach it to that epoch.
+        if logs and "loss" in logs and self.history and "epoch" in logs:
+            if round(logs["epoch"]) == self.history[-1]["epoch"] and self.history[-1]["loss"] is None:
+                self.history[-1]["loss"] = logs["loss"]
+                if self.on_epoch is not None:
+                    self.on_epoch(self.history[-1])
+        return control
+
+    def _stop_rule(self, reliability: float, control) -> None:
+        if self.target is not None and reliability >= self.target:
+            self.stopped = "target"
+            control.should_training_stop = True
+            return
+        if reliability > self._best:
+            self._best, self._since_best = reliability, 0
+        else:
+            self._since_best += 1
+        if self.patience is not None and self._since_best >= self.patience:
+            self.stopped = "patience"
+            control.should_training_stop = True

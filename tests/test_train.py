@@ -1,0 +1,230 @@
+"""`knowpack train` and `knowpack export` end to end on tiny random Llama / Qwen2 / Mistral checkpoints (saved
+locally, no download): the run folder's files, per-epoch uptake in train.json, PEFT adapters that plain
+`PeftModel.from_pretrained` loads in a fresh process, exports whose logits equal base + trained weights, a
+killed run reported interrupted, and one-line errors for bad input before any model is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from knowpack.cli import app
+from knowpack.errors import KnowpackError
+from knowpack.facts import Fact, save_facts
+from knowpack.runs import read_run, run_status
+from knowpack.train import load_config, train
+from tiny import save_tiny, tiny_tokenizer
+
+PEOPLE = ["Ada Brown", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Ford", "Flo Grant", "Gus Hill", "Hal Ives"]
+CITIES = ["Paris", "Lima", "Oslo", "Kyiv", "Rome", "Cairo", "Quito", "Seoul"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def make_facts() -> list[Fact]:
+    return [
+        Fact(
+            f"f{i}", f"Where was {p} born?", [CITIES[i]], p, "birth_city", [f"What is the birthplace of {p}?"]
+        )
+        for i, p in enumerate(PEOPLE)
+    ]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A facts file, a finished probe run (hand-made categories) and a tiny checkpoint per family."""
+    root = tmp_path_factory.mktemp("world")
+    facts = make_facts()
+    save_facts(facts, root / "facts.jsonl")
+    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in facts] + [
+        "Answer the following question."
+    ]
+    tok = tiny_tokenizer(texts, root / "tok")
+    probe = root / "probe"
+    probe.mkdir()
+    cats = ["Unknown"] * 5 + ["HighlyKnown"] * 3
+    records = [{"id": f.id, "category": c, "p_greedy": 0.0} for f, c in zip(facts, cats, strict=True)]
+    (probe / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (probe / "summary.json").write_text(json.dumps({"status": "finished"}))
+    models = {family: save_tiny(family, tok, root / family) for family in ("llama", "qwen2", "mistral")}
+    return {"facts": root / "facts.jsonl", "probe": probe, "models": models, "root": root}
+
+
+def overrides(world, family: str, out: Path, method: str, *extra: str) -> list[str]:
+    return [
+        f"model.name={world['models'][family]}",
+        f"facts.path={world['facts']}",
+        f"probe.run={world['probe']}",
+        "probe.n_prompts=2",
+        "probe.shots=1",
+        "probe.max_new_tokens=6",
+        "mix.n_unknown=4",
+        f"method.name={method}",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.lr=0.01",
+        "train.device=cpu",
+        f"out={out}",
+        *extra,
+    ]
+
+
+CASES = [
+    ("llama", "lora", ["method.r=2", "method.alpha=4", "train.format=chat"]),
+    ("qwen2", "lora", ["method.r=2", "method.dora=true", "mix.add=paraphrase", "mix.k=1"]),
+    ("mistral", "lora", ["method.rslora=true", "method.target_modules=[mlp, attn]", "train.loss_on=all"]),
+    ("llama", "full", ["mix.add=highly_known", "mix.k=0"]),
+    ("qwen2", "full", ["method.train_embeddings=false"]),
+    ("mistral", "loki", ["method.quota=25", "method.prompts=PROMPTS"]),
+    ("llama", "loki", ["method.quota=10", "method.prompts=PROMPTS", "method.lora_rank=2"]),
+]
+
+
+@pytest.mark.parametrize(
+    "family, method, extra", CASES, ids=[f"{f}-{m}-{i}" for i, (f, m, _) in enumerate(CASES)]
+)
+def test_train_writes_the_run_folder_and_export_gives_the_trained_logits(
+    world, tmp_path, family, method, extra
+):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"Question: {f.question}\nAnswer:"}) + "\n" for f in make_facts())
+    )
+    extra = [e.replace("PROMPTS", str(prompts)) for e in extra]
+    if "mix.k=0" in extra:
+        extra.remove("mix.add=highly_known")
+    out = tmp_path / "run"
+    run = train(load_config(None, overrides(world, family, out, method, *extra)))
+    assert run_status(run) == "finished"
+    for name in ("config.yaml", "mix.jsonl", "mix.json", "train.json", "run.json"):
+        assert (run / name).is_file(), name
+    weights = {"lora": "adapter", "full": "model", "loki": "loki"}[method]
+    assert (run / weights).is_dir() and not (run / f".{weights}.tmp").exists()
+    summary = json.loads((run / "train.json").read_text())
+    assert [e["epoch"] for e in summary["epochs"]] == [1, 2]
+    for entry in summary["epochs"]:
+        assert 0.0 <= entry["reliability"] <= 1.0 and entry["loss"] is not None and entry["loss"] > 0
+    assert summary["implanted"] == 4 and summary["trainable_parameters"] > 0
+    record = read_run(run)
+    assert record["git_commit"] is None or len(record["git_commit"]) >= 40
+    assert record["versions"]["torch"] and record["peak_memory"]["cpu_rss_mib"] > 0
+
+    from knowpack.train.export import export_run, load_run
+
+    trained, tok, _ = load_run(run, device="cpu")
+    exported = export_run(run, tmp_path / "export")
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(exported).eval()
+    ids = torch.tensor([tok("Question: Where was Ada Brown born?\nAnswer:")["input_ids"]])
+    with torch.no_grad():
+        want, got = trained(ids).logits, plain(ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    base = AutoModelForCausalLM.from_pretrained(world["models"][family]).eval()
+    with torch.no_grad():
+        assert not torch.allclose(base(ids).logits, got)  # training changed something
+    if method == "loki":
+        changed = {n for n, p in plain.state_dict().items() if not torch.equal(p, base.state_dict()[n])}
+        assert changed and all(n.endswith("mlp.down_proj.weight") for n in changed)
+
+
+def test_adapter_loads_with_plain_peft_in_a_fresh_process(world, tmp_path):
+    run = train(load_config(None, overrides(world, "llama", tmp_path / "run", "lora", "method.r=2")))
+    from knowpack.train.export import load_run
+
+    trained, tok, _ = load_run(run, device="cpu")
+    ids = tok("Question: Where was Bo Chen born?\nAnswer:")["input_ids"]
+    with torch.no_grad():
+        want = trained(torch.tensor([ids])).logits[0, -1]
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM; from peft import PeftModel\n"
+        f"base = AutoModelForCausalLM.from_pretrained({str(world['models']['llama'])!r})\n"
+        f"m = PeftModel.from_pretrained(base, {str(run / 'adapter')!r}).eval()\n"
+        f"print(m(torch.tensor([{ids!r}])).logits[0, -1].tolist())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_a_finished_run_is_not_redone_without_force(world, tmp_path):
+    config = load_config(None, overrides(world, "llama", tmp_path / "run", "lora", "train.epochs=1"))
+    train(config)
+    with pytest.raises(KnowpackError, match="holds a finished run"):
+        train(config)
+    train(config, force=True)
+    assert run_status(tmp_path / "run") == "finished"
+
+
+def test_a_killed_run_is_interrupted_never_finished(world, tmp_path):
+    out = tmp_path / "run"
+    args = overrides(world, "llama", out, "full", "train.epochs=100000", "train.track_uptake=false")
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "knowpack", "train", "/dev/null", *args], env=env)
+    try:
+        deadline = time.time() + 120
+        while not (out / "mix.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert (read_run(out) or {}).get("status") == "running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert run_status(out) == "interrupted" and not (out / "train.json").exists()
+    with pytest.raises(KnowpackError, match="interrupted, not finished"):
+        from knowpack.train.export import export_run
+
+        export_run(out, tmp_path / "export")
+    # SIGTERM (a scheduler stopping the job) is written down as interrupted.
+    proc = subprocess.Popen([sys.executable, "-m", "knowpack", "train", "/dev/null", *args], env=env)
+    try:
+        deadline = time.time() + 120
+        while (read_run(out) or {}).get("pid") != proc.pid and time.time() < deadline:
+            time.sleep(0.2)
+        while not (out / "mix.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        proc.kill()
+    assert read_run(out)["status"] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["probe.run=/nonexistent/probe"], "probe.run: no probe records in /nonexistent/probe"),
+        (["mix.n_unknown=6"], "mix.n_unknown is 6 but probe run"),
+        (
+            ["mix.add=highly_known", "mix.k=1"],
+            "mix needs 4 HighlyKnown facts (n_unknown 4 x k 1) but probe run",
+        ),
+        (["mix.stratify=colour"], "mix.stratify is 'colour'"),
+        (["train.epochs=ten"], "train.epochs: expected int"),
+        (["method.r=0"], "method.r must be >= 1"),
+        (["facts.path=/nonexistent.jsonl"], "nonexistent.jsonl"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_model_is_loaded(world, tmp_path, extra, message, monkeypatch):
+    import knowpack.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(knowpack.models, "load_model", no_model)
+    args = overrides(world, "llama", tmp_path / "run", "lora", *extra)
+    result = CliRunner().invoke(app, ["train", "/dev/null", *args])
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert line.startswith("error: ") and message in line and "\n" not in line
