@@ -13,6 +13,7 @@ Heavy libraries (torch, transformers, datasets) are imported inside the verbs, s
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections import Counter
@@ -406,9 +407,38 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Overrides as section.key=value, e.g. mix.n_unknown=100.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo a run whose folder holds a finished one.")
+    ] = False,
 ) -> None:
-    """(not implemented yet) Build the training mix and implant it with LoRA, LoKI or full fine-tuning."""
-    _not_implemented("train")
+    """Build the training mix and implant it with LoRA, LoKI or full fine-tuning: one run folder.
+
+    The config (DESIGN.md) has sections model, facts, probe, mix, method, train, eval and out; every key
+    can be overridden as section.key=value. Presets: configs/organism/{lora,loki,full}.yaml, configs/paper/.
+    """
+    from knowpack.train import load_config
+    from knowpack.train import train as run_train
+
+    run_config = load_config(config, overrides or [])
+
+    def on_epoch(entry: dict) -> None:
+        reliability = entry.get("reliability")
+        shown = "" if reliability is None else f"  reliability {reliability:.3f}"
+        loss = entry.get("loss")
+        typer.echo(f"epoch {entry['epoch']}: loss {loss if loss is None else f'{loss:.4f}'}{shown}", err=True)
+
+    out = run_train(
+        run_config,
+        force=force,
+        on_epoch=on_epoch,
+        on_stage=lambda name: typer.echo(f"[{name}]", err=True),
+        progress_bar=_progress,
+    )
+    summary = json.loads((out / "train.json").read_text())
+    typer.echo(
+        f"{out}: {summary['implanted']} facts implanted with {summary['method']}, "
+        f"reliability {summary['reliability']}, {summary['epochs_run']} epochs ({summary['stopped']})"
+    )
 
 
 @app.command("eval")
@@ -446,9 +476,12 @@ def report(
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: a plain HF checkpoint.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output folder.")] = False,
 ) -> None:
-    """(not implemented yet) Merge a run's weights into a plain checkpoint for AutoModelForCausalLM."""
-    _not_implemented("export")
+    """Merge a finished run's weights into a plain checkpoint that AutoModelForCausalLM loads."""
+    from knowpack.train.export import export_run
+
+    typer.echo(f"exported to {export_run(run, out, force=force)}")
 
 
 @world_app.command("build")
