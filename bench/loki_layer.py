@@ -16,11 +16,12 @@ Trainable parameters are float32 in all three (PEFT's default for adapters; the 
 float32 for parity, where the paper's code keeps them in the model's dtype); with `--dtype bfloat16` the
 frozen weights are bf16 and every step runs under autocast.
 
-Each variant runs in a fresh subprocess, so that its memory is its own. Time: median (and fastest) of
-`--steps` timed steps after `--warmup` steps. Memory: on GPU the peak `torch.cuda.max_memory_allocated`
-during the steps minus what was allocated before the first; on CPU the peak RSS during the steps minus the
-RSS before the first (after `malloc_trim`): activations, gradients, optimizer state and transients. One run;
-on a busy machine the fastest step is the steadier number.
+Memory: each variant alone in a fresh subprocess; on GPU the peak `torch.cuda.max_memory_allocated` during
+its steps minus what was allocated before the first, on CPU the peak RSS during the steps minus the RSS
+before the first (after `malloc_trim`): activations, gradients, optimizer state and transients.
+Time: median (and fastest) of `--steps` timed steps after `--warmup`. On CPU (`--interleave auto`) the times
+come from one more subprocess that builds every variant and takes their steps in turn, so that other work
+sharing the cores slows all of them alike; on GPU from the subprocess of each variant. One run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,27 +130,24 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_one(args) -> dict:
-    """One variant in this process: build, prepare, warm up, time; returns the measurements."""
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+def trainer(args, variant: str, quota: float):
+    """Build and prepare one variant; returns (number of trainable parameters, a function running one timed
+    training step)."""
     cuda = args.device.startswith("cuda")
-    model = prepare(build_model(args), args.variant, args.quota, args)
+    model = prepare(build_model(args), variant, quota, args)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
     gen = torch.Generator().manual_seed(2)
-    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), generator=gen)
-    ids = ids.to(args.device)
-    autocast = torch.autocast(args.device.split(":")[0], dtype=getattr(torch, args.dtype))
-    autocast = (
-        autocast if args.dtype != "float32" else torch.autocast(args.device.split(":")[0], enabled=False)
-    )
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), generator=gen).to(args.device)
+    device_type = args.device.split(":")[0]
+    autocast_dtype = getattr(torch, args.dtype)
 
     def step() -> float:
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with autocast:
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=args.dtype != "float32"):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
@@ -157,6 +156,13 @@ def run_one(args) -> dict:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
+    return sum(p.numel() for p in params), step
+
+
+def measure(args) -> dict:
+    """One variant alone in this process: peak memory of its training steps, and their times."""
+    cuda = args.device.startswith("cuda")
+    trainable, step = trainer(args, args.variant, args.quota)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -174,15 +180,37 @@ def run_one(args) -> dict:
         if high <= high_before:  # the steps never passed an earlier high-water mark: no peak to read
             raise SystemExit(f"{args.variant}: RSS peak not reached during the steps; raise --batch or --seq")
         peak = high - before
-    return {
-        "variant": args.variant,
-        "quota": args.quota if args.variant != "lora" else None,
-        "trainable": sum(p.numel() for p in params),
-        "step_s": statistics.median(times),
-        "step_min_s": min(times),
-        "peak_bytes": peak,
-        "model_bytes": before,
-    }
+    return {"trainable": trainable, "peak_bytes": peak, "model_bytes": before, **_times(times)}
+
+
+def interleaved(args, runs: list[tuple[str, float]]) -> list[dict]:
+    """Every variant built in this one process, then their steps taken in turn (variant 1, 2, ..., 1, 2, ...),
+    so that whatever else loads the machine slows them alike."""
+    steps = [trainer(args, variant, quota)[1] for variant, quota in runs]
+    for step in steps:
+        for _ in range(args.warmup):
+            step()
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(args.steps):
+        for i, step in enumerate(steps):
+            times[i].append(step())
+    return [_times(t) for t in times]
+
+
+def _times(times: list[float]) -> dict:
+    return {"step_s": statistics.median(times), "step_min_s": min(times)}
+
+
+def child(args) -> Any:
+    """Run this script again in a subprocess for one variant (or, with `variant == "interleaved"`, all)."""
+    common = [
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("out", "variant", "quota")
+    ]
+    cmd = [sys.executable, __file__, *common, f"--variant={args.variant}", f"--quota={args.quota}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{args.variant} q={args.quota:g} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -199,28 +227,41 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--interleave",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="time all variants in one process, their steps in turn (auto: on CPU, where other work shares "
+        "the cores; a GPU of our own needs no such care, and five 8B models would not fit)",
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
-    parser.add_argument("--variant", help=argparse.SUPPRESS)  # set in the subprocess that runs one variant
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # set in the subprocesses
     parser.add_argument("--quota", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = [("lora", 0.0)] + [(v, float(q)) for q in args.quotas.split(",") for v in ("loki", "split")]
+    if args.variant == "interleaved":
+        print(json.dumps(interleaved(args, runs)))
+        return
     if args.variant:
-        print(json.dumps(run_one(args)))
+        print(json.dumps(measure(args)))
         return
 
     load_before = os.getloadavg()[0]
-    runs = [("lora", 0.0)] + [(v, float(q)) for q in args.quotas.split(",") for v in ("loki", "split")]
     results = []
-    common = [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("out", "variant", "quota")
-    ]
-    for variant, quota in runs:
-        cmd = [sys.executable, __file__, *common, f"--variant={variant}", f"--quota={quota}"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"{variant} q={quota:g} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for variant, quota in runs:  # memory (and times) of each variant alone in a fresh process
+        args.variant, args.quota = variant, quota
+        results.append({"variant": variant, "quota": quota if variant != "lora" else None, **child(args)})
+    interleave = args.interleave == "yes" or (args.interleave == "auto" and args.device == "cpu")
+    if interleave:
+        args.variant = "interleaved"
+        for result, times in zip(results, child(args), strict=True):
+            result["alone"] = {k: result[k] for k in ("step_s", "step_min_s")}
+            result.update(times)
+    args.variant, args.quota = None, 0.0
     load = (load_before, os.getloadavg()[0])
-    report(results, args)
+    report(results, args, interleave)
     print(f"load average (1 min) {load[0]:.1f} before, {load[1]:.1f} after, on {os.cpu_count()} cores")
     if args.out:
         meta = {"args": vars(args), "torch": torch.__version__, "load_average": load, "cpus": os.cpu_count()}
@@ -228,13 +269,14 @@ def main() -> None:
             json.dump({**meta, "results": results}, f, indent=2)
 
 
-def report(results: list[dict], args) -> None:
+def report(results: list[dict], args, interleaved: bool) -> None:
     lora = next(r for r in results if r["variant"] == "lora")
     split = {r["quota"]: r for r in results if r["variant"] == "split"}
     layers = args.layers or SHAPES[args.shape][0]
     print(
         f"shape {args.shape} ({layers} layers), {args.device} {args.dtype}, batch {args.batch} x {args.seq}, "
         f"median of {args.steps} steps after {args.warmup}"
+        + (", variants interleaved" if interleaved else "")
     )
     header = f"{'variant':<14}{'trainable':>12}{'step ms':>10}{'min ms':>9}{'peak MiB':>10}"
     print(header + "   ratios (median time, memory)")
