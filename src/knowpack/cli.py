@@ -307,8 +307,8 @@ def attribute(
         return
     if prompts is None:
         raise KnowpackError("--prompts is required (a JSONL file, 'mmlu', 'mmlu:NAME_OR_PATH' or 'world_mc')")
-    if steps < 1 or per_subject < 1 or (limit is not None and limit < 1):
-        raise KnowpackError("--steps, --per-subject and --limit must be >= 1")
+    if any(n is not None and n < 1 for n in (steps, per_subject, limit, rows_per_pass)):
+        raise KnowpackError("--steps, --per-subject, --limit and --rows-per-pass must be >= 1")
     extra = _quota_list(quotas)
     if (
         prompts not in ("mmlu", "world_mc")
