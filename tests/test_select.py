@@ -388,6 +388,7 @@ def test_cli_bad_input_is_one_line(paths, tmp_path):
             [*base, "--prompts", paths / "prompts.jsonl", "--out", tmp_path / "a", "--shard", "2/2"],
             "bad shard",
         ),
+        ([*base, "--prompts", "world_mc", "--out", tmp_path / "a", "--limit", "0"], "must be >= 1"),
         (
             ["select", paths / "whole", "--quota", "0", "--out", tmp_path / "s.json"],
             "quota must be a percentage",
