@@ -15,14 +15,11 @@ from knowpack.errors import FactsError
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-IMPLEMENTED = ["demo", "world", "facts", "probe", "attribute", "select"]
+IMPLEMENTED = ["demo", "world", "facts", "probe", "attribute", "select", "train", "export", "sweep"]
 NOT_IMPLEMENTED = {  # verb -> arguments that satisfy its required options
-    "train": ["configs/organism/lora.yaml", "mix.n_unknown=10", "method.name=loki"],
     "eval": ["runs/r1"],
-    "sweep": ["sweep.yaml"],
     "capacity": ["capacity.yaml"],
     "report": ["runs/a", "runs/b"],
-    "export": ["runs/r1", "--out", "merged"],
 }
 GOOD = {"id": "f1", "question": "Where is the Eiffel Tower?", "answers": ["Paris"], "relation": "located_in"}
 

@@ -73,12 +73,13 @@ def selection(model: Any, tokenizer: Any, config: Config, run_dir: Path) -> tupl
     source = config.attribution
     if source is None:
         source = config.attribution_out or str(run_dir / "attribution")
-        _attribute(model, tokenizer, config, Path(source))
+        ensure_attribution(model, tokenizer, config, Path(source))
     chosen = select_nodes(source, config.quota, config.strategy, seed=config.seed)
     return chosen, {"attribution": str(source), "quota": config.quota, "strategy": config.strategy}
 
 
-def _attribute(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
+def ensure_attribution(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
+    """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others)."""
     import json
 
     from knowpack.loki.attribution import attribute

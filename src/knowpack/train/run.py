@@ -262,6 +262,23 @@ def _probe_records(config: RunConfig) -> list[dict]:
     return records
 
 
+def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Probe the base model as `config.probe` says into `config.probe.out` (resumable); returns records."""
+    from knowpack.facts import load_facts
+    from knowpack.models import load_model
+
+    if config.probe.out is None:
+        raise KnowpackError("run_base_probe needs probe.out (where to write the probe)")
+    facts = load_facts(config.facts.path)
+    model, tokenizer = load_model(
+        config.model.name,
+        dtype=config.model.dtype,
+        device=config.train.device,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    return _run_probe(config, model, tokenizer, facts, Path(config.probe.out), progress)
+
+
 def _run_probe(config: RunConfig, model: Any, tokenizer: Any, facts: list, out: Path, progress) -> list[dict]:
     from knowpack.probe.run import probe
 

@@ -1,0 +1,354 @@
+"""`knowpack sweep CONFIG`: a grid of training runs, one run folder per cell, resumable and parallel.
+
+    # configs/sweeps/organism-mixes.yaml
+    base: ../organism/lora.yaml          # a run config (relative to this file)
+    set: {train.epochs: 10}              # overrides for every cell
+    grid:                                # the cells: every combination of these ...
+      mix.n_unknown: [10, 50]
+      mix.seed: [0, 1, 2]
+    cases:                               # ... times each of these (keys that must vary together)
+      - {mix.add: none, mix.k: 0}
+      - {mix.add: paraphrase, mix.k: 10}
+    out: runs/mixes
+
+Each cell is a run folder at a predictable path, `OUT/cells/<key=value,...>` (the keys that vary, sorted).
+A cell whose run is `finished` is skipped; an interrupted or failed one is redone; a cell another process is
+running is left to it. Workers claim a cell by creating `OUT/cells/<cell>.claim` exclusively (O_EXCL), so
+several processes, or machines sharing the folder, can run one sweep: `knowpack sweep CONFIG --workers 2`, or
+the same command on every machine. A claim whose process is gone (same host) is taken over.
+
+Work every cell shares is done once, under a lock: the probe of the base model (`OUT/probe/<hash>`, keyed by
+model, facts and probe settings) and, for LoKI cells that attribute, the attribution
+(`OUT/attribution/<hash>`). Nothing reads a run whose status is not `finished`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.io import write_text_atomic
+from knowpack.runs import run_status
+from knowpack.train.config import RunConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+_SWEEP_KEYS = ("base", "set", "grid", "cases", "out")
+
+
+@dataclass
+class Cell:
+    """One point of the grid: its name (folder), its overrides, its resolved config."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: RunConfig
+    folder: Path
+
+
+@dataclass
+class Sweep:
+    """A loaded sweep config."""
+
+    path: Path
+    base: Path | None
+    common: dict[str, Any]
+    grid: dict[str, list[Any]]
+    cases: list[dict[str, Any]]
+    out: Path
+    cells: list[Cell] = field(default_factory=list)
+
+
+def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
+    """Read a sweep config and resolve every cell's run config (all checked before anything runs)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise KnowpackError(f"{path}: cannot read the sweep config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise KnowpackError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise KnowpackError(f"{path}: a sweep config is a mapping with {', '.join(_SWEEP_KEYS)}")
+    unknown = sorted(set(data) - set(_SWEEP_KEYS))
+    if unknown:
+        raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_SWEEP_KEYS)}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if key == "out" and sep:
+            data["out"] = value
+        elif sep:
+            data.setdefault("set", {})[key] = yaml.safe_load(value)
+        else:
+            raise KnowpackError(f"bad override {item!r}: expected key=value")
+    base = (path.parent / data["base"]).resolve() if data.get("base") else None
+    common = _mapping(data.get("set"), path, "set")
+    grid = _mapping(data.get("grid"), path, "grid")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise KnowpackError(f"{path}: grid.{key} must be a non-empty list of values")
+    cases = data.get("cases") or [{}]
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise KnowpackError(f"{path}: cases must be a list of mappings (key: value)")
+    if not data.get("out"):
+        raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
+    sweep = Sweep(path, base, common, grid, cases, Path(data["out"]))
+    sweep.cells = _cells(sweep)
+    return sweep
+
+
+def _mapping(value: Any, path: Path, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise KnowpackError(f"{path}: {name} must be a mapping of section.key: value")
+    return dict(value)
+
+
+def _cells(sweep: Sweep) -> list[Cell]:
+    keys = list(sweep.grid)
+    varying = set(keys) | {k for case in sweep.cases for k in case}
+    cells, names = [], set()
+    for values in itertools.product(*(sweep.grid[k] for k in keys)):
+        for case in sweep.cases:
+            point = {**dict(zip(keys, values, strict=True)), **case}
+            name = cell_name({k: point[k] for k in sorted(varying) if k in point})
+            if name in names:
+                raise KnowpackError(f"{sweep.path}: two cells are the same ({name}); check grid and cases")
+            names.add(name)
+            folder = sweep.out / "cells" / name
+            settings = {**sweep.common, **point}
+            try:
+                config = load_config(sweep.base, [f"{k}={_yaml_value(v)}" for k, v in settings.items()])
+            except KnowpackError as e:
+                raise KnowpackError(f"{sweep.path}: cell {name}: {e}") from None
+            config.out = str(folder)
+            _share(config, sweep.out)
+            cells.append(Cell(name, point, config, folder))
+    return cells
+
+
+def cell_name(point: dict[str, Any]) -> str:
+    """`key=value,...` in key order: the cell's folder name (path separators in values replaced)."""
+    parts = []
+    for key, value in point.items():
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        parts.append(f"{key}={text.replace('/', '_').replace(os.sep, '_')}")
+    return ",".join(parts) or "default"
+
+
+def _yaml_value(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _share(config: RunConfig, out: Path) -> None:
+    """Point a cell at the sweep's shared probe (and LoKI attribution), keyed by what determines them."""
+    if config.probe.run is None and config.probe.out is None:
+        key = {"model": config.model.name, "facts": config.facts.path, "mode": config.facts.mode}
+        key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **config.probe.kwargs())
+        config.probe.out = str(out / "probe" / _hash(key))
+    options = config.method.options
+    if config.method.name == "loki" and not options.get("positions") and not options.get("attribution"):
+        if not options.get("attribution_out"):
+            key = {
+                "model": config.model.name,
+                "prompts": options.get("prompts", "world_mc"),
+                "per_subject": options.get("per_subject", 50),
+                "limit": options.get("attribution_limit"),
+            }
+            options["attribution_out"] = str(out / "attribution" / _hash(key))
+
+
+def _hash(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def cell_status(cell: Cell) -> str:
+    """finished | interrupted | failed | running | todo."""
+    return run_status(cell.folder) or "todo"
+
+
+def run_sweep(
+    sweep: Sweep,
+    *,
+    run_cell: Callable[[Cell], None] | None = None,
+    on_cell: Callable[[Cell, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every cell not finished (claiming each), then write `OUT/sweep.json`; returns it.
+
+    `run_cell(cell)` trains one cell (default: `knowpack.train.train(cell.config, force=True)`);
+    `on_cell(cell, event)` hears "start" / "skip" / "busy" / "done" / "failed".
+    """
+    run_cell = run_cell or _train_cell
+    note = on_cell or (lambda cell, event: logger.info("%s: %s", cell.name, event))
+    (sweep.out / "cells").mkdir(parents=True, exist_ok=True)
+    for cell in sweep.cells:
+        if cell_status(cell) == "finished":
+            note(cell, "skip")
+            continue
+        claim = _claim(cell)
+        if claim is None:
+            note(cell, "busy")
+            continue
+        try:
+            if cell_status(cell) == "finished":  # finished by another worker since we looked
+                note(cell, "skip")
+                continue
+            note(cell, "start")
+            try:
+                run_cell(cell)
+            except KnowpackError as e:
+                logger.error("%s: %s", cell.name, e)
+                note(cell, "failed")
+                continue
+            note(cell, "done")
+        finally:
+            claim.unlink(missing_ok=True)
+    return write_summary(sweep)
+
+
+def _train_cell(cell: Cell) -> None:
+    from knowpack.train import train
+
+    _prepare_shared(cell.config)
+    train(cell.config, force=True)
+
+
+def _prepare_shared(config: RunConfig) -> None:
+    """Make the shared probe / attribution exist (one process at a time), then point the cell at them."""
+    if config.probe.run is None and config.probe.out is not None:
+        probe = Path(config.probe.out)
+        with _lock(probe):
+            if not _finished(probe / "summary.json"):
+                from knowpack.train.run import run_base_probe
+
+                run_base_probe(config)
+        config.probe.run, config.probe.out = str(probe), None
+    options = config.method.options
+    attribution = options.get("attribution_out") if config.method.name == "loki" else None
+    if attribution:
+        with _lock(Path(attribution)):
+            if not _finished(Path(attribution) / "summary.json"):
+                from knowpack.methods import method_config
+                from knowpack.methods.loki import ensure_attribution
+                from knowpack.models import load_model
+
+                model, tokenizer = load_model(
+                    config.model.name, dtype=config.model.dtype, device=config.train.device
+                )
+                ensure_attribution(model, tokenizer, method_config("loki", options), Path(attribution))
+        options["attribution"] = options.pop("attribution_out")
+
+
+def _finished(summary: Path) -> bool:
+    try:
+        return json.loads(summary.read_text()).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
+
+
+def write_summary(sweep: Sweep) -> dict[str, Any]:
+    """`OUT/sweep.json`: every cell with its status and, when finished, its train.json headline numbers."""
+    rows = []
+    for cell in sweep.cells:
+        status = cell_status(cell)
+        row: dict[str, Any] = {
+            "cell": cell.name,
+            "folder": str(cell.folder),
+            "status": status,
+            **cell.overrides,
+        }
+        if status == "finished":
+            try:
+                result = json.loads((cell.folder / "train.json").read_text())
+                row.update(reliability=result.get("reliability"), epochs_run=result.get("epochs_run"))
+            except (OSError, ValueError):
+                pass
+        rows.append(row)
+    summary = {
+        "config": str(sweep.path),
+        "cells": rows,
+        "finished": sum(r["status"] == "finished" for r in rows),
+        "total": len(rows),
+    }
+    write_text_atomic(sweep.out / "sweep.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ claims
+
+
+def _claim(cell: Cell) -> Path | None:
+    """Create `<cell>.claim` exclusively; take over a claim whose process is gone. None: someone has it."""
+    path = cell.folder.with_name(cell.folder.name + ".claim")
+    return _exclusive(path)
+
+
+def _exclusive(path: Path) -> Path | None:
+    record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not _stale(path):
+                return None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return path
+    return None
+
+
+def _stale(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False  # being written right now
+    if data.get("host") != socket.gethostname():
+        return False  # another machine's: we cannot tell, leave it
+    try:
+        os.kill(int(data["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return False
+    return False
+
+
+class _lock:
+    """Hold `<folder>.lock` (waiting for it) while shared work in `folder` is done."""
+
+    def __init__(self, folder: Path | None, poll: float = 1.0):
+        self.path = None if folder is None else folder.with_name(folder.name + ".lock")
+        self.poll = poll
+
+    def __enter__(self):
+        if self.path is None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while _exclusive(self.path) is None:
+            time.sleep(self.poll)
+        return self
+
+    def __exit__(self, *exc):
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        return False

@@ -1,0 +1,147 @@
+"""`knowpack sweep` on a tiny random Llama: the cells of grid x cases at predictable paths, --dry-run, a
+shared probe done once, finished cells skipped, and a sweep killed mid-cell that, rerun, ends with exactly
+the results of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from knowpack.cli import app
+from knowpack.errors import KnowpackError
+from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
+from knowpack.facts import save_facts
+from knowpack.runs import read_run
+from test_train import SRC, make_facts
+from tiny import save_tiny, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A run config for a tiny Llama that probes its facts itself (the sweep shares that probe)."""
+    root = tmp_path_factory.mktemp("sweep-world")
+    facts = make_facts()
+    save_facts(facts, root / "facts.jsonl")
+    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in facts]
+    tok = tiny_tokenizer(texts + ["Answer the following question."], root / "tok")
+    model = save_tiny("llama", tok, root / "model")
+    config = {
+        "model": {"name": str(model)},
+        "facts": {"path": str(root / "facts.jsonl")},
+        "probe": {"n_prompts": 2, "shots": 1, "samples": 2, "max_new_tokens": 4},
+        "mix": {"n_unknown": 2},
+        "method": {"name": "lora", "r": 2, "alpha": 4},
+        "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "device": "cpu"},
+    }
+    path = root / "base.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def write_sweep(tmp_path: Path, base: Path, out: Path, **extra) -> Path:
+    data = {
+        "base": str(base),
+        "set": {"train.epochs": 2},
+        "grid": {"mix.seed": [0, 1]},
+        "cases": [{"mix.add": "none", "mix.k": 0}, {"mix.add": "paraphrase", "mix.k": 1}],
+        "out": str(out),
+        **extra,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def results(out: Path) -> dict[str, list]:
+    """Per cell: the per-epoch (loss, reliability) of train.json: what must not depend on interruptions."""
+    found = {}
+    for train_json in sorted((out / "cells").glob("*/train.json")):
+        epochs = json.loads(train_json.read_text())["epochs"]
+        found[train_json.parent.name] = [(e["loss"], e["reliability"]) for e in epochs]
+    return found
+
+
+def test_cells_dry_run_and_a_whole_sweep(tmp_path, base):
+    path = write_sweep(tmp_path, base, tmp_path / "out")
+    sweep = load_sweep(path)
+    names = [c.name for c in sweep.cells]
+    assert names == [
+        "mix.add=none,mix.k=0,mix.seed=0",
+        "mix.add=paraphrase,mix.k=1,mix.seed=0",
+        "mix.add=none,mix.k=0,mix.seed=1",
+        "mix.add=paraphrase,mix.k=1,mix.seed=1",
+    ]
+    assert all(c.folder == tmp_path / "out" / "cells" / c.name for c in sweep.cells)
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 0 and result.output.count("todo") == 4 and "4 cells" in result.output
+
+    summary = run_sweep(sweep)
+    assert summary["finished"] == summary["total"] == 4
+    assert all(cell_status(c) == "finished" for c in sweep.cells)
+    probes = list((tmp_path / "out" / "probe").iterdir())
+    assert len([p for p in probes if p.is_dir()]) == 1  # one probe of the base, shared by every cell
+    for cell in sweep.cells:
+        resolved = yaml.safe_load((cell.folder / "config.yaml").read_text())
+        assert (
+            resolved["probe"]["run"] == str(probes[0])
+            and resolved["mix"]["seed"] == cell.overrides["mix.seed"]
+        )
+    mixes = {c.name: json.loads((c.folder / "mix.json").read_text())["implanted"] for c in sweep.cells}
+    assert mixes[names[0]] != mixes[names[2]]  # another seed, other facts
+
+    events = []
+    run_sweep(load_sweep(path), on_cell=lambda cell, event: events.append(event))
+    assert events == ["skip"] * 4
+
+
+def test_bad_sweeps_are_one_line_errors(tmp_path, base):
+    with pytest.raises(KnowpackError, match="unknown key"):
+        load_sweep(write_sweep(tmp_path, base, tmp_path / "o", gird={}))
+    with pytest.raises(KnowpackError, match="cell mix.add=none,mix.k=0,mix.seed=0: .*unknown key mix.sed"):
+        load_sweep(write_sweep(tmp_path, base, tmp_path / "o", set={"mix.sed": 1}))
+    with pytest.raises(KnowpackError, match="grid.mix.seed must be a non-empty list"):
+        load_sweep(write_sweep(tmp_path, base, tmp_path / "o", grid={"mix.seed": 3}))
+
+
+def test_a_sweep_killed_mid_cell_and_rerun_equals_an_uninterrupted_one(tmp_path, base):
+    whole = tmp_path / "whole"
+    run_sweep(
+        load_sweep(write_sweep(tmp_path / "a", base, whole) if (tmp_path / "a").mkdir() is None else None)
+    )
+
+    out = tmp_path / "killed"
+    (tmp_path / "b").mkdir()
+    path = write_sweep(tmp_path / "b", base, out)
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "knowpack", "sweep", str(path)], env=env)
+    try:
+        deadline, second = time.time() + 300, None
+        while time.time() < deadline and second is None:
+            done = [c for c in load_sweep(path).cells if cell_status(c) == "finished"]
+            running = [
+                c for c in load_sweep(path).cells if (read_run(c.folder) or {}).get("status") == "running"
+            ]
+            if done and running:
+                second = running[0]
+            time.sleep(0.1)
+        assert second is not None, "the sweep never got to a second cell"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    cells = load_sweep(path).cells
+    assert any(cell_status(c) == "interrupted" for c in cells)
+    summary = run_sweep(load_sweep(path))
+    assert summary["finished"] == 4
+    assert results(out) == results(whole)
