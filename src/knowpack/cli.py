@@ -452,9 +452,49 @@ def eval_(
 
 
 @app.command()
-def sweep(config: Annotated[Path, typer.Argument(help="Sweep config (YAML).")]) -> None:
-    """(not implemented yet) A resumable grid of runs, one run folder per cell."""
-    _not_implemented("sweep")
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep config (YAML): base, set, grid, cases, out.")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value for every cell, or out=DIR.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the cells and their status; run nothing.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes to run cells in parallel (each claims cells).")
+    ] = 1,
+) -> None:
+    """A resumable grid of training runs, one run folder per cell (OUT/cells/<key=value,...>).
+
+    Finished cells are skipped, interrupted ones redone. Several processes or machines can run the same sweep:
+    each claims a cell before running it. OUT/sweep.json lists every cell with its status.
+    """
+    import subprocess
+
+    from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep, write_summary
+
+    loaded = load_sweep(config, overrides or [])
+    if dry_run:
+        for cell in loaded.cells:
+            typer.echo(f"{cell_status(cell):12} {cell.folder}")
+        typer.echo(f"{len(loaded.cells)} cells")
+        return
+    if workers < 1:
+        raise KnowpackError("--workers must be >= 1")
+    if workers > 1:
+        command = [sys.executable, "-m", "knowpack", "sweep", str(config), *(overrides or [])]
+        procs = [subprocess.Popen(command) for _ in range(workers)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise typer.Exit(max(codes))
+        summary = write_summary(loaded)
+    else:
+        summary = run_sweep(
+            loaded, on_cell=lambda cell, event: typer.echo(f"[{event}] {cell.name}", err=True)
+        )
+    typer.echo(f"{loaded.out}: {summary['finished']} of {summary['total']} cells finished")
+    if summary["finished"] < summary["total"]:
+        raise typer.Exit(1)
 
 
 @app.command()
