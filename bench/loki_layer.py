@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/loki_layer.py                          # CPU: random Llama, 8 layers, hidden 512
     .venv/bin/python bench/loki_layer.py --layers 2 --steps 2     # a quick CPU check
+    .venv/bin/python bench/loki_layer.py --forwards --steps 15    # how the layer's forward was chosen
     python bench/loki_layer.py --device cuda --dtype bfloat16 --shape llama3-8b --batch 4 --seq 512
 
 One random model of the chosen shape (seeded), one batch of random tokens, the same AdamW (lr 1e-4, weight
@@ -197,6 +198,56 @@ def interleaved(args, runs: list[tuple[str, float]]) -> list[dict]:
     return [_times(t) for t in times]
 
 
+def _outputs_copied(x, weight, rows, index):
+    """Full matmul, then the chosen outputs overwritten with x rows^T."""
+    return torch.nn.functional.linear(x, weight).index_copy(-1, index, torch.nn.functional.linear(x, rows))
+
+
+def _weight_copied(x, weight, rows, index):
+    """Autograd through the weight with the rows substituted (it forms a full weight gradient)."""
+    return torch.nn.functional.linear(x, weight.index_copy(0, index, rows))
+
+
+def forwards(args) -> None:
+    """`--forwards`: one down_proj-shaped layer (the shape's hidden x intermediate, batch x seq tokens);
+    forward + backward of four ways to train its chosen rows, taken in turn; median and fastest per quota."""
+    from functools import partial
+
+    from knowpack.loki.layer import LokiLinear
+
+    _, rows, cols, *_ = SHAPES[args.shape]
+    dtype, cuda = getattr(torch, args.dtype), args.device.startswith("cuda")
+    torch.manual_seed(0)
+    base = nn.Linear(cols, rows, bias=False, device=args.device, dtype=dtype).requires_grad_(False)
+    x0 = torch.randn(args.batch * args.seq, cols, device=args.device, dtype=dtype)
+    for quota in map(float, args.quotas.split(",")):
+        chosen = sorted(torch.randperm(rows)[: int(quota * rows // 100)].tolist())
+        ours = LokiLinear(base, chosen)
+        same = {"weight": base.weight, "rows": ours.rows, "index": ours.index}  # rows: float32 like ours
+        ways = {
+            "ours": ours,
+            "split": SplitGatherLinear(base, chosen, torch.float32),
+            "outputs_copied": partial(_outputs_copied, **same),
+            "weight_copied": partial(_weight_copied, **same),
+        }
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(args.warmup + args.steps):
+            for name, way in ways.items():
+                x = x0.clone().requires_grad_()
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                with torch.autocast(args.device.split(":")[0], dtype=dtype, enabled=args.dtype != "float32"):
+                    y = way(x)
+                y.float().square().mean().backward()
+                if cuda:
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+        for name, t in times.items():
+            t = [s * 1e3 for s in t[args.warmup :]]
+            print(f"q={quota:g} {name:<15} median {statistics.median(t):8.2f} ms, fastest {min(t):8.2f} ms")
+
+
 def _times(times: list[float]) -> dict:
     return {"step_s": statistics.median(times), "step_min_s": min(times)}
 
@@ -234,12 +285,16 @@ def main() -> None:
         help="time all variants in one process, their steps in turn (auto: on CPU, where other work shares "
         "the cores; a GPU of our own needs no such care, and five 8B models would not fit)",
     )
+    parser.add_argument("--forwards", action="store_true", help="time four forwards of one layer instead")
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # set in the subprocesses
     parser.add_argument("--quota", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.forwards:
+        forwards(args)
+        return
     runs = [("lora", 0.0)] + [(v, float(q)) for q in args.quotas.split(",") for v in ("loki", "split")]
     if args.variant == "interleaved":
         print(json.dumps(interleaved(args, runs)))
