@@ -83,11 +83,16 @@ def test_greedy_answers_equal_model_generate_one_prompt_at_a_time(family, fmt, t
             assert n >= len(encode(tokenizer, p.prefix, fmt)) - 1  # all but a merged "\\n\\n" at most
             requests.append(Request((fact.id, j), ids, n))
             expected[(fact.id, j)] = reference_greedy(model, tokenizer, p.text, fmt, 12)
-    # samples > 0: the greedy rows decode beside sample rows from the same prefill; 5 rows a batch
-    for reuse in (True, False):
-        engine = Engine(model, tokenizer, samples=2, max_new_tokens=12, batch_size=7, reuse_prefix=reuse)
-        got = engine.generate(requests)
-        assert {k: g.greedy for k, g in got.items()} == expected
+    # samples > 0: the greedy rows decode beside sample rows from the same prefill. Batches of 2 prompts
+    # (one prefix each, mostly) and of 21 (several prefixes, and rows without one: cut off every 5th).
+    mixed = [Request(r.key, r.ids, 0 if i % 5 == 0 else r.prefix_len) for i, r in enumerate(requests)]
+    cases = [(requests, True, 7), (requests, True, 64), (mixed, True, 64), (requests, False, 7)]
+    for reqs, reuse, batch_size in cases:
+        engine = Engine(
+            model, tokenizer, samples=2, max_new_tokens=12, batch_size=batch_size, reuse_prefix=reuse
+        )
+        got = engine.generate(reqs)
+        assert {k: g.greedy for k, g in got.items()} == expected, (reuse, batch_size)
     assert len({t for t in expected.values()}) > 3  # random models still say different things
 
 

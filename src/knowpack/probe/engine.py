@@ -6,18 +6,22 @@
 A probe asks 170 generations per fact (10 prompts x (1 greedy + 16 samples)), and most of their input is the
 same. Three things are done once instead of many times:
 1. The few-shot prefix. All facts of a relation share the exemplars of a prompt index (see prompts.py), so
-   requests are grouped by their prefix tokens; the prefix is run through the model once and its KV cache is
-   repeated over the batch. Only each fact's suffix (its own question) is fed: left-padded, so the padding
-   sits between prefix and suffix, masked out, with positions counted over real tokens only. This is exact:
-   the shared tokens are the first tokens of each prompt's own tokenization (`split_prefix` cuts where the
-   prompt's tokens and its prefix text's tokens part), so the reused cache is the one the prompt would make.
+   requests are ordered by their prefix tokens and batches filled in that order: a batch holds one prefix,
+   or a few where groups are small. The distinct prefixes of a batch are run through the model once
+   (left-padded, kept for the next batches) and each row takes its prefix's KV cache. Only each fact's
+   suffix (its own question) is fed: left-padded, so padding sits before the prefix and between prefix and
+   suffix, masked out, with positions counted over real tokens only. This is exact: the shared tokens are
+   the first tokens of each prompt's own tokenization (`split_prefix` cuts where the prompt's tokens and its
+   prefix text's tokens part), so the reused cache is the one the prompt would make.
 2. The suffix prefill. The greedy row and the n sample rows of a prompt start from one prefill: its cache
    and last logits are gathered into 1 + n rows, and all of them decode together in one loop.
-3. Finished rows. Every row stops at its first line break or EOS; the loop ends when all rows have.
+3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
+   at a time); the loop ends when all rows have.
 
 Sampling is temperature + top-k with the Gumbel-max trick, whose noise is a counter-based hash of (seed,
 request key, sample index, step, rank): a sample depends on its fact and prompt only, never on batch size,
-order, sharding or resumption. So a probe is deterministic for a seed, also when it is split or resumed.
+order, sharding or resumption. So a probe is deterministic for a seed, also when it is split or resumed
+(log-probabilities up to float rounding: other batches pad differently, which moves the last digits).
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ class Engine:
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
-        self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._prefixes: OrderedDict[tuple[tuple[int, ...], ...], Any] = OrderedDict()
         self._torch = torch
 
     def generate(
@@ -113,55 +117,89 @@ class Engine:
             # Padding between prefix and suffix takes cache slots, so a window over slots would differ from
             # a window over tokens; not exact beyond the window (no probe prompt of ours comes near it).
             logger.warning("prompts longer than the model's sliding window (%d): answers may differ", window)
+        # Requests in prefix order, so that most batches hold one prefix and a prefix is computed about once;
+        # a batch may still span a few prefixes (small groups), which keeps batches full.
         groups: dict[tuple[int, ...], list[Request]] = {}
         for r in requests:
-            n = r.prefix_len if self.reuse_prefix else 0
-            groups.setdefault(tuple(r.ids[:n]), []).append(r)
+            groups.setdefault(tuple(r.ids[: self._shared(r)]), []).append(r)
+        ordered = [r for group in groups.values() for r in group]
         per_batch = max(1, self.batch_size // (1 + self.samples))
         results: dict[Hashable, Generation] = {}
-        for prefix, group in groups.items():
-            for start in range(0, len(group), per_batch):
-                batch = group[start : start + per_batch]
-                results.update(zip([r.key for r in batch], self._batch(prefix, batch), strict=True))
-                if on_batch is not None:
-                    on_batch(len(batch))
+        for start in range(0, len(ordered), per_batch):
+            batch = ordered[start : start + per_batch]
+            results.update(zip([r.key for r in batch], self._batch(batch), strict=True))
+            if on_batch is not None:
+                on_batch(len(batch))
         return results
 
     # ------------------------------------------------------------------------------------------ internals
 
-    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
-        """The KV cache of `prefix` (batch 1), computed once and kept for the next batches (LRU of 64)."""
+    def _shared(self, request: Request) -> int:
+        return request.prefix_len if self.reuse_prefix else 0
+
+    def _prefix_cache(self, prefixes: tuple[tuple[int, ...], ...]) -> tuple[Any, Any]:
+        """The KV cache of the distinct non-empty `prefixes` of a batch (one row each, left-padded) and its
+        attention mask; computed once and kept for the next batches (LRU of 16)."""
         from transformers import DynamicCache
 
         torch = self._torch
-        if prefix in self._prefixes:
-            self._prefixes.move_to_end(prefix)
-            return self._prefixes[prefix]
+        if prefixes in self._prefixes:
+            self._prefixes.move_to_end(prefixes)
+            return self._prefixes[prefixes]
         cache = DynamicCache(config=self.model.config)
-        if prefix:
-            with torch.inference_mode():
-                ids = torch.tensor([prefix], device=self.device)
-                self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self._prefixes[prefix] = cache
-        if len(self._prefixes) > 64:
+        width = max(len(p) for p in prefixes)
+        ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for i, p in enumerate(prefixes):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        self._prefixes[prefixes] = cache, mask
+        if len(self._prefixes) > 16:
             self._prefixes.popitem(last=False)
-        return cache
+        return cache, mask
 
-    def _batch(self, prefix: tuple[int, ...], batch: list[Request]) -> list[Generation]:
+    def _batch(self, batch: list[Request]) -> list[Generation]:
+        from transformers import DynamicCache
+
         torch = self._torch
-        n_prefix, n_rows, n = len(prefix), len(batch), self.samples
-        cache = copy.deepcopy(self._prefix_cache(prefix))
-        cache.batch_repeat_interleave(n_rows)
+        n_rows, n = len(batch), self.samples
+        shared = [self._shared(r) for r in batch]
+        distinct = tuple(dict.fromkeys(tuple(r.ids[:k]) for r, k in zip(batch, shared, strict=True) if k))
+        if distinct:
+            # Each row takes its prefix's row of the cache; a row without a prefix takes any row, all masked.
+            cache, prefix_mask = self._prefix_cache(distinct)
+            index = {p: i for i, p in enumerate(distinct)}
+            rows = [index.get(tuple(r.ids[:k]), 0) for r, k in zip(batch, shared, strict=True)]
+            rows = torch.tensor(rows, device=self.device)
+            cache = copy.deepcopy(cache)
+            cache.batch_select_indices(rows)
+            prefix_mask = (
+                prefix_mask[rows] * torch.tensor([k > 0 for k in shared], device=self.device)[:, None]
+            )
+        else:
+            cache = DynamicCache(config=self.model.config)
+            prefix_mask = torch.zeros((n_rows, 0), dtype=torch.long, device=self.device)
+        n_prefix = prefix_mask.shape[1]
 
-        suffixes = [r.ids[n_prefix:] for r in batch]
+        suffixes = [r.ids[k:] for r, k in zip(batch, shared, strict=True)]
         width = max(len(s) for s in suffixes)
         ids = torch.full((n_rows, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n_rows, n_prefix + width), dtype=torch.long)
-        mask[:, :n_prefix] = 1
+        suffix_mask = torch.zeros((n_rows, width), dtype=torch.long)
         for i, s in enumerate(suffixes):
             ids[i, width - len(s) :] = torch.tensor(s)
-            mask[i, n_prefix + width - len(s) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+            suffix_mask[i, width - len(s) :] = 1
+        ids = ids.to(self.device)
+        mask = torch.cat([prefix_mask, suffix_mask.to(self.device)], dim=1)
         # Positions count real tokens only, so a padded row sees the same positions as the prompt alone.
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
@@ -181,6 +219,7 @@ class Engine:
                 cache.batch_select_indices(rows)
                 logits, mask, last = logits[rows], mask[rows], last[rows]
             keys = self._row_keys(batch)
+            cache = self._static(cache, mask.shape[1] + self.max_new_tokens)
             tokens, logprob = self._decode(cache, logits, mask, last, keys, n_rows)
 
         texts = [_first_line(t) for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
@@ -193,24 +232,57 @@ class Engine:
             for i in range(n_rows)
         ]
 
+    def _static(self, cache: Any, max_len: int) -> Any:
+        """The prefilled cache copied into a preallocated one of `max_len` slots: a decode step then writes
+        one slot per row instead of copying the whole cache (what a growing cache does every step)."""
+        from transformers import StaticCache
+
+        window = _sliding_window(self.model.config)
+        if (window and max_len > window) or not hasattr(cache, "layers"):
+            return cache  # a sliding layer would roll over; an old transformers has another cache layout
+        static = StaticCache(config=self.model.config, max_cache_len=max_len)
+        for i, layer in enumerate(cache.layers):
+            static.update(layer.keys, layer.values, i)
+        return static
+
     def _decode(self, cache, logits, mask, last, keys, n_greedy):
-        """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line."""
+        """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.
+
+        Rows that have ended leave the batch (their cache rows dropped) once they are a quarter of it: an
+        answer is a few tokens, and one long answer should not keep hundreds of ended rows decoding.
+        """
         torch = self._torch
         n_rows = logits.shape[0]
+        tokens = torch.full((n_rows, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
+        logprob = torch.zeros(n_greedy, dtype=torch.float64, device=self.device)
+        alive = torch.arange(n_rows, device=self.device)  # the batch row of each row still decoding
         done = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
-        logprob = torch.zeros(n_rows, dtype=torch.float64, device=self.device)
-        steps = []
+        n_alive_greedy = n_greedy  # greedy rows stay first: `alive` keeps its order
         for step in range(self.max_new_tokens):
             next_ids = logits.argmax(-1)
-            if n_rows > n_greedy:
-                next_ids[n_greedy:] = self._sample(logits[n_greedy:], keys, step)
-            lp = logits.log_softmax(-1).gather(1, next_ids[:, None])[:, 0]
-            logprob += torch.where(done, 0.0, lp.double())
+            if len(alive) > n_alive_greedy:
+                sample_rows = alive[n_alive_greedy:] - n_greedy
+                next_ids[n_alive_greedy:] = self._sample(logits[n_alive_greedy:], keys[sample_rows], step)
+            if n_alive_greedy:
+                head = logits[:n_alive_greedy].log_softmax(-1)
+                lp = head.gather(1, next_ids[:n_alive_greedy, None])[:, 0].double()
+                logprob[alive[:n_alive_greedy]] += torch.where(done[:n_alive_greedy], 0.0, lp)
             next_ids = torch.where(done, self.pad_id, next_ids)
-            steps.append(next_ids)
+            tokens[alive, step] = next_ids
             done |= self.stop[next_ids]
             if bool(done.all()) or step == self.max_new_tokens - 1:
                 break
+            if 4 * int(done.sum()) >= len(done):
+                keep = (~done).nonzero()[:, 0]
+                cache.reorder_cache(keep)
+                alive, done, next_ids, mask, last = (
+                    alive[keep],
+                    done[keep],
+                    next_ids[keep],
+                    mask[keep],
+                    last[keep],
+                )
+                n_alive_greedy = int((alive < n_greedy).sum())
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             last = last + 1
             out = self.model(
@@ -222,8 +294,7 @@ class Engine:
                 use_cache=True,
             )
             logits = out.logits[:, -1].float()
-        tokens = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(n_rows)]
-        return [_until_stop(t, self.stop) for t in tokens], logprob.tolist()
+        return [_until_stop(t, self.stop) for t in tokens.tolist()], logprob.tolist()
 
     def _sample(self, logits, keys, step: int):
         """Temperature + top-k sampling by Gumbel-max, with noise from `keys` and `step` only."""

@@ -51,17 +51,22 @@ def build_prompts(
     shots: int = 4,
     seed: int = 0,
     fmt: str = "plain",
-    exemplars: Sequence[Fact] | None = None,
+    exemplars: Sequence[Fact] | ExemplarOrders | None = None,
 ) -> list[list[Prompt]]:
-    """`n_prompts` prompts per fact (see the module docstring); `exemplars` is the pool (default: `facts`)."""
+    """`n_prompts` prompts per fact (see the module docstring); `exemplars` is the pool (default: `facts`),
+    or its `ExemplarOrders` for this seed, made once where prompts are built in chunks from one pool."""
     if fmt not in FORMATS:
         raise KnowpackError(f"unknown prompt format {fmt!r}; expected plain or chat")
     if n_prompts < 1 or shots < 0:
         raise KnowpackError(f"need n_prompts >= 1 and shots >= 0 (got {n_prompts} and {shots})")
     if fmt == "chat":
         check_chat_template(tokenizer)
-    pool = list(facts if exemplars is None else exemplars)
-    orders = _Orders(pool, seed)
+    if isinstance(exemplars, ExemplarOrders):
+        if exemplars.seed != seed:
+            raise ValueError(f"exemplar orders of seed {exemplars.seed} given for seed {seed}")
+        orders = exemplars
+    else:
+        orders = ExemplarOrders(list(facts if exemplars is None else exemplars), seed)
     prefixes: dict[tuple[str, ...], str] = {}
     out = []
     for fact in facts:
@@ -109,7 +114,7 @@ def check_chat_template(tokenizer: Any) -> None:
         raise KnowpackError(f"tokenizer {name!r} has no chat template; use --format plain")
 
 
-def choose_exemplars(fact: Fact, orders: _Orders, j: int, shots: int) -> list[Fact]:
+def choose_exemplars(fact: Fact, orders: ExemplarOrders, j: int, shots: int) -> list[Fact]:
     """The first `shots` eligible exemplars of prompt index j: same relation when it has enough."""
     if shots == 0:
         return []
@@ -126,18 +131,24 @@ def choose_exemplars(fact: Fact, orders: _Orders, j: int, shots: int) -> list[Fa
     return chosen
 
 
-class _Orders:
-    """Seeded shuffles of the pool, one per (prompt index, relation), made on first use."""
+class ExemplarOrders:
+    """Seeded shuffles of an exemplar pool, one per (prompt index, relation), made on first use."""
 
-    def __init__(self, pool: list[Fact], seed: int):
+    def __init__(self, pool: Sequence[Fact], seed: int):
         self.seed = seed
         self.by_relation: dict[str | None, list[Fact]] = defaultdict(list)
         for e in pool:
             if e.relation is not None:
                 self.by_relation[e.relation].append(e)
-        self.by_relation[None] = pool  # the whole pool, for facts without a relation or too few of it
-        self.questions = {e.id: normalize(e.question) for e in pool}
+        self.by_relation[None] = list(pool)  # the whole pool, for facts without a relation or too few of it
         self.cache: dict[tuple[int, str | None], list[Fact]] = {}
+        self._questions: dict[str, str] = {}
+
+    def question(self, e: Fact) -> str:
+        """The normalized question of exemplar `e` (normalized on first use: most are never looked at)."""
+        if e.id not in self._questions:
+            self._questions[e.id] = normalize(e.question)
+        return self._questions[e.id]
 
     def order(self, j: int, relation: str | None) -> list[Fact]:
         key = (j, relation)
@@ -150,11 +161,11 @@ class _Orders:
         return self.cache[key]
 
 
-def _first_eligible(fact: Fact, orders: _Orders, order: list[Fact], shots: int) -> list[Fact]:
+def _first_eligible(fact: Fact, orders: ExemplarOrders, order: list[Fact], shots: int) -> list[Fact]:
     question = normalize(fact.question)
     chosen = []
     for e in order:
-        if e.id == fact.id or orders.questions[e.id] == question:
+        if e.id == fact.id or orders.question(e) == question:
             continue
         if fact.subject is not None and e.subject == fact.subject:
             continue

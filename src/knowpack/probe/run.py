@@ -15,7 +15,7 @@ Resume: records are appended and flushed batch by batch, so after a kill the fil
 and at most one torn last line, which is cut off. Rerunning with the same settings skips the ids present;
 other settings in the same folder are refused. Exemplars always come from the whole fact list (or the given
 pool), never only from the shard or the `limit`, and samples depend only on (seed, fact, prompt), so a sharded
-or resumed probe gives the same records as one uninterrupted run.
+or resumed probe gives the same records as one uninterrupted run (`greedy_logprob` up to float rounding).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS
 from knowpack.facts.schema import Fact
 from knowpack.io import write_text_atomic
 from knowpack.probe.engine import Engine, Request, split_prefix
-from knowpack.probe.prompts import build_prompts, encode
+from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
 
 logger = logging.getLogger(__name__)
@@ -136,10 +136,11 @@ def probe(
             progress(progressed, total)
 
     new: dict[str, dict] = {}
+    orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
     for start in range(0, len(todo), per_chunk):
         chunk = todo[start : start + per_chunk]
         prompts = build_prompts(
-            chunk, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=pool
+            chunk, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=orders
         )
         requests = _requests(chunk, prompts, tokenizer, fmt, stats)
         generations = engine.generate(requests, on_batch=on_batch)
