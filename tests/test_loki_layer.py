@@ -35,14 +35,7 @@ METHODS = {"loki": {}, "loki*": {"lora_rank": 4, "lora_alpha": 8.0}}
 SELECTION = {0: [1, 5, 9, 30], 1: [0, 17]}  # tiny models: down_proj 32 x 64
 CASES = [(family, method) for family in FAMILIES for method in METHODS]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and much faster when other work holds the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
