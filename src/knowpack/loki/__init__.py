@@ -30,6 +30,14 @@ _API = {
     "select_nodes": "knowpack.loki.select",
     "write_selection": "knowpack.loki.select",
     "read_selection": "knowpack.loki.select",
+    "LokiLinear": "knowpack.loki.layer",
+    "apply_loki": "knowpack.loki.layer",
+    "loki_modules": "knowpack.loki.layer",
+    "save_loki": "knowpack.loki.layer",
+    "load_loki": "knowpack.loki.layer",
+    "read_loki": "knowpack.loki.layer",
+    "merge_loki": "knowpack.loki.layer",
+    "export_loki": "knowpack.loki.layer",
 }
 
 __all__ = sorted(_API)
