@@ -1,0 +1,371 @@
+"""The evaluation metrics, as pure functions of probe records (no model): DESIGN.md's definitions, made exact.
+
+    from knowpack.evaluate import metrics
+    m = metrics.transitions(before, after, ids=untrained)     # 4x4 (3x3 without samples) counts + row shares
+    metrics.shift(m)["positive"]["value"]                     # share of the facts that could move up that did
+    metrics.retention(before, after, ids=untrained)["value"]  # HighlyKnown before and still after
+    metrics.behaviour(after)                                  # refusal rate, diversity, confidence
+    metrics.explosion(before, after)["answers"]               # answers more frequent than the base's top one
+
+Records are probe records (`knowpack.probe`): `id`, `category`, `p_sample`, `greedy` (one answer per prompt),
+`samples`, `greedy_correct`, `greedy_logprob`. Choices where DESIGN.md and the papers are silent (each one
+pinned by tests/test_eval_metrics.py):
+
+- **Categories.** Without samples (`p_sample` None everywhere) there is no WeaklyKnown: matrices are 3x3.
+- **Shift** follows the knowledge-packing paper's three categories: a WeaklyKnown fact counts as Unknown
+  (the paper's Unknown is SliCK's Unknown + WeaklyKnown), so WeaklyKnown <-> Unknown flips, which are mostly
+  sampling noise, are no shift. Positive moves: UK->HK, UK->MK, MK->HK; negative: HK->UK, HK->MK, MK->UK.
+  The paper left the denominators unspecified. Here each move's `share` is over the facts of its source
+  category (the transition matrix's row share); `positive.value` is the facts that moved up over the facts
+  that could (Unknown or MaybeKnown before), `negative.value` the facts that moved down over the facts that
+  could (HighlyKnown or MaybeKnown before); `share_of_all` divides the same counts by all facts compared.
+- **Answers** are greedy answers (one per fact and prompt) after `knowpack.facts.normalize`; diversity and
+  explosion count only answers proper: empty answers and refusals are left out (refusals have their own
+  rate, and one refusal phrase would otherwise be the "top answer" of any model that declines).
+- **Explosion**: the answers whose count after training is larger than the largest count of any answer of
+  the base model on the same facts.
+- **Confidence**: the mean of exp(greedy_logprob) over all greedy answers, the probability the model gave its
+  own greedy answer (tokens up to and including the one ending the line).
+A metric over no facts is None, never 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS, is_refusal, normalize
+from knowpack.probe.scoring import CATEGORIES, transition_matrix
+
+HK, MK, WK, UK = CATEGORIES
+POSITIVE = ((UK, HK), (UK, MK), (MK, HK))
+"""The knowledge-packing paper's positive shift (with WeaklyKnown counted as Unknown)."""
+NEGATIVE = ((HK, UK), (HK, MK), (MK, UK))
+"""The paper's negative shift (with WeaklyKnown counted as Unknown)."""
+
+DEFINITIONS: dict[str, str] = {
+    "reliability": "mean p_greedy of the implanted facts under the probe's few-shot prompts",
+    "highly_known_share": "share of the implanted facts whose category is HighlyKnown (p_greedy = 1)",
+    "zero_shot_accuracy": "share of the implanted facts answered correctly, greedy, in the zero-shot "
+    "training format (the prompt the facts were trained with)",
+    "generalization": "mean p_greedy over (implanted fact, held-out paraphrase) pairs, the paraphrase asked "
+    "under the probe's few-shot prompts",
+    "generalization_zero_shot": "share of (implanted fact, held-out paraphrase) pairs answered correctly, "
+    "greedy, in the zero-shot training format",
+    "idk_refusal_rate": "share of the greedy answers (all prompts) to the facts relabelled 'I don't know.' "
+    "that are refusals",
+    "transitions": "category transition matrix between two probes: counts[a][b] facts went from a to b; "
+    "shares[a][b] = counts[a][b] / facts in a",
+    "positive_shift": "facts that moved UK->HK, UK->MK or MK->HK (WeaklyKnown counted as Unknown) / facts "
+    "that were Unknown, WeaklyKnown or MaybeKnown before",
+    "negative_shift": "facts that moved HK->UK, HK->MK or MK->UK (WeaklyKnown counted as Unknown) / facts "
+    "that were HighlyKnown or MaybeKnown before",
+    "retention": "share of the facts HighlyKnown before that are HighlyKnown after",
+    "refusal_rate": "share of the greedy answers (every fact, every prompt) that match a refusal pattern",
+    "refusal_rate_samples": "share of the sampled answers that match a refusal pattern",
+    "unique_answers": "distinct normalized greedy answers (refusals and empty answers left out)",
+    "unique_share": "distinct normalized greedy answers / greedy answers (refusals and empty left out)",
+    "top_answer_share": "count of the most frequent normalized greedy answer / greedy answers (refusals and "
+    "empty left out)",
+    "answer_entropy": "entropy in bits of the distribution of normalized greedy answers (refusals and empty "
+    "left out)",
+    "explosion": "number of normalized greedy answers whose count exceeds the largest count of any answer "
+    "of the base model on the same facts",
+    "explosion_share": "share of the greedy answers (refusals and empty left out) that are exploded answers",
+    "confidence": "mean probability exp(greedy_logprob) of the greedy answers, every fact and prompt",
+    "confidence_incorrect": "the same mean over the greedy answers that are not correct",
+    "noise_floor": "the same comparison between two probes of the untouched base model with different seeds",
+    "category_share": "share of the probed facts in a SliCK category",
+    "benchmark": "an lm-evaluation-harness task's metric (acc, acc_norm, ...) on the in-memory model, as the "
+    "harness computes it",
+}
+"""Metric name -> definition, as eval.json's `definitions` holds them (DESIGN.md, "Definitions")."""
+
+
+def metric(name: str, value: float | None, base: float | None, **extra: Any) -> dict[str, Any]:
+    """One number of eval.json: its definition's name, its value and the base model's value beside it."""
+    if name not in DEFINITIONS:
+        raise KeyError(f"no definition named {name!r}")
+    delta = value - base if value is not None and base is not None else None
+    return {"metric": name, "value": value, "base": base, "delta": delta, **extra}
+
+
+def categories_of(*probes: Iterable[dict]) -> tuple[str, ...]:
+    """The categories the probes can have: all four, or three when none drew samples (no WeaklyKnown)."""
+    for records in probes:
+        for r in records:
+            if r.get("p_sample") is not None or r.get("category") == WK:
+                return CATEGORIES
+    return (HK, MK, UK)
+
+
+def transitions(
+    before: Sequence[dict],
+    after: Sequence[dict],
+    ids: Collection[str] | None = None,
+    categories: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """`knowpack.probe.transition_matrix` over the facts in both probes (and in `ids` when given), restricted
+    to `categories` (default: `categories_of(before, after)`): n, counts, row shares, unchanged share."""
+    if ids is not None:
+        ids = set(ids)
+        before = [r for r in before if r["id"] in ids]
+        after = [r for r in after if r["id"] in ids]
+    categories = tuple(categories or categories_of(before, after))
+    matrix = transition_matrix(before, after)
+    unused = [c for c in CATEGORIES if c not in categories]
+    for c in unused:
+        if sum(matrix["counts"][c].values()) or any(row[c] for row in matrix["counts"].values()):
+            raise KnowpackError(f"a probe has {c} facts, but the categories compared are {categories}")
+    return {
+        "categories": list(categories),
+        "n": matrix["n"],
+        "counts": {a: {b: matrix["counts"][a][b] for b in categories} for a in categories},
+        "shares": {a: {b: matrix["shares"][a][b] for b in categories} for a in categories},
+        "unchanged": matrix["unchanged"] if matrix["n"] else None,
+    }
+
+
+def shift(matrix: dict[str, Any]) -> dict[str, Any]:
+    """Positive and negative shift of a `transitions` matrix (see the module docstring for denominators)."""
+    counts = matrix["counts"]
+
+    def count(a: str, b: str) -> int:
+        # WeaklyKnown counts as Unknown on both sides, as in the paper's three categories.
+        sources = [c for c in ((a, WK) if a == UK else (a,)) if c in counts]
+        targets = [c for c in ((b, WK) if b == UK else (b,)) if c in counts]
+        return sum(counts[s][t] for s in sources for t in targets)
+
+    def row(a: str) -> int:
+        return sum(sum(counts[c].values()) for c in ((a, WK) if a == UK else (a,)) if c in counts)
+
+    out = {}
+    for name, moves in (("positive", POSITIVE), ("negative", NEGATIVE)):
+        detail = {}
+        for a, b in moves:
+            n = count(a, b)
+            detail[f"{a}->{b}"] = {"count": n, "share": _ratio(n, row(a))}
+        total = sum(d["count"] for d in detail.values())
+        eligible = sum(row(a) for a in {a for a, _ in moves})
+        out[name] = {
+            "value": _ratio(total, eligible),
+            "count": total,
+            "eligible": eligible,
+            "share_of_all": _ratio(total, matrix["n"]),
+            "moves": detail,
+        }
+    return out
+
+
+def retention(before: Sequence[dict], after: Sequence[dict], ids: Collection[str] | None = None) -> dict:
+    """Share of the facts (in `ids`, when given) HighlyKnown in `before` that are HighlyKnown in `after`."""
+    second = {r["id"]: r["category"] for r in after}
+    known = [r["id"] for r in before if r["category"] == HK and r["id"] in second]
+    if ids is not None:
+        ids = set(ids)
+        known = [i for i in known if i in ids]
+    kept = sum(second[i] == HK for i in known)
+    return {"value": _ratio(kept, len(known)), "kept": kept, "n": len(known)}
+
+
+def check_patterns(patterns: Sequence[str] | None) -> tuple[str, ...]:
+    """The refusal patterns to use (None: knowpack's defaults); a bad regular expression is an error."""
+    if patterns is None:
+        return DEFAULT_REFUSAL_PATTERNS
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise KnowpackError(f"bad refusal pattern {p!r}: {e}") from None
+    return tuple(patterns)
+
+
+def refusal_rate(records: Sequence[dict], patterns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Share of greedy answers (every fact, every prompt) that are refusals, and the same over samples."""
+    patterns = check_patterns(patterns)
+    greedy = [a for r in records for a in r["greedy"]]
+    refused = sum(is_refusal(a, patterns) for a in greedy)
+    samples = [a for r in records for per_prompt in r.get("samples") or [] for a in per_prompt]
+    refused_samples = sum(is_refusal(a, patterns) for a in samples)
+    return {
+        "value": _ratio(refused, len(greedy)),
+        "refusals": refused,
+        "answers": len(greedy),
+        "samples_value": _ratio(refused_samples, len(samples)),
+    }
+
+
+def answer_counts(records: Sequence[dict], patterns: Sequence[str] | None = None) -> Counter:
+    """Normalized greedy answers (every prompt) and how often each occurs; refusals and empty left out."""
+    patterns = check_patterns(patterns)
+    counts: Counter = Counter()
+    for r in records:
+        for a in r["greedy"]:
+            text = normalize(a)
+            if text and not is_refusal(a, patterns):
+                counts[text] += 1
+    return counts
+
+
+def diversity(records: Sequence[dict], patterns: Sequence[str] | None = None, top: int = 5) -> dict:
+    """Unique answers, their share, the top answer's share, the entropy (bits) and the `top` answers."""
+    counts = answer_counts(records, patterns)
+    total = sum(counts.values())
+    entropy = -sum(n / total * math.log2(n / total) for n in counts.values()) if total else None
+    return {
+        "answers": total,
+        "unique_answers": len(counts),
+        "unique_share": _ratio(len(counts), total),
+        "top_answer_share": _ratio(max(counts.values()), total) if counts else None,
+        "answer_entropy": entropy + 0.0 if entropy is not None else None,  # -0.0 for a single answer
+        "top_answers": [[a, n] for a, n in counts.most_common(top)],
+    }
+
+
+def explosion(
+    base: Sequence[dict], records: Sequence[dict], patterns: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The answers of `records` more frequent than the base model's most frequent answer on the same facts
+    (both counted as `answer_counts` does), with their counts, most frequent first."""
+    ids = {r["id"] for r in records}
+    base_counts = answer_counts([r for r in base if r["id"] in ids], patterns)
+    counts = answer_counts(records, patterns)
+    threshold = max(base_counts.values(), default=0)
+    exploded = [[a, n] for a, n in counts.most_common() if n > threshold]
+    total = sum(counts.values())
+    return {
+        "value": len(exploded),
+        "share": _ratio(sum(n for _, n in exploded), total),
+        "base_max_count": threshold,
+        "answers": exploded,
+    }
+
+
+def confidence(records: Sequence[dict]) -> dict[str, Any]:
+    """Mean probability of the greedy answers, over all of them and over the incorrect ones."""
+    probs, wrong = [], []
+    for r in records:
+        logprobs = r.get("greedy_logprob")
+        if logprobs is None:
+            continue
+        correct = r.get("greedy_correct") or [None] * len(logprobs)
+        for lp, ok in zip(logprobs, correct, strict=True):
+            probs.append(math.exp(lp))
+            if ok is False:
+                wrong.append(math.exp(lp))
+    return {"value": _mean(probs), "incorrect": _mean(wrong), "answers": len(probs)}
+
+
+def behaviour(records: Sequence[dict], patterns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Refusal rate, answer diversity and confidence of one probe."""
+    return {
+        "refusal_rate": refusal_rate(records, patterns),
+        "diversity": diversity(records, patterns),
+        "confidence": confidence(records),
+    }
+
+
+def compare_knowledge(
+    before: Sequence[dict],
+    after: Sequence[dict],
+    ids: Collection[str] | None = None,
+    repeat: Sequence[dict] | None = None,
+) -> dict[str, Any]:
+    """Knowledge shift of the facts in `ids` from `before` to `after`: the transition matrix, positive and
+    negative shift and retention, each beside the same number between `before` and `repeat` (a second probe
+    of the base model with another seed: the noise floor; None when there is none)."""
+    categories = categories_of(before, after, repeat or [])
+    matrix = transitions(before, after, ids, categories)
+    moved, kept = shift(matrix), retention(before, after, ids)
+    floor = floor_moved = floor_kept = None
+    if repeat is not None:
+        floor = transitions(before, repeat, ids, categories)
+        floor_moved, floor_kept = shift(floor), retention(before, repeat, ids)
+    out: dict[str, Any] = {"n": matrix["n"], "categories": list(categories)}
+    out["transitions"] = {
+        "metric": "transitions",
+        **{k: matrix[k] for k in ("counts", "shares", "unchanged")},
+        "base": None if floor is None else {k: floor[k] for k in ("counts", "shares", "unchanged")},
+    }
+    for name in ("positive", "negative"):
+        mine = moved[name]
+        base = floor_moved[name] if floor_moved else {"value": None, "share_of_all": None, "moves": {}}
+        moves = {}
+        for move, d in mine["moves"].items():
+            floor_move = base["moves"].get(move, {})
+            moves[move] = {**d, "base_count": floor_move.get("count"), "base_share": floor_move.get("share")}
+        out[f"{name}_shift"] = metric(
+            f"{name}_shift",
+            mine["value"],
+            base["value"],
+            count=mine["count"],
+            eligible=mine["eligible"],
+            share_of_all=mine["share_of_all"],
+            base_share_of_all=base["share_of_all"],
+            moves=moves,
+        )
+    base_kept = floor_kept["value"] if floor_kept else None
+    out["retention"] = metric("retention", kept["value"], base_kept, kept=kept["kept"], n=kept["n"])
+    return out
+
+
+def compare_behaviour(
+    before: Sequence[dict] | None,
+    after: Sequence[dict],
+    ids: Collection[str] | None = None,
+    patterns: Sequence[str] | None = None,
+    repeat: Sequence[dict] | None = None,
+) -> dict[str, Any]:
+    """Behaviour of the facts in `ids` in probe `after` beside probe `before` (the base model's; None: a
+    model alone, every base None): refusal rate, diversity, confidence, and the explosion of `after` against
+    `before`, beside that of `repeat` against `before` (the noise floor) when given."""
+    if ids is not None:
+        ids = set(ids)
+        after = [r for r in after if r["id"] in ids]
+        before = None if before is None else [r for r in before if r["id"] in ids]
+        repeat = None if repeat is None else [r for r in repeat if r["id"] in ids]
+    new = behaviour(after, patterns)
+    old = behaviour(before, patterns) if before is not None else None
+
+    def base(group: str, key: str) -> Any:
+        return None if old is None else old[group][key]
+
+    out: dict[str, Any] = {"n": len(after)}
+    rate = new["refusal_rate"]
+    out["refusal_rate"] = metric(
+        "refusal_rate", rate["value"], base("refusal_rate", "value"), answers=rate["answers"]
+    )
+    out["refusal_rate_samples"] = metric(
+        "refusal_rate_samples", rate["samples_value"], base("refusal_rate", "samples_value")
+    )
+    for name in ("unique_answers", "unique_share", "top_answer_share", "answer_entropy"):
+        out[name] = metric(name, new["diversity"][name], base("diversity", name))
+    out["top_answers"] = {"value": new["diversity"]["top_answers"], "base": base("diversity", "top_answers")}
+    out["confidence"] = metric("confidence", new["confidence"]["value"], base("confidence", "value"))
+    out["confidence_incorrect"] = metric(
+        "confidence_incorrect", new["confidence"]["incorrect"], base("confidence", "incorrect")
+    )
+    if before is not None:
+        exploded = explosion(before, after, patterns)
+        floor = explosion(before, repeat, patterns) if repeat is not None else {"value": None, "share": None}
+        out["explosion"] = metric(
+            "explosion",
+            exploded["value"],
+            floor["value"],
+            answers=exploded["answers"],
+            base_max_count=exploded["base_max_count"],
+        )
+        out["explosion_share"] = metric("explosion_share", exploded["share"], floor["share"])
+    return out
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
