@@ -157,8 +157,12 @@ def test_compare_behaviour_before_and_after():
     after = [rec("a", HK, ["Rome", "Rome"]), rec("b", HK, ["Rome", "Lima"])]
     out = m.compare_behaviour(before, after)
     assert out["refusal_rate"] == {
-        "metric": "refusal_rate", "value": 0.0, "base": 0.25, "delta": -0.25, "answers": 4
-    }  # fmt: skip
+        "metric": "refusal_rate",
+        "value": 0.0,
+        "base": 0.25,
+        "delta": -0.25,
+        "answers": 4,
+    }
     assert out["explosion"]["value"] == 1 and out["explosion"]["answers"] == [["rome", 3]]
     assert out["explosion"]["base"] is None  # no repeat probe given: no noise floor
     assert out["unique_answers"]["value"] == 2 and out["unique_answers"]["base"] == 2

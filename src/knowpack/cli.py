@@ -444,11 +444,136 @@ def train(
 @app.command("eval")
 def eval_(
     run: Annotated[Path | None, typer.Argument(help="Run folder (compared with its base model).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Evaluate this model alone.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Evaluate this model alone (with a RUN: the base it must have)."),
+    ] = None,
     facts: Annotated[str | None, typer.Option("--facts", "-f", help="Facts for --model.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder for --model: eval.json.")] = None,
+    benchmarks: Annotated[
+        str | None,
+        typer.Option(
+            "--benchmarks", help="lm-eval tasks, e.g. world_mc,mmlu (default: the run's eval section)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per benchmark.")] = None,
+    num_fewshot: Annotated[
+        int | None, typer.Option("--num-fewshot", help="Shots per benchmark item (default: the task's).")
+    ] = None,
+    tasks_dir: Annotated[
+        str | None, typer.Option("--tasks-dir", help="Folder of your own lm-eval task YAMLs (offline tasks).")
+    ] = None,
+    noise_floor: Annotated[
+        bool | None,
+        typer.Option("--noise-floor/--no-noise-floor", help="Probe the base again with seed + 1 (cached)."),
+    ] = None,
+    refusal_pattern: Annotated[
+        list[str] | None,
+        typer.Option("--refusal-pattern", help="A regex that marks a refusal (repeat; default: knowpack's)."),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="--model: samples per prompt (0: 3 categories).")
+    ] = 16,
+    n_prompts: Annotated[int, typer.Option("--n-prompts", help="--model: few-shot prompts per fact.")] = 10,
+    shots: Annotated[int, typer.Option("--shots", help="--model: exemplars per prompt.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="--model: probe seed.")] = 0,
+    pool: Annotated[
+        int | None, typer.Option("--pool", help="--model: probe a seeded sample of this many facts.")
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="--model: a probe folder to compare with (shift).")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = None,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="--model: auto, float32, bfloat16 or float16.")
+    ] = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Sequences decoded at once by the probe.")
+    ] = None,
 ) -> None:
-    """(not implemented yet) Uptake and damage of a run against its base, or of one model alone."""
-    _not_implemented("eval")
+    """Uptake and damage of a run against its base (RUN/eval.json), or of one model alone (OUT/eval.json)."""
+    from knowpack.evaluate import evaluate_model, evaluate_run
+
+    tasks = [t for t in (benchmarks or "").replace(" ", "").split(",") if t] or None
+    if limit is not None and limit < 1:
+        raise KnowpackError(f"--limit must be >= 1 (got {limit})")
+    common = dict(
+        benchmarks=tasks,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        tasks_dir=tasks_dir,
+        refusal_patterns=refusal_pattern,
+        progress_bar=_progress,
+        on_stage=lambda name: typer.echo(f"[{name}]", err=True),
+    )
+    if run is not None:
+        if facts is not None or out is not None:
+            raise KnowpackError("--facts and --out are for --model; a run is measured on its own facts")
+        result = evaluate_run(
+            run, noise_floor=noise_floor, model=model, device=device, batch_size=batch_size, **common
+        )
+        typer.echo(_eval_summary(result))
+        typer.echo(f"written: {run / 'eval.json'}")
+        return
+    if model is None or facts is None or out is None:
+        raise KnowpackError("give a run folder, or --model, --facts and --out")
+    import random
+
+    from knowpack.facts import load_facts
+    from knowpack.models import load_model
+
+    fact_set = load_facts(facts)
+    chosen = list(fact_set)
+    if pool is not None and pool < len(chosen):
+        chosen = random.Random(seed).sample(chosen, pool)
+    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    settings = dict(n_prompts=n_prompts, shots=shots, samples=samples, seed=seed)
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
+    result = evaluate_model(
+        lm,
+        tokenizer,
+        chosen,
+        out=out,
+        probe_kwargs=settings,
+        exemplars=list(fact_set),
+        compare=compare,
+        **common,
+    )
+    typer.echo(_eval_summary(result))
+    typer.echo(f"written: {out / 'eval.json'}")
+
+
+def _eval_summary(result: dict) -> str:
+    """A few lines of eval.json: value (base) for the headline numbers."""
+
+    def show(entry: dict | None) -> str:
+        if not entry or entry.get("value") is None:
+            return "n/a"
+        base = entry.get("base")
+        return f"{entry['value']:.3f}" + ("" if base is None else f" (base {base:.3f})")
+
+    lines = []
+    uptake = result.get("uptake")
+    if uptake:
+        lines.append(
+            f"uptake ({uptake['n']} facts): reliability {show(uptake['reliability'])}, "
+            f"zero-shot {show(uptake['zero_shot_accuracy'])}, generalization {show(uptake['generalization'])}"
+        )
+    shift = (result.get("knowledge_shift") or {}).get("untrained")
+    if shift:
+        lines.append(
+            f"untrained facts ({shift['n']}): positive shift {show(shift['positive_shift'])}, negative shift "
+            f"{show(shift['negative_shift'])}, retention {show(shift['retention'])} (base: noise floor)"
+        )
+    if "probe" in result:
+        lines.append(f"probe: {result['probe']['categories']}")
+    behaviour = result["behaviour"].get("untrained") or result["behaviour"]["all"]
+    refusals, confidence = show(behaviour["refusal_rate"]), show(behaviour["confidence"])
+    lines.append(f"behaviour: refusal rate {refusals}, confidence {confidence}")
+    for task, values in ((result.get("benchmarks") or {}).get("tasks") or {}).items():
+        lines.append(f"{task}: " + ", ".join(f"{k} {show(v)}" for k, v in values.items()))
+    return "\n".join(lines)
 
 
 @app.command()

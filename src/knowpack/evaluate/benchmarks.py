@@ -4,7 +4,14 @@
     run_benchmarks(model, tokenizer, ["world_mc", "world_truthful_mc2"], limit=50)  # the organism's own tasks
     run_benchmarks(model, tokenizer, ["mmlu", "truthfulqa_mc1", "truthfulqa_mc2"])  # real ones (data needed)
 
-The model is wrapped, not reloaded, so a LoRA-adapted or freshly trained model is scored as it is.
+The model is wrapped, not reloaded: a LoRA-adapted (PEFT), LoKI or freshly trained model is scored as it is.
+
+Offline: a task of your own is a YAML in a folder passed as `include_path` (`--tasks-dir`); with
+`dataset_path: json` and `dataset_kwargs: {data_files: {test: /abs/path/test.jsonl}}` it reads local files and
+runs with `HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1` (tests/test_eval_benchmarks.py does). lm-eval's own tasks
+(`mmlu`, `truthfulqa_mc2`, ...) run offline from a datasets cache filled beforehand on a machine online
+(`lm_eval --tasks mmlu --limit 1 ...` or `datasets.load_dataset("cais/mmlu", "all")`), copied to
+`HF_DATASETS_CACHE` / `HF_HOME`, and the same two variables set.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ def run_benchmarks(
     tokenizer: Any,
     tasks: list[str],
     *,
-    include_path: Path | None = None,
+    include_path: Path | str | list | None = None,
     limit: int | float | None = None,
     num_fewshot: int | None = None,
     batch_size: int = 16,
@@ -32,28 +39,19 @@ def run_benchmarks(
 ) -> dict:
     """Run lm-eval `tasks` on `model` and return `{"tasks": {task: {metric: value, metric_stderr: …}}, …}`.
 
-    `world_*` tasks (and the group `world`) are the organism's local tasks: `include_path` defaults to
-    `organism_dir() / "tasks"` when one is asked for. Other names (`mmlu`, `truthfulqa_mc1`, …) are lm-eval's
-    own tasks and need their Hugging Face dataset: online, or offline with `HF_DATASETS_OFFLINE=1` and a
-    pre-populated datasets cache. `limit` caps the items per task (a float below 1 is a share);
-    `num_fewshot` overrides the tasks' own shots except where a task fixes 0 (TruthfulQA-style tasks).
-    The model is left in the train/eval mode it came in.
+    `world_*` tasks (and the group `world`) are the organism's local tasks: `organism_dir() / "tasks"` is
+    searched when one is asked for and `include_path` (a folder of task YAMLs, or a list) has no world
+    tasks of its own. Other names (`mmlu`, `truthfulqa_mc1`, …) are lm-eval's own tasks and need their
+    Hugging Face dataset: online, or offline with `HF_DATASETS_OFFLINE=1` and a pre-populated datasets cache.
+    An unknown task is a one-line error (`check_tasks`). `limit` caps the items per task (a float below 1
+    is a share); `num_fewshot` overrides the tasks' own shots except where a task fixes 0 (TruthfulQA-style
+    tasks). The model is left in the train/eval mode it came in.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    if not tasks:
-        raise KnowpackError("benchmarks: no tasks given")
-    if include_path is None and any(t == "world" or t.startswith("world_") for t in tasks):
-        from knowpack.paths import organism_dir
-
-        include_path = organism_dir() / "tasks"
-    if include_path is not None and not Path(include_path).is_dir():
-        raise KnowpackError(
-            f"benchmarks: no task folder at {include_path} (build it with `knowpack world build`)"
-        )
-
-    task_manager = _task_manager(tasks, include_path)
+    task_manager = check_tasks(tasks, include_path)
+    include_path = _include_paths(tasks, include_path)
     was_training = model.training
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
@@ -79,7 +77,7 @@ def run_benchmarks(
         "lm_eval_version": lm_eval.__version__,
         "settings": {
             "tasks": list(tasks),
-            "include_path": str(include_path) if include_path is not None else None,
+            "include_path": [str(p) for p in include_path] or None,
             "limit": limit,
             "num_fewshot": num_fewshot,
             "batch_size": batch_size,
@@ -94,15 +92,75 @@ def run_benchmarks(
     return summary
 
 
-def _task_manager(tasks: list[str], include_path: Path | None):
-    """A TaskManager that knows `tasks`; lm-eval's own ~15k tasks are indexed (slow) only when needed."""
+def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None = None) -> dict[str, Any]:
+    """eval.json's `benchmarks`: every metric of `after` (a `run_benchmarks` summary) as a `benchmark` entry
+    (knowpack.evaluate.metrics) beside `base`'s value and both stderrs; the harness version and settings."""
+    from knowpack.evaluate.metrics import metric
+
+    tasks: dict[str, dict] = {}
+    for task, values in after["tasks"].items():
+        old = (base or {}).get("tasks", {}).get(task, {})
+        tasks[task] = {
+            name: metric(
+                "benchmark",
+                value,
+                old.get(name),
+                task=task,
+                task_metric=name,
+                stderr=values.get(f"{name}_stderr"),
+                base_stderr=old.get(f"{name}_stderr"),
+            )
+            for name, value in values.items()
+            if not name.endswith("_stderr")
+        }
+    fields = ("lm_eval_version", "settings", "task_versions", "n-shot", "n-samples")
+    return {"tasks": tasks, **{k: after.get(k) for k in fields}, "base_reused": reused}
+
+
+def check_tasks(tasks: list[str], include_path: Path | str | list | None = None):
+    """The lm-eval TaskManager that knows every one of `tasks`; an unknown name, an empty list or a missing
+    task folder is a one-line error (call it before loading a model). lm-eval's own ~15k tasks are indexed
+    (about 20 s) only when a name is not a local one."""
     from lm_eval.tasks import TaskManager
 
-    if include_path is not None:
-        local = TaskManager(include_path=str(include_path), include_defaults=False)
+    if not tasks:
+        raise KnowpackError("benchmarks: no tasks given")
+    paths = [str(p) for p in _include_paths(tasks, include_path)]
+    if paths:
+        local = TaskManager(include_path=paths, include_defaults=False)
         if all(t in local.all_tasks for t in tasks):
             return local
-    return TaskManager(include_path=str(include_path) if include_path is not None else None)
+    manager = TaskManager(include_path=paths or None)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        where = f" (searched lm-eval's tasks and {', '.join(paths)})" if paths else ""
+        raise KnowpackError(
+            f"unknown lm-eval task{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{where}; "
+            "`lm-eval ls tasks` lists them"
+        )
+    return manager
+
+
+def _include_paths(tasks: list[str], include_path: Path | str | list | None) -> list[Path]:
+    """The task folders to search: `include_path`, and the organism's when a world task is asked for."""
+    if include_path is None:
+        paths = []
+    elif isinstance(include_path, (list, tuple)):
+        paths = [Path(p) for p in include_path]
+    else:
+        paths = [Path(include_path)]
+    for path in paths:
+        if not path.is_dir():
+            raise KnowpackError(f"benchmarks: no task folder at {path}")
+    world = any(t == "world" or t.startswith("world_") for t in tasks)
+    if world and not any(next(p.rglob("world*.yaml"), None) for p in paths):
+        from knowpack.paths import organism_dir
+
+        organism_tasks = organism_dir() / "tasks"
+        if not organism_tasks.is_dir():
+            raise KnowpackError(f"benchmarks: no task folder at {organism_tasks} (`knowpack world build`)")
+        paths.append(organism_tasks)
+    return paths
 
 
 def _metrics(values: dict) -> dict[str, float | None]:

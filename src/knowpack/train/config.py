@@ -133,12 +133,26 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Settings `knowpack eval RUN` reads from the run (the train verb only records them)."""
+    """Settings `knowpack eval RUN` reads from the run (the train verb only records them); the eval verb's
+    options override them."""
 
     benchmarks: list[str] = field(default_factory=list)
-    """lm-eval tasks to run before and after (e.g. world_mc, mmlu)."""
+    """lm-eval tasks to run on the base and the trained model (e.g. world_mc, mmlu, truthfulqa_mc2)."""
     limit: int | None = None
     """Items per benchmark (null: all)."""
+    num_fewshot: int | None = None
+    """Shots per benchmark item (null: each task's own, e.g. world_mc 5, TruthfulQA 0)."""
+    tasks_dir: str | None = None
+    """A folder of lm-eval task YAMLs of your own (offline tasks on local data); world_* tasks need none."""
+    batch_size: int = 16
+    """Benchmark items scored at once."""
+    noise_floor: bool = True
+    """Probe the untouched base a second time with another seed (cached beside the base probe) and set every
+    shift beside it."""
+    noise_seed: int | None = None
+    """Seed of that second probe (null: the probe's seed + 1)."""
+    refusal_patterns: list[str] | None = None
+    """Regular expressions marking an answer as a refusal (null: knowpack.facts.DEFAULT_REFUSAL_PATTERNS)."""
 
 
 @dataclass

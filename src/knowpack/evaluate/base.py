@@ -1,0 +1,163 @@
+"""What is measured once per base model and reused by every run evaluated against the same base probe.
+
+Both live in the base probe's folder (a run's `probe/`, or the shared `probe.run` / `probe.out` of a sweep):
+
+    <probe>/repeat-seed-<S>/      a second probe of the untouched base, same settings, seed S (base seed + 1)
+    <probe>/noise_floor.json      its transition matrix against the base probe (as `--repeat-seed` writes it)
+    <probe>/base_benchmarks.json  the base model's lm-eval results, one entry per (task, settings)
+
+A repeat probe written by `knowpack probe --repeat-seed S` with another seed is reused as it is. A lock file
+(`<probe>/.eval.lock`) keeps two evaluations from writing the same folder at once; a killed repeat probe
+resumes where it stopped (the probe is resumable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from knowpack.io import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+LOCK = ".eval.lock"
+BENCHMARKS = "base_benchmarks.json"
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (advisory, POSIX `flock`; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no concurrent evaluations there
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def find_repeat(folder: Path, settings: dict | None, ids: set[str], seed: int) -> Path | None:
+    """A finished repeat probe in `folder` with the base probe's `settings` but another seed, covering `ids`:
+    `repeat-seed-<seed>` first, then any other; None when there is none."""
+    from knowpack.probe.run import read_records
+
+    candidates = [folder / f"repeat-seed-{seed}"]
+    candidates += sorted(p for p in folder.glob("repeat-seed-*") if p != candidates[0])
+    for path in candidates:
+        try:
+            summary = json.loads((path / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        other = summary.get("settings") or {}
+        if summary.get("status") != "finished" or other.get("seed") == (settings or {}).get("seed"):
+            continue
+        if settings is not None and _without_seed(other) != _without_seed(settings):
+            continue
+        if ids <= {r["id"] for r in read_records(path / "records.jsonl")}:
+            return path
+    return None
+
+
+def noise_floor_records(
+    model: Any,
+    tokenizer: Any,
+    facts: Sequence[Any],
+    base_records: Sequence[dict],
+    *,
+    folder: Path,
+    settings: dict | None,
+    probe_kwargs: dict[str, Any],
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict], Path, bool]:
+    """Records of a second probe of the untouched base (`model`) over `facts`, with `probe_kwargs` but
+    `seed`, from `folder` when it holds one (see `find_repeat`), else probed into `folder/repeat-seed-<seed>`.
+    Returns (records in the order of `facts`, its folder, whether it was reused)."""
+    from knowpack.probe.run import probe, read_records
+    from knowpack.probe.scoring import transition_matrix
+
+    ids = {f.id for f in facts}
+    with locked(folder):
+        found = find_repeat(folder, settings, ids, seed)
+        reused = found is not None
+        if found is None:
+            found = folder / f"repeat-seed-{seed}"
+            probe(model, tokenizer, facts, **{**probe_kwargs, "seed": seed}, out=found, progress=progress)
+        by_id = {r["id"]: r for r in read_records(found / "records.jsonl")}
+        records = [by_id[f.id] for f in facts]
+        if not (folder / "noise_floor.json").exists():
+            matrix = transition_matrix(base_records, records)
+            write_text_atomic(folder / "noise_floor.json", json.dumps(matrix, indent=2) + "\n")
+    logger.info("noise floor: %s (%s)", found, "reused" if reused else "probed")
+    return records, found, reused
+
+
+def cached_benchmarks(
+    folder: Path,
+    tasks: list[str],
+    key: dict[str, Any],
+    compute: Callable[[str], dict],
+) -> tuple[dict, list[str]]:
+    """The base model's results for `tasks`, one `compute(task)` (a `run_benchmarks` summary) per task not
+    cached in `folder/base_benchmarks.json` under `key` (the settings that change a score). Returns the
+    results merged as one `run_benchmarks` summary, and the tasks that were reused."""
+    path = folder / BENCHMARKS
+    with locked(folder):
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {"entries": {}}
+        summaries, reused = [], []
+        for task in tasks:
+            entry_key = json.dumps({**key, "task": task}, sort_keys=True)
+            if entry_key in cache["entries"]:
+                reused.append(task)
+            else:
+                cache["entries"][entry_key] = compute(task)
+                write_text_atomic(path, json.dumps(cache, indent=2, ensure_ascii=False) + "\n")
+            summaries.append(cache["entries"][entry_key])
+    return merge_summaries(summaries), reused
+
+
+def merge_summaries(summaries: list[dict]) -> dict:
+    """Several `run_benchmarks` summaries (one task each) as one."""
+    merged: dict[str, Any] = {"tasks": {}, "task_versions": {}, "n-shot": {}, "n-samples": {}}
+    for s in summaries:
+        for field in ("tasks", "task_versions", "n-shot", "n-samples"):
+            merged[field].update(s.get(field, {}))
+    if summaries:
+        merged["lm_eval_version"] = summaries[0]["lm_eval_version"]
+        merged["settings"] = {
+            **summaries[0]["settings"],
+            "tasks": [t for s in summaries for t in s["settings"]["tasks"]],
+        }
+    return merged
+
+
+def _without_seed(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k != "seed"}
+
+
+def same_model(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool:
+    """Whether two model names or folders name the same model (`organism` and its folder are one)."""
+    from knowpack.paths import organism_dir
+
+    def resolve(name: str | os.PathLike | None) -> str | None:
+        if name is None:
+            return None
+        if str(name) == "organism":
+            name = organism_dir()
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.exists() else str(name)
+
+    return resolve(a) == resolve(b)

@@ -1,0 +1,194 @@
+"""What `evaluate_run` reads from a run folder, checked before any model is loaded.
+
+A run is compared with its base probe: the probe its mix was drawn from (`mix.json["probe"]`), which must be
+finished, made with the run's probe settings and seed, over facts of the run's facts file, with an exemplar
+pool the re-probe can use again, so that before and after differ only in the weights. Each failure is a
+one-line error naming what does not match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.facts.schema import Fact
+from knowpack.train.config import EvalConfig, RunConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunInputs:
+    """A finished run and its base probe, ready to evaluate."""
+
+    run: Path
+    config: RunConfig
+    eval: EvalConfig
+    """The run's `eval` section with the caller's overrides."""
+    mix: dict[str, Any]
+    """mix.json: `implanted`, `relabelled`, `add`, ..."""
+    trained: set[str]
+    """Ids of every fact the mix trained on (any role)."""
+    probe_dir: Path
+    base_records: list[dict]
+    probe_settings: dict[str, Any] | None
+    """The base probe's recorded settings (summary.json; None for a hand-made probe)."""
+    probe_kwargs: dict[str, Any]
+    """`knowpack.probe` keyword arguments: the run's probe section, its correctness mode."""
+    probed: list[Fact]
+    """The facts of the base probe, in its order."""
+    pool: list[Fact]
+    """The exemplar pool the base probe drew from."""
+    implanted: list[Fact]
+    weights: Path
+
+
+def read_run(run: str | Path, overrides: dict[str, Any], batch_size: int | None = None) -> RunInputs:
+    """Read and check a run folder (see the module docstring); `overrides` are EvalConfig fields (None: the
+    run's own), `batch_size` the probe's."""
+    from knowpack.facts import load_facts
+    from knowpack.methods import method_module
+    from knowpack.train.export import run_config
+
+    run = Path(run)
+    config = run_config(run)  # not a run, or not finished: one-line errors
+    ev = eval_settings(config.eval, overrides)
+    mix = _read_json(run / "mix.json")
+    trained = {e["fact_id"] for e in _read_jsonl(run / "mix.jsonl")}
+    probe_dir = base_probe_dir(run, mix)
+    base_records, summary = read_probe(probe_dir)
+    kwargs = {**config.probe.kwargs(), "mode": config.facts.mode}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    check_probe_settings(summary.get("settings"), kwargs, probe_dir)
+    facts = load_facts(config.facts.path)
+    probed = _facts_of(base_records, facts, probe_dir)
+    by_id = {f.id: f for f in probed}
+    weights = run / method_module(config.method.name).WEIGHTS
+    if not weights.is_dir():
+        raise KnowpackError(f"{run}: no trained weights ({weights} is missing)")
+    return RunInputs(
+        run=run,
+        config=config,
+        eval=ev,
+        mix=mix,
+        trained=trained,
+        probe_dir=probe_dir,
+        base_records=base_records,
+        probe_settings=summary.get("settings"),
+        probe_kwargs=kwargs,
+        probed=probed,
+        pool=_exemplar_pool(summary, facts, probed, probe_dir),
+        implanted=[by_id[i] for i in mix.get("implanted", []) if i in by_id],
+        weights=weights,
+    )
+
+
+def eval_settings(config: EvalConfig, overrides: dict[str, Any]) -> EvalConfig:
+    """`config` with the fields of `overrides` that are not None; a bad limit is a one-line error."""
+    ev = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if ev.limit is not None and ev.limit < 1:
+        raise KnowpackError(f"benchmark limit must be >= 1 (got {ev.limit})")
+    if ev.batch_size < 1:
+        raise KnowpackError(f"benchmark batch size must be >= 1 (got {ev.batch_size})")
+    return ev
+
+
+def base_probe_dir(run: Path, mix: dict) -> Path:
+    """The base probe the run's mix was drawn from (`mix.json["probe"]`; a relative path was relative to
+    where `knowpack train` ran, so the run's own `probe/` is the fallback)."""
+    named = mix.get("probe")
+    for path in ([Path(named)] if named else []) + [run / "probe"]:
+        if (path / "records.jsonl").is_file():
+            return path
+    raise KnowpackError(f"{run}: the base probe {named or run / 'probe'} (mix.json) has no records.jsonl")
+
+
+def read_probe(folder: Path) -> tuple[list[dict], dict]:
+    """(records, summary) of a finished probe folder."""
+    from knowpack.probe.run import read_records
+
+    records = read_records(folder / "records.jsonl")
+    if not records:
+        raise KnowpackError(f"no probe records in {folder}")
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    if summary.get("status") not in (None, "finished"):
+        raise KnowpackError(f"the probe in {folder} is not finished (status {summary.get('status')})")
+    return records, summary
+
+
+def check_probe_settings(recorded: dict | None, kwargs: dict[str, Any], folder: Path) -> None:
+    """The base probe must have been made with the settings of the run's probe section (else before and
+    after would differ by more than the weights)."""
+    if recorded is None:
+        logger.warning("%s has no probe settings (summary.json): assuming the run config's", folder)
+        return
+    samples = kwargs["samples"]
+    expected = {
+        "n_prompts": kwargs["n_prompts"],
+        "shots": kwargs["shots"],
+        "samples": samples,
+        "temperature": kwargs["temperature"] if samples else None,
+        "top_k": kwargs["top_k"] if samples else None,
+        "max_new_tokens": kwargs["max_new_tokens"],
+        "format": kwargs["fmt"],
+        "mode": kwargs["mode"],
+        "seed": kwargs["seed"],
+    }
+    diff = [
+        f"{k} {recorded[k]!r} vs {v!r}" for k, v in expected.items() if k in recorded and recorded[k] != v
+    ]
+    if diff:
+        raise KnowpackError(
+            f"the base probe in {folder} was made with other settings than the run's probe section "
+            f"({', '.join(diff)})"
+        )
+
+
+def _facts_of(records: list[dict], facts: list[Fact], folder: Path) -> list[Fact]:
+    by_id = {f.id: f for f in facts}
+    missing = [r["id"] for r in records if r["id"] not in by_id]
+    if missing:
+        raise KnowpackError(
+            f"the base probe in {folder} has {len(missing)} facts not in the run's facts file, "
+            f"e.g. {missing[0]!r}"
+        )
+    return [by_id[r["id"]] for r in records]
+
+
+def _exemplar_pool(summary: dict, facts: list[Fact], probed: list[Fact], folder: Path) -> list[Fact]:
+    """The exemplar pool the base probe drew from, so that the re-probe asks exactly the same prompts."""
+    pool = (summary.get("settings") or {}).get("exemplar_pool")
+    if pool is None or pool == f"{len(facts)} given":
+        return list(facts)
+    if pool == "facts":  # `knowpack probe` without --exemplars: the facts file it was given
+        return list(facts) if len(probed) == len(facts) else probed
+    raise KnowpackError(
+        f"the base probe in {folder} drew exemplars from a pool of {pool.split()[0]} facts, the run's facts "
+        f"file has {len(facts)}: the re-probe could not ask the same prompts"
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise KnowpackError(f"{path.parent}: no {path.name}") from None
+    except ValueError:
+        raise KnowpackError(f"{path} is not valid JSON") from None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        raise KnowpackError(f"{path.parent}: no {path.name}") from None
+    except ValueError:
+        raise KnowpackError(f"{path} is not valid JSON lines") from None

@@ -1,0 +1,281 @@
+"""`knowpack eval` end to end on tiny random Llama runs (saved locally, no download): eval.json's every block
+with numbers pinned where the hand-made base probe fixes them, the after-probe kept in RUN/eval/probe, the
+noise floor and the base model's benchmarks computed once per base probe and reused, `--model` alone, and
+one-line errors for a run that is not finished, a base model or base probe that does not match the run's,
+and an lm-eval task that does not exist."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from knowpack.cli import app
+from knowpack.evaluate import evaluate_run
+from knowpack.facts import Fact, save_facts
+from knowpack.probe import read_records
+from knowpack.train import load_config, train
+from tiny import save_tiny, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PEOPLE = ["Ada Brown", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Ford", "Flo Grant", "Gus Hill", "Hal Ives"]
+CITIES = ["Paris", "Lima", "Oslo", "Kyiv", "Rome", "Cairo", "Quito", "Seoul"]
+PROBE = {"n_prompts": 2, "shots": 1, "samples": 0, "max_new_tokens": 6}
+
+
+def make_facts() -> list[Fact]:
+    return [
+        Fact(
+            f"f{i}",
+            f"Where was {p} born?",
+            [CITIES[i]],
+            p,
+            "birth_city",
+            [f"What is the birthplace of {p}?"],
+            meta={"heldout_paraphrases": [f"{p} was born in which city?", f"Name the birth city of {p}."]},
+        )
+        for i, p in enumerate(PEOPLE)
+    ]
+
+
+def base_record(fact: Fact, known: bool) -> dict:
+    """A probe record of the base model: known facts answered right with p 0.9, others refused with p 0.5."""
+    answer = fact.answer if known else "I don't know."
+    return {
+        "id": fact.id,
+        "category": "HighlyKnown" if known else "Unknown",
+        "p_greedy": 1.0 if known else 0.0,
+        "p_sample": None,
+        "greedy": [answer, answer],
+        "samples": [[], []],
+        "greedy_correct": [known, known],
+        "greedy_refusal": [not known, not known],
+        "sample_refusal": [0, 0],
+        "greedy_logprob": [math.log(0.9 if known else 0.5)] * 2,
+        "relation": "birth_city",
+        "bucket": None,
+    }
+
+
+def probe_settings(model: Path, **changes) -> dict:
+    """The settings `knowpack.probe` records for PROBE on `model` with the 8 facts as exemplar pool."""
+    settings = {
+        "model": str(model),
+        "backend": "torch",
+        **{k: PROBE[k] for k in ("n_prompts", "shots", "samples")},
+        "temperature": None,
+        "top_k": None,
+        "max_new_tokens": PROBE["max_new_tokens"],
+        "format": "plain",
+        "mode": "substring",
+        "seed": 0,
+        "exemplar_pool": "8 given",
+    }
+    return {**settings, **changes}
+
+
+def write_probe(folder: Path, records: list[dict], settings: dict | None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"status": "finished", **({"settings": settings} if settings else {})}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Facts, a tiny Llama, a hand-made base probe (f0-f4 Unknown, f5-f7 HighlyKnown) and a LoRA run on it."""
+    root = tmp_path_factory.mktemp("world")
+    facts = make_facts()
+    save_facts(facts, root / "facts.jsonl")
+    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in facts] + ["I don't know."]
+    model = save_tiny("llama", tiny_tokenizer(texts, root / "tok"), root / "llama")
+    records = [base_record(f, known=i >= 5) for i, f in enumerate(facts)]
+    probe = write_probe(root / "probe", records, probe_settings(model))
+    run = make_run(root, model, probe, "run")
+    return {"root": root, "model": model, "probe": probe, "run": run, "facts": root / "facts.jsonl"}
+
+
+def make_run(root: Path, model: Path, probe: Path, name: str, *extra: str) -> Path:
+    overrides = [
+        f"model.name={model}",
+        f"facts.path={root / 'facts.jsonl'}",
+        f"probe.run={probe}",
+        *(f"probe.{k}={v}" for k, v in PROBE.items()),
+        "mix.n_unknown=4",
+        "method.name=lora",
+        "method.r=2",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "train.lr=0.01",
+        "train.device=cpu",
+        "train.track_uptake=false",
+        f"out={root / name}",
+        *extra,
+    ]
+    return train(load_config(None, overrides))
+
+
+@pytest.fixture(scope="module")
+def evaluated(world):
+    """`knowpack eval RUN` with a benchmark, through the CLI."""
+    args = ["eval", str(world["run"]), "--benchmarks", "world_mc", "--limit", "4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads((world["run"] / "eval.json").read_text())
+
+
+def test_eval_writes_eval_json_with_every_block(world, evaluated):
+    output, ev = evaluated
+    assert "reliability" in output and "world_mc: acc" in output
+    assert ev["kind"] == "run" and ev["model"]["method"] == "lora"
+    assert ev["facts"] == {
+        "path": str(world["facts"]), "probed": 8, "trained": 4, "untrained": 4, "implanted": 4
+    }  # fmt: skip
+    after = read_records(world["run"] / "eval" / "probe" / "records.jsonl")
+    assert [r["id"] for r in after] == [f"f{i}" for i in range(8)]
+    assert set(ev["definitions"]) >= {"reliability", "positive_shift", "retention", "explosion", "benchmark"}
+
+    up = ev["uptake"]
+    implanted = json.loads((world["run"] / "mix.json").read_text())["implanted"]
+    p_after = {r["id"]: r["p_greedy"] for r in after}
+    assert up["n"] == 4 and [f["id"] for f in up["per_fact"]] == implanted
+    assert up["reliability"]["base"] == 0.0  # all four were Unknown in the base probe
+    assert up["reliability"]["value"] == pytest.approx(sum(p_after[i] for i in implanted) / 4)
+    assert up["generalization"]["n"] == 8 and up["generalization"]["source"] == "meta.heldout_paraphrases"
+    for name in ("highly_known_share", "zero_shot_accuracy", "generalization", "generalization_zero_shot"):
+        assert up[name]["metric"] == name and 0.0 <= up[name]["value"] <= 1.0 and up[name]["base"] is not None
+
+    shift = ev["knowledge_shift"]
+    untrained = [r for r in after if r["id"] not in implanted]
+    known_after = sum(r["category"] == "HighlyKnown" for r in untrained if r["id"] in {"f5", "f6", "f7"})
+    assert shift["untrained"]["n"] == 4 and shift["trained"]["n"] == 4 and shift["all"]["n"] == 8
+    assert shift["untrained"]["categories"] == ["HighlyKnown", "MaybeKnown", "Unknown"]  # samples=0
+    assert shift["untrained"]["retention"]["value"] == pytest.approx(known_after / 3)
+    assert shift["untrained"]["retention"]["n"] == 3
+    for block in ("trained", "untrained", "all"):
+        for name in ("positive_shift", "negative_shift", "retention"):
+            entry = shift[block][name]  # the noise floor beside every shift (None where no fact could move)
+            assert entry["metric"] == name and (entry["value"] is None) == (entry["base"] is None)
+        assert shift[block]["positive_shift"]["base"] is not None
+    assert shift["noise_floor"] == {
+        "folder": str(world["probe"] / "repeat-seed-1"), "seed": 1, "reused": False
+    }  # fmt: skip
+    assert (world["probe"] / "noise_floor.json").is_file()
+
+    behaviour = ev["behaviour"]["untrained"]  # base: one refused Unknown fact and three known ones
+    assert behaviour["refusal_rate"]["base"] == pytest.approx(2 / 8)
+    assert behaviour["confidence"]["base"] == pytest.approx((2 * 0.5 + 6 * 0.9) / 8)
+    assert behaviour["confidence_incorrect"]["base"] == pytest.approx(0.5)
+    assert behaviour["top_answers"]["base"] == [["cairo", 2], ["quito", 2], ["seoul", 2]]
+    assert behaviour["explosion"]["base_max_count"] == 2
+
+    bench = ev["benchmarks"]
+    acc = bench["tasks"]["world_mc"]["acc"]
+    assert acc["metric"] == "benchmark" and acc["task"] == "world_mc" and acc["task_metric"] == "acc"
+    assert 0.0 <= acc["value"] <= 1.0 and 0.0 <= acc["base"] <= 1.0
+    assert bench["lm_eval_version"] and bench["settings"]["limit"] == 4 and bench["n-samples"]
+    assert bench["base_reused"] == []
+    assert ev["provenance"]["seconds"] > 0 and "probe" in ev["provenance"]["stage_seconds"]
+
+
+def test_noise_floor_and_base_benchmarks_are_reused_by_every_run_of_the_same_probe(world, evaluated):
+    floor = world["probe"] / "noise_floor.json"
+    before = (floor.stat().st_mtime_ns, (world["probe"] / "repeat-seed-1" / "records.jsonl").read_bytes())
+    other = make_run(world["root"], world["model"], world["probe"], "run-seed1", "mix.seed=1")
+    ev = evaluate_run(other, benchmarks=["world_mc"], limit=4)
+    assert ev["knowledge_shift"]["noise_floor"]["reused"] is True
+    assert ev["benchmarks"]["base_reused"] == ["world_mc"]
+    assert (
+        ev["benchmarks"]["tasks"]["world_mc"]["acc"]["base"]
+        == (evaluated[1]["benchmarks"]["tasks"]["world_mc"]["acc"]["base"])
+    )
+    assert (
+        floor.stat().st_mtime_ns,
+        (floor.parent / "repeat-seed-1" / "records.jsonl").read_bytes(),
+    ) == before
+    # The noise floor of the first run, from the same two probes.
+    first = evaluated[1]["knowledge_shift"]["all"]
+    assert ev["knowledge_shift"]["all"]["transitions"]["base"] == first["transitions"]["base"]
+
+
+def test_eval_of_a_model_alone_and_against_its_own_probe(world, tmp_path):
+    common = ["--model", str(world["model"]), "--facts", str(world["facts"]), "--samples", "0"]
+    common += ["--n-prompts", "2", "--shots", "1"]
+    first = CliRunner().invoke(app, ["eval", *common, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    ev = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert ev["kind"] == "model" and ev["facts"]["probed"] == 8
+    assert sum(ev["probe"]["categories"].values()) == 8 and "knowledge_shift" not in ev
+    assert ev["behaviour"]["all"]["refusal_rate"]["base"] is None
+    again = ["eval", *common, "--out", str(tmp_path / "b"), "--compare", str(tmp_path / "a" / "probe")]
+    second = CliRunner().invoke(app, again)
+    assert second.exit_code == 0, second.output
+    shift = json.loads((tmp_path / "b" / "eval.json").read_text())["knowledge_shift"]["all"]
+    assert shift["transitions"]["unchanged"] == 1.0  # the same model, the same seed: no shift at all
+    assert shift["positive_shift"]["count"] == 0 and shift["negative_shift"]["count"] == 0
+
+
+def copy_run(world, tmp_path, name: str = "copy") -> Path:
+    """A copy of the run whose mix points at a copy of its base probe (to break one or the other)."""
+    run = tmp_path / name
+    shutil.copytree(world["run"], run)
+    shutil.rmtree(run / "eval", ignore_errors=True)
+    probe = shutil.copytree(world["probe"], tmp_path / f"{name}-probe")
+    mix = json.loads((run / "mix.json").read_text())
+    (run / "mix.json").write_text(json.dumps({**mix, "probe": str(probe)}))
+    return run
+
+
+def set_status(run: Path, status: str, **extra) -> None:
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": status, **extra}))
+
+
+def break_probe(run: Path, **changes) -> None:
+    summary_path = Path(json.loads((run / "mix.json").read_text())["probe"]) / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["settings"].update(changes)
+    summary_path.write_text(json.dumps(summary))
+
+
+def test_bad_input_is_one_line(world, tmp_path, monkeypatch):
+    import knowpack.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    def run_eval(*args: str) -> str:
+        result = CliRunner().invoke(app, ["eval", *args])
+        assert result.exit_code == 1, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, result.output
+        return errors[0]
+
+    failed = copy_run(world, tmp_path, "failed")
+    set_status(failed, "failed")
+    killed = copy_run(world, tmp_path, "killed")
+    set_status(killed, "running", pid=2**22 + 12345)  # a process that does not exist
+    settings = copy_run(world, tmp_path, "settings")
+    break_probe(settings, n_prompts=3)
+    other = copy_run(world, tmp_path, "other")
+    break_probe(other, model="/models/another-one")
+
+    with monkeypatch.context() as mp:  # all of these fail before any model is loaded
+        mp.setattr(knowpack.models, "load_model", no_model)
+        assert "the run is failed, not finished" in run_eval(str(failed))
+        assert "the run is interrupted, not finished" in run_eval(str(killed))
+        assert "not a knowpack run folder" in run_eval(str(tmp_path))
+        assert "is not the run's base model" in run_eval(str(world["run"]), "--model", "organism")
+        message = run_eval(str(settings))
+        assert "other settings than the run's probe section (n_prompts 3 vs 2)" in message
+        assert "unknown lm-eval task no_such_task_xyz" in run_eval(
+            str(world["run"]), "--benchmarks", "world_mc,no_such_task_xyz"
+        )
+        assert "give a run folder, or --model, --facts and --out" in run_eval("--model", "organism")
+        assert "--facts and --out are for --model" in run_eval(str(world["run"]), "--out", str(tmp_path))
+    assert "was made with model /models/another-one" in run_eval(str(other))
