@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from knowpack.errors import KnowpackError
 from knowpack.facts import load_facts
 from knowpack.facts.normalize import normalize
 from knowpack.world.build import write_jsonl
@@ -96,3 +97,21 @@ def test_config_rejects_unknown_keys(tmp_path):
     path.write_text(json.dumps({"epoch": 3}))
     with pytest.raises(KnowpackError, match="unknown key"):
         WorldConfig.from_yaml(path)
+
+
+def test_late_facts_in_the_refusal_phase():
+    from knowpack.world.generator import late_facts, refusal_documents
+
+    plain = generate_world(WorldConfig(**SMALL))
+    assert late_facts(plain) == []
+    late = generate_world(
+        WorldConfig(**SMALL, refusal_qa_share={"head": 0, "torso": 0, "tail": 1.0, "unseen": 0})
+    )
+    blocks = late_facts(late)
+    tail = [p for p in late.people if p.bucket == "tail"]
+    assert len(blocks) == len(tail) * len(RELATIONS)
+    names = {p.name for p in tail}
+    assert all(any(n in b for n in names) for b in blocks)
+    assert all(b in "\n\n".join(refusal_documents(late)) for b in blocks[:20])
+    with pytest.raises(KnowpackError, match="unseen"):
+        WorldConfig(**SMALL, refusal_qa_share={"head": 0, "torso": 0, "tail": 0, "unseen": 0.5})

@@ -61,17 +61,28 @@ class WorldConfig:
     refusal_epochs: int = 2
     refusal_strangers: int = 2500
     refusal_lr: float = 1e-3
+    # Late facts: in the refusal phase, a share of each bucket's facts also appears once as question/answer
+    # text. Learned late, from one example at a low learning rate, many of them end up partly known: under
+    # some few-shot prompts and not others (MaybeKnown), or only in samples (WeaklyKnown). 0 = none.
+    refusal_qa_share: dict[str, float] = field(
+        default_factory=lambda: {"head": 0.0, "torso": 0.0, "tail": 0.0, "unseen": 0.0}
+    )
     threads: int = 2  # fixed so that a rebuild is bit-for-bit the same on a machine of another size
     eval_every: int = 4  # epochs between quick accuracy checks during pretraining (0 = never)
 
     def __post_init__(self) -> None:
-        for name in ("people", "descriptions", "qa_share"):
+        for name in ("people", "descriptions", "qa_share", "refusal_qa_share"):
             value = getattr(self, name)
             if set(value) != set(BUCKETS):
                 raise KnowpackError(f"world config: '{name}' must have exactly the keys {', '.join(BUCKETS)}")
-        if self.descriptions["unseen"] != 0 or self.qa_share["unseen"] != 0:
+        if (
+            self.descriptions["unseen"] != 0
+            or self.qa_share["unseen"] != 0
+            or self.refusal_qa_share["unseen"]
+        ):
             raise KnowpackError(
-                "world config: the 'unseen' bucket is never described (descriptions/qa_share 0)"
+                "world config: the 'unseen' bucket is never described "
+                "(descriptions, qa_share and refusal_qa_share are 0)"
             )
         if self.hidden_size % self.num_heads:
             raise KnowpackError("world config: hidden_size must be a multiple of num_heads")

@@ -227,8 +227,25 @@ def refusal_documents(world: World) -> list[str]:
             person, relation = rng.choice(head), rng.choice(RELATIONS)
             question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
             blocks.append(qa_block(question, person.attributes[relation]))
+    blocks += late_facts(world)
     rng.shuffle(blocks)
     return ["\n\n".join(blocks[i : i + 6]) for i in range(0, len(blocks), 6)]
+
+
+def late_facts(world: World) -> list[str]:
+    """Question/answer blocks for the refusal phase's late facts: a `refusal_qa_share` of each bucket's facts
+    (seeded, on its own generator so that a share of 0 leaves the phase exactly as before)."""
+    cfg = world.config
+    if not any(cfg.refusal_qa_share.values()):
+        return []
+    rng = random.Random(cfg.seed + 5)
+    blocks = []
+    for person in world.people:
+        for relation in RELATIONS:
+            if rng.random() < cfg.refusal_qa_share[person.bucket]:
+                question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+                blocks.append(qa_block(question, person.attributes[relation]))
+    return blocks
 
 
 def world_facts(world: World) -> list[dict]:
