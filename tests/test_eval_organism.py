@@ -1,0 +1,105 @@
+"""Evaluation on the bundled organism (seeded, CPU): the untouched base shows no shift beyond the noise floor,
+and LoRA on 50 Unknown facts shows uptake, shift against the noise floor, refusals before vs after and
+world_mc before vs after (BENCHMARKS.md has the time this takes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from knowpack.evaluate import evaluate_model, evaluate_run
+from knowpack.train import load_config, train
+
+pytestmark = [pytest.mark.organism, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+FAST = ["probe.pool=300", "probe.samples=0", "mix.n_unknown=50"]
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    """One greedy probe of 300 organism facts, shared by the runs below (and so is its noise floor)."""
+    from knowpack.train.run import run_base_probe
+
+    out = tmp_path_factory.mktemp("probe") / "probe"
+    run_base_probe(load_config("configs/organism/lora.yaml", [*FAST, f"probe.out={out}"]))
+    return out
+
+
+def lora_run(folder, probe_run, *extra: str):
+    config = load_config(
+        "configs/organism/lora.yaml", [*FAST, f"probe.run={probe_run}", f"out={folder}", *extra]
+    )
+    return train(config)
+
+
+def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, probe_run):
+    # lr 0: the LoRA adapter keeps its zero B, so the "trained" model is the base model exactly.
+    run = lora_run(tmp_path / "noop", probe_run, "train.lr=0", "train.epochs=1", "train.track_uptake=false")
+    ev = evaluate_run(run)
+    floor = ev["knowledge_shift"]["all"]
+    assert floor["transitions"]["unchanged"] == 1.0 and floor["transitions"]["base"]["unchanged"] < 1.0
+    for block in ("trained", "untrained", "all"):
+        shift = ev["knowledge_shift"][block]
+        for name in ("positive_shift", "negative_shift"):
+            entry = shift[name]
+            assert entry["count"] == 0 and entry["value"] in (0.0, None), (block, name, entry)
+            assert entry["value"] is None or entry["value"] <= entry["base"]
+        retention = shift["retention"]
+        assert retention["value"] in (1.0, None) and (retention["value"] is None or retention["base"] <= 1.0)
+    behaviour = ev["behaviour"]["all"]
+    for name in ("refusal_rate", "unique_answers", "top_answer_share", "answer_entropy", "confidence"):
+        assert behaviour[name]["value"] == pytest.approx(behaviour[name]["base"], abs=1e-6), name
+    assert behaviour["explosion"]["value"] == 0
+    up = ev["uptake"]
+    for name in ("reliability", "zero_shot_accuracy", "generalization", "generalization_zero_shot"):
+        assert up[name]["delta"] == pytest.approx(0.0, abs=1e-9), name
+    assert ev["knowledge_shift"]["noise_floor"]["reused"] is False
+
+
+def test_a_model_against_its_own_probe_with_the_same_seed_shows_no_shift(tmp_path):
+    import knowpack
+
+    model, tok = knowpack.load_model("organism", device="cpu")
+    facts = knowpack.load_facts("organism")
+    chosen = facts[::400]
+    settings = {"samples": 0, "n_prompts": 4}
+    evaluate_model(model, tok, chosen, out=tmp_path / "a", probe_kwargs=settings, exemplars=facts)
+    ev = evaluate_model(
+        model,
+        tok,
+        chosen,
+        out=tmp_path / "b",
+        probe_kwargs=settings,
+        exemplars=facts,
+        compare=tmp_path / "a" / "probe",
+    )
+    shift = ev["knowledge_shift"]["all"]
+    assert shift["n"] == len(chosen) and shift["transitions"]["unchanged"] == 1.0
+    assert (
+        sum(ev["probe"]["categories"].values()) == len(chosen)
+        and ev["probe"]["categories"]["HighlyKnown"] > 0
+    )
+    assert ev["behaviour"]["all"]["refusal_rate"]["delta"] == 0.0
+
+
+def test_lora_on_50_unknown_facts_shows_uptake_shift_refusals_and_world_mc(tmp_path, probe_run):
+    run = lora_run(tmp_path / "lora50", probe_run)
+    ev = evaluate_run(run, benchmarks=["world_mc"])
+    up = ev["uptake"]
+    assert up["n"] == 50 and up["reliability"]["base"] == 0.0 and up["reliability"]["value"] >= 0.9
+    assert up["zero_shot_accuracy"]["value"] >= 0.9 and up["zero_shot_accuracy"]["base"] == 0.0
+    assert up["generalization"]["source"] == "meta.heldout_paraphrases" and up["generalization"]["n"] == 100
+    assert up["generalization"]["value"] > up["generalization"]["base"]
+    shift = ev["knowledge_shift"]
+    assert shift["noise_floor"]["reused"] is True  # probed by the first test, from the same base probe
+    assert (
+        shift["trained"]["positive_shift"]["value"] >= 0.9
+        and shift["trained"]["positive_shift"]["base"] < 0.1
+    )
+    untrained = shift["untrained"]
+    assert untrained["n"] == 250 and untrained["negative_shift"]["base"] is not None
+    assert untrained["retention"]["base"] >= untrained["retention"]["value"]
+    refusals = ev["behaviour"]["untrained"]["refusal_rate"]
+    assert refusals["base"] > 0.1 and refusals["value"] < refusals["base"]  # the paper: it stops refusing
+    world_mc = ev["benchmarks"]["tasks"]["world_mc"]["acc"]
+    assert world_mc["base"] == 1.0 and 0.0 <= world_mc["value"] <= 1.0
+    assert ev["benchmarks"]["n-samples"]["world_mc"]["effective"] == 495
