@@ -132,3 +132,17 @@ def test_unknown_tasks_and_task_folders_are_one_line_errors(tmp_path):
     with pytest.raises(KnowpackError, match="unknown lm-eval task world_nothing"):
         check_tasks(["world_mc", "world_nothing"])
     assert "world_mc" in check_tasks(["world_mc", "world_truthful_mc2"]).all_tasks  # local: no full index
+
+
+@pytest.mark.slow
+def test_tasks_run_with_the_papers_shots_unless_told(lora_model, monkeypatch):
+    import knowpack.evaluate.benchmarks as benchmarks
+
+    model, tokenizer = lora_model
+    monkeypatch.setitem(benchmarks.PAPER_SHOTS, "world_mc", 2)  # as mmlu: 5 where lm-eval's default is 0
+    tasks = ["world_mc", "world_truthful_mc1"]
+    summary = run_benchmarks(model, tokenizer, tasks, limit=2, batch_size=4)
+    assert summary["n-shot"] == {"world_mc": 2, "world_truthful_mc1": 0}
+    assert set(summary["tasks"]) == set(tasks)
+    told = run_benchmarks(model, tokenizer, ["world_mc"], limit=2, num_fewshot=1, batch_size=4)
+    assert told["n-shot"] == {"world_mc": 1}

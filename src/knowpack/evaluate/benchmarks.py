@@ -25,6 +25,9 @@ from knowpack.errors import KnowpackError
 
 log = logging.getLogger(__name__)
 
+PAPER_SHOTS: dict[str, int] = {"mmlu": 5}
+"""Shots for lm-eval tasks whose own default is not how the papers report them (num_fewshot None)."""
+
 
 def run_benchmarks(
     model: Any,
@@ -45,32 +48,40 @@ def run_benchmarks(
     Hugging Face dataset: online, or offline with `HF_DATASETS_OFFLINE=1` and a pre-populated datasets cache.
     An unknown task is a one-line error (`check_tasks`). `limit` caps the items per task (a float below 1
     is a share); `num_fewshot` overrides the tasks' own shots except where a task fixes 0 (TruthfulQA-style
-    tasks). The model is left in the train/eval mode it came in.
+    tasks); left None, a task runs with its own shots, or with `PAPER_SHOTS` (mmlu: 5, as the papers report
+    it; lm-eval's own default is 0). The model is left in the train/eval mode it came in.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     task_manager = check_tasks(tasks, include_path)
     include_path = _include_paths(tasks, include_path)
+    groups: dict[int | None, list[str]] = {}  # tasks by the shots they run with
+    for task in tasks:
+        groups.setdefault(num_fewshot if num_fewshot is not None else PAPER_SHOTS.get(task), []).append(task)
     was_training = model.training
+    merged: dict[str, dict] = {"results": {}, "versions": {}, "n-shot": {}, "n-samples": {}}
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-        log.info("lm-eval %s: %s (limit=%s, num_fewshot=%s)", lm_eval.__version__, tasks, limit, num_fewshot)
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=list(tasks),
-            num_fewshot=num_fewshot,
-            limit=limit,
-            task_manager=task_manager,
-            log_samples=False,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        for shots, names in groups.items():
+            log.info("lm-eval %s: %s (limit=%s, num_fewshot=%s)", lm_eval.__version__, names, limit, shots)
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=shots,
+                limit=limit,
+                task_manager=task_manager,
+                log_samples=False,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
+            for key, values in merged.items():
+                values.update(results.get(key, {}))
     finally:
         model.train(was_training)  # HFLM switches the model to eval mode
-    metrics = {name: _metrics(values) for name, values in results["results"].items()}
+    metrics = {name: _metrics(values) for name, values in merged["results"].items()}
     summary = {
         # A group without an aggregate metric (our `world`) reports nothing of its own: left out.
         "tasks": {name: values for name, values in metrics.items() if values},
@@ -83,9 +94,9 @@ def run_benchmarks(
             "batch_size": batch_size,
             "seed": seed,
         },
-        "task_versions": dict(results.get("versions", {})),
-        "n-shot": dict(results.get("n-shot", {})),
-        "n-samples": dict(results.get("n-samples", {})),
+        "task_versions": dict(merged["versions"]),
+        "n-shot": dict(merged["n-shot"]),
+        "n-samples": dict(merged["n-samples"]),
     }
     for name, metrics in summary["tasks"].items():
         log.info("%s: %s", name, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
