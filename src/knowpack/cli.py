@@ -68,9 +68,23 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="CPU threads for torch (default: torch's). 1 is often fastest for the small organism, "
+            "and much faster when other processes share the cores.",
+        ),
+    ] = None,
 ) -> None:
     """Implant new facts into a causal LLM (LoRA / LoKI / full fine-tuning) and measure the damage."""
     _setup_logging(logging.INFO if verbose else logging.WARNING)
+    if threads is not None:
+        if threads < 1:
+            raise KnowpackError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _setup_logging(level: int) -> None:
