@@ -472,7 +472,8 @@ def eval_(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Items per benchmark.")] = None,
     num_fewshot: Annotated[
-        int | None, typer.Option("--num-fewshot", help="Shots per benchmark item (default: the task's).")
+        int | None,
+        typer.Option("--num-fewshot", help="Shots per benchmark item (default: the task's; mmlu 5)."),
     ] = None,
     tasks_dir: Annotated[
         str | None, typer.Option("--tasks-dir", help="Folder of your own lm-eval task YAMLs (offline tasks).")

@@ -16,6 +16,7 @@ runs with `HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1` (tests/test_eval_benchmarks.p
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -141,7 +142,7 @@ def check_tasks(tasks: list[str], include_path: Path | str | list | None = None)
         local = TaskManager(include_path=paths, include_defaults=False)
         if all(t in local.all_tasks for t in tasks):
             return local
-    manager = TaskManager(include_path=paths or None)
+    manager = _full_index(tuple(paths))
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         where = f" (searched lm-eval's tasks and {', '.join(paths)})" if paths else ""
@@ -150,6 +151,14 @@ def check_tasks(tasks: list[str], include_path: Path | str | list | None = None)
             "`lm-eval ls tasks` lists them"
         )
     return manager
+
+
+@functools.lru_cache(maxsize=4)
+def _full_index(paths: tuple[str, ...]):
+    """lm-eval's own tasks and those in `paths`, indexed once per process (it takes about 20 s)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(paths) or None)
 
 
 def _include_paths(tasks: list[str], include_path: Path | str | list | None) -> list[Path]:

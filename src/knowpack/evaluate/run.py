@@ -107,20 +107,14 @@ def evaluate_run(
     )
 
     repeat, noise = _noise_floor(inp, lm, tokenizer, stage, progress_bar, timings)
-    base_bench = reused = None
-    if ev.benchmarks:
-        stage(f"benchmarks of the base model: {', '.join(ev.benchmarks)}")
-        key = {"model": str(config.model.name), **_bench_key(ev)}
-        with _timed(timings, "benchmarks_base"):
-            base_bench, reused = cached_benchmarks(
-                inp.probe_dir, ev.benchmarks, key, lambda task: _benchmarks(lm, tokenizer, [task], ev)
-            )
+    base_bench, reused = _base_benchmarks(inp, lm, tokenizer, stage, timings)
     stage("uptake of the base model (zero-shot, held-out paraphrases)")
     with _timed(timings, "uptake_base"):
         base_uptake = measure(lm, "base")
 
     stage(f"loading the trained weights ({config.method.name})")
     trained = method_module(config.method.name).load(lm, inp.weights).eval()
+    del lm  # a full run's model replaces the base: let it go (LoRA and LoKI keep it inside `trained`)
     stage("re-probing every fact")
     with _timed(timings, "probe"), _bar(progress_bar, "probe after training") as progress:
         after = probe(
@@ -258,7 +252,7 @@ def evaluate_model(
             "categories": {c: counts[c] for c in categories},
             "shares": {c: m.metric("category_share", counts[c] / n if n else None, None) for c in categories},
         },
-        "behaviour": {"all": m.compare_behaviour(before, records, None, patterns)},
+        "behaviour": {"all": m.compare_behaviour(before, records, {r["id"] for r in records}, patterns)},
         "benchmarks": benchmarks_block,
         "settings": {
             "probe": settings,
@@ -296,6 +290,19 @@ def _noise_floor(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, t
             progress=progress,
         )
     return repeat, {"folder": str(folder), "seed": seed, "reused": reused}
+
+
+def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, stage, timings: dict):
+    """The base model's benchmark results (cached beside the base probe) and the tasks reused from there."""
+    ev = inp.eval
+    if not ev.benchmarks:
+        return None, None
+    stage(f"benchmarks of the base model: {', '.join(ev.benchmarks)}")
+    key = {"model": str(inp.config.model.name), **_bench_key(ev)}
+    with _timed(timings, "benchmarks_base"):
+        return cached_benchmarks(
+            inp.probe_dir, ev.benchmarks, key, lambda task: _benchmarks(lm, tokenizer, [task], ev)
+        )
 
 
 def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig) -> dict:
