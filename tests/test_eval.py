@@ -100,15 +100,16 @@ def world(tmp_path_factory):
     return {"root": root, "model": model, "probe": probe, "run": run, "facts": root / "facts.jsonl"}
 
 
-def make_run(root: Path, model: Path, probe: Path, name: str, *extra: str) -> Path:
+def make_run(
+    root: Path, model: Path, probe: Path, name: str, *extra: str, method=("method.name=lora", "method.r=2")
+) -> Path:
     overrides = [
         f"model.name={model}",
         f"facts.path={root / 'facts.jsonl'}",
         f"probe.run={probe}",
         *(f"probe.{k}={v}" for k, v in PROBE.items()),
         "mix.n_unknown=4",
-        "method.name=lora",
-        "method.r=2",
+        *method,
         "train.epochs=1",
         "train.batch_size=4",
         "train.lr=0.01",
@@ -279,3 +280,22 @@ def test_bad_input_is_one_line(world, tmp_path, monkeypatch):
         assert "give a run folder, or --model, --facts and --out" in run_eval("--model", "organism")
         assert "--facts and --out are for --model" in run_eval(str(world["run"]), "--out", str(tmp_path))
     assert "was made with model /models/another-one" in run_eval(str(other))
+
+
+@pytest.mark.parametrize(
+    "method, extra", [("full", []), ("loki", ["method.quota=25", "method.prompts=PROMPTS"])]
+)
+def test_eval_of_full_and_loki_runs(world, tmp_path, method, extra):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"Question: {f.question}\nAnswer:"}) + "\n" for f in make_facts())
+    )
+    extra = [e.replace("PROMPTS", str(prompts)) for e in extra]
+    probe = shutil.copytree(world["probe"], tmp_path / "probe")  # a noise floor of its own
+    shutil.copy(world["facts"], tmp_path / "facts.jsonl")
+    run = make_run(tmp_path, world["model"], probe, method, method=[f"method.name={method}", *extra])
+    ev = evaluate_run(run, benchmarks=["world_mc"], limit=2)
+    assert ev["model"]["method"] == method and ev["uptake"]["n"] == 4
+    assert ev["knowledge_shift"]["noise_floor"]["reused"] is False
+    assert ev["benchmarks"]["tasks"]["world_mc"]["acc"]["base"] is not None
+    assert (run / "eval" / "probe" / "records.jsonl").is_file() and (run / "eval.json").is_file()
