@@ -291,11 +291,11 @@ def test_eval_of_full_and_loki_runs(world, tmp_path, method, extra):
         "".join(json.dumps({"prompt": f"Question: {f.question}\nAnswer:"}) + "\n" for f in make_facts())
     )
     extra = [e.replace("PROMPTS", str(prompts)) for e in extra]
-    probe = shutil.copytree(world["probe"], tmp_path / "probe")  # a noise floor of its own
+    probe = shutil.copytree(world["probe"], tmp_path / "probe")
     shutil.copy(world["facts"], tmp_path / "facts.jsonl")
     run = make_run(tmp_path, world["model"], probe, method, method=[f"method.name={method}", *extra])
     ev = evaluate_run(run, benchmarks=["world_mc"], limit=2)
     assert ev["model"]["method"] == method and ev["uptake"]["n"] == 4
-    assert ev["knowledge_shift"]["noise_floor"]["reused"] is False
+    assert ev["knowledge_shift"]["all"]["positive_shift"]["base"] is not None  # the noise floor
     assert ev["benchmarks"]["tasks"]["world_mc"]["acc"]["base"] is not None
     assert (run / "eval" / "probe" / "records.jsonl").is_file() and (run / "eval.json").is_file()
