@@ -46,7 +46,7 @@ def test_exemplars_same_relation_never_the_fact_nor_its_subject():
             assert len(chosen) == 3
             assert all(e.relation == fact.relation and e.subject != fact.subject for e in chosen)
             assert p.text == plain_prompt([(e.question, e.answer) for e in chosen], fact.question)
-            assert p.text.startswith(p.prefix) and p.prefix.endswith("\n\n")
+            assert p.text.startswith(p.prefix) and p.prefix.endswith("\n\nQuestion: ")
 
 
 def test_exemplars_are_fixed_per_prompt_index_by_the_seed():
@@ -84,7 +84,7 @@ def test_chat_format_messages_and_missing_template():
     assert p.text.startswith(f"<system>{SYSTEM}</system><user>Question: ")
     assert "<assistant>Answer: " in p.text
     assert p.text.endswith(f"<user>Question: {facts[0].question}</user><assistant>")
-    assert p.text.startswith(p.prefix) and p.prefix.endswith("<user>")
+    assert p.text.startswith(p.prefix) and p.prefix.endswith("<user>Question: ")
     with pytest.raises(KnowpackError, match="tokenizer 'tiny' has no chat template; use --format plain"):
         build_prompts(facts, NoTemplate(), fmt="chat")
     assert render([("a?", "b")], "c?", None, "plain") == plain_prompt([("a?", "b")], "c?")

@@ -26,7 +26,6 @@ order, sharding or resumption. So a probe is deterministic for a seed, also when
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import re
@@ -122,7 +121,8 @@ class Engine:
         groups: dict[tuple[int, ...], list[Request]] = {}
         for r in requests:
             groups.setdefault(tuple(r.ids[: self._shared(r)]), []).append(r)
-        ordered = [r for group in groups.values() for r in group]
+        # Within a group, by suffix length: a batch pads its suffixes to the longest.
+        ordered = [r for g in groups.values() for r in sorted(g, key=lambda r: len(r.ids) - self._shared(r))]
         per_batch = max(1, self.batch_size // (1 + self.samples))
         results: dict[Hashable, Generation] = {}
         for start in range(0, len(ordered), per_batch):
@@ -168,31 +168,38 @@ class Engine:
             self._prefixes.popitem(last=False)
         return cache, mask
 
-    def _batch(self, batch: list[Request]) -> list[Generation]:
-        from transformers import DynamicCache
+    def _new_cache(self, max_len: int) -> Any:
+        """A preallocated cache of `max_len` slots, so that a decode step writes one slot per row instead of
+        copying the whole cache as a growing one does; a growing one where a sliding window would roll over
+        (or for a transformers without `StaticCache`)."""
+        import transformers
 
+        window = _sliding_window(self.model.config)
+        if (window and max_len > window) or not hasattr(transformers, "StaticCache"):
+            return transformers.DynamicCache(config=self.model.config)
+        return transformers.StaticCache(config=self.model.config, max_cache_len=max_len)
+
+    def _batch(self, batch: list[Request]) -> list[Generation]:
         torch = self._torch
         n_rows, n = len(batch), self.samples
         shared = [self._shared(r) for r in batch]
+        suffixes = [r.ids[k:] for r, k in zip(batch, shared, strict=True)]
+        width = max(len(s) for s in suffixes)
         distinct = tuple(dict.fromkeys(tuple(r.ids[:k]) for r, k in zip(batch, shared, strict=True) if k))
+        n_prefix = max((len(p) for p in distinct), default=0)
+        cache = self._new_cache(n_prefix + width + self.max_new_tokens)
+        prefix_mask = torch.zeros((n_rows, n_prefix), dtype=torch.long, device=self.device)
         if distinct:
-            # Each row takes its prefix's row of the cache; a row without a prefix takes any row, all masked.
-            cache, prefix_mask = self._prefix_cache(distinct)
+            # Each row takes its prefix's row of the prefix cache; a row without a prefix takes any, masked.
+            prefix_cache, distinct_mask = self._prefix_cache(distinct)
             index = {p: i for i, p in enumerate(distinct)}
             rows = [index.get(tuple(r.ids[:k]), 0) for r, k in zip(batch, shared, strict=True)]
             rows = torch.tensor(rows, device=self.device)
-            cache = copy.deepcopy(cache)
-            cache.batch_select_indices(rows)
-            prefix_mask = (
-                prefix_mask[rows] * torch.tensor([k > 0 for k in shared], device=self.device)[:, None]
-            )
-        else:
-            cache = DynamicCache(config=self.model.config)
-            prefix_mask = torch.zeros((n_rows, 0), dtype=torch.long, device=self.device)
-        n_prefix = prefix_mask.shape[1]
+            for i, layer in enumerate(prefix_cache.layers):
+                cache.update(layer.keys[rows], layer.values[rows], i)
+            has_prefix = torch.tensor([k > 0 for k in shared], device=self.device)
+            prefix_mask = distinct_mask[rows] * has_prefix[:, None]
 
-        suffixes = [r.ids[k:] for r, k in zip(batch, shared, strict=True)]
-        width = max(len(s) for s in suffixes)
         ids = torch.full((n_rows, width), self.pad_id, dtype=torch.long)
         suffix_mask = torch.zeros((n_rows, width), dtype=torch.long)
         for i, s in enumerate(suffixes):
@@ -216,10 +223,9 @@ class Engine:
             if n > 0:  # greedy rows first, then n sample rows per prompt, all from the one prefill
                 rows = torch.cat([torch.arange(n_rows), torch.arange(n_rows).repeat_interleave(n)])
                 rows = rows.to(self.device)
-                cache.batch_select_indices(rows)
+                cache.reorder_cache(rows)
                 logits, mask, last = logits[rows], mask[rows], last[rows]
             keys = self._row_keys(batch)
-            cache = self._static(cache, mask.shape[1] + self.max_new_tokens)
             tokens, logprob = self._decode(cache, logits, mask, last, keys, n_rows)
 
         texts = [_first_line(t) for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
@@ -231,19 +237,6 @@ class Engine:
             )
             for i in range(n_rows)
         ]
-
-    def _static(self, cache: Any, max_len: int) -> Any:
-        """The prefilled cache copied into a preallocated one of `max_len` slots: a decode step then writes
-        one slot per row instead of copying the whole cache (what a growing cache does every step)."""
-        from transformers import StaticCache
-
-        window = _sliding_window(self.model.config)
-        if (window and max_len > window) or not hasattr(cache, "layers"):
-            return cache  # a sliding layer would roll over; an old transformers has another cache layout
-        static = StaticCache(config=self.model.config, max_cache_len=max_len)
-        for i, layer in enumerate(cache.layers):
-            static.update(layer.keys, layer.values, i)
-        return static
 
     def _decode(self, cache, logits, mask, last, keys, n_greedy):
         """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.

@@ -176,6 +176,7 @@ def _first_eligible(fact: Fact, orders: ExemplarOrders, order: list[Fact], shots
 
 
 def _prefix(rendered: str) -> str:
-    """The text before the question block, from a prompt rendered with the sentinel as its question."""
+    """The text before the question itself ("Question: " included: the more that is shared, the less each
+    fact feeds), from a prompt rendered with the sentinel as its question."""
     at = rendered.find(f"Question: {_SENTINEL}")
-    return rendered[:at] if at >= 0 else ""
+    return rendered[: at + len("Question: ")] if at >= 0 else ""

@@ -42,8 +42,15 @@ def score(
     prompt); answers are stored as `extract_answer` gives them."""
     if not greedy:
         raise ValueError("no prompts to score")
-    greedy_ok = [is_correct(g, answers, mode) for g in greedy]
-    sample_ok = [[is_correct(s, answers, mode) for s in per_prompt] for per_prompt in samples]
+    judged: dict[str, bool] = {}  # samples repeat themselves ("I don't know." x 100): judge each text once
+
+    def correct(generation: str) -> bool:
+        if generation not in judged:
+            judged[generation] = is_correct(generation, answers, mode)
+        return judged[generation]
+
+    greedy_ok = [correct(g) for g in greedy]
+    sample_ok = [[correct(s) for s in per_prompt] for per_prompt in samples]
     n_samples = sum(len(s) for s in sample_ok)
     p_greedy = sum(greedy_ok) / len(greedy_ok)
     p_sample = sum(map(sum, sample_ok)) / n_samples if n_samples else None
