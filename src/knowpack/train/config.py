@@ -129,6 +129,9 @@ class TrainConfig:
     """Measure reliability on the implanted facts after every epoch (greedy, the probe's prompts)."""
     device: str | None = None
     """cpu | cuda | ... (null: the Trainer's choice)."""
+    threads: int | None = None
+    """CPU threads for torch during the run, probe included (null: torch's default). The organism presets use
+    1: with other processes on the cores, 2 threads spin-wait on each other (BENCHMARKS.md)."""
 
 
 @dataclass

@@ -68,7 +68,7 @@ def train(
     record = start_run(out, "train", method=config.method.name)
     write_text_atomic(out / "config.yaml", _yaml(config.to_dict()))
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _threads(config.train.threads):
             result = _train(config, options, facts, records, out, stage, on_epoch, progress_bar)
     except KeyboardInterrupt:
         end_run(out, record, "interrupted")
@@ -300,6 +300,22 @@ def _run_probe(config: RunConfig, model: Any, tokenizer: Any, facts: list, out: 
 
 def _trainable(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@contextmanager
+def _threads(n: int | None):
+    """torch's CPU threads set to `n` for the run, then back."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager
