@@ -1,0 +1,429 @@
+"""`knowpack report DIR...`: `report.md`, a self-contained `report.html` and the PNGs, from result files only.
+
+    from knowpack.report import write_report
+    write_report(["runs/sweep-mixes", "runs/loki50"], "reports/mixes")
+
+Every finished run folder under the given paths is read (`config.yaml`, `train.json`, and `eval.json` when the
+run was evaluated); runs that are not `finished` are listed as skipped, never plotted. Runs are grouped by
+method and mix (method, its rank or quota, the addition and k); seeds of a group become error bars (mean ± one
+standard deviation). Plots, each drawn only when the runs hold its data:
+- reliability vs number of implanted facts, and reliability vs epoch;
+- every benchmark score vs n (MMLU / world_mc, TruthfulQA MC1 / MC2 ...), the base model's score dashed;
+- knowledge-shift matrices of the untrained facts as heatmaps beside the noise floor (first runs);
+- refusal rate and answer diversity before vs after;
+- the trade-off: uptake (reliability) against damage (retention of untrained HighlyKnown facts, and the
+  largest benchmark drop) per method, seeds as error bars.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.io import write_text_atomic
+from knowpack.runs import run_status
+
+logger = logging.getLogger(__name__)
+
+MAX_HEATMAPS = 4
+
+
+def collect_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(one row per finished run under `paths`, the folders skipped because their run is not finished)."""
+    rows, skipped, seen = [], [], set()
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise KnowpackError(f"no such folder: {path}")
+        for run_json in sorted(path.rglob("run.json")) if path.is_dir() else []:
+            folder = run_json.parent
+            if folder.resolve() in seen or not (folder / "config.yaml").is_file():
+                continue
+            seen.add(folder.resolve())
+            status = run_status(folder)
+            if status != "finished":
+                skipped.append(f"{folder} ({status})")
+                continue
+            rows.append(_row(folder))
+    _label(rows)
+    return rows, skipped
+
+
+# Settings that tell runs apart without making another condition (plotted as n, seeds, or bookkeeping).
+_NOT_A_CONDITION = ("mix.n_unknown", "mix.seed", "train.seed", "out", "probe.run", "probe.out")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def _label(rows: list[dict]) -> None:
+    """A run's group: its method plus every setting that differs between the runs (except n and seeds)."""
+    keys = sorted({k for r in rows for k in r["settings"]})
+
+    def varies(key: str, method: str) -> bool:
+        among = [r for r in rows if r["method"] == method] if key.startswith("method.") else rows
+        return len({str(r["settings"].get(key)) for r in among}) > 1
+
+    skip = _NOT_A_CONDITION + ("method.name", "method.attribution")
+    for r in rows:
+        parts = [r["method"]]
+        for k in [k for k in keys if not k.startswith(skip) and varies(k, r["method"])]:
+            value = r["settings"].get(k)
+            if value is not None and not (k == "mix.k" and r["add"] == "none"):
+                parts.append(f"{k.split('.', 1)[1]}={value}")
+        r["group"] = " ".join(parts)
+
+
+def _row(folder: Path) -> dict[str, Any]:
+    import yaml
+
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    train = _json(folder / "train.json") or {}
+    ev = _json(folder / "eval.json")
+    method, mix = config["method"], config["mix"]
+    row: dict[str, Any] = {
+        "folder": str(folder),
+        "group": None,  # set by collect_runs from the settings that differ between the runs
+        "settings": _flatten(config),
+        "method": method["name"],
+        "n": mix["n_unknown"],
+        "seed": mix["seed"],
+        "add": mix["add"],
+        "k": mix["k"],
+        "reliability": train.get("reliability"),
+        "epochs": [(e["epoch"], e.get("reliability")) for e in train.get("epochs", [])],
+        "epochs_run": train.get("epochs_run"),
+        "trainable": train.get("trainable_parameters"),
+        "eval": ev,
+    }
+    if ev and ev.get("kind") == "run":
+        row["reliability"] = _value(ev, "uptake", "reliability")
+        row["retention"] = _value(ev, "knowledge_shift", "untrained", "retention")
+        row["retention_base"] = _value(ev, "knowledge_shift", "untrained", "retention", key="base")
+        row["negative_shift"] = _value(ev, "knowledge_shift", "untrained", "negative_shift")
+        row["refusal"] = _value(ev, "behaviour", "all", "refusal_rate")
+        row["refusal_base"] = _value(ev, "behaviour", "all", "refusal_rate", key="base")
+        row["unique_share"] = _value(ev, "behaviour", "all", "unique_share")
+        row["unique_share_base"] = _value(ev, "behaviour", "all", "unique_share", key="base")
+        row["explosion"] = _value(ev, "behaviour", "all", "explosion")
+        row["benchmarks"] = {
+            f"{task} {metric}": (entry.get("value"), entry.get("base"))
+            for task, metrics in (ev.get("benchmarks") or {}).get("tasks", {}).items()
+            for metric, entry in metrics.items()
+            if isinstance(entry, dict) and "value" in entry
+        }
+    return row
+
+
+def _value(data: dict, *keys: str, key: str = "value") -> Any:
+    for k in keys:
+        data = (data or {}).get(k)
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def write_report(
+    paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str = "knowpack report"
+) -> Path:
+    """Write `out/report.md`, `out/report.html` and `out/*.png` for the runs under `paths`; returns `out`."""
+    rows, skipped = collect_runs(paths)
+    if not rows:
+        raise KnowpackError(f"no finished runs under {', '.join(map(str, paths))}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(rows, out)
+    tables = _tables(rows)
+    md = _markdown(title, rows, skipped, tables, figures)
+    write_text_atomic(out / "report.md", md)
+    write_text_atomic(out / "report.html", _html(title, skipped, tables, figures, out))
+    return out
+
+
+def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(caption, header, rows) of the report's tables."""
+    runs = [
+        [
+            r["group"],
+            str(r["n"]),
+            str(r["seed"]),
+            _fmt(r["reliability"]),
+            str(r["epochs_run"]),
+            _fmt(r.get("retention")),
+            _fmt(r.get("refusal_base")) + " → " + _fmt(r.get("refusal")),
+            Path(r["folder"]).name,
+        ]
+        for r in sorted(rows, key=lambda r: (r["group"], r["n"], r["seed"]))
+    ]
+    header = ["method / mix", "n", "seed", "reliability", "epochs", "retention", "refusals", "run"]
+    tables = [("Runs", header, runs)]
+    benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
+    if benches:
+        body = []
+        for r in sorted(rows, key=lambda r: (r["group"], r["n"], r["seed"])):
+            cells = [r["group"], str(r["n"]), str(r["seed"])]
+            for b in benches:
+                value, base = (r.get("benchmarks") or {}).get(b, (None, None))
+                cells.append(f"{_fmt(base)} → {_fmt(value)}")
+            body.append(cells)
+        tables.append(("Benchmarks (base → after)", ["method / mix", "n", "seed", *benches], body))
+    return tables
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return str(x)
+
+
+def _markdown(title, rows, skipped, tables, figures) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(rows)} finished runs." + (f" Skipped (not finished): {len(skipped)}." if skipped else ""),
+        "",
+    ]
+    for caption, header, body in tables:
+        lines += [f"## {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        lines.append("")
+    for caption, name in figures:
+        lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    if skipped:
+        lines += ["## Skipped", ""] + [f"- {s}" for s in skipped] + [""]
+    return "\n".join(lines)
+
+
+def _html(title, skipped, tables, figures, out: Path) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
+        "table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    for caption, header, body in tables:
+        parts.append(
+            f"<h2>{e(caption)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+        )
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>" for cells in body]
+        parts.append("</table>")
+    for caption, name in figures:
+        data = base64.b64encode((out / name).read_bytes()).decode()
+        parts.append(f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,{data}'>")
+    if skipped:
+        parts.append(
+            "<h2>Skipped (not finished)</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in skipped) + "</ul>"
+        )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def _figures(rows: list[dict], out: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures: list[tuple[str, str]] = []
+
+    def save(fig, name: str, caption: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        figures.append((caption, name))
+
+    groups = _groups(rows)
+    if any(len({r["n"] for r in g}) > 1 for g in groups.values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, g in groups.items():
+            _errorbar(ax, g, "reliability", label)
+        _axes(ax, "implanted Unknown facts (n)", "reliability", log=True, ylim=(0, 1.02))
+        save(fig, "reliability_vs_n.png", "Reliability vs number of implanted facts")
+    if any(r["epochs"] for r in rows):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, g in groups.items():
+            curves = defaultdict(list)
+            for r in g:
+                for epoch, rel in r["epochs"]:
+                    if rel is not None:
+                        curves[epoch].append(rel)
+            xs = sorted(curves)
+            ax.plot(xs, [_mean(curves[x]) for x in xs], marker="o", label=f"{label} (n={_ns(g)})")
+        _axes(ax, "epoch", "reliability", ylim=(0, 1.02))
+        save(fig, "reliability_vs_epoch.png", "Reliability vs epoch (mean over runs)")
+    benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
+    if benches:
+        fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.6), squeeze=False)
+        for ax, bench in zip(axes[0], benches, strict=True):
+            for label, g in groups.items():
+                pts = [
+                    dict(r, _b=r["benchmarks"][bench][0]) for r in g if bench in (r.get("benchmarks") or {})
+                ]
+                _errorbar(ax, pts, "_b", label)
+            base = [r["benchmarks"][bench][1] for r in rows if bench in (r.get("benchmarks") or {})]
+            if base and base[0] is not None:
+                ax.axhline(base[0], color="gray", linestyle="--", label="base")
+            _axes(ax, "n", bench, log=True)
+        save(fig, "benchmarks_vs_n.png", "Benchmark scores vs n (base model dashed)")
+    heat = [
+        r
+        for r in rows
+        if _value(r.get("eval") or {}, "knowledge_shift", "untrained", "transitions", key="shares")
+    ]
+    if heat:
+        shown = heat[:MAX_HEATMAPS]
+        fig, axes = plt.subplots(len(shown), 2, figsize=(8, 3.4 * len(shown)), squeeze=False)
+        for (left, right), r in zip(axes, shown, strict=True):
+            t = r["eval"]["knowledge_shift"]["untrained"]["transitions"]
+            _heatmap(left, t["shares"], f"{Path(r['folder']).name}: untrained facts")
+            _heatmap(right, (t.get("base") or {}).get("shares") or {}, "noise floor (base vs base)")
+        save(
+            fig,
+            "shift_heatmaps.png",
+            "Knowledge shift of untrained facts (row shares) beside the noise floor",
+        )
+    behave = [r for r in rows if r.get("refusal") is not None]
+    if behave:
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
+        names = [Path(r["folder"]).name for r in behave]
+        xs = range(len(behave))
+        a.bar([x - 0.2 for x in xs], [r["refusal_base"] or 0 for r in behave], 0.4, label="base")
+        a.bar([x + 0.2 for x in xs], [r["refusal"] or 0 for r in behave], 0.4, label="after")
+        b.bar([x - 0.2 for x in xs], [r["unique_share_base"] or 0 for r in behave], 0.4, label="base")
+        b.bar([x + 0.2 for x in xs], [r["unique_share"] or 0 for r in behave], 0.4, label="after")
+        for ax, y in ((a, "refusal rate"), (b, "unique answers / answers")):
+            ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
+            ax.set_ylabel(y)
+            ax.legend()
+        save(fig, "behaviour.png", "Refusals and answer diversity, before vs after")
+    trade = [r for r in rows if r.get("retention") is not None and r.get("reliability") is not None]
+    if trade:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        by_method = defaultdict(list)
+        for r in trade:
+            drops = [
+                base - value
+                for value, base in (r.get("benchmarks") or {}).values()
+                if None not in (value, base)
+            ]
+            by_method[r["method"]].append(dict(r, _drop=max(drops) if drops else None))
+        for method, g in sorted(by_method.items()):
+            for ax, key in ((axes[0], "retention"), (axes[1], "_drop")):
+                pts = [p for p in g if p[key] is not None]
+                if not pts:
+                    continue
+                cells = _groups(pts, key=lambda p: (p["group"], p["n"]))
+                xs = [_mean([p["reliability"] for p in c]) for c in cells.values()]
+                ys = [_mean([p[key] for p in c]) for c in cells.values()]
+                xe = [_std([p["reliability"] for p in c]) for c in cells.values()]
+                ye = [_std([p[key] for p in c]) for c in cells.values()]
+                ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", capsize=3, label=method)
+        _axes(axes[0], "uptake (reliability)", "retention of untrained HighlyKnown")
+        _axes(axes[1], "uptake (reliability)", "largest benchmark drop")
+        save(fig, "tradeoff.png", "Trade-off: uptake against damage, per method (seeds as error bars)")
+    return figures
+
+
+def _groups(rows: list[dict], key=lambda r: r["group"]) -> dict[Any, list[dict]]:
+    groups: dict[Any, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[key(r)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: str(kv[0])))
+
+
+def _errorbar(ax, rows: list[dict], key: str, label: str) -> None:
+    by_n = defaultdict(list)
+    for r in rows:
+        if r.get(key) is not None:
+            by_n[r["n"]].append(r[key])
+    if not by_n:
+        return
+    xs = sorted(by_n)
+    ax.errorbar(
+        xs, [_mean(by_n[x]) for x in xs], yerr=[_std(by_n[x]) for x in xs], marker="o", capsize=3, label=label
+    )
+
+
+def _heatmap(ax, shares: dict, title: str) -> None:
+    cats = list(shares)
+    grid = [[(shares[a] or {}).get(b) or 0.0 for b in cats] for a in cats]
+    ax.imshow(grid, vmin=0, vmax=1, cmap="Blues")
+    short = [
+        c.replace("Known", "K")
+        .replace("Unknown", "UK")
+        .replace("Highly", "H")
+        .replace("Maybe", "M")
+        .replace("Weakly", "W")
+        for c in cats
+    ]
+    ax.set_xticks(range(len(cats)), short)
+    ax.set_yticks(range(len(cats)), short)
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            ax.text(
+                j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > 0.6 else "black"
+            )
+    ax.set_xlabel("after")
+    ax.set_ylabel("before")
+    ax.set_title(title, fontsize=9)
+
+
+def _axes(ax, xlabel: str, ylabel: str, *, log: bool = False, ylim=None) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_xscale("log")
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _ns(rows: list[dict]) -> str:
+    ns = sorted({r["n"] for r in rows})
+    return ",".join(map(str, ns))
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _std(xs: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))

@@ -1,0 +1,141 @@
+"""`knowpack report` on run folders made by hand (the report only reads files): the tables, every plot, runs
+that are not finished skipped, and the HTML page rendered by a real headless Chromium, every image loaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from knowpack.cli import app
+from knowpack.errors import KnowpackError
+from knowpack.report import collect_runs, write_report
+
+CATS = ["HighlyKnown", "MaybeKnown", "Unknown"]
+
+
+def entry(value, base):
+    return {
+        "metric": "x",
+        "value": value,
+        "base": base,
+        "delta": None if None in (value, base) else value - base,
+    }
+
+
+def make_run(
+    folder: Path, method: str, n: int, seed: int, reliability: float, status: str = "finished"
+) -> None:
+    folder.mkdir(parents=True)
+    config = {
+        "model": {"name": "organism"},
+        "mix": {"n_unknown": n, "add": "none", "k": 0, "seed": seed},
+        "method": {"name": method, **({"r": 8} if method == "lora" else {"quota": 10})},
+        "train": {"lr": 0.005},
+        "out": str(folder),
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "run.json").write_text(json.dumps({"status": status, "host": "elsewhere", "pid": 1}))
+    epochs = [{"epoch": e, "reliability": reliability * e / 3, "loss": 1.0 / e} for e in (1, 2, 3)]
+    train = {"reliability": reliability, "epochs": epochs, "epochs_run": 3, "trainable_parameters": 100}
+    (folder / "train.json").write_text(json.dumps(train))
+    shares = {a: {b: float(a == b) for b in CATS} for a in CATS}
+    damage = 0.1 if method == "lora" else 0.02
+    ev = {
+        "kind": "run",
+        "uptake": {"reliability": entry(reliability, 0.0)},
+        "knowledge_shift": {
+            "untrained": {
+                "retention": entry(1 - damage * n / 50, 0.99),
+                "negative_shift": entry(damage, 0.01),
+                "transitions": {"shares": shares, "base": {"shares": shares}},
+            }
+        },
+        "behaviour": {
+            "all": {
+                "refusal_rate": entry(0.0, 0.4),
+                "unique_share": entry(0.05, 0.07),
+                "explosion": entry(2, 0),
+            }
+        },
+        "benchmarks": {"tasks": {"world_mc": {"acc": entry(1 - damage, 1.0)}}},
+    }
+    (folder / "eval.json").write_text(json.dumps(ev))
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    for method in ("lora", "loki"):
+        for n in (10, 50):
+            for seed in (0, 1):
+                make_run(tmp_path / "runs" / f"{method}-{n}-{seed}", method, n, seed, 0.9 + 0.01 * seed)
+    make_run(tmp_path / "runs" / "killed", "lora", 10, 2, 0.1, status="interrupted")
+    return tmp_path / "runs"
+
+
+def test_collect_groups_and_skips(runs):
+    rows, skipped = collect_runs([runs])
+    assert len(rows) == 8 and len(skipped) == 1 and "killed" in skipped[0] and "interrupted" in skipped[0]
+    assert {r["group"] for r in rows} == {"lora", "loki"}  # n and seeds are not conditions
+    lora = [r for r in rows if r["method"] == "lora" and r["n"] == 50]
+    assert {r["retention"] for r in lora} == {0.9}
+    assert lora[0]["benchmarks"] == {"world_mc acc": (0.9, 1.0)}
+
+
+def test_report_files_and_cli(runs, tmp_path):
+    result = CliRunner().invoke(app, ["report", str(runs), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "report"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == [
+        "behaviour.png",
+        "benchmarks_vs_n.png",
+        "reliability_vs_epoch.png",
+        "reliability_vs_n.png",
+        "shift_heatmaps.png",
+        "tradeoff.png",
+    ]
+    md = (out / "report.md").read_text()
+    assert "8 finished runs" in md and "| lora | 50 | 1 | 0.910 | 3 | 0.900 | 0.400 → 0.000 |" in md
+    assert all(f"]({name})" in md for name in pngs)
+    page = (out / "report.html").read_text()
+    assert page.count("<img") == len(pngs) and "data:image/png;base64," in page and "src='http" not in page
+    with pytest.raises(KnowpackError, match="no finished runs"):
+        write_report([runs / "killed"], tmp_path / "none")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it where it can)")
+def test_report_renders_in_headless_chromium_with_every_image_loaded(runs, tmp_path):
+    out = write_report([runs], tmp_path / "report")
+    page = (out / "report.html").read_text()
+    probe = (
+        "<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+        " const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;"
+        " document.body.setAttribute('data-images', ok + '/' + imgs.length); });</script>"
+    )
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", probe + "</body>"))
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            checked.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert 'data-images="6/6"' in dom, dom[-500:]
+    assert "<h1>knowpack report</h1>" in dom
