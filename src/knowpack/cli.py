@@ -648,8 +648,14 @@ def report(
     dirs: Annotated[list[Path], typer.Argument(help="Run or sweep folders.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the first DIR).")] = None,
 ) -> None:
-    """(not implemented yet) Tables and plots from result files: report.html, report.md, PNGs."""
-    _not_implemented("report")
+    """Tables and plots from result files (run, sweep, capacity folders): report.html, report.md, PNGs.
+
+    Reads config.yaml, train.json and eval.json of every finished run under DIRS; never runs a model.
+    """
+    from knowpack.report import write_report
+
+    folder = write_report(dirs, out or dirs[0])
+    typer.echo(f"report: {folder / 'report.html'}")
 
 
 @app.command()
