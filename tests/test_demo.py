@@ -1,4 +1,5 @@
-"""`knowpack demo` on the bundled organism: the files it writes and that they hold real measurements."""
+"""`knowpack demo --quick` on the bundled organism, end to end: probe, LoRA and LoKI on the same Unknown
+facts, evaluation, report; the files it writes and that they hold real, learned measurements."""
 
 from __future__ import annotations
 
@@ -9,16 +10,23 @@ from typer.testing import CliRunner
 
 from knowpack.cli import app
 
-pytestmark = pytest.mark.organism
+pytestmark = [pytest.mark.organism, pytest.mark.slow]
 
 
-def test_demo_writes_summary_and_report(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert set(summary["buckets"]) == {"head", "torso", "tail", "unseen"}
-    assert summary["buckets"]["head"]["accuracy"] > summary["buckets"]["tail"]["accuracy"]
-    assert summary["buckets"]["unseen"]["refusal"] > 0.5
-    assert len(summary["examples"]) == 4
-    html = (tmp_path / "demo" / "report.html").read_text()
-    assert "<table>" in html and "unseen" in html
+    summary = json.loads((out / "summary.json").read_text())
+    models = summary["models"]
+    assert set(models) == {"base", "lora", "loki"}
+    assert models["base"]["reliability"] == 0.0  # Unknown facts: never right before training
+    assert models["lora"]["reliability"] >= 0.9 and models["loki"]["reliability"] >= 0.9
+    assert 0 <= models["lora"]["retention"] <= 1 and models["base"]["world_mc"] > 0.9
+    mixes = [json.loads((out / "runs" / m / "mix.json").read_text())["implanted"] for m in ("lora", "loki")]
+    assert mixes[0] == mixes[1]  # the same facts for both methods
+    for m in ("lora", "loki"):
+        assert (out / "runs" / m / "eval.json").is_file()
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "loki" in page and "lora" in page
+    assert "reliab." in result.output and "report.html" in result.output

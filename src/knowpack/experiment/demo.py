@@ -1,0 +1,130 @@
+"""`knowpack demo`: the whole pipeline on the bundled organism, on a CPU, in a few minutes.
+
+    probe 300 facts -> draw 50 Unknown facts -> implant them with LoRA and with LoKI -> evaluate both against
+    the organism (uptake, knowledge shift beside the noise floor, refusals, world benchmarks) -> report
+
+Files in `out`: `probe/` (the organism's probe and its noise floor), `runs/lora/` and `runs/loki/` (run
+folders with `eval.json`), `report.html` / `report.md` / PNGs, and `summary.json`: per model (base, LoRA,
+LoKI) reliability, retention, world_mc, world TruthfulQA MC1 / MC2 and refusal rate.
+
+The demo probes greedily (`samples=0`, the knowledge-packing paper's three categories) so that the three
+probes it needs (base, noise floor, after training) take seconds; `knowpack train` presets probe with 16
+samples. `quick=True` is the shortened demo the tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from knowpack.io import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+BENCHMARKS = ["world_mc", "world_truthful_mc1", "world_truthful_mc2"]
+COLUMNS = ("reliability", "retention", "world_mc", "world_truthful_mc1", "world_truthful_mc2", "refusal_rate")
+HEADERS = dict(
+    zip(COLUMNS, ("reliab.", "retention", "world_mc", "TQA-w mc1", "TQA-w mc2", "refusals"), strict=True)
+)
+
+
+def demo_config(method: str, out: Path, *, quick: bool = False) -> Any:
+    """The run config of one demo arm (the organism presets, greedy probe, shared probe folder)."""
+    from knowpack.train.config import load_config
+
+    settings = {
+        "probe.out": str(out / "probe"),
+        "probe.pool": 80 if quick else 300,
+        "probe.samples": 0,
+        "mix.n_unknown": 10 if quick else 50,
+        "method.name": method,
+        "train.epochs": 30,
+        "train.lr": 5e-3 if method == "lora" else 1e-2,
+        "train.target_reliability": 0.95,
+        "train.device": "cpu",
+        "train.threads": 1,
+        "eval.benchmarks": BENCHMARKS,
+        "eval.limit": 40 if quick else None,
+        "out": str(out / "runs" / method),
+    }
+    if method == "lora":
+        settings.update({"method.r": 8, "method.alpha": 16})
+    else:
+        settings.update({"method.quota": 10, "method.prompts": "world_mc"})
+        if quick:
+            settings["method.attribution_limit"] = 40
+    return load_config(None, [f"{k}={json.dumps(v)}" for k, v in settings.items()])
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    quick: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+    progress_bar: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """Run the demo into `out` (see the module docstring); returns the summary written to summary.json."""
+    from knowpack.evaluate import evaluate_run
+    from knowpack.report import write_report
+    from knowpack.train import train
+    from knowpack.train.run import run_base_probe
+
+    out = Path(out)
+    stage = on_stage or (lambda name: logger.info("%s", name))
+    configs = {method: demo_config(method, out, quick=quick) for method in ("lora", "loki")}
+    probe_dir = out / "probe"
+    if not _finished(probe_dir / "summary.json"):
+        stage("probing the organism")
+        with progress_bar("probe") if progress_bar else nullcontext() as progress:
+            run_base_probe(configs["lora"], progress=progress)
+    evals = {}
+    for method, config in configs.items():
+        config.probe.run, config.probe.out = str(probe_dir), None
+        stage(f"implanting {config.mix.n_unknown} Unknown facts with {method}")
+        run = train(config, force=True, on_stage=stage, progress_bar=progress_bar)
+        stage(f"evaluating {method}")
+        evals[method] = evaluate_run(run, progress_bar=progress_bar, on_stage=stage)
+    summary = _summary(evals)
+    write_report([out / "runs"], out, title="knowpack demo: LoRA vs LoKI on the model organism")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _summary(evals: dict[str, dict]) -> dict[str, Any]:
+    """Per model (base, lora, loki): the demo table's numbers."""
+    rows: dict[str, dict[str, Any]] = {"base": {}}
+    for method, ev in evals.items():
+        values = {
+            "reliability": _entry(ev, "uptake", "reliability"),
+            "retention": _entry(ev, "knowledge_shift", "untrained", "retention"),
+            "refusal_rate": _entry(ev, "behaviour", "all", "refusal_rate"),
+        }
+        for task in BENCHMARKS:
+            values[task] = _entry(ev, "benchmarks", "tasks", task, "acc")
+        rows[method] = {k: v.get("value") for k, v in values.items()}
+        for k, v in values.items():
+            if rows["base"].get(k) is None:
+                rows["base"][k] = v.get("base")
+    rows["base"]["retention"] = None  # the base's "retention" is the noise floor: shown per run instead
+    noise = {
+        m: _entry(ev, "knowledge_shift", "untrained", "retention").get("base") for m, ev in evals.items()
+    }
+    implanted = {m: ev["facts"]["implanted"] for m, ev in evals.items()}
+    return {"models": rows, "noise_floor_retention": noise, "implanted": implanted, "columns": list(COLUMNS)}
+
+
+def _entry(ev: dict, *keys: str) -> dict:
+    for key in keys:
+        ev = (ev or {}).get(key) or {}
+    return ev if isinstance(ev, dict) else {}
+
+
+def _finished(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
