@@ -127,16 +127,32 @@ Shard = Annotated[
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/demo"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A shortened demo (fewer facts, ~1-2 minutes).")
+    ] = False,
 ) -> None:
-    """Demo on the bundled model organism, on CPU, in about a minute.
+    """The whole pipeline on the bundled organism, on a CPU, in a few minutes.
 
-    Today it shows what the organism knows per popularity bucket (the probe -> mix -> implant -> evaluate
-    pipeline joins as those stages land). Writes OUT/report.html and OUT/summary.json.
+    Probe what the organism knows, implant the same 50 Unknown facts with LoRA and with LoKI, evaluate both
+    (uptake, knowledge shift beside the noise floor, refusals, world benchmarks) and write a report:
+    OUT/report.html, OUT/summary.json, one run folder per method in OUT/runs/.
     """
-    from knowpack.world.demo import run_demo
+    from rich.console import Console
+    from rich.table import Table
 
-    run_demo(out)
-    typer.echo(f"demo results in {out}")
+    from knowpack.experiment.demo import COLUMNS, HEADERS, run_demo
+
+    summary = run_demo(
+        out, quick=quick, on_stage=lambda name: typer.echo(f"[{name}]", err=True), progress_bar=_progress
+    )
+    table = Table(title=f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted")
+    table.add_column("model")
+    for column in COLUMNS:
+        table.add_column(HEADERS[column], justify="right")
+    for name, values in summary["models"].items():
+        table.add_row(name, *("–" if values.get(c) is None else f"{values[c]:.3f}" for c in COLUMNS))
+    Console().print(table)
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 @app.command()
@@ -638,9 +654,36 @@ def sweep(
 
 
 @app.command()
-def capacity(config: Annotated[Path, typer.Argument(help="Capacity search config (YAML).")]) -> None:
-    """(not implemented yet) The largest number of facts that fits within a damage budget."""
-    _not_implemented("capacity")
+def capacity(
+    config: Annotated[
+        Path, typer.Argument(help="Capacity config (YAML): base, set, target, budget, seeds, max, out.")
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="out=DIR, max=64, seeds=[0], target.reliability=0.95, or section.key=value."),
+    ] = None,
+) -> None:
+    """The largest number of new facts that reaches a reliability target within a damage budget.
+
+    Exponential then binary search over n (mix.n_unknown); each point is a run per seed at
+    OUT/points/n=<n>,seed=<s>, trained and evaluated, reused when finished. Writes OUT/capacity.json and
+    OUT/capacity.png.
+    """
+    from knowpack.experiment.capacity import load_capacity, run_capacity
+
+    loaded = load_capacity(config, overrides or [])
+    result = run_capacity(
+        loaded,
+        on_event=lambda name, event: typer.echo(f"[{event}] {name}", err=True),
+        on_stage=lambda name: typer.echo(f"  [{name}]", err=True),
+        progress_bar=_progress,
+    )
+    answer, cap = result["answer"], result["cap"]["effective"]
+    if answer is None:
+        found = "no n passes (even the smallest fails)"
+    else:
+        found = f"capacity {answer} facts" + (f" (the cap: {cap})" if result["capped"] else "")
+    typer.echo(f"{loaded.out}: {found}; {loaded.out / 'capacity.json'}, {loaded.out / 'capacity.png'}")
 
 
 @app.command()
