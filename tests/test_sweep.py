@@ -145,3 +145,11 @@ def test_a_sweep_killed_mid_cell_and_rerun_equals_an_uninterrupted_one(tmp_path,
     summary = run_sweep(load_sweep(path))
     assert summary["finished"] == 4
     assert results(out) == results(whole)
+
+
+def test_the_shipped_sweep_configs_resolve():
+    configs = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+    for path in sorted(configs.glob("*.yaml")):
+        sweep = load_sweep(path)
+        assert path.read_text().startswith(f"# knowpack sweep configs/sweeps/{path.name}")
+        assert sweep.cells and len({c.folder for c in sweep.cells}) == len(sweep.cells)
