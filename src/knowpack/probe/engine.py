@@ -6,13 +6,14 @@
 A probe asks 170 generations per fact (10 prompts x (1 greedy + 16 samples)), and most of their input is the
 same. Three things are done once instead of many times:
 1. The few-shot prefix. All facts of a relation share the exemplars of a prompt index (see prompts.py), so
-   requests are ordered by their prefix tokens and batches filled in that order: a batch holds one prefix,
-   or a few where groups are small. The distinct prefixes of a batch are run through the model once
-   (left-padded, kept for the next batches) and each row takes its prefix's KV cache. Only each fact's
-   suffix (its own question) is fed: left-padded, so padding sits before the prefix and between prefix and
-   suffix, masked out, with positions counted over real tokens only. This is exact: the shared tokens are
-   the first tokens of each prompt's own tokenization (`split_prefix` cuts where the prompt's tokens and its
-   prefix text's tokens part), so the reused cache is the one the prompt would make.
+   each distinct prefix is run through the model once (the new ones of a batch together, left-padded) and
+   its KV cache kept (an LRU); every row of a batch takes its prefix's cache, and only each fact's suffix
+   (its own question, "Question: " already in the prefix) is fed. Batches come from prefix groups in order,
+   rows sorted by suffix length within windows of a few batches, so little padding is fed. Padding sits
+   before a shorter prefix and between prefix and suffix, masked out, with positions counted over real
+   tokens only. This is exact: the shared tokens are the first tokens of each prompt's own tokenization
+   (`split_prefix` cuts where the prompt's tokens and its prefix text's tokens part), so the reused cache
+   is the one the prompt would make.
 2. The suffix prefill. The greedy row and the n sample rows of a prompt start from one prefill: its cache
    and last logits are gathered into 1 + n rows, and all of them decode together in one loop.
 3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
@@ -37,6 +38,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _M32 = 0xFFFFFFFF
+_SORT_WINDOW = 4  # rows are sorted by suffix length within windows of this many batches
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Engine:
     """Batched greedy + sampled generation with prefix KV reuse (see the module docstring).
 
     `batch_size` is the number of rows decoded at once; a batch holds batch_size // (1 + samples) prompts.
+    `prefix_cache_size` is how many prefixes' KV caches are kept (a probe has n_prompts x relations).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class Engine:
         seed: int = 0,
         batch_size: int = 256,
         reuse_prefix: bool = True,
+        prefix_cache_size: int = 256,
     ):
         import torch
 
@@ -104,7 +108,8 @@ class Engine:
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
-        self._prefixes: OrderedDict[tuple[tuple[int, ...], ...], Any] = OrderedDict()
+        self._prefixes: OrderedDict[tuple[int, ...], list] = OrderedDict()
+        self.prefix_cache_size = prefix_cache_size
         self._torch = torch
 
     def generate(
@@ -116,13 +121,21 @@ class Engine:
             # Padding between prefix and suffix takes cache slots, so a window over slots would differ from
             # a window over tokens; not exact beyond the window (no probe prompt of ours comes near it).
             logger.warning("prompts longer than the model's sliding window (%d): answers may differ", window)
-        # Requests in prefix order, so that most batches hold one prefix and a prefix is computed about once;
-        # a batch may still span a few prefixes (small groups), which keeps batches full.
+        # Prefix groups by their mean suffix length (groups of one relation, the same facts under other
+        # exemplars, come together), then within windows of a few batches the rows by suffix length: a batch
+        # pads its suffixes to its longest, and its prefixes come from a cache that holds the window's.
         groups: dict[tuple[int, ...], list[Request]] = {}
         for r in requests:
             groups.setdefault(tuple(r.ids[: self._shared(r)]), []).append(r)
-        # Within a group, by suffix length: a batch pads its suffixes to the longest.
-        ordered = [r for g in groups.values() for r in sorted(g, key=lambda r: len(r.ids) - self._shared(r))]
+
+        def suffix(r: Request) -> int:
+            return len(r.ids) - self._shared(r)
+
+        ordered = [r for g in sorted(groups.values(), key=lambda g: sum(map(suffix, g)) / len(g)) for r in g]
+        window = _SORT_WINDOW * max(1, self.batch_size // (1 + self.samples))
+        ordered = [
+            r for s in range(0, len(ordered), window) for r in sorted(ordered[s : s + window], key=suffix)
+        ]
         per_batch = max(1, self.batch_size // (1 + self.samples))
         results: dict[Hashable, Generation] = {}
         for start in range(0, len(ordered), per_batch):
@@ -137,36 +150,44 @@ class Engine:
     def _shared(self, request: Request) -> int:
         return request.prefix_len if self.reuse_prefix else 0
 
-    def _prefix_cache(self, prefixes: tuple[tuple[int, ...], ...]) -> tuple[Any, Any]:
-        """The KV cache of the distinct non-empty `prefixes` of a batch (one row each, left-padded) and its
-        attention mask; computed once and kept for the next batches (LRU of 16)."""
+    def _prefix_kv(self, prefixes: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list]:
+        """Each prefix's keys and values per layer, (1, heads, length, dim) each: computed once (the missing
+        ones of a batch together, in one left-padded pass) and kept for the next batches (an LRU)."""
         from transformers import DynamicCache
 
         torch = self._torch
-        if prefixes in self._prefixes:
-            self._prefixes.move_to_end(prefixes)
-            return self._prefixes[prefixes]
-        cache = DynamicCache(config=self.model.config)
-        width = max(len(p) for p in prefixes)
-        ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for i, p in enumerate(prefixes):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        with torch.inference_mode():
-            self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        self._prefixes[prefixes] = cache, mask
-        if len(self._prefixes) > 16:
+        missing = [p for p in prefixes if p not in self._prefixes]
+        if missing:
+            cache = DynamicCache(config=self.model.config)
+            width = max(len(p) for p in missing)
+            ids = torch.full((len(missing), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(missing), width), dtype=torch.long)
+            for i, p in enumerate(missing):
+                ids[i, width - len(p) :] = torch.tensor(p)
+                mask[i, width - len(p) :] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            with torch.inference_mode():
+                self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            for i, p in enumerate(missing):
+                at = width - len(p)
+                self._prefixes[p] = [
+                    (layer.keys[i : i + 1, :, at:].clone(), layer.values[i : i + 1, :, at:].clone())
+                    for layer in cache.layers
+                ]
+        found = {}
+        for p in prefixes:
+            self._prefixes.move_to_end(p)
+            found[p] = self._prefixes[p]
+        while len(self._prefixes) > self.prefix_cache_size:
             self._prefixes.popitem(last=False)
-        return cache, mask
+        return found
 
     def _new_cache(self, max_len: int) -> Any:
         """A preallocated cache of `max_len` slots, so that a decode step writes one slot per row instead of
@@ -190,15 +211,21 @@ class Engine:
         cache = self._new_cache(n_prefix + width + self.max_new_tokens)
         prefix_mask = torch.zeros((n_rows, n_prefix), dtype=torch.long, device=self.device)
         if distinct:
-            # Each row takes its prefix's row of the prefix cache; a row without a prefix takes any, masked.
-            prefix_cache, distinct_mask = self._prefix_cache(distinct)
+            # Each row takes its prefix's keys and values, left-padded to the longest prefix; a row without a
+            # prefix takes any, all masked.
+            kv = self._prefix_kv(distinct)
             index = {p: i for i, p in enumerate(distinct)}
             rows = [index.get(tuple(r.ids[:k]), 0) for r, k in zip(batch, shared, strict=True)]
             rows = torch.tensor(rows, device=self.device)
-            for i, layer in enumerate(prefix_cache.layers):
-                cache.update(layer.keys[rows], layer.values[rows], i)
-            has_prefix = torch.tensor([k > 0 for k in shared], device=self.device)
-            prefix_mask = distinct_mask[rows] * has_prefix[:, None]
+            for layer in range(len(kv[distinct[0]])):
+                keys, values = (
+                    torch.cat([_pad_left(kv[p][layer][j], n_prefix) for p in distinct])[rows] for j in (0, 1)
+                )
+                cache.update(keys, values, layer)
+            lengths = torch.tensor([len(p) for p in distinct], device=self.device)[rows]
+            lengths = lengths * torch.tensor([k > 0 for k in shared], device=self.device)
+            start = n_prefix - lengths[:, None]
+            prefix_mask = (torch.arange(n_prefix, device=self.device)[None, :] >= start).long()
 
         ids = torch.full((n_rows, width), self.pad_id, dtype=torch.long)
         suffix_mask = torch.zeros((n_rows, width), dtype=torch.long)
@@ -287,7 +314,8 @@ class Engine:
                 use_cache=True,
             )
             logits = out.logits[:, -1].float()
-        return [_until_stop(t, self.stop) for t in tokens.tolist()], logprob.tolist()
+        stop = self.stop.tolist()  # plain bools: indexing a tensor per token would cost more than decoding
+        return [_until_stop(t, stop) for t in tokens.tolist()], logprob.tolist()
 
     def _sample(self, logits, keys, step: int):
         """Temperature + top-k sampling by Gumbel-max, with noise from `keys` and `step` only."""
@@ -321,6 +349,13 @@ def _stop_tokens(model: Any, tokenizer: Any):
     for i in eos - {None}:
         stop[i] = True
     return stop
+
+
+def _pad_left(tensor, length: int):
+    """(1, heads, n, dim) -> (1, heads, length, dim) with zeros before (masked out, never attended)."""
+    import torch.nn.functional as F
+
+    return F.pad(tensor, (0, 0, length - tensor.shape[2], 0))
 
 
 def _sliding_window(config: Any) -> int | None:
