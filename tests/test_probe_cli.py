@@ -98,3 +98,9 @@ def test_bad_input_is_one_line_and_exit_1(paths, args, message, monkeypatch):
     # one line, and the last one (loading a model may show transformers' progress bar before it)
     error = result.stderr[result.stderr.index("error: ") :]
     assert error.startswith(message) and error.count("\n") == 1, result.stderr
+
+
+def test_help_shows_the_backends():
+    result = runner.invoke(app, ["probe", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    assert "--backend" in result.output and "pip install 'knowpack[vllm]'" in result.output

@@ -200,7 +200,7 @@ def probe(
         str,
         typer.Option(
             "--backend",
-            help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack[vllm]'; GPU).",
+            help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack\\[vllm]'; GPU).",
         ),
     ] = "torch",
 ) -> None:

@@ -17,7 +17,8 @@ same. Three things are done once instead of many times:
 2. The suffix prefill. The greedy row and the n sample rows of a prompt start from one prefill: its cache
    and last logits are gathered into 1 + n rows, and all of them decode together in one loop.
 3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
-   at a time); the loop ends when all rows have.
+   at a time); the loop ends when all rows have. Decoding writes into a preallocated cache (`StaticCache`)
+   instead of a growing one that copies itself at every step.
 
 Sampling is temperature + top-k with the Gumbel-max trick, whose noise is a counter-based hash of (seed,
 request key, sample index, step, rank): a sample depends on its fact and prompt only, never on batch size,
