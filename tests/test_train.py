@@ -82,6 +82,7 @@ CASES = [
     ("llama", "lora", ["method.r=2", "method.alpha=4", "train.format=chat"]),
     ("qwen2", "lora", ["method.r=2", "method.dora=true", "mix.add=paraphrase", "mix.k=1"]),
     ("mistral", "lora", ["method.rslora=true", "method.target_modules=[mlp, attn]", "train.loss_on=all"]),
+    ("llama", "lora", ["method.init=pissa", "method.r=2"]),  # PiSSA changes the base: saved converted
     ("llama", "full", ["mix.add=highly_known", "mix.k=0"]),
     ("qwen2", "full", ["method.train_embeddings=false"]),
     ("mistral", "loki", ["method.quota=25", "method.prompts=PROMPTS"]),

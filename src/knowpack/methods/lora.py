@@ -77,7 +77,7 @@ def prepare(model: Any, config: Config, context: dict[str, Any]) -> Any:
     if config.init in ("pissa", "olora"):
         # PiSSA / OLoRA change the base weights at init. Keep the initial adapter so that the saved one can be
         # converted into an adapter for the untouched base (PEFT's weight conversion).
-        initial = Path(context["run_dir"]) / ".initial_adapter"
+        initial = Path(context["run_dir"]) / "initial_adapter"  # PEFT uses the folder name as an adapter name
         peft_model.peft_config["default"].init_lora_weights = True
         peft_model.save_pretrained(initial)
         peft_model.peft_config["default"].init_lora_weights = init

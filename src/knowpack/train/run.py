@@ -147,7 +147,7 @@ def _train(
     shutil.rmtree(weights, ignore_errors=True)
     tmp.rename(weights)
     shutil.rmtree(out / ".trainer", ignore_errors=True)
-    shutil.rmtree(out / ".initial_adapter", ignore_errors=True)
+    shutil.rmtree(out / "initial_adapter", ignore_errors=True)
 
     last = uptake.history[-1] if uptake.history else {}
     summary = {
