@@ -32,6 +32,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     import yaml
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise KnowpackError(f"{path}: cannot read the sweep config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise KnowpackError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise KnowpackError(f"{path}: a sweep config is a mapping with {', '.join(_SWEEP_KEYS)}")
+    data = read_mapping(path, "sweep", _SWEEP_KEYS)
     unknown = sorted(set(data) - set(_SWEEP_KEYS))
     if unknown:
         raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_SWEEP_KEYS)}")
@@ -107,6 +101,21 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     sweep = Sweep(path, base, common, grid, cases, Path(data["out"]))
     sweep.cells = _cells(sweep)
     return sweep
+
+
+def read_mapping(path: Path, kind: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """An experiment config (YAML) as a mapping; unreadable, invalid or not a mapping: one-line errors."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise KnowpackError(f"{path}: cannot read the {kind} config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise KnowpackError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise KnowpackError(f"{path}: a {kind} config is a mapping with {', '.join(keys)}")
+    return data
 
 
 def _mapping(value: Any, path: Path, name: str) -> dict[str, Any]:
@@ -231,15 +240,17 @@ def _train_cell(cell: Cell) -> None:
     train(cell.config, force=True)
 
 
-def _prepare_shared(config: RunConfig) -> None:
-    """Make the shared probe / attribution exist (one process at a time), then point the cell at them."""
+def _prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None = None) -> None:
+    """Make the shared probe / attribution exist (one process at a time), then point the cell at them.
+    `progress_bar(label)`: a context manager yielding a `progress(done, total)` callback (the CLI's bar)."""
     if config.probe.run is None and config.probe.out is not None:
         probe = Path(config.probe.out)
         with _lock(probe):
             if not _finished(probe / "summary.json"):
                 from knowpack.train.run import run_base_probe
 
-                run_base_probe(config)
+                with progress_bar("base probe") if progress_bar else nullcontext(None) as progress:
+                    run_base_probe(config, progress)
         config.probe.run, config.probe.out = str(probe), None
     options = config.method.options
     attribution = options.get("attribution_out") if config.method.name == "loki" else None

@@ -1,0 +1,563 @@
+"""`knowpack capacity CONFIG`: the largest number of new facts that reaches a reliability target while the
+damage stays within a budget, found by exponential then binary search over n (`mix.n_unknown`).
+
+    # knowpack --threads 1 capacity configs/capacity/organism-lora.yaml
+    base: ../organism/lora.yaml      # a run config (relative to this file)
+    set: {probe.samples: 0}          # overrides for every point
+    target: {reliability: 0.9}       # uptake: each at least this
+    budget:                          # damage: each within this
+      world_mc: 0.01                 #   accuracy drop vs the base model at most 0.01 (or TASK/METRIC)
+      retention: 0.95                #   untrained HighlyKnown facts still HighlyKnown: at least 0.95
+    seeds: [0, 1, 2]                 # each point is a run per seed (mix.seed and train.seed)
+    rule: all                        # a point passes when every seed does (all) or the seeds' mean (mean)
+    start: 1
+    max: 256                         # also capped by the Unknown facts the base probe has
+    limit: 200                       # benchmark items (null: all)
+    out: runs/capacity-lora
+
+The search tries n = start, 2 start, 4 start, ... until a point fails or the cap is reached, then bisects
+between the last passing and the first failing n; it assumes that more facts never help. Every run is a run
+folder at `OUT/points/n=<n>,seed=<s>`, trained (`knowpack train`) then evaluated (`knowpack eval`); like a
+sweep's cells (knowpack.experiment.sweep) they share one base probe (`OUT/probe/<hash>`, and LoKI's
+attribution), are claimed before they run, and a finished, evaluated run is reused, so an interrupted search
+rerun picks up where it stopped. With rule `all`, a point stops at its first failing seed. `OUT/capacity.json`
+(written atomically after every point) holds the answer, every point with its numbers and why it passed or
+failed, and the settings; `OUT/capacity.png` plots them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.experiment.sweep import (
+    Cell,
+    _claim,
+    _mapping,
+    _prepare_shared,
+    _share,
+    _yaml_value,
+    cell_status,
+    read_mapping,
+)
+from knowpack.io import write_text_atomic
+from knowpack.train.config import load_config
+
+logger = logging.getLogger(__name__)
+
+_KEYS = ("base", "set", "target", "budget", "seeds", "rule", "start", "max", "benchmarks", "limit", "out")
+_SEARCHED = ("mix.n_unknown", "mix.seed", "train.seed", "out")  # the search sets these for every point
+RULES = ("all", "mean")
+
+TARGETS: dict[str, tuple[str, ...]] = {  # uptake metrics (at least the target), where eval.json has them
+    "reliability": ("uptake", "reliability"),
+    "highly_known_share": ("uptake", "highly_known_share"),
+    "zero_shot_accuracy": ("uptake", "zero_shot_accuracy"),
+    "generalization": ("uptake", "generalization"),
+}
+BUDGETS: dict[str, tuple[tuple[str, ...], str]] = {  # damage metrics: where, and how the limit applies
+    "retention": (("knowledge_shift", "untrained", "retention"), "at_least"),
+    "negative_shift": (("knowledge_shift", "untrained", "negative_shift"), "at_most"),
+    "refusal_rate": (("behaviour", "untrained", "refusal_rate"), "change"),  # either way is damage
+}
+"""Any other budget key is an lm-eval task, `TASK` (its `acc`) or `TASK/METRIC`: at most that drop vs base."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target or budget line: `measured` (the value, or its drop / change vs base) against `limit`."""
+
+    name: str
+    path: tuple[str, ...]
+    kind: str
+    """at_least: value >= limit | at_most: value <= limit | drop: base - value <= limit | change:
+    |value - base| <= limit."""
+    limit: float
+
+    def measure(self, ev: dict) -> dict[str, Any]:
+        entry: Any = ev
+        for key in self.path:
+            entry = (entry or {}).get(key)
+        value, base = (entry or {}).get("value"), (entry or {}).get("base")
+        measured = value
+        if self.kind in ("drop", "change"):
+            if value is None or base is None:
+                measured = None
+            else:
+                measured = base - value if self.kind == "drop" else abs(value - base)
+        return {"value": value, "base": base, "measured": measured}
+
+    def judge(self, measured: float | None) -> str | None:
+        """None when `measured` is within the limit, else why not."""
+        what = _axis_label({"name": self.name, "kind": self.kind})
+        if measured is None:
+            return f"{what} not measured (null: no facts or no base value)"
+        if self.kind == "at_least":
+            return None if measured >= self.limit - 1e-12 else f"{what} {measured:.4g} < {self.limit:g}"
+        return None if measured <= self.limit + 1e-12 else f"{what} {measured:.4g} > {self.limit:g}"
+
+
+@dataclass
+class Capacity:
+    """A loaded capacity config."""
+
+    path: Path
+    base: Path | None
+    common: dict[str, Any]
+    checks: list[Check]
+    """The targets first, then the budget."""
+    seeds: list[int]
+    rule: str
+    start: int
+    max: int | None
+    tasks: list[str]
+    """lm-eval tasks every point is evaluated on (`benchmarks` and the budget's)."""
+    limit: int | None
+    out: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The config as read (for capacity.json)."""
+
+
+def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacity:
+    """Read a capacity config and check it, and every point's run config, before any model is loaded.
+
+    `overrides`: `out=DIR`, a capacity key (`max=64`, `seeds=[0]`, `target.reliability=0.95`, ...) or a run
+    config key (`train.lr=1e-3`) for every point."""
+    path = Path(path)
+    data = read_mapping(path, "capacity", _KEYS)
+    for item in overrides:
+        _override(data, item)
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_KEYS)}")
+    common = _mapping(data.get("set"), path, "set")
+    fixed = sorted(set(common) & set(_SEARCHED))
+    if fixed:
+        raise KnowpackError(f"{path}: set.{fixed[0]} is the search's to set (n, seeds, out); remove it")
+    seeds = data.get("seeds", [0])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(_is_int(s) for s in seeds)
+        or len(set(seeds)) < len(seeds)
+    ):
+        raise KnowpackError(f"{path}: seeds must be a non-empty list of distinct integers, e.g. [0, 1, 2]")
+    rule = data.get("rule", "all")
+    if rule not in RULES:
+        raise KnowpackError(f"{path}: rule is {rule!r}; expected all (every seed passes) or mean")
+    start, cap = data.get("start", 1), data.get("max")
+    if not _is_int(start) or start < 1:
+        raise KnowpackError(f"{path}: start must be an integer >= 1 (got {start!r})")
+    if cap is not None and (not _is_int(cap) or cap < start):
+        raise KnowpackError(f"{path}: max must be an integer >= start ({start}) or null (got {cap!r})")
+    limit = data.get("limit")
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise KnowpackError(
+            f"{path}: limit (benchmark items) must be an integer >= 1 or null (got {limit!r})"
+        )
+    if not data.get("out"):
+        raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
+    benchmarks = data.get("benchmarks") or []
+    if not isinstance(benchmarks, list) or not all(isinstance(t, str) for t in benchmarks):
+        raise KnowpackError(f"{path}: benchmarks must be a list of lm-eval task names")
+    checks = _targets(data.get("target"), path) + _budget(data.get("budget"), path)
+    tasks = list(dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.kind == "drop"]))
+    capacity = Capacity(
+        path=path,
+        base=(path.parent / data["base"]).resolve() if data.get("base") else None,
+        common=common,
+        checks=checks,
+        seeds=seeds,
+        rule=rule,
+        start=start,
+        max=cap,
+        tasks=tasks,
+        limit=limit,
+        out=Path(data["out"]),
+        settings={k: data[k] for k in _KEYS if k in data},
+    )
+    config = point_cell(capacity, start, seeds[0]).config  # a bad base or set fails here, with its line
+    if tasks:
+        from knowpack.evaluate.benchmarks import check_tasks
+
+        try:
+            check_tasks(tasks, config.eval.tasks_dir)
+        except KnowpackError as e:
+            raise KnowpackError(
+                f"{path}: {e} (a budget key is {', '.join(BUDGETS)} or an lm-eval task)"
+            ) from None
+    return capacity
+
+
+def _override(data: dict, item: str) -> None:
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise KnowpackError(f"bad override {item!r}: expected key=value")
+    head, _, rest = key.partition(".")
+    if head in ("target", "budget") and rest:
+        if not isinstance(data.get(head), dict):
+            data[head] = {}
+        data[head][rest] = yaml.safe_load(value)
+    elif head in _KEYS and not rest:
+        data[head] = value if head in ("out", "base") else yaml.safe_load(value)
+    else:
+        if not isinstance(data.get("set"), dict):
+            data["set"] = {}
+        data["set"][key] = yaml.safe_load(value)
+
+
+def _targets(value: Any, path: Path) -> list[Check]:
+    if not isinstance(value, dict) or not value:
+        raise KnowpackError(
+            f"{path}: no target; set e.g. target: {{reliability: 0.9}} ({', '.join(TARGETS)})"
+        )
+    checks = []
+    for name, limit in value.items():
+        if name not in TARGETS:
+            raise KnowpackError(f"{path}: unknown target metric {name!r}; expected {', '.join(TARGETS)}")
+        checks.append(Check(name, TARGETS[name], "at_least", _number(limit, path, f"target.{name}")))
+    return checks
+
+
+def _budget(value: Any, path: Path) -> list[Check]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise KnowpackError(f"{path}: budget must be a mapping of metric: limit, e.g. {{world_mc: 0.01}}")
+    checks = []
+    for name, limit in value.items():
+        limit = _number(limit, path, f"budget.{name}")
+        if name in BUDGETS:
+            where, kind = BUDGETS[name]
+            checks.append(Check(name, where, kind, limit))
+            continue
+        task, _, metric = str(name).partition("/")
+        close = difflib.get_close_matches(str(name), list(BUDGETS) + list(TARGETS), n=1, cutoff=0.8)
+        if not task or task in TARGETS or close:
+            hint = f" (did you mean {close[0]}?)" if close and close[0] != name else ""
+            raise KnowpackError(
+                f"{path}: unknown budget metric {name!r}{hint}; expected {', '.join(BUDGETS)} or an lm-eval "
+                "task (TASK or TASK/METRIC: at most that drop vs the base model)"
+            )
+        checks.append(Check(str(name), ("benchmarks", "tasks", task, metric or "acc"), "drop", limit))
+    return checks
+
+
+def _number(value: Any, path: Path, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise KnowpackError(f"{path}: {what} must be a number >= 0 (got {value!r})")
+    return float(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def point_cell(capacity: Capacity, n: int, seed: int) -> Cell:
+    """The run of point n, seed `seed`: `OUT/points/n=<n>,seed=<s>`, pointed at the shared base probe."""
+    name = f"n={n},seed={seed}"
+    point = {"mix.n_unknown": n, "mix.seed": seed, "train.seed": seed}
+    settings = {**capacity.common, **point}
+    try:
+        config = load_config(capacity.base, [f"{k}={_yaml_value(v)}" for k, v in settings.items()])
+    except KnowpackError as e:
+        raise KnowpackError(f"{capacity.path}: {e}") from None
+    folder = capacity.out / "points" / name
+    config.out = str(folder)
+    _share(config, capacity.out)
+    return Cell(name, point, config, folder)
+
+
+# ------------------------------------------------------------------------------------------------ the search
+
+
+def search_capacity(start: int, cap: int, passes: Callable[[int], bool]) -> tuple[int | None, list[int]]:
+    """(the largest n in [1, cap] that passes, the n tried in order): start, 2 start, 4 start, ... (the last
+    one cut to `cap`) until one fails, then bisection between the last pass and that failure. None: even
+    n = 1 fails (start > 1 fails: bisected down from there)."""
+    tried: list[int] = []
+
+    def test(n: int) -> bool:
+        tried.append(n)
+        return passes(n)
+
+    good, bad, n = 0, None, min(start, cap)
+    while True:
+        if not test(n):
+            bad = n
+            break
+        good = n
+        if n >= cap:
+            break
+        n = min(2 * n, cap)
+    if bad is not None:
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if test(mid) else (good, mid)
+    return (good or None), tried
+
+
+RunPoint = Callable[[Cell], None]
+"""Trains (unless its run is finished) and evaluates one point's run, into `cell.folder`."""
+
+
+def run_capacity(
+    capacity: Capacity,
+    *,
+    run_point: RunPoint | None = None,
+    on_event: Callable[[str, str], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    progress_bar: Callable[[str], Any] | None = None,
+    poll: float = 5.0,
+) -> dict[str, Any]:
+    """Run the search (see the module docstring); writes `OUT/capacity.json` and `OUT/capacity.png` and
+    returns the former. `on_event(name, event)` hears start / reuse / busy / pass / fail per run and point;
+    `on_stage` and `progress_bar` go to train and eval; `run_point(cell)` replaces training + evaluation."""
+    s = capacity
+    note = on_event or (lambda name, event: logger.info("%s: %s", name, event))
+    if run_point is None:
+        run_point = _train_and_evaluate(s, on_stage, progress_bar)
+    supply = _supply(s, progress_bar)
+    cap = supply if s.max is None else min(s.max, supply)
+    points: dict[int, dict[str, Any]] = {}
+
+    def passes(n: int) -> bool:
+        runs = _measure_point(s, n, run_point, note, poll)
+        points[n] = _verdict(s, n, runs)
+        note(f"n={n}", "pass" if points[n]["pass"] else "fail: " + "; ".join(points[n]["why"]))
+        _write(s, points, cap, supply, None, "running")
+        return points[n]["pass"]
+
+    answer, tried = search_capacity(min(s.start, cap), cap, passes)
+    result = _write(s, points, cap, supply, answer, "finished", tried)
+    plot_capacity(result, s.out / "capacity.png")
+    return result
+
+
+def _supply(s: Capacity, progress_bar: Callable[[str], Any] | None) -> int:
+    """The most Unknown facts the shared base probe can give a mix (made here if it is not yet)."""
+    from knowpack.probe.run import read_records
+    from knowpack.train.mix import check_mix
+
+    config = point_cell(s, s.start, s.seeds[0]).config
+    _prepare_shared(config, progress_bar)
+    records = read_records(Path(config.probe.run) / "records.jsonl")
+    check_mix(replace(config.mix, n_unknown=1), records, where=f"the base probe {config.probe.run}")
+    good, bad = 1, len(records) + 1  # the largest n that check_mix accepts (k additions count too)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        try:
+            check_mix(replace(config.mix, n_unknown=mid), records)
+            good = mid
+        except KnowpackError:
+            bad = mid
+    return good
+
+
+def _train_and_evaluate(s: Capacity, on_stage, progress_bar) -> RunPoint:
+    def run_point(cell: Cell) -> None:
+        from knowpack.evaluate import evaluate_run
+        from knowpack.train import train
+
+        if cell_status(cell) != "finished":
+            _prepare_shared(cell.config, progress_bar)
+            train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)
+        evaluate_run(
+            cell.folder, benchmarks=s.tasks, limit=s.limit, on_stage=on_stage, progress_bar=progress_bar
+        )
+
+    return run_point
+
+
+def _measure_point(s: Capacity, n: int, run_point: RunPoint, note, poll: float) -> dict[int, dict]:
+    """Seed -> that run's measurements; runs others hold are waited for; rule `all` stops at a failure."""
+    runs: dict[int, dict] = {}
+    pending = list(s.seeds)
+    while pending:
+        busy = []
+        for seed in pending:
+            cell = point_cell(s, n, seed)
+            result = _run_once(s, cell, run_point, note)
+            if result is None:
+                busy.append(seed)
+                continue
+            runs[seed] = result
+            if s.rule == "all" and not result["pass"]:
+                return runs
+        pending = busy
+        if pending:
+            time.sleep(poll)
+    return runs
+
+
+def _run_once(s: Capacity, cell: Cell, run_point: RunPoint, note) -> dict | None:
+    """This run's measurements: reused when finished and evaluated, else made under a claim. None: busy."""
+    ev = _evaluation(s, cell)
+    if ev is not None:
+        note(cell.name, "reuse")
+        return _measure_run(s, cell, ev)
+    cell.folder.parent.mkdir(parents=True, exist_ok=True)
+    claim = _claim(cell)
+    if claim is None:
+        note(cell.name, "busy")
+        return None
+    try:
+        ev = _evaluation(s, cell)  # made by another worker since we looked
+        if ev is None:
+            note(cell.name, "start")
+            run_point(cell)
+            ev = _evaluation(s, cell)
+            if ev is None:
+                raise KnowpackError(f"{cell.folder}: the point's run ended without a finished eval.json")
+        else:
+            note(cell.name, "reuse")
+    finally:
+        claim.unlink(missing_ok=True)
+    return _measure_run(s, cell, ev)
+
+
+def _evaluation(s: Capacity, cell: Cell) -> dict | None:
+    """The run's eval.json when the run is finished and it was evaluated with this search's benchmarks."""
+    if cell_status(cell) != "finished":
+        return None
+    try:
+        ev = json.loads((cell.folder / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+    scored = (ev.get("benchmarks") or {}).get("tasks") or {}
+    if any(t not in scored for t in s.tasks):
+        return None
+    if s.tasks and s.limit != ((ev.get("settings") or {}).get("eval") or {}).get("limit"):
+        return None
+    return ev
+
+
+def _measure_run(s: Capacity, cell: Cell, ev: dict) -> dict:
+    metrics = {c.name: {**c.measure(ev), "limit": c.limit, "kind": c.kind} for c in s.checks}
+    why = [w for c in s.checks if (w := c.judge(metrics[c.name]["measured"]))]
+    return {
+        "seed": cell.overrides["mix.seed"],
+        "folder": str(cell.folder),
+        "pass": not why,
+        "why": why,
+        "metrics": metrics,
+    }
+
+
+def _verdict(s: Capacity, n: int, runs: dict[int, dict]) -> dict[str, Any]:
+    """A point's pass / fail by the rule, with the reasons (per seed for `all`, of the means for `mean`)."""
+    rows = [runs[seed] for seed in s.seeds if seed in runs]
+    mean = {}
+    for c in s.checks:
+        values = [r["metrics"][c.name]["measured"] for r in rows]
+        mean[c.name] = None if None in values else sum(values) / len(values)
+    if s.rule == "mean":
+        why = [w for c in s.checks if (w := c.judge(mean[c.name]))]
+    else:
+        why = [f"seed {r['seed']}: {w}" for r in rows for w in r["why"]]
+    skipped = [seed for seed in s.seeds if seed not in runs]
+    return {"n": n, "pass": not why, "why": why, "mean": mean, "runs": rows, "seeds_skipped": skipped}
+
+
+def _write(
+    s: Capacity,
+    points: dict[int, dict],
+    cap: int,
+    supply: int,
+    answer: int | None,
+    status: str,
+    tried: list[int] | None = None,
+) -> dict[str, Any]:
+    from knowpack.runs import git_commit, versions
+
+    ordered = [points[n] for n in sorted(points)]
+    result = {
+        "config": str(s.path),
+        "status": status,
+        "answer": answer,
+        "capped": answer is not None and answer == cap,
+        "cap": {"max": s.max, "supply": supply, "effective": cap},
+        "tried": tried if tried is not None else list(points),
+        "rule": s.rule,
+        "seeds": s.seeds,
+        "checks": [
+            {"name": c.name, "kind": c.kind, "limit": c.limit, "eval_json": list(c.path)} for c in s.checks
+        ],
+        "points": ordered,
+        "settings": {**s.settings, "benchmarks": s.tasks, "out": str(s.out)},
+        "provenance": {
+            "git_commit": git_commit(),
+            "versions": versions(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+    write_text_atomic(s.out / "capacity.json", json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ the plot
+
+
+def plot_capacity(result: dict[str, Any], path: str | os.PathLike) -> Path:
+    """One panel per target and budget line: every run's measured value vs n (log x), the seeds' mean, the
+    limit, and the answer marked; written atomically (PNG)."""
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg by default
+    from matplotlib.ticker import FuncFormatter
+
+    from knowpack.io import write_bytes_atomic
+
+    checks = result["checks"]
+    fig = Figure(figsize=(6.4, 2.4 * len(checks)), layout="constrained")
+    axes = fig.subplots(len(checks), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, check in zip(axes, checks, strict=True):
+        name = check["name"]
+        xs = [p["n"] for p in result["points"] for r in p["runs"]]
+        ys = [r["metrics"][name]["measured"] for p in result["points"] for r in p["runs"]]
+        ax.scatter(xs, [float("nan") if y is None else y for y in ys], s=14, alpha=0.6, label="runs")
+        means = [(p["n"], p["mean"][name]) for p in result["points"] if p["mean"].get(name) is not None]
+        if means:
+            ax.plot(*zip(*means, strict=True), marker="o", label="mean of seeds")
+        failed = [
+            (p["n"], p["mean"][name])
+            for p in result["points"]
+            if not p["pass"] and p["mean"].get(name) is not None
+        ]
+        if failed:
+            ax.scatter(
+                *zip(*failed, strict=True), marker="x", color="red", s=50, zorder=3, label="point fails"
+            )
+        limit = ax.axhline(check["limit"], color="gray", linestyle="--", label=_limit_label(check))
+        if result["answer"] is not None:
+            ax.axvline(result["answer"], color="green", alpha=0.6, label=f"capacity {result['answer']}")
+        ax.set_ylabel(_axis_label(check))
+        # the first panel explains every mark; the others name only their limit
+        ax.legend(handles=None if ax is axes[0] else [limit], fontsize=7, loc="best")
+    axes[-1].set_xscale("log", base=2)
+    axes[-1].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))  # 16, not 2^4
+    axes[-1].set_xlabel("n (new facts)")
+    fig.suptitle(f"capacity: {result['answer']} ({result['rule']} of seeds {result['seeds']})", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def _axis_label(check: dict) -> str:
+    name = check["name"].replace("/", " ")
+    return {"drop": f"{name} drop", "change": f"{name} change"}.get(check["kind"], name)
+
+
+def _limit_label(check: dict) -> str:
+    sign = ">=" if check["kind"] == "at_least" else "<="
+    return f"{'target' if check['name'] in TARGETS else 'budget'} {sign} {check['limit']:g}"

@@ -1,0 +1,252 @@
+"""`knowpack capacity`: the search itself on a pure pass/fail function (exponential, cut to the cap, then
+bisection), the whole loop with a fake "run a point" (the rule over seeds, budget reasons, capacity.json and
+the plot, finished points reused and interrupted ones redone), one-line errors for bad configs, and one
+end-to-end CLI run on a tiny random Llama (trained, evaluated on a world benchmark, rerun from its files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from knowpack.cli import app
+from knowpack.errors import KnowpackError
+from knowpack.experiment.capacity import load_capacity, run_capacity, search_capacity
+from knowpack.facts import save_facts
+from knowpack.runs import end_run, read_run, start_run
+from test_train import make_facts
+from tiny import save_tiny, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("start", "cap", "largest", "answer", "tried"),
+    [
+        (1, 100, 13, 13, [1, 2, 4, 8, 16, 12, 14, 13]),
+        (1, 10, 13, 10, [1, 2, 4, 8, 10]),  # the cap passes: the answer is the cap
+        (1, 100, 100, 100, [1, 2, 4, 8, 16, 32, 64, 100]),
+        (1, 100, 0, None, [1]),  # nothing fits
+        (3, 100, 13, 13, [3, 6, 12, 24, 18, 15, 13, 14]),
+        (8, 100, 5, 5, [8, 4, 6, 5]),  # the start fails: bisected below it
+        (20, 10, 13, 10, [10]),  # a start above the cap starts at the cap
+    ],
+)
+def test_search_is_exponential_then_binary(start, cap, largest, answer, tried):
+    assert search_capacity(start, cap, lambda n: n <= largest) == (answer, tried)
+
+
+def test_search_finds_the_largest_passing_n_for_every_threshold():
+    for cap in (1, 7, 16, 50):
+        for largest in range(0, 60):
+            answer, tried = search_capacity(1, cap, lambda n, largest=largest: n <= largest)
+            assert answer == (min(largest, cap) or None)
+            assert len(tried) == len(set(tried)) and max(tried) <= cap
+
+
+# ------------------------------------------------------------------------------------------------ fake points
+
+
+@pytest.fixture
+def fake_base(tmp_path):
+    """A run config whose probe run is hand-made: 20 Unknown and 10 HighlyKnown facts (no model is loaded)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    cats = ["Unknown"] * 20 + ["HighlyKnown"] * 10
+    records = [{"id": f"f{i}", "category": c, "p_greedy": 0.0} for i, c in enumerate(cats)]
+    (probe / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (probe / "summary.json").write_text(json.dumps({"status": "finished"}))
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "tiny"}, "probe": {"run": str(probe)}}))
+    return path
+
+
+def write_capacity(tmp_path: Path, base: Path, **extra) -> Path:
+    data = {
+        "base": str(base),
+        "target": {"reliability": 0.9},
+        "seeds": [0, 1],
+        "max": 50,
+        "out": str(tmp_path / "out"),
+        **extra,
+    }
+    path = tmp_path / "capacity.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def fake_point(calls: list, reliability, retention=lambda n: 1.0):
+    """A `run_point` that trains nothing: a finished run.json and an eval.json with the given numbers."""
+
+    def run_point(cell) -> None:
+        calls.append(cell.name)
+        n, seed = cell.config.mix.n_unknown, cell.config.mix.seed
+        assert cell.config.train.seed == seed and cell.config.out == str(cell.folder)
+        end_run(cell.folder, start_run(cell.folder, "train"), "finished")
+        ev = {
+            "uptake": {"reliability": {"value": reliability(n, seed), "base": 0.0}},
+            "knowledge_shift": {"untrained": {"retention": {"value": retention(n), "base": 0.98}}},
+        }
+        (cell.folder / "eval.json").write_text(json.dumps(ev))
+
+    return run_point
+
+
+def test_capacity_with_fake_points_json_plot_and_resume(tmp_path, fake_base):
+    path = write_capacity(tmp_path, fake_base, budget={"retention": 0.5})
+    out = tmp_path / "out"
+    calls = []
+    result = run_capacity(
+        load_capacity(path), run_point=fake_point(calls, lambda n, s: 1.0 if n <= 13 else 0.5)
+    )
+    assert result["answer"] == 13 and not result["capped"]
+    assert result["tried"] == [1, 2, 4, 8, 16, 12, 14, 13]
+    assert result["cap"] == {"max": 50, "supply": 20, "effective": 20}  # 20 Unknown facts in the probe
+    on_disk = json.loads((out / "capacity.json").read_text())
+    assert on_disk["answer"] == 13 and on_disk["status"] == "finished"
+    assert [p["n"] for p in on_disk["points"]] == [1, 2, 4, 8, 12, 13, 14, 16]
+    failing = next(p for p in on_disk["points"] if p["n"] == 14)
+    assert not failing["pass"] and failing["why"] == ["seed 0: reliability 0.5 < 0.9"]
+    assert failing["seeds_skipped"] == [1]  # rule all: the point failed at its first seed
+    passing = next(p for p in on_disk["points"] if p["n"] == 13)
+    assert passing["pass"] and [r["seed"] for r in passing["runs"]] == [0, 1]
+    retention = passing["runs"][0]["metrics"]["retention"]
+    assert retention == {"value": 1.0, "base": 0.98, "measured": 1.0, "limit": 0.5, "kind": "at_least"}
+    assert (out / "points" / "n=13,seed=1" / "eval.json").is_file()
+    assert (out / "capacity.png").read_bytes().startswith(PNG)
+    assert len(calls) == 6 * 2 + 2  # passing points (1, 2, 4, 8, 12, 13) ran both seeds, failing ones one
+
+    again = []  # a rerun reuses every finished, evaluated point
+    rerun = run_capacity(
+        load_capacity(path), run_point=fake_point(again, lambda n, s: 1.0 if n <= 13 else 0.5)
+    )
+    assert again == [] and rerun["answer"] == 13
+
+    run_json = out / "points" / "n=13,seed=1" / "run.json"  # killed mid-training
+    run_json.write_text(json.dumps({**read_run(run_json.parent), "status": "running", "pid": 2**22 + 7}))
+    (out / "points" / "n=8,seed=0" / "eval.json").unlink()  # trained, killed before its eval
+    again = []
+    run_capacity(load_capacity(path), run_point=fake_point(again, lambda n, s: 1.0 if n <= 13 else 0.5))
+    assert sorted(again) == ["n=13,seed=1", "n=8,seed=0"]
+
+
+def test_rule_all_vs_mean(tmp_path, fake_base):
+    def reliability(n, seed):  # seed 0 holds up to 13 facts, seed 1 up to 6
+        return (1.0 if n <= 13 else 0.8) if seed == 0 else (1.0 if n <= 6 else 0.85)
+
+    answers = {}
+    for rule in ("all", "mean"):
+        (tmp_path / rule).mkdir()
+        path = write_capacity(tmp_path / rule, fake_base, rule=rule)
+        answers[rule] = run_capacity(load_capacity(path), run_point=fake_point([], reliability))["answer"]
+    assert answers == {"all": 6, "mean": 13}  # means: 1.0 up to 6, 0.925 up to 13, then 0.825
+
+
+def test_budget_reasons_and_the_cap(tmp_path, fake_base):
+    path = write_capacity(tmp_path, fake_base, seeds=[0], budget={"retention": 0.9})
+    result = run_capacity(
+        load_capacity(path), run_point=fake_point([], lambda n, s: 1.0, lambda n: 1 - n / 100)
+    )
+    assert result["answer"] == 10 and result["tried"] == [1, 2, 4, 8, 16, 12, 10, 11]
+    eleven = next(p for p in result["points"] if p["n"] == 11)
+    assert eleven["why"] == ["seed 0: retention 0.89 < 0.9"]
+    capped = run_capacity(
+        load_capacity(path, ["max=5", f"out={tmp_path / 'capped'}"]),
+        run_point=fake_point([], lambda n, s: 1.0),
+    )
+    assert capped["answer"] == 5 and capped["capped"] and capped["tried"] == [1, 2, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"budjet": {}}, "unknown key(s) budjet"),
+        ({"target": None}, "no target"),
+        ({"target": {"reliabilty": 0.9}}, "unknown target metric 'reliabilty'"),
+        ({"budget": {"retension": 0.9}}, "unknown budget metric 'retension' (did you mean retention?)"),
+        ({"budget": {"retention": "high"}}, "budget.retention must be a number"),
+        ({"seeds": []}, "seeds must be a non-empty list"),
+        ({"rule": "most"}, "rule is 'most'"),
+        ({"max": 0}, "max must be an integer >= start"),
+        ({"set": {"mix.n_unknown": 5}}, "set.mix.n_unknown is the search's to set"),
+        ({"set": {"train.epoks": 5}}, "unknown key train.epoks"),
+    ],
+)
+def test_bad_configs_are_one_line_errors(tmp_path, fake_base, extra, message):
+    path = write_capacity(tmp_path, fake_base, **extra)
+    with pytest.raises(KnowpackError) as e:
+        load_capacity(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    result = CliRunner().invoke(app, ["capacity", str(path)])
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and message in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A run config for a tiny random Llama that probes its facts itself (the points share that probe)."""
+    root = tmp_path_factory.mktemp("capacity-world")
+    facts = make_facts()
+    save_facts(facts, root / "facts.jsonl")
+    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in facts]
+    tok = tiny_tokenizer(texts + ["Answer the following question."], root / "tok")
+    config = {
+        "model": {"name": str(save_tiny("llama", tok, root / "model"))},
+        "facts": {"path": str(root / "facts.jsonl")},
+        "probe": {"n_prompts": 2, "shots": 1, "samples": 0, "max_new_tokens": 4},
+        "method": {"name": "lora", "r": 2, "alpha": 4},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "device": "cpu"},
+    }
+    path = root / "base.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_capacity_cli_end_to_end_on_a_tiny_model(tmp_path, tiny_base):
+    path = write_capacity(
+        tmp_path,
+        tiny_base,
+        target={"reliability": 0.0},
+        budget={"world_mc": 1.0, "refusal_rate": 1.0},
+        seeds=[0],
+        max=4,
+        limit=2,
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["capacity", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"{out}: capacity 4 facts (the cap: 4)" in result.stdout
+    found = json.loads((out / "capacity.json").read_text())
+    assert (
+        found["answer"] == 4
+        and found["tried"] == [1, 2, 4]
+        and found["settings"]["benchmarks"] == ["world_mc"]
+    )
+    for point in found["points"]:
+        (run,) = point["runs"]
+        world_mc = run["metrics"]["world_mc"]
+        assert world_mc["measured"] == pytest.approx(world_mc["base"] - world_mc["value"])
+        ev = json.loads((out / "points" / f"n={point['n']},seed=0" / "eval.json").read_text())
+        assert ev["uptake"]["n"] == point["n"] and run["metrics"]["reliability"]["value"] is not None
+    assert len([p for p in (out / "probe").iterdir() if p.is_dir()]) == 1  # one base probe for every point
+    assert (out / "capacity.png").read_bytes().startswith(PNG)
+
+    rerun = CliRunner().invoke(app, ["capacity", str(path)])
+    assert rerun.exit_code == 0 and rerun.stderr.count("[reuse]") == 3 and "[start]" not in rerun.stderr
+
+    point = (
+        out / "points" / "n=2,seed=0"
+    )  # trained, then killed during its eval: evaluated again, not retrained
+    (point / "eval.json").unlink()
+    trained = (point / "train.json").stat().st_mtime_ns
+    again = CliRunner().invoke(app, ["capacity", str(path)])
+    assert (
+        again.exit_code == 0 and again.stderr.count("[start]") == 1 and "[start] n=2,seed=0" in again.stderr
+    )
+    assert (point / "eval.json").is_file() and (point / "train.json").stat().st_mtime_ns == trained
