@@ -148,12 +148,17 @@ def test_rule_all_vs_mean(tmp_path, fake_base):
 
 def test_budget_reasons_and_the_cap(tmp_path, fake_base):
     path = write_capacity(tmp_path, fake_base, seeds=[0], budget={"retention": 0.9})
+    events = []
     result = run_capacity(
-        load_capacity(path), run_point=fake_point([], lambda n, s: 1.0, lambda n: 1 - n / 100)
+        load_capacity(path),
+        run_point=fake_point([], lambda n, s: 1.0, lambda n: 1 - n / 100),
+        on_event=lambda name, event: events.append((event, name)),
     )
     assert result["answer"] == 10 and result["tried"] == [1, 2, 4, 8, 16, 12, 10, 11]
     eleven = next(p for p in result["points"] if p["n"] == 11)
     assert eleven["why"] == ["seed 0: retention 0.89 < 0.9"]
+    assert ("fail", "n=11: seed 0: retention 0.89 < 0.9") in events
+    assert ("pass", "n=10: reliability 1, retention 0.9") in events and ("start", "n=10,seed=0") in events
     capped = run_capacity(
         load_capacity(path, ["max=5", f"out={tmp_path / 'capped'}"]),
         run_point=fake_point([], lambda n, s: 1.0),

@@ -321,7 +321,7 @@ def run_capacity(
     poll: float = 5.0,
 ) -> dict[str, Any]:
     """Run the search (see the module docstring); writes `OUT/capacity.json` and `OUT/capacity.png` and
-    returns the former. `on_event(name, event)` hears start / reuse / busy / pass / fail per run and point;
+    returns the former. `on_event(name, event)` hears start / reuse / busy per run, pass / fail per point;
     `on_stage` and `progress_bar` go to train and eval; `run_point(cell)` replaces training + evaluation."""
     s = capacity
     note = on_event or (lambda name, event: logger.info("%s: %s", name, event))
@@ -334,7 +334,7 @@ def run_capacity(
     def passes(n: int) -> bool:
         runs = _measure_point(s, n, run_point, note, poll)
         points[n] = _verdict(s, n, runs)
-        note(f"n={n}", "pass" if points[n]["pass"] else "fail: " + "; ".join(points[n]["why"]))
+        note(f"n={n}: {_shown(s, points[n])}", "pass" if points[n]["pass"] else "fail")
         _write(s, points, cap, supply, None, "running")
         return points[n]["pass"]
 
@@ -467,6 +467,14 @@ def _verdict(s: Capacity, n: int, runs: dict[int, dict]) -> dict[str, Any]:
         why = [f"seed {r['seed']}: {w}" for r in rows for w in r["why"]]
     skipped = [seed for seed in s.seeds if seed not in runs]
     return {"n": n, "pass": not why, "why": why, "mean": mean, "runs": rows, "seeds_skipped": skipped}
+
+
+def _shown(s: Capacity, point: dict[str, Any]) -> str:
+    """A point in a line: why it failed, or the seeds' mean of every check."""
+    if not point["pass"]:
+        return "; ".join(point["why"])
+    means = ((_axis_label({"name": c.name, "kind": c.kind}), point["mean"][c.name]) for c in s.checks)
+    return ", ".join(f"{label} {value:.4g}" for label, value in means)
 
 
 def _write(
