@@ -128,6 +128,7 @@ class Engine:
         groups: dict[tuple[int, ...], list[Request]] = {}
         for r in requests:
             groups.setdefault(tuple(r.ids[: self._shared(r)]), []).append(r)
+        groups = {key: _common_start(group) if key else group for key, group in groups.items()}
 
         def suffix(r: Request) -> int:
             return len(r.ids) - self._shared(r)
@@ -350,6 +351,21 @@ def _stop_tokens(model: Any, tokenizer: Any):
     for i in eos - {None}:
         stop[i] = True
     return stop
+
+
+def _common_start(group: list[Request]) -> list[Request]:
+    """The requests of a prefix group with their shared part grown to every token they all start with (the
+    question's own first words, "Where was", are the same for a relation's facts), one left to feed each."""
+    shared = min(len(r.ids) for r in group) - 1
+    first = group[0].ids
+    for r in group[1:]:
+        n = group[0].prefix_len
+        while n < shared and r.ids[n] == first[n]:
+            n += 1
+        shared = n
+    if shared <= group[0].prefix_len:
+        return group
+    return [Request(r.key, r.ids, shared) for r in group]
 
 
 def _pad_left(tensor, length: int):

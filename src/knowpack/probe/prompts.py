@@ -143,6 +143,7 @@ class ExemplarOrders:
         self.by_relation[None] = list(pool)  # the whole pool, for facts without a relation or too few of it
         self.cache: dict[tuple[int, str | None], list[Fact]] = {}
         self._questions: dict[str, str] = {}
+        self._sorted: dict[str | None, list[Fact]] = {}
 
     def question(self, e: Fact) -> str:
         """The normalized question of exemplar `e` (normalized on first use: most are never looked at)."""
@@ -154,7 +155,9 @@ class ExemplarOrders:
         key = (j, relation)
         if key not in self.cache:
             # Sorted first, so the order depends on the pool's content, not on the order it came in.
-            order = sorted(self.by_relation.get(relation, []), key=lambda e: e.id)
+            if relation not in self._sorted:
+                self._sorted[relation] = sorted(self.by_relation.get(relation, []), key=lambda e: e.id)
+            order = list(self._sorted[relation])
             # A string seed is hashed with SHA-512 by `random`: stable across runs and platforms.
             random.Random(f"knowpack-probe:{self.seed}:{j}:{relation}").shuffle(order)
             self.cache[key] = order
