@@ -19,7 +19,6 @@ IMPLEMENTED = [
     "demo", "world", "facts", "probe", "attribute", "select", "train", "export", "sweep", "report", "eval",
     "capacity",
 ]  # fmt: skip
-NOT_IMPLEMENTED: dict[str, list[str]] = {}  # verb -> arguments that satisfy its required options
 GOOD = {"id": "f1", "question": "Where is the Eiffel Tower?", "answers": ["Paris"], "relation": "located_in"}
 
 
@@ -31,20 +30,10 @@ def test_help_lists_every_verb():
     result = invoke("--help")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    for verb in IMPLEMENTED + list(NOT_IMPLEMENTED):
+    for verb in IMPLEMENTED:
         line = next((ln for ln in lines if f" {verb} " in ln), None)
         assert line is not None, f"{verb} missing from --help"
-        assert ("(not implemented yet)" in line) == (verb in NOT_IMPLEMENTED), line
-
-
-@pytest.mark.parametrize("verb", list(NOT_IMPLEMENTED))
-def test_unimplemented_verb_says_so_and_exits_2(verb):
-    help_result = invoke(verb, "--help")
-    assert help_result.exit_code == 0 and "(not implemented yet)" in help_result.stdout
-    result = invoke(verb, *NOT_IMPLEMENTED[verb])
-    assert result.exit_code == 2
-    assert result.stderr == f"knowpack {verb}: not implemented yet in this version\n"
-    assert result.stdout == ""
+        assert "not implemented" not in line, line
 
 
 def test_sub_apps_list_their_verbs():

@@ -6,7 +6,6 @@
     knowpack world build --out build/organism
 
 Bad input (any `KnowpackError`) ends the command with one line `error: <message>` on stderr and exit code 1.
-Verbs that are not implemented yet say so in their help, and exit with code 2 when called.
 Heavy libraries (torch, transformers, datasets) are imported inside the verbs, so `--help` stays fast.
 """
 
@@ -19,15 +18,13 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from knowpack import __version__
 from knowpack.errors import KnowpackError
-
-NOT_IMPLEMENTED = "(not implemented yet)"
 
 
 class _KnowpackGroup(TyperGroup):
@@ -105,11 +102,6 @@ class _LowerLevelFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).replace(record.levelname, record.levelname.lower(), 1)
-
-
-def _not_implemented(verb: str) -> NoReturn:
-    typer.echo(f"knowpack {verb}: not implemented yet in this version", err=True)
-    raise typer.Exit(2)
 
 
 # ------------------------------------------------------------------------------------------------ options
