@@ -133,18 +133,19 @@ class Engine:
         def suffix(r: Request) -> int:
             return len(r.ids) - self._shared(r)
 
+        per_batch = max(1, self.batch_size // (1 + self.samples))
         ordered = [r for g in sorted(groups.values(), key=lambda g: sum(map(suffix, g)) / len(g)) for r in g]
-        window = _SORT_WINDOW * max(1, self.batch_size // (1 + self.samples))
+        window = _SORT_WINDOW * per_batch
         ordered = [
             r for s in range(0, len(ordered), window) for r in sorted(ordered[s : s + window], key=suffix)
         ]
-        per_batch = max(1, self.batch_size // (1 + self.samples))
         results: dict[Hashable, Generation] = {}
-        for start in range(0, len(ordered), per_batch):
-            batch = ordered[start : start + per_batch]
-            results.update(zip([r.key for r in batch], self._batch(batch), strict=True))
-            if on_batch is not None:
-                on_batch(len(batch))
+        with self._torch.inference_mode():
+            for start in range(0, len(ordered), per_batch):
+                batch = ordered[start : start + per_batch]
+                results.update(zip([r.key for r in batch], self._batch(batch), strict=True))
+                if on_batch is not None:
+                    on_batch(len(batch))
         return results
 
     # ------------------------------------------------------------------------------------------ internals
