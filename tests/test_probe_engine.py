@@ -127,3 +127,18 @@ def test_probe_writes_files_and_resumes_after_a_kill(tokenizer, tmp_path):
     assert sum(summary["categories"].values()) == len(facts)
     assert set(summary["relation"]) == {"birth_city", "employer"}
     assert summary["prompts"]["prefix_reused"] == summary["prompts"]["prompts"] > 0
+
+
+def test_prompts_beyond_a_sliding_window_warn_and_reuse_no_prefix(tokenizer, caplog):
+    model = tiny_model("mistral", tokenizer)
+    model.config.sliding_window = 8  # far shorter than a 2-shot prompt
+    facts = make_facts()
+    prompts = build_prompts(facts, tokenizer, n_prompts=1, shots=2, seed=0)
+    requests = []
+    for fact, (p,) in zip(facts, prompts, strict=True):
+        ids = encode(tokenizer, p.text, "plain")
+        requests.append(Request(fact.id, ids, split_prefix(ids, encode(tokenizer, p.prefix, "plain"))))
+    with caplog.at_level("WARNING", logger="knowpack.probe.engine"):
+        got = Engine(model, tokenizer, samples=1, max_new_tokens=4).generate(requests)
+    assert "longer than the model's sliding window (8)" in caplog.text
+    assert set(got) == {f.id for f in facts} and all(len(g.samples) == 1 for g in got.values())

@@ -119,9 +119,11 @@ class Engine:
         """Answers to every request, by key; `on_batch(n)` is called after each batch of n requests."""
         window = _sliding_window(self.model.config)
         if window and any(len(r.ids) + self.max_new_tokens > window for r in requests):
-            # Padding between prefix and suffix takes cache slots, so a window over slots would differ from
-            # a window over tokens; not exact beyond the window (no probe prompt of ours comes near it).
+            # Padding takes cache slots, so a window over slots would differ from a window over tokens; not
+            # exact beyond the window (no probe prompt of ours comes near it). A sliding layer keeps only the
+            # window of a prefix's cache, so no prefix is reused then.
             logger.warning("prompts longer than the model's sliding window (%d): answers may differ", window)
+            requests = [Request(r.key, r.ids, 0) for r in requests]
         # Prefix groups by their mean suffix length (groups of one relation, the same facts under other
         # exemplars, come together), then within windows of a few batches the rows by suffix length: a batch
         # pads its suffixes to its longest, and its prefixes come from a cache that holds the window's.
