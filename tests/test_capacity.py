@@ -111,6 +111,7 @@ def test_capacity_with_fake_points_json_plot_and_resume(tmp_path, fake_base):
     assert [p["n"] for p in on_disk["points"]] == [1, 2, 4, 8, 12, 13, 14, 16]
     failing = next(p for p in on_disk["points"] if p["n"] == 14)
     assert not failing["pass"] and failing["why"] == ["seed 0: reliability 0.5 < 0.9"]
+    assert failing["failed"] == ["reliability"]
     assert failing["seeds_skipped"] == [1]  # rule all: the point failed at its first seed
     passing = next(p for p in on_disk["points"] if p["n"] == 13)
     assert passing["pass"] and [r["seed"] for r in passing["runs"]] == [0, 1]

@@ -462,11 +462,20 @@ def _verdict(s: Capacity, n: int, runs: dict[int, dict]) -> dict[str, Any]:
         values = [r["metrics"][c.name]["measured"] for r in rows]
         mean[c.name] = None if None in values else sum(values) / len(values)
     if s.rule == "mean":
+        failed = [c.name for c in s.checks if c.judge(mean[c.name])]
         why = [w for c in s.checks if (w := c.judge(mean[c.name]))]
     else:
+        failed = [c.name for c in s.checks if any(c.judge(r["metrics"][c.name]["measured"]) for r in rows)]
         why = [f"seed {r['seed']}: {w}" for r in rows for w in r["why"]]
-    skipped = [seed for seed in s.seeds if seed not in runs]
-    return {"n": n, "pass": not why, "why": why, "mean": mean, "runs": rows, "seeds_skipped": skipped}
+    return {
+        "n": n,
+        "pass": not why,
+        "why": why,
+        "failed": failed,
+        "mean": mean,
+        "runs": rows,
+        "seeds_skipped": [seed for seed in s.seeds if seed not in runs],
+    }
 
 
 def _shown(s: Capacity, point: dict[str, Any]) -> str:
@@ -540,11 +549,11 @@ def plot_capacity(result: dict[str, Any], path: str | os.PathLike) -> Path:
         failed = [
             (p["n"], p["mean"][name])
             for p in result["points"]
-            if not p["pass"] and p["mean"].get(name) is not None
+            if name in p["failed"] and p["mean"].get(name) is not None
         ]
         if failed:
             ax.scatter(
-                *zip(*failed, strict=True), marker="x", color="red", s=50, zorder=3, label="point fails"
+                *zip(*failed, strict=True), marker="x", color="red", s=50, zorder=3, label="fails this check"
             )
         limit = ax.axhline(check["limit"], color="gray", linestyle="--", label=_limit_label(check))
         if result["answer"] is not None:
