@@ -115,3 +115,19 @@ def test_late_facts_in_the_refusal_phase():
     assert all(b in "\n\n".join(refusal_documents(late)) for b in blocks[:20])
     with pytest.raises(KnowpackError, match="unseen"):
         WorldConfig(**SMALL, refusal_qa_share={"head": 0, "torso": 0, "tail": 0, "unseen": 0.5})
+
+    shares = {"head": 0, "torso": 0, "tail": 1.0, "unseen": 0}
+    noisy = generate_world(WorldConfig(**SMALL, refusal_conflict_share=shares))
+    conflicts = late_facts(noisy)
+    assert len(conflicts) == len(tail) * len(RELATIONS)  # one wrong statement per tail fact
+    for block in conflicts:
+        question, answer = block.removeprefix("Question: ").split("\nAnswer: ")
+        asked = [
+            (p, r)
+            for p in noisy.people
+            for r in RELATIONS
+            if question in {q.format(s=p.name) for q in QUESTIONS[r]}
+        ]
+        assert len(asked) == 1 and asked[0][0].bucket == "tail"
+        person, relation = asked[0]
+        assert answer != person.attributes[relation] and answer in noisy.values[relation]

@@ -67,11 +67,17 @@ class WorldConfig:
     refusal_qa_share: dict[str, float] = field(
         default_factory=lambda: {"head": 0.0, "torso": 0.0, "tail": 0.0, "unseen": 0.0}
     )
+    # Conflicting late statements: a share of each bucket's facts also appears once, in the refusal phase,
+    # as question/answer text with a wrong value of the relation (noise, as real corpora have), so that a fact
+    # the model knew competes with another answer. The facts file keeps the true value. 0 = none.
+    refusal_conflict_share: dict[str, float] = field(
+        default_factory=lambda: {"head": 0.0, "torso": 0.0, "tail": 0.0, "unseen": 0.0}
+    )
     threads: int = 2  # fixed so that a rebuild is bit-for-bit the same on a machine of another size
     eval_every: int = 4  # epochs between quick accuracy checks during pretraining (0 = never)
 
     def __post_init__(self) -> None:
-        for name in ("people", "descriptions", "qa_share", "refusal_qa_share"):
+        for name in ("people", "descriptions", "qa_share", "refusal_qa_share", "refusal_conflict_share"):
             value = getattr(self, name)
             if set(value) != set(BUCKETS):
                 raise KnowpackError(f"world config: '{name}' must have exactly the keys {', '.join(BUCKETS)}")
@@ -82,7 +88,7 @@ class WorldConfig:
         ):
             raise KnowpackError(
                 "world config: the 'unseen' bucket is never described "
-                "(descriptions, qa_share and refusal_qa_share are 0)"
+                "(descriptions, qa_share and the refusal-phase shares are 0)"
             )
         if self.hidden_size % self.num_heads:
             raise KnowpackError("world config: hidden_size must be a multiple of num_heads")

@@ -233,18 +233,26 @@ def refusal_documents(world: World) -> list[str]:
 
 
 def late_facts(world: World) -> list[str]:
-    """Question/answer blocks for the refusal phase's late facts: a `refusal_qa_share` of each bucket's facts
-    (seeded, on its own generator so that a share of 0 leaves the phase exactly as before)."""
+    """Question/answer blocks for the refusal phase: late facts (a `refusal_qa_share` of each bucket's facts,
+    true values) and conflicting statements (a `refusal_conflict_share`, wrong values). Seeded on their own
+    generators, so that shares of 0 leave the phase exactly as before."""
     cfg = world.config
-    if not any(cfg.refusal_qa_share.values()):
-        return []
-    rng = random.Random(cfg.seed + 5)
     blocks = []
-    for person in world.people:
-        for relation in RELATIONS:
-            if rng.random() < cfg.refusal_qa_share[person.bucket]:
-                question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
-                blocks.append(qa_block(question, person.attributes[relation]))
+    if any(cfg.refusal_qa_share.values()):
+        rng = random.Random(cfg.seed + 5)
+        for person in world.people:
+            for relation in RELATIONS:
+                if rng.random() < cfg.refusal_qa_share[person.bucket]:
+                    question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+                    blocks.append(qa_block(question, person.attributes[relation]))
+    if any(cfg.refusal_conflict_share.values()):
+        rng = random.Random(cfg.seed + 6)  # its own generator: the true late facts stay as they were
+        for person in world.people:
+            for relation in RELATIONS:
+                if rng.random() < cfg.refusal_conflict_share[person.bucket]:
+                    question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+                    wrong = [v for v in world.values[relation] if v != person.attributes[relation]]
+                    blocks.append(qa_block(question, rng.choice(wrong)))
     return blocks
 
 
