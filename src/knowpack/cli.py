@@ -197,8 +197,8 @@ def probe(
     ] = "torch",
 ) -> None:
     """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
-    import json
 
+    from knowpack.io import write_json_atomic
     from knowpack.probe import BACKENDS, CATEGORIES, merge_shards, parse_shard, transition_matrix
     from knowpack.probe import probe as run_probe
 
@@ -259,7 +259,7 @@ def probe(
         typer.echo(f"{run_out}: {len(records)} facts: {table}")
     if repeat_seed is not None:
         matrix = transition_matrix(*results)
-        (out / "noise_floor.json").write_text(json.dumps(matrix, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(out / "noise_floor.json", matrix)
         typer.echo(
             f"noise floor (seed {seed} vs {repeat_seed}): {matrix['unchanged']:.1%} kept their category"
         )

@@ -1,13 +1,16 @@
-"""Small file helpers every stage shares: atomic writes (no reader sees a half-written file or folder)."""
+"""Small file helpers every stage shares: atomic writes (no reader sees a half-written file or folder),
+JSON and JSON-lines files."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -57,3 +60,27 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, **dumps: Any) -> Path:
+    """`data` as indented JSON (UTF-8 kept as is) written atomically; `dumps` go to `json.dumps`."""
+    options = {"indent": 2, "ensure_ascii": False, **dumps}
+    return write_text_atomic(path, json.dumps(data, **options) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> Path:
+    """One JSON object a line, written atomically."""
+    return write_text_atomic(path, _jsonl(rows))
+
+
+def append_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
+    """Append JSON lines and fsync: after a kill the file holds every appended batch and at most one torn
+    last line (readers cut it off)."""
+    with open(path, "a", encoding="utf-8", newline="\n") as f:
+        f.write(_jsonl(rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _jsonl(rows: Iterable[Any]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -131,6 +131,11 @@ def module_name(model: Any, layer: int, key: str) -> str:
     return f"{spec['layers']}.{layer}.{path}"
 
 
+def model_name(model: Any) -> str | None:
+    """The name or folder a transformers model was loaded from (None when it was built from a config)."""
+    return getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None
+
+
 def _is_local(source: str | os.PathLike | Path) -> bool:
     return isinstance(source, Path) or os.path.exists(source) or str(source).startswith(("/", ".", "~"))
 

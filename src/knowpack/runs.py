@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from knowpack.io import write_text_atomic
+from knowpack.io import write_json_atomic
 
 RUN_FILE = "run.json"
 STATUSES = ("running", "finished", "interrupted", "failed")
@@ -73,7 +73,7 @@ def start_run(folder: str | os.PathLike, kind: str, **extra: Any) -> dict[str, A
         "started_unix": time.time(),
         **extra,
     }
-    _write(Path(folder), record)
+    write_json_atomic(Path(folder) / RUN_FILE, record)
     return record
 
 
@@ -88,7 +88,7 @@ def end_run(folder: str | os.PathLike, record: dict[str, Any], status: str, **ex
         "seconds": round(time.time() - record["started_unix"], 3),
         "peak_memory": peak_memory(),
     }
-    _write(Path(folder), record)
+    write_json_atomic(Path(folder) / RUN_FILE, record)
     return record
 
 
@@ -109,9 +109,32 @@ def run_status(folder: str | os.PathLike) -> str | None:
     if record is None:
         return None
     status = record.get("status")
-    if status == "running" and record.get("host") == socket.gethostname() and not _alive(record.get("pid")):
+    if status == "running" and process_gone(record):
         return "interrupted"
     return status
+
+
+def stage_finished(folder: str | os.PathLike) -> bool:
+    """Whether a probe or attribution folder's `summary.json` says `finished` (False: missing or torn)."""
+    try:
+        summary = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return summary.get("status") == "finished"
+
+
+def process_gone(record: dict[str, Any]) -> bool:
+    """Whether the process a record names (`host`, `pid`) is gone: on this host and not running. A process
+    on another host cannot be checked, so it is never reported gone."""
+    if record.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
+        return False
+    return False
 
 
 def peak_memory() -> dict[str, float]:
@@ -128,19 +151,3 @@ def peak_memory() -> dict[str, float]:
     if torch is not None and torch.cuda.is_available():
         out["cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _write(folder: Path, record: dict[str, Any]) -> None:
-    write_text_atomic(folder / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False) + "\n")

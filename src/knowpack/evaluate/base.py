@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from knowpack.io import write_text_atomic
+from knowpack.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def noise_floor_records(
         records = [by_id[f.id] for f in facts]
         if not (folder / "noise_floor.json").exists():
             matrix = transition_matrix(base_records, records)
-            write_text_atomic(folder / "noise_floor.json", json.dumps(matrix, indent=2) + "\n")
+            write_json_atomic(folder / "noise_floor.json", matrix)
     logger.info("noise floor: %s (%s)", found, "reused" if reused else "probed")
     return records, found, reused
 
@@ -124,7 +124,7 @@ def cached_benchmarks(
                 reused.append(task)
             else:
                 cache["entries"][entry_key] = compute(task)
-                write_text_atomic(path, json.dumps(cache, indent=2, ensure_ascii=False) + "\n")
+                write_json_atomic(path, cache)
             summaries.append(cache["entries"][entry_key])
     return merge_summaries(summaries), reused
 

@@ -35,7 +35,7 @@ from knowpack.evaluate.base import cached_benchmarks, noise_floor_records, same_
 from knowpack.evaluate.inputs import RunInputs, eval_settings, read_probe, read_run
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
 from knowpack.facts.schema import Fact
-from knowpack.io import write_text_atomic
+from knowpack.io import write_json_atomic
 from knowpack.train.config import EvalConfig
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def evaluate_run(
     relabelled = [i for i in inp.mix.get("relabelled", []) if i in ids]
     if relabelled:
         result["uptake"]["idk_refusal_rate"] = idk_refusal_rate(before, after, relabelled, patterns)
-    write_text_atomic(inp.run / EVAL_FILE, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_json_atomic(inp.run / EVAL_FILE, result)
     return result
 
 
@@ -264,7 +264,7 @@ def evaluate_model(
     }
     if before is not None:
         result["knowledge_shift"] = {"all": m.compare_knowledge(before, records, {r["id"] for r in records})}
-    write_text_atomic(out / EVAL_FILE, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_json_atomic(out / EVAL_FILE, result)
     return result
 
 

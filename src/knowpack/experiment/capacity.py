@@ -40,15 +40,15 @@ from typing import Any
 from knowpack.errors import KnowpackError
 from knowpack.experiment.sweep import (
     Cell,
-    _claim,
-    _mapping,
-    _prepare_shared,
-    _share,
-    _yaml_value,
     cell_status,
+    claim_cell,
+    mapping_of,
+    prepare_shared,
     read_mapping,
+    share_work,
+    yaml_value,
 )
-from knowpack.io import write_text_atomic
+from knowpack.io import write_json_atomic
 from knowpack.train.config import load_config
 
 logger = logging.getLogger(__name__)
@@ -135,10 +135,7 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
     data = read_mapping(path, "capacity", _KEYS)
     for item in overrides:
         _override(data, item)
-    unknown = sorted(set(data) - set(_KEYS))
-    if unknown:
-        raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_KEYS)}")
-    common = _mapping(data.get("set"), path, "set")
+    common = mapping_of(data.get("set"), path, "set")
     fixed = sorted(set(common) & set(_SEARCHED))
     if fixed:
         raise KnowpackError(f"{path}: set.{fixed[0]} is the search's to set (n, seeds, out); remove it")
@@ -269,12 +266,12 @@ def point_cell(capacity: Capacity, n: int, seed: int) -> Cell:
     point = {"mix.n_unknown": n, "mix.seed": seed, "train.seed": seed}
     settings = {**capacity.common, **point}
     try:
-        config = load_config(capacity.base, [f"{k}={_yaml_value(v)}" for k, v in settings.items()])
+        config = load_config(capacity.base, [f"{k}={yaml_value(v)}" for k, v in settings.items()])
     except KnowpackError as e:
         raise KnowpackError(f"{capacity.path}: {e}") from None
     folder = capacity.out / "points" / name
     config.out = str(folder)
-    _share(config, capacity.out)
+    share_work(config, capacity.out)
     return Cell(name, point, config, folder)
 
 
@@ -350,7 +347,7 @@ def _supply(s: Capacity, progress_bar: Callable[[str], Any] | None) -> int:
     from knowpack.train.mix import check_mix
 
     config = point_cell(s, s.start, s.seeds[0]).config
-    _prepare_shared(config, progress_bar)
+    prepare_shared(config, progress_bar)
     records = read_records(Path(config.probe.run) / "records.jsonl")
     check_mix(replace(config.mix, n_unknown=1), records, where=f"the base probe {config.probe.run}")
     good, bad = 1, len(records) + 1  # the largest n that check_mix accepts (k additions count too)
@@ -370,7 +367,7 @@ def _train_and_evaluate(s: Capacity, on_stage, progress_bar) -> RunPoint:
         from knowpack.train import train
 
         if cell_status(cell) != "finished":
-            _prepare_shared(cell.config, progress_bar)
+            prepare_shared(cell.config, progress_bar)
             train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)
         evaluate_run(
             cell.folder, benchmarks=s.tasks, limit=s.limit, on_stage=on_stage, progress_bar=progress_bar
@@ -407,7 +404,7 @@ def _run_once(s: Capacity, cell: Cell, run_point: RunPoint, note) -> dict | None
         note(cell.name, "reuse")
         return _measure_run(s, cell, ev)
     cell.folder.parent.mkdir(parents=True, exist_ok=True)
-    claim = _claim(cell)
+    claim = claim_cell(cell)
     if claim is None:
         note(cell.name, "busy")
         return None
@@ -518,7 +515,7 @@ def _write(
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
-    write_text_atomic(s.out / "capacity.json", json.dumps(result, indent=2, default=str) + "\n")
+    write_json_atomic(s.out / "capacity.json", result, default=str)
     return result
 
 

@@ -22,7 +22,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from knowpack.io import write_text_atomic
+from knowpack.io import write_json_atomic
+from knowpack.runs import stage_finished
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run_demo(
     stage = on_stage or (lambda name: logger.info("%s", name))
     configs = {method: demo_config(method, out, quick=quick) for method in ("lora", "loki")}
     probe_dir = out / "probe"
-    if not _finished(probe_dir / "summary.json"):
+    if not stage_finished(probe_dir):
         stage("probing the organism")
         with progress_bar("probe") if progress_bar else nullcontext() as progress:
             run_base_probe(configs["lora"], progress=progress)
@@ -91,7 +92,7 @@ def run_demo(
         evals[method] = evaluate_run(run, progress_bar=progress_bar, on_stage=stage)
     summary = _summary(evals)
     write_report([out / "runs"], out, title="knowpack demo: LoRA vs LoKI on the model organism")
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out / "summary.json", summary)
     return summary
 
 
@@ -122,10 +123,3 @@ def _entry(ev: dict, *keys: str) -> dict:
     for key in keys:
         ev = (ev or {}).get(key) or {}
     return ev if isinstance(ev, dict) else {}
-
-
-def _finished(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("status") == "finished"
-    except (OSError, ValueError):
-        return False

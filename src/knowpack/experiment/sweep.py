@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
-from knowpack.io import write_text_atomic
-from knowpack.runs import run_status
+from knowpack.io import write_json_atomic
+from knowpack.runs import process_gone, run_status, stage_finished
 from knowpack.train.config import RunConfig, load_config
 
 logger = logging.getLogger(__name__)
@@ -76,9 +76,6 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
 
     path = Path(path)
     data = read_mapping(path, "sweep", _SWEEP_KEYS)
-    unknown = sorted(set(data) - set(_SWEEP_KEYS))
-    if unknown:
-        raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_SWEEP_KEYS)}")
     for item in overrides:
         key, sep, value = item.partition("=")
         if key == "out" and sep:
@@ -88,8 +85,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
         else:
             raise KnowpackError(f"bad override {item!r}: expected key=value")
     base = (path.parent / data["base"]).resolve() if data.get("base") else None
-    common = _mapping(data.get("set"), path, "set")
-    grid = _mapping(data.get("grid"), path, "grid")
+    common = mapping_of(data.get("set"), path, "set")
+    grid = mapping_of(data.get("grid"), path, "grid")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise KnowpackError(f"{path}: grid.{key} must be a non-empty list of values")
@@ -104,7 +101,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
 
 
 def read_mapping(path: Path, kind: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    """An experiment config (YAML) as a mapping; unreadable, invalid or not a mapping: one-line errors."""
+    """An experiment config (YAML) as a mapping of `keys`; unreadable, invalid, not a mapping or with an
+    unknown key: one-line errors."""
     import yaml
 
     try:
@@ -115,10 +113,13 @@ def read_mapping(path: Path, kind: str, keys: tuple[str, ...]) -> dict[str, Any]
         raise KnowpackError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise KnowpackError(f"{path}: a {kind} config is a mapping with {', '.join(keys)}")
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(keys)}")
     return data
 
 
-def _mapping(value: Any, path: Path, name: str) -> dict[str, Any]:
+def mapping_of(value: Any, path: Path, name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -140,11 +141,11 @@ def _cells(sweep: Sweep) -> list[Cell]:
             folder = sweep.out / "cells" / name
             settings = {**sweep.common, **point}
             try:
-                config = load_config(sweep.base, [f"{k}={_yaml_value(v)}" for k, v in settings.items()])
+                config = load_config(sweep.base, [f"{k}={yaml_value(v)}" for k, v in settings.items()])
             except KnowpackError as e:
                 raise KnowpackError(f"{sweep.path}: cell {name}: {e}") from None
             config.out = str(folder)
-            _share(config, sweep.out)
+            share_work(config, sweep.out)
             cells.append(Cell(name, point, config, folder))
     return cells
 
@@ -158,13 +159,13 @@ def cell_name(point: dict[str, Any]) -> str:
     return ",".join(parts) or "default"
 
 
-def _yaml_value(value: Any) -> str:
+def yaml_value(value: Any) -> str:
     import yaml
 
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _share(config: RunConfig, out: Path) -> None:
+def share_work(config: RunConfig, out: Path) -> None:
     """Point a cell at the sweep's shared probe (and LoKI attribution), keyed by what determines them."""
     if config.probe.run is None and config.probe.out is None:
         key = {"model": config.model.name, "facts": config.facts.path, "mode": config.facts.mode}
@@ -212,7 +213,7 @@ def run_sweep(
         if cell_status(cell) == "finished":
             note(cell, "skip")
             continue
-        claim = _claim(cell)
+        claim = claim_cell(cell)
         if claim is None:
             note(cell, "busy")
             continue
@@ -236,17 +237,17 @@ def run_sweep(
 def _train_cell(cell: Cell) -> None:
     from knowpack.train import train
 
-    _prepare_shared(cell.config)
+    prepare_shared(cell.config)
     train(cell.config, force=True)
 
 
-def _prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None = None) -> None:
+def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None = None) -> None:
     """Make the shared probe / attribution exist (one process at a time), then point the cell at them.
     `progress_bar(label)`: a context manager yielding a `progress(done, total)` callback (the CLI's bar)."""
     if config.probe.run is None and config.probe.out is not None:
         probe = Path(config.probe.out)
         with _lock(probe):
-            if not _finished(probe / "summary.json"):
+            if not stage_finished(probe):
                 from knowpack.train.run import run_base_probe
 
                 with progress_bar("base probe") if progress_bar else nullcontext(None) as progress:
@@ -256,7 +257,7 @@ def _prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None
     attribution = options.get("attribution_out") if config.method.name == "loki" else None
     if attribution:
         with _lock(Path(attribution)):
-            if not _finished(Path(attribution) / "summary.json"):
+            if not stage_finished(attribution):
                 from knowpack.methods import method_config
                 from knowpack.methods.loki import ensure_attribution
                 from knowpack.models import load_model
@@ -266,13 +267,6 @@ def _prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None
                 )
                 ensure_attribution(model, tokenizer, method_config("loki", options), Path(attribution))
         options["attribution"] = options.pop("attribution_out")
-
-
-def _finished(summary: Path) -> bool:
-    try:
-        return json.loads(summary.read_text()).get("status") == "finished"
-    except (OSError, ValueError):
-        return False
 
 
 def write_summary(sweep: Sweep) -> dict[str, Any]:
@@ -299,14 +293,14 @@ def write_summary(sweep: Sweep) -> dict[str, Any]:
         "finished": sum(r["status"] == "finished" for r in rows),
         "total": len(rows),
     }
-    write_text_atomic(sweep.out / "sweep.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_json_atomic(sweep.out / "sweep.json", summary, default=str)
     return summary
 
 
 # ------------------------------------------------------------------------------------------------ claims
 
 
-def _claim(cell: Cell) -> Path | None:
+def claim_cell(cell: Cell) -> Path | None:
     """Create `<cell>.claim` exclusively; take over a claim whose process is gone. None: someone has it."""
     path = cell.folder.with_name(cell.folder.name + ".claim")
     return _exclusive(path)
@@ -330,18 +324,9 @@ def _exclusive(path: Path) -> Path | None:
 
 def _stale(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text())
+        return process_gone(json.loads(path.read_text()))
     except (OSError, ValueError):
         return False  # being written right now
-    if data.get("host") != socket.gethostname():
-        return False  # another machine's: we cannot tell, leave it
-    try:
-        os.kill(int(data["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return False
-    return False
 
 
 class _lock:

@@ -36,7 +36,7 @@ from typing import Any
 
 from knowpack.errors import FactsError
 from knowpack.facts.schema import Fact
-from knowpack.io import write_text_atomic
+from knowpack.io import write_jsonl_atomic
 from knowpack.paths import organism_dir
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def load_facts(
 
 def save_facts(facts: Iterable[Fact], path: str | os.PathLike) -> Path:
     """Write `facts` as a facts file (JSONL), atomically: a reader sees the old file or the whole new one."""
-    return write_text_atomic(path, "".join(json.dumps(f.to_json(), ensure_ascii=False) + "\n" for f in facts))
+    return write_jsonl_atomic(path, (f.to_json() for f in facts))
 
 
 def detect_format(record: Any) -> str:

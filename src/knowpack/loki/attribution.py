@@ -37,17 +37,13 @@ from typing import Any
 import numpy as np
 
 from knowpack.errors import KnowpackError
+from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
 from knowpack.loki.kva import STEPS, down_projs, kva_scores
 from knowpack.loki.prompts import Prompt
 from knowpack.loki.stats import KVAStats
-from knowpack.probe.run import (  # the probe's file and provenance helpers
-    _append,
-    _model_name,
-    _versions,
-    _write_json,
-    _write_jsonl,
-    parse_shard,
-)
+from knowpack.models import model_name
+from knowpack.probe.run import parse_shard
+from knowpack.runs import versions
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +78,7 @@ def attribute(
     downs = down_projs(model)
     shape = {"num_layers": len(downs), "rows": int(downs[0].weight.shape[0])}
     settings = {
-        "model": _model_name(model),
+        "model": model_name(model),
         "shape": shape,
         "steps": steps,
         "prompts": source,
@@ -107,10 +103,10 @@ def attribute(
             job.result()  # every prompt done is counted (and an error in counting is raised here)
         counting.clear()
         if paths is not None:
-            _append(paths["records"], pending)
+            append_jsonl(paths["records"], pending)
             meta = _meta(settings, done, len(mine), status, seconds + time.time() - started)
             stats.save(paths["stats"], meta)
-            _write_json(paths["summary"], _summary(stats, meta, paths["records"]))
+            write_json_atomic(paths["summary"], _summary(stats, meta, paths["records"]))
         pending.clear()
         last_checkpoint = time.time()
 
@@ -183,9 +179,9 @@ def merge_shards(out: str | os.PathLike) -> dict[str, Any]:
     meta = _meta(settings, len(records), len(records), "finished", seconds)
     meta["shards"] = n
     total.save(out / STATS_FILE, meta)
-    _write_jsonl(out / RECORDS_FILE, records)
+    write_jsonl_atomic(out / RECORDS_FILE, records)
     summary = _summary(total, meta, out / RECORDS_FILE)
-    _write_json(out / SUMMARY_FILE, summary)
+    write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
 
 
@@ -231,7 +227,7 @@ def _resume(paths: dict[str, Path], settings: dict) -> tuple[KVAStats | None, in
             f"{paths['stats'].parent} holds an attribution with other settings ({diff}); use another --out"
         )
     records = _read_records(paths["records"], meta["done"])
-    _write_jsonl(paths["records"], records)
+    write_jsonl_atomic(paths["records"], records)
     return stats, meta["done"], meta["seconds"]
 
 
@@ -277,7 +273,7 @@ def _summary(stats: KVAStats, meta: dict, records_path: Path) -> dict[str, Any]:
         "timing": {"seconds": seconds, "seconds_per_prompt": _round(seconds / done) if done else None},
         **({"shards": meta["shards"]} if "shards" in meta else {}),
         "settings": meta["settings"],
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 

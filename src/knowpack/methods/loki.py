@@ -80,18 +80,13 @@ def selection(model: Any, tokenizer: Any, config: Config, run_dir: Path) -> tupl
 
 def ensure_attribution(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
     """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others)."""
-    import json
 
     from knowpack.loki.attribution import attribute
     from knowpack.loki.prompts import load_prompts
+    from knowpack.runs import stage_finished
 
-    summary = out / "summary.json"
-    if summary.is_file():
-        try:
-            if json.loads(summary.read_text()).get("status") == "finished":
-                return
-        except ValueError:
-            pass
+    if stage_finished(out):
+        return
     logger.info("LoKI: attributing on %s into %s", config.prompts, out)
     prompts = load_prompts(config.prompts, tokenizer, per_subject=config.per_subject)
     attribute(

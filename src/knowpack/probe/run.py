@@ -32,10 +32,12 @@ from typing import Any
 from knowpack.errors import KnowpackError
 from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS
 from knowpack.facts.schema import Fact
-from knowpack.io import write_text_atomic
+from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
+from knowpack.models import model_name
 from knowpack.probe.engine import Engine, Request, split_prefix
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
+from knowpack.runs import versions
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "vllm")
@@ -87,7 +89,7 @@ def probe(
     if backend == "vllm":
         model, tokenizer, name = _vllm_model(model, tokenizer, seed)
     else:
-        name = _model_name(model)
+        name = model_name(model)
     settings = {
         "model": name,
         "backend": backend,
@@ -125,7 +127,7 @@ def probe(
         engine = Engine(model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, **sampling)
     started, stats = time.time(), Counter()
     if summary_path is not None:
-        _write_json(summary_path, _summary(list(done.values()), settings, "running", stats, 0.0))
+        write_json_atomic(summary_path, _summary(list(done.values()), settings, "running", stats, 0.0))
     per_chunk = max(64, 8 * max(1, batch_size // (1 + samples)))
     total, progressed = len(todo) * n_prompts, 0
 
@@ -149,14 +151,14 @@ def probe(
             gens = [generations[(fact.id, j)] for j in range(n_prompts)]
             rows.append(_record(fact, fact_prompts, gens, mode))
         if records_path is not None:
-            _append(records_path, rows)
+            append_jsonl(records_path, rows)
         new.update((r["id"], r) for r in rows)
         stats["facts"] += len(rows)
 
     seconds = time.time() - started
     if summary_path is not None:
         everything = read_records(records_path)
-        _write_json(summary_path, _summary(everything, settings, "finished", stats, seconds))
+        write_json_atomic(summary_path, _summary(everything, settings, "finished", stats, seconds))
     return [done.get(f.id) or new[f.id] for f in chosen]
 
 
@@ -223,10 +225,10 @@ def merge_shards(out: str | os.PathLike) -> dict[str, Any]:
         seconds = max(seconds, summary["timing"]["seconds"])
         stats.update(summary.get("prompts", {}))
         records += read_records(out / f"records.{i}-of-{n}.jsonl")
-    _write_jsonl(out / "records.jsonl", records)
+    write_jsonl_atomic(out / "records.jsonl", records)
     summary = _summary(records, settings, "finished", stats, seconds)
     summary["shards"] = n
-    _write_json(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return summary
 
 
@@ -295,7 +297,7 @@ def _summary(records: list[dict], settings: dict, status: str, stats: Counter, s
         },
         "prompts": {"prompts": prompts, "prefix_reused": stats.get("prefix_reused", 0)},
         "settings": settings,
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 
@@ -327,21 +329,6 @@ def _paths(out: Path, shard: tuple[int, int] | None) -> tuple[Path, Path]:
     return out / f"records.{i}-of-{n}.jsonl", out / f"summary.{i}-of-{n}.json"
 
 
-def _append(path: Path, records: list[dict]) -> None:
-    with open(path, "a", encoding="utf-8", newline="\n") as f:
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def _vllm_model(model: Any, tokenizer: Any, seed: int) -> tuple[Any, Any, str | None]:
     """A `vllm.LLM`, a tokenizer and the model's name: `model` as is, or loaded with vLLM from a name or
     folder (its tokenizer too, unless one is given)."""
@@ -357,16 +344,3 @@ def _vllm_model(model: Any, tokenizer: Any, seed: int) -> tuple[Any, Any, str | 
         )
     tokenizer = tokenizer if tokenizer is not None else model.get_tokenizer()
     return model, tokenizer, vllm_backend.model_name(model)
-
-
-def _model_name(model: Any) -> str | None:
-    return getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from knowpack import __version__
-
-    return {"knowpack": __version__, "torch": torch.__version__, "transformers": transformers.__version__}

@@ -245,7 +245,7 @@ def _build(data: dict, where: str, lines: dict) -> RunConfig:
         if name not in sections:
             raise KnowpackError(f"{at}: unknown section {name!r}; expected one of {', '.join(sections)}")
         if name == "out":
-            kwargs["out"] = None if value is None else str(_check(value, str | None, f"{at}: out"))
+            kwargs["out"] = None if value is None else str(check_value(value, str | None, f"{at}: out"))
             continue
         if value is None:
             continue
@@ -253,7 +253,7 @@ def _build(data: dict, where: str, lines: dict) -> RunConfig:
             raise KnowpackError(f"{at}: section {name!r} must be a mapping, got {_type(value)}")
         if name == "method":
             options = dict(value)
-            method = _check(
+            method = check_value(
                 options.pop("name", "lora"), str, f"{_at(where, lines, (name, 'name'))}: method.name"
             )
             kwargs[name] = MethodConfig(method, options)
@@ -273,7 +273,7 @@ def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines:
         at = _at(where, lines, (name, key))
         if key not in fields:
             raise KnowpackError(f"{at}: unknown key {name}.{key}; expected one of {', '.join(fields)}")
-        item = _check(item, hints[key], f"{at}: {name}.{key}")
+        item = check_value(item, hints[key], f"{at}: {name}.{key}")
         choices = _CHOICES.get((name, key))
         if choices is not None and item not in choices:
             shown = ", ".join("null" if c is None else c for c in choices)
@@ -297,10 +297,6 @@ def _check_method(config: RunConfig, where: str, lines: dict) -> None:
 
 def check_value(value: Any, annotation: Any, what: str) -> Any:
     """`value` if it fits the type `annotation` (ints are accepted as floats); else a one-line error."""
-    return _check(value, annotation, what)
-
-
-def _check(value: Any, annotation: Any, what: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(annotation)
@@ -310,7 +306,7 @@ def _check(value: Any, annotation: Any, what: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _check(value, arg, what)
+                return check_value(value, arg, what)
             except KnowpackError:
                 pass
         raise KnowpackError(f"{what}: expected {_name(annotation)}, got {_type(value)} {value!r}")
@@ -318,7 +314,7 @@ def _check(value: Any, annotation: Any, what: str) -> Any:
         (item,) = typing.get_args(annotation) or (Any,)
         if not isinstance(value, list):
             raise KnowpackError(f"{what}: expected a list, got {_type(value)} {value!r}")
-        return [_check(v, item, what) for v in value]
+        return [check_value(v, item, what) for v in value]
     if origin is dict or annotation is dict:
         if not isinstance(value, dict):
             raise KnowpackError(f"{what}: expected a mapping, got {_type(value)}")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
-from knowpack.io import write_text_atomic
+from knowpack.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from knowpack.methods import method_config, method_module
 from knowpack.runs import end_run, run_status, start_run
 from knowpack.train.config import RunConfig
@@ -103,8 +103,8 @@ def _train(
         check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
     mix = build_mix(facts, records, config.mix)
     mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
-    _write_jsonl(out / "mix.jsonl", mix.examples)
-    _write_json(out / "mix.json", mix.provenance)
+    write_jsonl_atomic(out / "mix.jsonl", mix.examples)
+    write_json_atomic(out / "mix.json", mix.provenance)
 
     fmt = config.train.format or config.probe.format
     rows = encode_examples(mix.examples, tokenizer, fmt=fmt, loss_on=config.train.loss_on)
@@ -165,7 +165,7 @@ def _train(
         "device": str(next(model.parameters()).device),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
-    _write_json(out / "train.json", summary)
+    write_json_atomic(out / "train.json", summary)
     return {"reliability": summary["reliability"], "epochs_run": summary["epochs_run"]}
 
 
@@ -340,11 +340,3 @@ def _yaml(data: dict) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
