@@ -18,13 +18,7 @@ PROMPTS = 3  # per family
 LENGTH = 24  # tokens per prompt
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matrices: one thread is fastest, and two busy threads on a shared 2-core machine are very slow
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def prompts(n: int = PROMPTS, length: int = LENGTH, seed: int = 0) -> list[torch.Tensor]:
