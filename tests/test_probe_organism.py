@@ -10,9 +10,9 @@ import pytest
 import knowpack
 from knowpack.probe.engine import Engine, Request, split_prefix
 from knowpack.probe.prompts import build_prompts, encode
-from test_probe_engine import one_thread, reference_greedy  # noqa: F401 (one_thread: autouse, 1 thread)
+from test_probe_engine import reference_greedy
 
-pytestmark = [pytest.mark.organism, pytest.mark.slow]
+pytestmark = [pytest.mark.organism, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 MAX_NEW_TOKENS = 16  # longer than any answer of the world; both sides cut at the same length anyway
 
 
