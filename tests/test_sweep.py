@@ -105,6 +105,44 @@ def test_cells_dry_run_and_a_whole_sweep(tmp_path, base):
     assert events == ["skip"] * 4
 
 
+def test_an_evaluating_sweep_evaluates_each_cell_once(tmp_path, base):
+    out = tmp_path / "out"
+    path = write_sweep(
+        tmp_path, base, out, evaluate=True, grid={"mix.seed": [0]}, cases=[{"mix.add": "none"}]
+    )
+    sweep = load_sweep(path)
+    (cell,) = sweep.cells
+    summary = run_sweep(sweep)
+    ev = json.loads((cell.folder / "eval.json").read_text())
+    (row,) = summary["cells"]
+    assert row["status"] == "finished" and row["eval_reliability"] == ev["uptake"]["reliability"]["value"]
+    assert row["retention"] == ev["knowledge_shift"]["untrained"]["retention"]["value"]
+
+    trained_at = (cell.folder / "train.json").stat().st_mtime_ns
+    (cell.folder / "eval.json").unlink()
+    assert cell_status(cell) == "trained"  # trained, not yet evaluated: not finished
+    events = []
+    assert run_sweep(load_sweep(path), on_cell=lambda c, event: events.append(event))["finished"] == 1
+    assert events == ["start", "done"] and (cell.folder / "eval.json").exists()
+    assert (cell.folder / "train.json").stat().st_mtime_ns == trained_at  # only evaluated again
+
+
+def test_a_labelled_case_replaces_a_section_and_names_its_cells(tmp_path, base):
+    cases = [{"label": "full", "method": {"name": "full"}, "train.lr": 1e-4}, {"mix.add": "none"}]
+    sweep = load_sweep(write_sweep(tmp_path, base, tmp_path / "o", cases=cases))
+    names = [c.name for c in sweep.cells]
+    assert names == [
+        "case=full,mix.seed=0",
+        "mix.add=none,mix.seed=0",
+        "case=full,mix.seed=1",
+        "mix.add=none,mix.seed=1",
+    ]
+    full = sweep.cells[0].config
+    assert full.method.name == "full" and full.method.options == {} and full.train.lr == 1e-4
+    assert sweep.cells[1].config.method.options == {"r": 2, "alpha": 4}  # the base's section, untouched
+    assert sweep.cells[0].overrides["case"] == "full"
+
+
 def test_bad_sweeps_are_one_line_errors(tmp_path, base):
     with pytest.raises(KnowpackError, match="unknown key"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", gird={}))
@@ -112,6 +150,10 @@ def test_bad_sweeps_are_one_line_errors(tmp_path, base):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", set={"mix.sed": 1}))
     with pytest.raises(KnowpackError, match="grid.mix.seed must be a non-empty list"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", grid={"mix.seed": 3}))
+    with pytest.raises(KnowpackError, match="a case's label must be a non-empty string"):
+        load_sweep(write_sweep(tmp_path, base, tmp_path / "o", cases=[{"label": 3}]))
+    with pytest.raises(KnowpackError, match="evaluate must be true or false"):
+        load_sweep(write_sweep(tmp_path, base, tmp_path / "o", evaluate="yes"))
 
 
 def test_a_sweep_killed_mid_cell_and_rerun_equals_an_uninterrupted_one(tmp_path, base):
@@ -148,8 +190,8 @@ def test_a_sweep_killed_mid_cell_and_rerun_equals_an_uninterrupted_one(tmp_path,
 
 
 def test_the_shipped_sweep_configs_resolve():
-    configs = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
-    for path in sorted(configs.glob("*.yaml")):
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(configs.glob("sweeps/*.yaml")) + sorted(configs.glob("replicate/*.yaml")):
         sweep = load_sweep(path)
-        assert path.read_text().startswith(f"# knowpack sweep configs/sweeps/{path.name}")
+        assert path.read_text().startswith(f"# knowpack sweep configs/{path.parent.name}/{path.name}")
         assert sweep.cells and len({c.folder for c in sweep.cells}) == len(sweep.cells)

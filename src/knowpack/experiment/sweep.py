@@ -9,10 +9,14 @@
     cases:                               # ... times each of these (keys that must vary together)
       - {mix.add: none, mix.k: 0}
       - {mix.add: paraphrase, mix.k: 10}
+      - {label: loki, method: {name: loki, quota: 10}}   # a whole section; `label` names the cell
     out: runs/mixes
+    evaluate: true                       # also `knowpack eval` each cell (its eval section's benchmarks)
 
-Each cell is a run folder at a predictable path, `OUT/cells/<key=value,...>` (the keys that vary, sorted).
-A cell whose run is `finished` is skipped; an interrupted or failed one is redone; a cell another process is
+Each cell is a run folder at a predictable path, `OUT/cells/<key=value,...>` (the keys that vary, sorted; a
+case with a `label` shows as `case=<label>` instead of its keys).
+A cell whose run is `finished` (and, with `evaluate: true`, has its `eval.json`) is skipped; a trained cell
+missing its evaluation is only evaluated; an interrupted or failed one is redone; a cell another process is
 running is left to it. Workers claim a cell by creating `OUT/cells/<cell>.claim` exclusively (O_EXCL), so
 several processes, or machines sharing the folder, can run one sweep: `knowpack sweep CONFIG --workers 2`, or
 the same command on every machine. A claim whose process is gone (same host) is taken over.
@@ -44,7 +48,7 @@ from knowpack.train.config import RunConfig, load_config
 
 logger = logging.getLogger(__name__)
 
-_SWEEP_KEYS = ("base", "set", "grid", "cases", "out")
+_SWEEP_KEYS = ("base", "set", "grid", "cases", "out", "evaluate")
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Cell:
     overrides: dict[str, Any]
     config: RunConfig
     folder: Path
+    evaluate: bool = False
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Sweep:
     grid: dict[str, list[Any]]
     cases: list[dict[str, Any]]
     out: Path
+    evaluate: bool = False
     cells: list[Cell] = field(default_factory=list)
 
 
@@ -95,7 +101,10 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
         raise KnowpackError(f"{path}: cases must be a list of mappings (key: value)")
     if not data.get("out"):
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
-    sweep = Sweep(path, base, common, grid, cases, Path(data["out"]))
+    evaluate = data.get("evaluate", False)
+    if not isinstance(evaluate, bool):
+        raise KnowpackError(f"{path}: evaluate must be true or false, not {evaluate!r}")
+    sweep = Sweep(path, base, common, grid, cases, Path(data["out"]), evaluate)
     sweep.cells = _cells(sweep)
     return sweep
 
@@ -129,12 +138,22 @@ def mapping_of(value: Any, path: Path, name: str) -> dict[str, Any]:
 
 def _cells(sweep: Sweep) -> list[Cell]:
     keys = list(sweep.grid)
-    varying = set(keys) | {k for case in sweep.cases for k in case}
+    cases = []
+    for case in sweep.cases:
+        case = dict(case)
+        label = case.pop("label", None)
+        if label is not None and not (isinstance(label, str) and label):
+            raise KnowpackError(f"{sweep.path}: a case's label must be a non-empty string, not {label!r}")
+        cases.append((label, case))
+    varying = set(keys) | {k for label, case in cases if label is None for k in case}
     cells, names = [], set()
     for values in itertools.product(*(sweep.grid[k] for k in keys)):
-        for case in sweep.cases:
+        for label, case in cases:
             point = {**dict(zip(keys, values, strict=True)), **case}
-            name = cell_name({k: point[k] for k in sorted(varying) if k in point})
+            shown = {k: point[k] for k in sorted(varying) if k in point and (label is None or k in keys)}
+            if label is not None:
+                shown["case"] = label
+            name = cell_name(dict(sorted(shown.items())))
             if name in names:
                 raise KnowpackError(f"{sweep.path}: two cells are the same ({name}); check grid and cases")
             names.add(name)
@@ -146,7 +165,8 @@ def _cells(sweep: Sweep) -> list[Cell]:
                 raise KnowpackError(f"{sweep.path}: cell {name}: {e}") from None
             config.out = str(folder)
             share_work(config, sweep.out)
-            cells.append(Cell(name, point, config, folder))
+            overrides = point if label is None else {"case": label, **point}
+            cells.append(Cell(name, overrides, config, folder, sweep.evaluate))
     return cells
 
 
@@ -191,8 +211,11 @@ def _hash(data: dict) -> str:
 
 
 def cell_status(cell: Cell) -> str:
-    """finished | interrupted | failed | running | todo."""
-    return run_status(cell.folder) or "todo"
+    """finished | trained (finished, its evaluation still to do) | interrupted | failed | running | todo."""
+    status = run_status(cell.folder) or "todo"
+    if status == "finished" and cell.evaluate and not (cell.folder / "eval.json").exists():
+        return "trained"
+    return status
 
 
 def run_sweep(
@@ -203,7 +226,8 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run every cell not finished (claiming each), then write `OUT/sweep.json`; returns it.
 
-    `run_cell(cell)` trains one cell (default: `knowpack.train.train(cell.config, force=True)`);
+    `run_cell(cell)` trains one cell (default: `knowpack.train.train(cell.config, force=True)`, then
+    `knowpack.evaluate.evaluate_run(cell.folder)` when the sweep evaluates);
     `on_cell(cell, event)` hears "start" / "skip" / "busy" / "done" / "failed".
     """
     run_cell = run_cell or _train_cell
@@ -237,8 +261,13 @@ def run_sweep(
 def _train_cell(cell: Cell) -> None:
     from knowpack.train import train
 
-    prepare_shared(cell.config)
-    train(cell.config, force=True)
+    if run_status(cell.folder) != "finished":
+        prepare_shared(cell.config)
+        train(cell.config, force=True)
+    if cell.evaluate:
+        from knowpack.evaluate import evaluate_run
+
+        evaluate_run(cell.folder)
 
 
 def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None = None) -> None:
@@ -270,7 +299,8 @@ def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None 
 
 
 def write_summary(sweep: Sweep) -> dict[str, Any]:
-    """`OUT/sweep.json`: every cell with its status and, when finished, its train.json headline numbers."""
+    """`OUT/sweep.json`: every cell with its status and, when finished, its train.json headline numbers (and
+    eval.json's, when the sweep evaluates)."""
     rows = []
     for cell in sweep.cells:
         status = cell_status(cell)
@@ -286,6 +316,8 @@ def write_summary(sweep: Sweep) -> dict[str, Any]:
                 row.update(reliability=result.get("reliability"), epochs_run=result.get("epochs_run"))
             except (OSError, ValueError):
                 pass
+            if cell.evaluate:
+                row.update(_eval_headline(cell.folder / "eval.json"))
         rows.append(row)
     summary = {
         "config": str(sweep.path),
@@ -295,6 +327,29 @@ def write_summary(sweep: Sweep) -> dict[str, Any]:
     }
     write_json_atomic(sweep.out / "sweep.json", summary, default=str)
     return summary
+
+
+def _eval_headline(path: Path) -> dict[str, Any]:
+    """A few of eval.json's numbers for sweep.json (the report reads the whole file)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+    def value(*keys: str) -> Any:
+        node: Any = result
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    row = {
+        "eval_reliability": value("uptake", "reliability", "value"),
+        "retention": value("knowledge_shift", "untrained", "retention", "value"),
+        "refusal_rate": value("behaviour", "all", "refusal_rate", "value"),
+    }
+    for task in value("benchmarks", "tasks") or {}:
+        row[f"{task}_delta"] = value("benchmarks", "tasks", task, "acc", "delta")
+    return row
 
 
 # ------------------------------------------------------------------------------------------------ claims

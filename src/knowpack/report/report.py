@@ -12,7 +12,7 @@ standard deviation). Plots, each drawn only when the runs hold its data:
 - knowledge-shift matrices of the untrained facts as heatmaps beside the noise floor (first runs);
 - refusal rate and answer diversity before vs after;
 - the trade-off: uptake (reliability) against damage (retention of untrained HighlyKnown facts, and the
-  largest benchmark drop) per method, seeds as error bars.
+  largest benchmark drop) per method and mix (a point per n), seeds as error bars.
 """
 
 from __future__ import annotations
@@ -332,28 +332,30 @@ def _figures(rows: list[dict], out: Path) -> list[tuple[str, str]]:
     trade = [r for r in rows if r.get("retention") is not None and r.get("reliability") is not None]
     if trade:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-        by_method = defaultdict(list)
+        by_group = defaultdict(list)
         for r in trade:
             drops = [
                 base - value
                 for value, base in (r.get("benchmarks") or {}).values()
                 if None not in (value, base)
             ]
-            by_method[r["method"]].append(dict(r, _drop=max(drops) if drops else None))
-        for method, g in sorted(by_method.items()):
+            by_group[r["group"]].append(dict(r, _drop=max(drops) if drops else None))
+        for group, g in sorted(by_group.items()):
             for ax, key in ((axes[0], "retention"), (axes[1], "_drop")):
                 pts = [p for p in g if p[key] is not None]
                 if not pts:
                     continue
-                cells = _groups(pts, key=lambda p: (p["group"], p["n"]))
+                cells = _groups(pts, key=lambda p: p["n"])
                 xs = [_mean([p["reliability"] for p in c]) for c in cells.values()]
                 ys = [_mean([p[key] for p in c]) for c in cells.values()]
                 xe = [_std([p["reliability"] for p in c]) for c in cells.values()]
                 ye = [_std([p[key] for p in c]) for c in cells.values()]
-                ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", capsize=3, label=method)
+                ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", capsize=3, label=group)
         _axes(axes[0], "uptake (reliability)", "retention of untrained HighlyKnown")
         _axes(axes[1], "uptake (reliability)", "largest benchmark drop")
-        save(fig, "tradeoff.png", "Trade-off: uptake against damage, per method (seeds as error bars)")
+        save(
+            fig, "tradeoff.png", "Trade-off: uptake against damage, per method and mix (seeds as error bars)"
+        )
     return figures
 
 
