@@ -135,3 +135,52 @@ def test_prompts_beyond_a_sliding_window_warn_and_reuse_no_prefix(tokenizer, cap
         got = Engine(model, tokenizer, samples=1, max_new_tokens=4).generate(requests)
     assert "longer than the model's sliding window (8)" in caplog.text
     assert set(got) == {f.id for f in facts} and all(len(g.samples) == 1 for g in got.values())
+
+
+def test_shared_prefix_attention_equals_attention_over_the_whole_prompt():
+    """`attend` (prefix once per chunk + own keys, merged) against plain softmax attention over each row's
+    prefix and own keys concatenated: grouped-query heads, prefixes of unequal length, a row without one,
+    padding and causality in the own part."""
+    from knowpack.probe.cascade import SharedPrefixes, attend
+
+    torch.manual_seed(0)
+    kv_heads, heads, dim, q_len, own_len = 2, 4, 8, 3, 5
+    prefixes = [
+        [(torch.randn(1, kv_heads, n, dim), torch.randn(1, kv_heads, n, dim)) for _ in range(2)]
+        for n in (6, 4)
+    ]
+    group = [0, 1, 0, -1, 1, 0, 0]
+    rows = len(group)
+    query = torch.randn(rows, heads, q_len, dim)
+    key, value = torch.randn(rows, kv_heads, own_len + 2, dim), torch.randn(rows, kv_heads, own_len + 2, dim)
+    allowed = torch.ones(rows, 1, q_len, own_len, dtype=torch.bool).tril(own_len - q_len)
+    allowed[1, :, :, :2] = False  # a padded row
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+
+    class Layer:
+        layer_idx = 1
+
+    got, _ = attend(
+        Layer, query, key, value, mask, scaling=dim**-0.5, prefixes=SharedPrefixes(prefixes, group)
+    )
+    for i, g in enumerate(group):
+        k, v = key[i, :, :own_len], value[i, :, :own_len]
+        visible = allowed[i, 0]
+        if g >= 0:
+            k, v = torch.cat([prefixes[g][1][0][0], k], 1), torch.cat([prefixes[g][1][1][0], v], 1)
+            visible = torch.cat([torch.ones(q_len, k.shape[1] - own_len, dtype=torch.bool), visible], 1)
+        k, v = k.repeat_interleave(heads // kv_heads, 0), v.repeat_interleave(heads // kv_heads, 0)
+        scores = (query[i] @ k.transpose(-1, -2)) * dim**-0.5
+        want = scores.masked_fill(~visible, float("-inf")).softmax(-1) @ v
+        torch.testing.assert_close(got[i].transpose(0, 1), want)
+
+
+def test_the_model_attends_as_before_after_generating(tokenizer):
+    model = tiny_model("llama", tokenizer)
+    before = model.config._attn_implementation
+    ids = encode(tokenizer, "Question: Where was Bo Chen born?\nAnswer:", "plain")
+    Engine(model, tokenizer, samples=1, max_new_tokens=3).generate(
+        [Request("a", ids, 4), Request("b", ids, 0)]
+    )
+    assert model.config._attn_implementation == before
+    assert all(layer.self_attn.config._attn_implementation == before for layer in model.model.layers)

@@ -7,18 +7,22 @@ A probe asks 170 generations per fact (10 prompts x (1 greedy + 16 samples)), an
 same. Three things are done once instead of many times:
 1. The few-shot prefix. All facts of a relation share the exemplars of a prompt index (see prompts.py), so
    each distinct prefix is run through the model once (the new ones of a batch together, left-padded) and
-   its KV cache kept (an LRU); every row of a batch takes its prefix's cache, and only each fact's suffix
-   (its own question, "Question: " already in the prefix) is fed. Batches come from prefix groups in order,
-   rows sorted by suffix length within windows of a few batches, so little padding is fed. Padding sits
-   before a shorter prefix and between prefix and suffix, masked out, with positions counted over real
-   tokens only. This is exact: the shared tokens are the first tokens of each prompt's own tokenization
-   (`split_prefix` cuts where the prompt's tokens and its prefix text's tokens part), so the reused cache
-   is the one the prompt would make.
+   its keys and values kept once (an LRU). A row's own cache holds only its suffix (its own question,
+   "Question: " already in the prefix) and the tokens it generates, and the model attends through
+   shared-prefix attention (cascade.py): each layer attends over a prefix once for all its rows of the
+   batch and over each row's own keys, and merges the two exactly. No row copies its prefix, and a
+   decode step reads each prefix once instead of once per row. Batches take whole prefix groups in order
+   of their mean suffix length, so that a batch has few prefixes and pads its suffixes little (on the
+   left, masked out); positions go on after the prefix and count real tokens only. This is exact: the
+   shared tokens are the first tokens of each prompt's own tokenization (`split_prefix` cuts where the
+   prompt's tokens and its prefix text's tokens part), so the reused keys and values are the ones the
+   prompt would make. A model whose attention cannot take it (not through transformers'
+   AttentionInterface, or logit soft-capping), or prompts beyond a sliding window, reuse no prefix.
 2. The suffix prefill. The greedy row and the n sample rows of a prompt start from one prefill: its cache
    and last logits are gathered into 1 + n rows, and all of them decode together in one loop.
 3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
-   at a time); the loop ends when all rows have. Decoding writes into a preallocated cache (`StaticCache`)
-   instead of a growing one that copies itself at every step.
+   at a time); the loop ends when all rows have. Decoding writes into a preallocated cache instead of a
+   growing one that copies itself at every step.
 
 Sampling is temperature + top-k with the Gumbel-max trick, whose noise is a counter-based hash of (seed,
 request key, sample index, step, rank): a sample depends on its fact and prompt only, never on batch size,
@@ -33,13 +37,15 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
+
+from knowpack.probe.cascade import SharedPrefixes, can_share, shared_prefix_attention
 
 logger = logging.getLogger(__name__)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _M32 = 0xFFFFFFFF
-_SORT_WINDOW = 4  # rows are sorted by suffix length within windows of this many batches
 
 
 @dataclass
@@ -78,7 +84,7 @@ def split_prefix(full_ids: list[int], prefix_ids: list[int]) -> int:
 
 
 class Engine:
-    """Batched greedy + sampled generation with prefix KV reuse (see the module docstring).
+    """Batched greedy + sampled generation with shared prefixes (see the module docstring).
 
     `batch_size` is the number of rows decoded at once; a batch holds batch_size // (1 + samples) prompts.
     `prefix_cache_size` is how many prefixes' KV caches are kept (a probe has n_prompts x relations).
@@ -105,7 +111,11 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.samples, self.temperature, self.top_k = samples, temperature, top_k or None
         self.max_new_tokens, self.seed, self.batch_size = max_new_tokens, seed, batch_size
-        self.reuse_prefix = reuse_prefix
+        # Prefixes are shared through the model's attention (cascade.py); a model whose attention cannot take
+        # it answers from whole prompts.
+        self.reuse_prefix = reuse_prefix and can_share(model)
+        if reuse_prefix and not self.reuse_prefix:
+            logger.warning("%s cannot attend to shared prefixes: no prefix reuse", type(model).__name__)
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
@@ -124,9 +134,9 @@ class Engine:
             # window of a prefix's cache, so no prefix is reused then.
             logger.warning("prompts longer than the model's sliding window (%d): answers may differ", window)
             requests = [Request(r.key, r.ids, 0) for r in requests]
-        # Prefix groups by their mean suffix length (groups of one relation, the same facts under other
-        # exemplars, come together), then within windows of a few batches the rows by suffix length: a batch
-        # pads its suffixes to its longest, and its prefixes come from a cache that holds the window's.
+        # Whole prefix groups, by their mean suffix length (groups of one relation, the same facts under other
+        # exemplars, come together): a batch pads its suffixes to its longest, and each of its prefixes costs
+        # a read of that prefix's keys and values per layer and decode step.
         groups: dict[tuple[int, ...], list[Request]] = {}
         for r in requests:
             groups.setdefault(tuple(r.ids[: self._shared(r)]), []).append(r)
@@ -137,10 +147,6 @@ class Engine:
 
         per_batch = max(1, self.batch_size // (1 + self.samples))
         ordered = [r for g in sorted(groups.values(), key=lambda g: sum(map(suffix, g)) / len(g)) for r in g]
-        window = _SORT_WINDOW * per_batch
-        ordered = [
-            r for s in range(0, len(ordered), window) for r in sorted(ordered[s : s + window], key=suffix)
-        ]
         results: dict[Hashable, Generation] = {}
         with self._torch.inference_mode():
             for start in range(0, len(ordered), per_batch):
@@ -156,8 +162,9 @@ class Engine:
         return request.prefix_len if self.reuse_prefix else 0
 
     def _prefix_kv(self, prefixes: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list]:
-        """Each prefix's keys and values per layer, (1, heads, length, dim) each: computed once (the missing
-        ones of a batch together, in one left-padded pass) and kept for the next batches (an LRU)."""
+        """Each prefix's keys and values per layer, (1, kv_heads, length, dim) each: computed once (the
+        missing ones of a batch together, in one left-padded pass, by the model's own attention) and kept
+        for the next batches (an LRU)."""
         from transformers import DynamicCache
 
         torch = self._torch
@@ -211,54 +218,36 @@ class Engine:
         shared = [self._shared(r) for r in batch]
         suffixes = [r.ids[k:] for r, k in zip(batch, shared, strict=True)]
         width = max(len(s) for s in suffixes)
-        distinct = tuple(dict.fromkeys(tuple(r.ids[:k]) for r, k in zip(batch, shared, strict=True) if k))
-        n_prefix = max((len(p) for p in distinct), default=0)
-        cache = self._new_cache(n_prefix + width + self.max_new_tokens)
-        prefix_mask = torch.zeros((n_rows, n_prefix), dtype=torch.long, device=self.device)
-        if distinct:
-            # Each row takes its prefix's keys and values, left-padded to the longest prefix; a row without a
-            # prefix takes any, all masked.
-            kv = self._prefix_kv(distinct)
-            index = {p: i for i, p in enumerate(distinct)}
-            rows = [index.get(tuple(r.ids[:k]), 0) for r, k in zip(batch, shared, strict=True)]
-            rows = torch.tensor(rows, device=self.device)
-            for layer in range(len(kv[distinct[0]])):
-                keys, values = (
-                    torch.cat([_pad_left(kv[p][layer][j], n_prefix) for p in distinct])[rows] for j in (0, 1)
-                )
-                cache.update(keys, values, layer)
-            lengths = torch.tensor([len(p) for p in distinct], device=self.device)[rows]
-            lengths = lengths * torch.tensor([k > 0 for k in shared], device=self.device)
-            start = n_prefix - lengths[:, None]
-            prefix_mask = (torch.arange(n_prefix, device=self.device)[None, :] >= start).long()
-
+        prefixes = self._shared_prefixes(batch)
+        cache = self._new_cache(width + self.max_new_tokens)
         ids = torch.full((n_rows, width), self.pad_id, dtype=torch.long)
-        suffix_mask = torch.zeros((n_rows, width), dtype=torch.long)
+        mask = torch.zeros((n_rows, width), dtype=torch.long)
         for i, s in enumerate(suffixes):
             ids[i, width - len(s) :] = torch.tensor(s)
-            suffix_mask[i, width - len(s) :] = 1
-        ids = ids.to(self.device)
-        mask = torch.cat([prefix_mask, suffix_mask.to(self.device)], dim=1)
-        # Positions count real tokens only, so a padded row sees the same positions as the prompt alone.
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            out = self.model(
+            mask[i, width - len(s) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        # Positions go on after the prefix and count real tokens only: a padded row sees the prompt's own.
+        position = torch.tensor(shared, device=self.device)[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
+        attention = nullcontext() if prefixes is None else shared_prefix_attention(self.model)
+        with torch.inference_mode(), attention:
+            out = self._forward(
+                prefixes,
                 input_ids=ids,
                 attention_mask=mask,
-                position_ids=position[:, n_prefix:],
+                position_ids=position,
                 past_key_values=cache,
-                cache_position=torch.arange(n_prefix, n_prefix + width, device=self.device),
-                use_cache=True,
+                cache_position=torch.arange(width, device=self.device),
                 logits_to_keep=1,
             )
             logits, last = out.logits[:, -1].float(), position[:, -1]
             if n > 0:  # greedy rows first, then n sample rows per prompt, all from the one prefill
                 rows = torch.cat([torch.arange(n_rows), torch.arange(n_rows).repeat_interleave(n)])
-                rows = rows.to(self.device)
-                cache.reorder_cache(rows)
+                cache.reorder_cache(rows.to(self.device))
+                if prefixes is not None:
+                    prefixes = prefixes.take(rows.tolist())
                 logits, mask, last = logits[rows], mask[rows], last[rows]
             keys = self._row_keys(batch)
-            tokens, logprob = self._decode(cache, logits, mask, last, keys, n_rows)
+            tokens, logprob = self._decode(cache, prefixes, logits, mask, last, keys, n_rows)
 
         texts = [_first_line(t) for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
         return [
@@ -270,7 +259,22 @@ class Engine:
             for i in range(n_rows)
         ]
 
-    def _decode(self, cache, logits, mask, last, keys, n_greedy):
+    def _shared_prefixes(self, batch: list[Request]) -> SharedPrefixes | None:
+        """The batch's prefixes, each once, and each row's; None if no row has one."""
+        prefix = [tuple(r.ids[: self._shared(r)]) for r in batch]
+        distinct = list(dict.fromkeys(p for p in prefix if p))
+        if not distinct:
+            return None
+        kv = self._prefix_kv(distinct)
+        index = {p: g for g, p in enumerate(distinct)}
+        return SharedPrefixes([kv[p] for p in distinct], [index.get(p, -1) for p in prefix])
+
+    def _forward(self, prefixes: SharedPrefixes | None, **inputs: Any) -> Any:
+        """One model call on the rows' own cache, attending to their shared prefixes too where there are."""
+        extra = {} if prefixes is None else {"prefixes": prefixes}
+        return self.model(**inputs, use_cache=True, **extra)
+
+    def _decode(self, cache, prefixes, logits, mask, last, keys, n_greedy):
         """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.
 
         Rows that have ended leave the batch (their cache rows dropped) once they are a quarter of it: an
@@ -300,6 +304,8 @@ class Engine:
             if 4 * int(done.sum()) >= len(done):
                 keep = (~done).nonzero()[:, 0]
                 cache.reorder_cache(keep)
+                if prefixes is not None:
+                    prefixes = prefixes.take(keep.tolist())
                 alive, done, next_ids, mask, last = (
                     alive[keep],
                     done[keep],
@@ -310,13 +316,13 @@ class Engine:
                 n_alive_greedy = int((alive < n_greedy).sum())
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             last = last + 1
-            out = self.model(
+            out = self._forward(
+                prefixes,
                 input_ids=next_ids[:, None],
                 attention_mask=mask,
                 position_ids=last[:, None],
                 past_key_values=cache,
                 cache_position=torch.tensor([mask.shape[1] - 1], device=self.device),
-                use_cache=True,
             )
             logits = out.logits[:, -1].float()
         stop = self.stop.tolist()  # plain bools: indexing a tensor per token would cost more than decoding
@@ -369,13 +375,6 @@ def _common_start(group: list[Request]) -> list[Request]:
     if shared <= group[0].prefix_len:
         return group
     return [Request(r.key, r.ids, shared) for r in group]
-
-
-def _pad_left(tensor, length: int):
-    """(1, heads, n, dim) -> (1, heads, length, dim) with zeros before (masked out, never attended)."""
-    import torch.nn.functional as F
-
-    return F.pad(tensor, (0, 0, length - tensor.shape[2], 0))
 
 
 def _sliding_window(config: Any) -> int | None:
