@@ -1,6 +1,6 @@
 """`knowpack sweep CONFIG`: a grid of training runs, one run folder per cell, resumable and parallel.
 
-    # configs/sweeps/organism-mixes.yaml
+    # configs/replicate/packing-cpu.yaml (shortened)
     base: ../organism/lora.yaml          # a run config (relative to this file)
     set: {train.epochs: 10}              # overrides for every cell
     grid:                                # the cells: every combination of these ...
