@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from knowpack.facts.normalize import normalize
 from knowpack.world.build import write_jsonl
 from knowpack.world.config import WorldConfig
 from knowpack.world.generator import benchmark_items, corpus_documents, generate_world, world_facts
-from knowpack.world.relations import DESCRIPTIONS, N_TRAIN_TEMPLATES, QUESTIONS, RELATIONS
+from knowpack.world.relations import DESCRIPTIONS, N_TRAIN_TEMPLATES, ONE_HOP, QUESTIONS, RELATIONS
 
 SMALL = {"people": {"head": 30, "torso": 20, "tail": 20, "unseen": 30}, "strangers": 10}
 
@@ -131,3 +132,23 @@ def test_late_facts_in_the_refusal_phase():
         assert len(asked) == 1 and asked[0][0].bucket == "tail"
         person, relation = asked[0]
         assert answer != person.attributes[relation] and answer in noisy.values[relation]
+
+
+def test_conflicting_sentences_in_the_main_corpus():
+    plain = generate_world(WorldConfig(**SMALL))
+    assert "conflict_share" in dataclasses.asdict(plain.config)
+    base_docs = corpus_documents(plain)
+    shares = {"head": 0, "torso": 0, "tail": 1.0, "unseen": 0}
+    noisy = generate_world(WorldConfig(**SMALL, conflict_share=shares))
+    docs = corpus_documents(noisy)
+    added = list(docs)
+    for doc in base_docs:  # the corpus is the same but for the added sentences, in the same order
+        added.remove(doc)
+    tail = [p for p in noisy.people if p.bucket == "tail"]
+    assert len(added) == len(tail) * len(ONE_HOP)  # one wrong sentence per tail one-hop fact
+    for sentence in added:
+        (person,) = [p for p in noisy.people if p.name in sentence]
+        assert person.bucket == "tail"
+        assert not any(person.attributes[r] in sentence for r in ONE_HOP)  # never a true value
+    with pytest.raises(KnowpackError, match="unseen"):
+        WorldConfig(**SMALL, conflict_share={"head": 0, "torso": 0, "tail": 0, "unseen": 0.5})

@@ -73,11 +73,19 @@ class WorldConfig:
     refusal_conflict_share: dict[str, float] = field(
         default_factory=lambda: {"head": 0.0, "torso": 0.0, "tail": 0.0, "unseen": 0.0}
     )
+    # Conflicting statements in the main corpus: a share of each bucket's facts also appears once, as a
+    # one-sentence document in the descriptions' style, with a wrong value of the relation. For a person
+    # described once the true and the wrong value then tie, so that the few-shot context can tip the answer
+    # either way (MaybeKnown). The facts file keeps the true value. 0 = none (the corpus is unchanged).
+    conflict_share: dict[str, float] = field(
+        default_factory=lambda: {"head": 0.0, "torso": 0.0, "tail": 0.0, "unseen": 0.0}
+    )
     threads: int = 2  # fixed so that a rebuild is bit-for-bit the same on a machine of another size
     eval_every: int = 4  # epochs between quick accuracy checks during pretraining (0 = never)
 
     def __post_init__(self) -> None:
-        for name in ("people", "descriptions", "qa_share", "refusal_qa_share", "refusal_conflict_share"):
+        shares = ("qa_share", "refusal_qa_share", "refusal_conflict_share", "conflict_share")
+        for name in ("people", "descriptions", *shares):
             value = getattr(self, name)
             if set(value) != set(BUCKETS):
                 raise KnowpackError(f"world config: '{name}' must have exactly the keys {', '.join(BUCKETS)}")
@@ -85,6 +93,7 @@ class WorldConfig:
             self.descriptions["unseen"] != 0
             or self.qa_share["unseen"] != 0
             or self.refusal_qa_share["unseen"]
+            or self.conflict_share["unseen"]
         ):
             raise KnowpackError(
                 "world config: the 'unseen' bucket is never described "

@@ -201,6 +201,24 @@ def corpus_documents(world: World) -> list[str]:
         docs.append("\n\n".join(blocks[i : i + n]))
         i += n
     rng.shuffle(docs)
+    return _with_conflicts(world, docs)
+
+
+def _with_conflicts(world: World, docs: list[str]) -> list[str]:
+    """`docs` plus, for a `conflict_share` of each bucket's one-hop facts, one sentence giving a wrong value,
+    at seeded places. Its own generator: shares of 0 leave the corpus exactly as it was."""
+    cfg = world.config
+    if not any(cfg.conflict_share.values()):
+        return docs
+    rng = random.Random(cfg.seed + 7)
+    docs = list(docs)
+    for person in world.people:
+        for relation in ONE_HOP:
+            if rng.random() < cfg.conflict_share[person.bucket]:
+                wrong = rng.choice([v for v in world.values[relation] if v != person.attributes[relation]])
+                form = rng.choice(DESCRIPTIONS[relation])
+                sentence = form.format(s=person.name, v=wrong, a=_article(wrong))
+                docs.insert(rng.randrange(len(docs) + 1), sentence)
     return docs
 
 
