@@ -202,6 +202,33 @@ def test_noise_floor_and_base_benchmarks_are_reused_by_every_run_of_the_same_pro
     # The noise floor of the first run, from the same two probes.
     first = evaluated[1]["knowledge_shift"]["all"]
     assert ev["knowledge_shift"]["all"]["transitions"]["base"] == first["transitions"]["base"]
+    # The base model's answers on facts both runs implant come from the first run's measurement.
+    fields = ("zero_shot_base", "generalization_base")
+    earlier = {f["id"]: [f[k] for k in fields] for f in evaluated[1]["uptake"]["per_fact"]}
+    now = {f["id"]: [f[k] for k in fields] for f in ev["uptake"]["per_fact"]}
+    shared = earlier.keys() & now.keys()
+    assert shared and ev["settings"]["base_uptake_reused"] == len(shared)
+    assert {i: now[i] for i in shared} == {i: earlier[i] for i in shared}
+
+
+def test_base_uptake_cache_measures_each_fact_once_per_settings(tmp_path):
+    from knowpack.evaluate.base import cached_uptake
+
+    facts, calls = make_facts(), []
+
+    def compute(missing):
+        calls.append([f.id for f in missing])
+        ok = {f.id: [f.id < "f3"] for f in missing}
+        return {"zero_shot_ok": ok, "paraphrase": {f.id: [] for f in missing}}
+
+    first, reused = cached_uptake(tmp_path, {"seed": 0}, facts[:4], compute)
+    assert reused == 0 and first["zero_shot_ok"] == {f"f{i}": [i < 3] for i in range(4)}
+    again, reused = cached_uptake(tmp_path, {"seed": 0}, facts[2:6], compute)
+    assert reused == 2 and calls == [["f0", "f1", "f2", "f3"], ["f4", "f5"]]
+    assert again["zero_shot_ok"] == {f"f{i}": [i < 3] for i in range(2, 6)}
+    assert again["paraphrase"] == {f"f{i}": [] for i in range(2, 6)}
+    _, reused = cached_uptake(tmp_path, {"seed": 1}, facts[:2], compute)  # other settings: measured anew
+    assert reused == 0 and calls[-1] == ["f0", "f1"]
 
 
 def test_eval_of_a_model_alone_and_against_its_own_probe(world, tmp_path):

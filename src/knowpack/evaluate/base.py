@@ -5,6 +5,8 @@ Both live in the base probe's folder (a run's `probe/`, or the shared `probe.run
     <probe>/repeat-seed-<S>/      a second probe of the untouched base, same settings, seed S (base seed + 1)
     <probe>/noise_floor.json      its transition matrix against the base probe (as `--repeat-seed` writes it)
     <probe>/base_benchmarks.json  the base model's lm-eval results, one entry per (task, settings)
+    <probe>/base_uptake.json      the base model's zero-shot and held-out-paraphrase answers, per fact and
+                                  settings (a sweep's runs implant overlapping facts: each is measured once)
 
 A repeat probe written by `knowpack probe --repeat-seed S` with another seed is reused as it is. A lock file
 (`<probe>/.eval.lock`) keeps two evaluations from writing the same folder at once; a killed repeat probe
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 LOCK = ".eval.lock"
 BENCHMARKS = "base_benchmarks.json"
+UPTAKE = "base_uptake.json"
 
 
 @contextlib.contextmanager
@@ -113,10 +116,7 @@ def cached_benchmarks(
     results merged as one `run_benchmarks` summary, and the tasks that were reused."""
     path = folder / BENCHMARKS
     with locked(folder):
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cache = {"entries": {}}
+        cache = _read_cache(path)
         summaries, reused = [], []
         for task in tasks:
             entry_key = json.dumps({**key, "task": task}, sort_keys=True)
@@ -127,6 +127,33 @@ def cached_benchmarks(
                 write_json_atomic(path, cache)
             summaries.append(cache["entries"][entry_key])
     return merge_summaries(summaries), reused
+
+
+def cached_uptake(
+    folder: Path,
+    key: dict[str, Any],
+    facts: Sequence[Any],
+    compute: Callable[[list[Any]], dict[str, dict[str, list]]],
+) -> tuple[dict[str, dict[str, list]], int]:
+    """The base model's uptake measurements of `facts` (`UptakeMeasure`'s tables: name -> fact id -> list),
+    with `compute(missing)` called once for the facts not cached in `folder/base_uptake.json` under `key`.
+
+    Each fact's answers depend only on the fact, the model and the settings in `key` (the probe's exemplars
+    are fixed per fact by its seed), so a fact measured for one run is the same for every other run of the
+    base probe. Returns the tables for `facts` and how many facts were reused."""
+    path = folder / UPTAKE
+    with locked(folder):
+        cache = _read_cache(path)
+        entry = cache["entries"].setdefault(json.dumps(key, sort_keys=True), {})
+        missing = [f for f in facts if f.id not in entry]
+        if missing:
+            measured = compute(missing)
+            for f in missing:
+                entry[f.id] = {name: table.get(f.id, []) for name, table in measured.items()}
+            write_json_atomic(path, cache)
+    names = {name for f in facts for name in entry[f.id]}
+    tables = {name: {f.id: entry[f.id].get(name, []) for f in facts} for name in sorted(names)}
+    return tables, len(facts) - len(missing)
 
 
 def merge_summaries(summaries: list[dict]) -> dict:
@@ -142,6 +169,14 @@ def merge_summaries(summaries: list[dict]) -> dict:
             "tasks": [t for s in summaries for t in s["settings"]["tasks"]],
         }
     return merged
+
+
+def _read_cache(path: Path) -> dict:
+    """A cache file's contents, or an empty cache where there is none (or a torn one: it is rewritten)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"entries": {}}
 
 
 def _without_seed(settings: dict) -> dict:

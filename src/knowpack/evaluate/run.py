@@ -7,9 +7,9 @@
 A run is measured against its base model, on the facts its base probe covered, with the same probe settings
 and seed (the run's `config.yaml`):
 1. inputs.py checks the run folder and its base probe, before any model is loaded;
-2. the base side: the noise floor (a second probe of the untouched base with seed + 1) and the base model's
-   benchmarks, both cached beside the base probe (base.py), and the base model's zero-shot and
-   held-out-paraphrase answers on the implanted facts;
+2. the base side: the noise floor (a second probe of the untouched base with seed + 1), the base model's
+   benchmarks and its zero-shot and held-out-paraphrase answers on the implanted facts, all cached beside
+   the base probe (base.py) and reused by every run evaluated against it;
 3. the trained side: the run's weights put on that same base model (LoRA, LoKI or full), the re-probe of
    every fact into `RUN/eval/probe/` (resumable), the same zero-shot and paraphrase answers, the benchmarks;
 4. the metrics (metrics.py): uptake, knowledge shift and retention beside the noise floor, behaviour and
@@ -31,7 +31,7 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate import metrics as m
-from knowpack.evaluate.base import cached_benchmarks, noise_floor_records, same_model
+from knowpack.evaluate.base import cached_benchmarks, cached_uptake, noise_floor_records, same_model
 from knowpack.evaluate.inputs import RunInputs, eval_settings, read_probe, read_run
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
 from knowpack.facts.schema import Fact
@@ -110,7 +110,16 @@ def evaluate_run(
     base_bench, reused = _base_benchmarks(inp, lm, tokenizer, stage, timings)
     stage("uptake of the base model (zero-shot, held-out paraphrases)")
     with _timed(timings, "uptake_base"):
-        base_uptake = measure(lm, "base")
+        key = {
+            "model": str(config.model.name),
+            "format": fmt,
+            "probe": {k: v for k, v in inp.probe_kwargs.items() if k != "batch_size"},
+            "base_probe": inp.probe_settings,
+            "trained_paraphrases": inp.mix.get("add") == "paraphrase",
+        }
+        base_uptake, uptake_reused = cached_uptake(
+            inp.probe_dir, key, inp.implanted, lambda facts, base=lm: measure(base, "base", facts)
+        )
 
     stage(f"loading the trained weights ({config.method.name})")
     trained = method_module(config.method.name).load(lm, inp.weights).eval()
@@ -167,6 +176,7 @@ def evaluate_run(
         "settings": {
             "probe": {k: v for k, v in inp.probe_kwargs.items() if k != "batch_size"},
             "base_probe": str(inp.probe_dir),
+            "base_uptake_reused": uptake_reused,
             "probe_after": str(inp.run / "eval" / "probe"),
             "train_format": fmt,
             "eval": asdict(ev),

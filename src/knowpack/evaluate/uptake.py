@@ -128,33 +128,37 @@ class UptakeMeasure:
         self.tokenizer, self.facts, self.pool, self.kwargs = tokenizer, facts, pool, probe_kwargs
         self.fmt, self.questions, self.bar = fmt, questions, progress_bar
 
-    def __call__(self, model: Any, label: str) -> dict[str, dict[str, list]]:
-        """By fact id: `zero_shot`, `zero_shot_ok`, `paraphrase` (p_greedy), `paraphrase_zero_shot_ok`."""
+    def __call__(
+        self, model: Any, label: str, facts: Sequence[Fact] | None = None
+    ) -> dict[str, dict[str, list]]:
+        """By fact id: `zero_shot`, `zero_shot_ok`, `paraphrase` (p_greedy), `paraphrase_zero_shot_ok`; of
+        `facts` (a subset of the implanted facts) or of all of them."""
+        facts = self.facts if facts is None else facts
         mode, budget = self.kwargs["mode"], self.kwargs["max_new_tokens"]
         out: dict[str, dict[str, list]] = {}
-        if not self.facts:
+        if not facts:
             return {"zero_shot": {}, "zero_shot_ok": {}, "paraphrase": {}, "paraphrase_zero_shot_ok": {}}
         with self._bar(f"zero-shot ({label})") as progress:
             out["zero_shot"] = zero_shot(
-                model, self.tokenizer, self.facts, fmt=self.fmt, max_new_tokens=budget, progress=progress
+                model, self.tokenizer, facts, fmt=self.fmt, max_new_tokens=budget, progress=progress
             )
             asked = zero_shot(
                 model,
                 self.tokenizer,
-                self.facts,
+                facts,
                 fmt=self.fmt,
                 questions=self.questions,
                 max_new_tokens=budget,
                 progress=progress,
             )
-        out["zero_shot_ok"] = accuracy(out["zero_shot"], self.facts, mode)
-        out["paraphrase_zero_shot_ok"] = accuracy(asked, self.facts, mode)
+        out["zero_shot_ok"] = accuracy(out["zero_shot"], facts, mode)
+        out["paraphrase_zero_shot_ok"] = accuracy(asked, facts, mode)
         settings = {k: v for k, v in self.kwargs.items() if k != "mode"}
         with self._bar(f"held-out paraphrases ({label})") as progress:
             out["paraphrase"] = paraphrase_probe(
                 model,
                 self.tokenizer,
-                self.facts,
+                facts,
                 self.questions,
                 exemplars=self.pool,
                 settings=settings,
