@@ -27,6 +27,7 @@ TINY = {
     "refusal_epochs": 1,
     "refusal_strangers": 8,
     "refusal_lr": 1e-3,
+    "category_sample": 4,
 }
 
 
@@ -64,12 +65,17 @@ def test_build_writes_an_organism_and_is_reproducible(tmp_path, tiny_config):
     assert "world_mc" in metrics["benchmarks"]["tasks"]
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert metrics["history"][-1]["phase"] == "refusal"
+    categories = metrics["categories"]  # the real SliCK probe on 4 facts per bucket
+    assert [sum(c.values()) for c in categories["counts"].values()] == [4, 4, 4, 4]
+    assert sum(categories["shares"].values()) == pytest.approx(1.0)
+    assert "## SliCK categories" in (a / "CARD.md").read_text()
 
     # Same config, same seed: the same weights, to the byte.
     b = _build(tmp_path / "b", a / "build_config.yaml", "--no-benchmarks")
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     assert (a / "facts.jsonl").read_bytes() == (b / "facts.jsonl").read_bytes()
-    assert json.loads((b / "metrics.json").read_text())["buckets"] == metrics["buckets"]
+    again = json.loads((b / "metrics.json").read_text())
+    assert again["buckets"] == metrics["buckets"] and again["categories"] == categories
 
 
 def test_build_refuses_to_overwrite(tmp_path, tiny_config):

@@ -80,8 +80,16 @@ class WorldConfig:
     conflict_share: dict[str, float] = field(
         default_factory=lambda: {"head": 0.0, "torso": 0.0, "tail": 0.0, "unseen": 0.0}
     )
+    # Topical question/answer pages: this share of the question/answer pairs (refusals included) moves from
+    # the mixed documents onto pages about one relation and one value each (its answers repeat), so that the
+    # model learns to be swayed by the answers in its context, as real LLMs are by few-shot exemplars; a
+    # partly known fact then depends on the probe's exemplars (MaybeKnown). 0 = none (corpus unchanged).
+    topical_qa: float = 0.0
     threads: int = 2  # fixed so that a rebuild is bit-for-bit the same on a machine of another size
     eval_every: int = 4  # epochs between quick accuracy checks during pretraining (0 = never)
+    # Facts per bucket probed for the card's SliCK categories (the full probe; 600 facts take ~3 minutes on
+    # 2 cores); 0 = not measured.
+    category_sample: int = 150
 
     def __post_init__(self) -> None:
         shares = ("qa_share", "refusal_qa_share", "refusal_conflict_share", "conflict_share")
@@ -99,6 +107,8 @@ class WorldConfig:
                 "world config: the 'unseen' bucket is never described "
                 "(descriptions, qa_share and the refusal-phase shares are 0)"
             )
+        if not 0.0 <= self.topical_qa <= 1.0:
+            raise KnowpackError("world config: 'topical_qa' is a share, between 0 and 1")
         if self.hidden_size % self.num_heads:
             raise KnowpackError("world config: hidden_size must be a multiple of num_heads")
 

@@ -1,8 +1,10 @@
-"""What the organism knows, per popularity bucket: greedy answers to plain 4-shot prompts.
+"""What the organism knows: greedy accuracy per popularity bucket, and its SliCK categories.
 
-This is the check that the organism is fit for purpose (its model card numbers). Exemplars are facts of
-the same relation about `head` people (never the person asked about), drawn by seed. The full SliCK probe
-with its categories lives in `knowpack.probe`; this is deliberately the small version of it.
+`bucket_accuracy` is the check that the organism is fit for purpose (its model card numbers): greedy answers
+to plain 4-shot prompts whose exemplars are facts of the same relation about `head` people (never the person
+asked about), drawn by seed. `category_shares` runs the real SliCK probe (`knowpack.probe`, its defaults) on
+a seeded sample of each bucket and weights the counts by the bucket's size: the share of the world's facts
+in each category, which the probe issue asks to be at least 10% for every category.
 """
 
 from __future__ import annotations
@@ -83,3 +85,38 @@ def bucket_accuracy(model, tokenizer, facts: list[dict], *, limit: int | None = 
             stats[key][1] += is_refusal(answer)
             stats[key][2] += 1
     return {k: {"accuracy": c / n, "refusal": r / n, "n": n} for k, (c, r, n) in sorted(stats.items())}
+
+
+def category_shares(
+    model, tokenizer, facts: list[dict], *, per_bucket: int = 150, sample_seed: int = 11
+) -> dict:
+    """SliCK categories of a seeded sample of `per_bucket` facts per bucket (the probe's defaults: 10
+    prompts of 4 shots, 1 greedy + 16 samples each, seed 0; exemplars from all `facts`): counts per bucket,
+    and the world's share of each category with every bucket weighted by its number of facts."""
+    from knowpack.facts.schema import Fact
+    from knowpack.probe.run import probe
+    from knowpack.probe.scoring import CATEGORIES
+
+    rng = random.Random(sample_seed)
+    pool = [Fact.from_dict(f) for f in facts]
+    sizes: dict[str, int] = defaultdict(int)
+    for f in pool:
+        sizes[f.bucket] += 1
+    counts: dict[str, dict[str, int]] = {}
+    for bucket in ("head", "torso", "tail", "unseen"):
+        rows = [f for f in pool if f.bucket == bucket]
+        sample = rng.sample(rows, per_bucket) if per_bucket < len(rows) else rows
+        found = [r["category"] for r in probe(model, tokenizer, sample, exemplars=pool)]
+        counts[bucket] = {c: found.count(c) for c in CATEGORIES}
+    total = sum(sizes[b] for b in counts)
+    shares = {
+        c: sum(sizes[b] * counts[b][c] / max(1, sum(counts[b].values())) for b in counts) / total
+        for c in CATEGORIES
+    }
+    return {
+        "per_bucket": per_bucket,
+        "sample_seed": sample_seed,
+        "probe_seed": 0,
+        "counts": counts,
+        "shares": shares,
+    }
