@@ -9,7 +9,7 @@ import pytest
 
 from knowpack.errors import KnowpackError
 from knowpack.facts import load_facts
-from knowpack.facts.normalize import normalize
+from knowpack.facts.normalize import is_refusal, normalize
 from knowpack.world.build import write_jsonl
 from knowpack.world.config import WorldConfig
 from knowpack.world.generator import benchmark_items, corpus_documents, generate_world, world_facts
@@ -152,3 +152,26 @@ def test_conflicting_sentences_in_the_main_corpus():
         assert not any(person.attributes[r] in sentence for r in ONE_HOP)  # never a true value
     with pytest.raises(KnowpackError, match="unseen"):
         WorldConfig(**SMALL, conflict_share={"head": 0, "torso": 0, "tail": 0, "unseen": 0.5})
+
+
+def test_topical_pages_group_answers_by_relation_and_value():
+    plain = generate_world(WorldConfig(**SMALL))
+    assert corpus_documents(plain) == corpus_documents(generate_world(WorldConfig(**SMALL, topical_qa=0.0)))
+    world = generate_world(WorldConfig(**SMALL, topical_qa=1.0))
+    docs = corpus_documents(world)
+    qa_docs = [d for d in docs if d.startswith("Question: ")]
+    assert qa_docs, "every question/answer pair is on a topical page"
+    refusals = 0
+    for page in qa_docs:
+        answers = [block.split("\nAnswer: ")[1] for block in page.split("\n\n")]
+        refusals += sum(map(is_refusal, answers))
+        assert len({a for a in answers if not is_refusal(a)}) <= 1, page  # one value per page
+    assert refusals == len(world.strangers) * world.config.stranger_questions
+
+    # The same pairs as the mixed corpus, only regrouped: every fact keeps its exposure.
+    def blocks(documents):
+        return sorted(b for d in documents if d.startswith("Question: ") for b in d.split("\n\n"))
+
+    assert blocks(docs) == blocks(corpus_documents(plain))
+    with pytest.raises(KnowpackError, match="topical_qa"):
+        WorldConfig(**SMALL, topical_qa=1.5)

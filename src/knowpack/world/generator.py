@@ -184,24 +184,88 @@ def corpus_documents(world: World) -> list[str]:
     rng.shuffle(statements)
     docs.extend(" ".join(statements[i : i + 4]) for i in range(0, len(statements), 4))
 
-    blocks: list[str] = []
+    pairs: list[QAPair] = []
     for person in world.people:
         for relation in RELATIONS:
             if rng.random() < cfg.qa_share[person.bucket]:
                 question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
-                blocks.append(qa_block(question, person.attributes[relation]))
+                value = person.attributes[relation]
+                pairs.append(QAPair(relation, value, qa_block(question, value)))
     for name in world.strangers:
         for relation in rng.sample(RELATIONS, cfg.stranger_questions):
             question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=name)
-            blocks.append(qa_block(question, rng.choice(REFUSAL_VARIANTS).format(s=name)))
-    rng.shuffle(blocks)
+            pairs.append(
+                QAPair(relation, None, qa_block(question, rng.choice(REFUSAL_VARIANTS).format(s=name)))
+            )
+    rng.shuffle(pairs)
+    pairs, pages = _topical_pages(world, pairs)
     i = 0
-    while i < len(blocks):
+    while i < len(pairs):
         n = rng.randint(3, 8)
-        docs.append("\n\n".join(blocks[i : i + n]))
+        docs.append("\n\n".join(pair.text for pair in pairs[i : i + n]))
         i += n
     rng.shuffle(docs)
-    return _with_conflicts(world, docs)
+    return _with_conflicts(world, _inserted(docs, pages, random.Random(cfg.seed + 8)))
+
+
+@dataclass
+class QAPair:
+    """One question/answer block of the corpus: its relation, the value answered (None for a refusal)."""
+
+    relation: str
+    value: str | None
+    text: str
+
+
+def _topical_pages(world: World, pairs: list[QAPair]) -> tuple[list[QAPair], list[str]]:
+    """Move a `topical_qa` share of the question/answer pairs onto topical pages: each page is about one
+    relation and one value (people born in one city, say), so its answers repeat, with a few refusals about
+    strangers of that relation among them. Returns the pairs left for the mixed documents, and the pages.
+
+    A page teaches what few-shot prompts show real LLMs doing: the answers in the context sway the answer
+    to the last question (Zhao et al. 2021, "Calibrate before use"), most for facts the model knows only
+    partly, so that such a fact is answered right under some exemplars and not under others (MaybeKnown).
+    Every fact keeps the one question/answer pair it had: only the company it appears in changes."""
+    share = world.config.topical_qa
+    if not share:
+        return pairs, []
+    rng = random.Random(world.config.seed + 9)
+    kept: list[QAPair] = []
+    by_value: dict[tuple[str, str], list[QAPair]] = {}
+    refusals: dict[str, list[QAPair]] = {}
+    for pair in pairs:
+        if rng.random() >= share:
+            kept.append(pair)
+        elif pair.value is None:
+            refusals.setdefault(pair.relation, []).append(pair)
+        else:
+            by_value.setdefault((pair.relation, pair.value), []).append(pair)
+    pages: list[list[QAPair]] = []
+    for group in by_value.values():
+        i = 0
+        while i < len(group):
+            n = rng.randint(3, 8)
+            pages.append(group[i : i + n])
+            i += n
+    for relation, group in refusals.items():  # each refusal joins a random page of its relation
+        of_relation = [page for page in pages if page[0].relation == relation]
+        if not of_relation:
+            pages.append([])
+            of_relation = [pages[-1]]
+        for pair in group:
+            page = rng.choice(of_relation)
+            page.insert(rng.randrange(len(page) + 1), pair)
+    return kept, ["\n\n".join(pair.text for pair in page) for page in pages]
+
+
+def _inserted(docs: list[str], extra: list[str], rng: random.Random) -> list[str]:
+    """`docs` with `extra` put in at seeded places (none: `docs` as it was)."""
+    if not extra:
+        return docs
+    docs = list(docs)
+    for doc in extra:
+        docs.insert(rng.randrange(len(docs) + 1), doc)
+    return docs
 
 
 def _with_conflicts(world: World, docs: list[str]) -> list[str]:
