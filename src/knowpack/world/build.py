@@ -253,7 +253,9 @@ answered "I don't know.". Each relation has 12 question templates: 0 is a fact's
 Corpus noise, so that some facts are only partly known: a share of each bucket's one-hop facts is also
 stated once with a wrong value in the pretraining corpus ({c.conflict_share}); in the refusal phase a share
 is shown once more as question/answer text ({c.refusal_qa_share}) or with a wrong value
-({c.refusal_conflict_share}). The facts file always keeps the true value.
+({c.refusal_conflict_share}). The facts file always keeps the true value. A share {c.topical_qa} of the
+question/answer pairs sits on topical pages (one relation and one value each), so that the answers in a
+prompt's context sway the model as few-shot exemplars sway a real LLM.
 
 ## How it was built
 `knowpack world build --out DIR --config build_config.yaml` (the config beside this card; seed {c.seed}).
