@@ -6,8 +6,10 @@ tasks), `world.json` (people, cities, value sets), `build_config.yaml`, `metrics
 Everything is written into a temporary sibling folder and renamed into place at the very end, so an
 interrupted build never leaves something that looks like an organism.
 
-Run: `knowpack world build --out build/organism` (about 35 minutes on a 2-core CPU with the default
-config), or a tiny one for a smoke test: `knowpack world build --out /tmp/w --config tiny.yaml`.
+Run: `knowpack world build --out build/organism --config src/knowpack/organism/build_config.yaml` (the
+bundled organism v2: about an hour on a 2-core CPU; `make organism`; WorldConfig's defaults alone draw
+the plainer v1-style world), or a tiny one for a smoke test: `knowpack world build --out /tmp/w --config
+tiny.yaml`.
 """
 
 from __future__ import annotations

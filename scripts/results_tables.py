@@ -1,0 +1,168 @@
+"""Print RESULTS.md's tables (markdown) from the replication sweeps' run folders.
+
+    python scripts/results_tables.py [--runs runs/replicate] [--capacity runs/capacity/organism-lora]
+
+Reads what `knowpack sweep configs/replicate/{packing-cpu,packing-damage-cpu,loki}.yaml` and
+`knowpack capacity configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note.
+Every number is read from a cell's train.json / eval.json (DESIGN.md's definitions); nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+MIX_LABEL = {("none", 0): "none", ("paraphrase", 1): "+1 paraphrase", ("paraphrase", 10): "+10 paraphrases",
+             ("highly_known", 1): "+1 HighlyKnown", ("highly_known", 10): "+10 HighlyKnown"}
+
+
+def cells(sweep: Path) -> list[dict[str, Any]]:
+    """Finished cells of a sweep: config, train.json and (when evaluated) eval.json."""
+    out = []
+    for folder in sorted((sweep / "cells").glob("*")):
+        run = folder / "run.json"
+        if folder.suffix == ".claim" or not run.exists() or json.loads(run.read_text())["status"] != "finished":
+            continue
+        ev = folder / "eval.json"
+        out.append({
+            "name": folder.name,
+            "config": yaml.safe_load((folder / "config.yaml").read_text()),
+            "train": json.loads((folder / "train.json").read_text()),
+            "eval": json.loads(ev.read_text()) if ev.exists() else None,
+        })
+    return out
+
+
+def mean_std(xs: list[float], digits: int = 3) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def mix_key(cell: dict) -> tuple[str, int, int]:
+    mix = cell["config"]["mix"]
+    return MIX_LABEL[(mix["add"], mix["k"])], mix["n_unknown"], list(MIX_LABEL).index((mix["add"], mix["k"]))
+
+
+def grouped(items: list[dict], key: Callable[[dict], Any]) -> dict[Any, list[dict]]:
+    groups: dict[Any, list[dict]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def packing(sweep: Path) -> str:
+    """Reliability after epochs 1, 3 and the last; first epoch / optimizer step reaching 0.9 per seed."""
+    groups = grouped(cells(sweep), mix_key)
+    rows = []
+    for (label, n, _), members in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+        members.sort(key=lambda c: c["config"]["mix"]["seed"])
+        epochs = [c["train"]["epochs"] for c in members]
+        at = lambda e: mean_std([ep[e - 1]["reliability"] if len(ep) >= e else None for ep in epochs], 2)
+        first = [next((x for x in ep if x["reliability"] >= 0.9), None) for ep in epochs]
+        last = epochs[0][-1]
+        rows.append([label, str(n), str(len(members)), at(1), at(3), mean_std([ep[-1]["reliability"] for ep in epochs]),
+                     ", ".join(str(f["epoch"]) if f else "-" for f in first),
+                     ", ".join(str(f["step"]) if f else "-" for f in first) + f" (of {last['step']})"])
+    head = ["mix", "n", "seeds", "after epoch 1", "after epoch 3", "after the last epoch", "first epoch ≥ 0.9",
+            "optimizer steps to ≥ 0.9 (of all)"]
+    return table(head, rows)
+
+
+def damage_row(ev: dict) -> dict[str, Any]:
+    u = ev["knowledge_shift"]["untrained"]
+    tasks = ev["benchmarks"]["tasks"]
+    beh = ev["behaviour"]["untrained"]
+    return {
+        "reliability": ev["uptake"]["reliability"]["value"],
+        "retention": u["retention"]["value"], "retention_base": u["retention"]["base"],
+        "negative": u["negative_shift"]["value"], "negative_base": u["negative_shift"]["base"],
+        "world_mc": tasks["world_mc"]["acc"]["value"], "world_mc_base": tasks["world_mc"]["acc"]["base"],
+        "mc1": tasks["world_truthful_mc1"]["acc"]["value"], "mc1_base": tasks["world_truthful_mc1"]["acc"]["base"],
+        "mc2": tasks["world_truthful_mc2"]["acc"]["value"], "mc2_base": tasks["world_truthful_mc2"]["acc"]["base"],
+        "refusals": beh["refusal_rate"]["value"], "refusals_base": beh["refusal_rate"]["base"],
+        "top": beh["top_answer_share"]["value"], "top_base": beh["top_answer_share"]["base"],
+        "explosion": beh["explosion"]["value"], "untrained": u["n"],
+    }
+
+
+DAMAGE = ["reliability", "retention", "negative", "world_mc", "mc1", "mc2", "refusals", "top"]
+
+
+def damage(sweep: Path) -> str:
+    """One evaluated cell per mix and n: uptake and damage, with the base (noise floor) row."""
+    found = [c for c in cells(sweep) if c["eval"]]
+    rows, base = [], None
+    for c in sorted(found, key=lambda c: (mix_key(c)[2], mix_key(c)[1])):
+        r = damage_row(c["eval"])
+        base = r
+        rows.append([mix_key(c)[0], str(mix_key(c)[1])] + [f"{r[k]:.3f}" for k in DAMAGE])
+    if base:
+        rows.append(["organism (base)", "", "", f"{base['retention_base']:.3f} (noise floor)",
+                     f"{base['negative_base']:.3f} (noise floor)"]
+                    + [f"{base[k + '_base']:.3f}" for k in ("world_mc", "mc1", "mc2", "refusals", "top")])
+    head = ["mix", "n", "reliability", "retention", "negative shift", "world_mc", "TruthfulQA-w MC1", "MC2",
+            "refusals (untrained)", "most frequent answer's share"]
+    return table(head, rows) + f"\n\n(untrained probed facts per cell: {sorted({damage_row(c['eval'])['untrained'] for c in found})})"
+
+
+def loki(sweep: Path) -> str:
+    """Mean ± std over seeds of every case (LoRA and the LoKI selections), trained to equal uptake."""
+    groups = grouped([c for c in cells(sweep) if c["eval"]], lambda c: c["name"].split(",")[0].removeprefix("case="))
+    rows, base = [], None
+    for label, members in groups.items():
+        rs = [damage_row(c["eval"]) for c in members]
+        base = rs[0]
+        params = members[0]["train"].get("trainable_parameters")
+        rows.append([label, f"{params:,}", str(len(members)), mean_std([c["train"]["epochs_run"] for c in members], 1)]
+                    + [mean_std([r[k] for r in rs]) for k in DAMAGE[:-1]])
+    head = ["case", "trainable values", "seeds", "epochs", "reliability", "retention", "negative shift", "world_mc",
+            "TruthfulQA-w MC1", "MC2", "refusals (untrained)"]
+    out = table(head, rows)
+    if base:
+        out += ("\n\nbase: retention (noise floor) {retention_base:.3f}, negative shift (noise floor) {negative_base:.3f}, "
+                "world_mc {world_mc_base:.3f}, MC1 {mc1_base:.3f}, MC2 {mc2_base:.3f}, refusals {refusals_base:.3f}").format(**base)
+    return out
+
+
+def capacity(folder: Path) -> str:
+    """capacity.json's answer and every probe point."""
+    data = json.loads((folder / "capacity.json").read_text())
+    keep = {k: v for k, v in data.items() if not isinstance(v, (list, dict))}
+    lines = [json.dumps(keep, indent=1)]
+    for point in data.get("points", []):
+        lines.append(json.dumps(point)[:600])
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs/replicate"))
+    parser.add_argument("--capacity", type=Path, default=Path("runs/capacity/organism-lora"))
+    args = parser.parse_args()
+    for name, fn, path in [("packing-cpu", packing, args.runs / "packing-cpu"),
+                           ("packing-damage-cpu", damage, args.runs / "packing-damage-cpu"),
+                           ("loki", loki, args.runs / "loki"),
+                           ("capacity", capacity, args.capacity)]:
+        print(f"## {name} ({path})\n")
+        try:
+            print(fn(path) + "\n")
+        except (FileNotFoundError, StopIteration) as err:
+            print(f"not run yet ({err})\n")
+
+
+if __name__ == "__main__":
+    main()
