@@ -8,6 +8,7 @@ damage stays within a budget, found by exponential then binary search over n (`m
     budget:                          # damage: each within this
       world_mc: 0.01                 #   accuracy drop vs the base model at most 0.01 (or TASK/METRIC)
       retention: 0.95                #   untrained HighlyKnown facts still HighlyKnown: at least 0.95
+      # retention_drop: 0.05         #   or: at most 0.05 below the noise floor's retention
     seeds: [0, 1, 2]                 # each point is a run per seed (mix.seed and train.seed)
     rule: all                        # a point passes when every seed does (all) or the seeds' mean (mean)
     start: 1
@@ -65,6 +66,9 @@ TARGETS: dict[str, tuple[str, ...]] = {  # uptake metrics (at least the target),
 }
 BUDGETS: dict[str, tuple[tuple[str, ...], str]] = {  # damage metrics: where, and how the limit applies
     "retention": (("knowledge_shift", "untrained", "retention"), "at_least"),
+    # below the noise floor's retention (a second probe of the untouched model) by at most the limit: a
+    # budget that means the same for a model whose HighlyKnown facts flip on their own now and then
+    "retention_drop": (("knowledge_shift", "untrained", "retention"), "drop"),
     "negative_shift": (("knowledge_shift", "untrained", "negative_shift"), "at_most"),
     "refusal_rate": (("behaviour", "untrained", "refusal_rate"), "change"),  # either way is damage
 }
@@ -166,7 +170,7 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
     if not isinstance(benchmarks, list) or not all(isinstance(t, str) for t in benchmarks):
         raise KnowpackError(f"{path}: benchmarks must be a list of lm-eval task names")
     checks = _targets(data.get("target"), path) + _budget(data.get("budget"), path)
-    tasks = list(dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.kind == "drop"]))
+    tasks = list(dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.path[:2] == ("benchmarks", "tasks")]))
     capacity = Capacity(
         path=path,
         base=(path.parent / data["base"]).resolve() if data.get("base") else None,
@@ -568,7 +572,7 @@ def plot_capacity(result: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def _axis_label(check: dict) -> str:
-    name = check["name"].replace("/", " ")
+    name = check["name"].replace("/", " ").removesuffix("_drop")
     return {"drop": f"{name} drop", "change": f"{name} change"}.get(check["kind"], name)
 
 
