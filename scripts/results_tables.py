@@ -103,20 +103,22 @@ DAMAGE = ["reliability", "retention", "negative", "world_mc", "mc1", "mc2", "ref
 
 
 def damage(sweep: Path) -> str:
-    """One evaluated cell per mix and n: uptake and damage, with the base (noise floor) row."""
+    """One evaluated cell per mix and n: uptake and damage. Retention, negative shift and refusals are over
+    each cell's own untrained facts, so each has its own base (noise floor / base model) in brackets."""
     found = [c for c in cells(sweep) if c["eval"]]
     rows, base = [], None
     for c in sorted(found, key=lambda c: (mix_key(c)[2], mix_key(c)[1])):
-        r = damage_row(c["eval"])
-        base = r
-        rows.append([mix_key(c)[0], str(mix_key(c)[1])] + [f"{r[k]:.3f}" for k in DAMAGE])
+        r = base = damage_row(c["eval"])
+        paired = lambda k: f"{r[k]:.3f} ({r[k + '_base']:.3f})"
+        rows.append([mix_key(c)[0], str(mix_key(c)[1]), str(r["untrained"]), f"{r['reliability']:.3f}",
+                     paired("retention"), paired("negative"), f"{r['world_mc']:.3f}", f"{r['mc1']:.3f}",
+                     f"{r['mc2']:.3f}", paired("refusals"), paired("top")])
     if base:
-        rows.append(["organism (base)", "", "", f"{base['retention_base']:.3f} (noise floor)",
-                     f"{base['negative_base']:.3f} (noise floor)"]
-                    + [f"{base[k + '_base']:.3f}" for k in ("world_mc", "mc1", "mc2", "refusals", "top")])
-    head = ["mix", "n", "reliability", "retention", "negative shift", "world_mc", "TruthfulQA-w MC1", "MC2",
-            "refusals (untrained)", "most frequent answer's share"]
-    return table(head, rows) + f"\n\n(untrained probed facts per cell: {sorted({damage_row(c['eval'])['untrained'] for c in found})})"
+        rows.append(["organism (base)", "", "", "", "", ""] + [f"{base[k + '_base']:.3f}" for k in ("world_mc", "mc1", "mc2")]
+                    + ["", ""])
+    head = ["mix", "n", "untrained facts", "reliability", "retention (noise floor)", "negative shift (noise floor)",
+            "world_mc", "TruthfulQA-w MC1", "MC2", "refusals (base)", "most frequent answer's share (base)"]
+    return table(head, rows)
 
 
 def loki(sweep: Path) -> str:
