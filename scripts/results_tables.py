@@ -64,21 +64,21 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def packing(sweep: Path) -> str:
-    """Reliability after epochs 1, 3 and the last; first epoch / optimizer step reaching 0.9 per seed."""
+def packing(sweep: Path, learned: float = 0.9) -> str:
+    """Reliability after epochs 1, 3 and the last; first epoch / optimizer step reaching `learned` per seed."""
     groups = grouped(cells(sweep), mix_key)
     rows = []
     for (label, n, _), members in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1])):
         members.sort(key=lambda c: c["config"]["mix"]["seed"])
         epochs = [c["train"]["epochs"] for c in members]
         at = lambda e: mean_std([ep[e - 1]["reliability"] if len(ep) >= e else None for ep in epochs], 2)
-        first = [next((x for x in ep if x["reliability"] >= 0.9), None) for ep in epochs]
+        first = [next((x for x in ep if x["reliability"] >= learned), None) for ep in epochs]
         last = epochs[0][-1]
         rows.append([label, str(n), str(len(members)), at(1), at(3), mean_std([ep[-1]["reliability"] for ep in epochs]),
                      ", ".join(str(f["epoch"]) if f else "-" for f in first),
                      ", ".join(str(f["step"]) if f else "-" for f in first) + f" (of {last['step']})"])
-    head = ["mix", "n", "seeds", "after epoch 1", "after epoch 3", "after the last epoch", "first epoch ≥ 0.9",
-            "optimizer steps to ≥ 0.9 (of all)"]
+    head = ["mix", "n", "seeds", "after epoch 1", "after epoch 3", "after the last epoch", f"first epoch ≥ {learned:g}",
+            f"optimizer steps to ≥ {learned:g} (of all)"]
     return table(head, rows)
 
 
@@ -154,8 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/replicate"))
     parser.add_argument("--capacity", type=Path, default=Path("runs/capacity/organism-lora"))
+    parser.add_argument("--learned", type=float, default=0.9, help="reliability that counts as learned")
     args = parser.parse_args()
-    for name, fn, path in [("packing-cpu", packing, args.runs / "packing-cpu"),
+    for name, fn, path in [("packing-cpu", lambda p: packing(p, args.learned), args.runs / "packing-cpu"),
                            ("packing-damage-cpu", damage, args.runs / "packing-damage-cpu"),
                            ("loki", loki, args.runs / "loki"),
                            ("capacity", capacity, args.capacity)]:
