@@ -28,10 +28,10 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/knowpack demo --out out/demo
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests bench scripts
 
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff format src tests bench scripts
 
 ORGANISM := src/knowpack/organism
 

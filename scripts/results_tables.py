@@ -12,13 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-MIX_LABEL = {("none", 0): "none", ("paraphrase", 1): "+1 paraphrase", ("paraphrase", 10): "+10 paraphrases",
-             ("highly_known", 1): "+1 HighlyKnown", ("highly_known", 10): "+10 HighlyKnown"}
+MIX_LABEL = {
+    ("none", 0): "none",
+    ("paraphrase", 1): "+1 paraphrase",
+    ("paraphrase", 10): "+10 paraphrases",
+    ("highly_known", 1): "+1 HighlyKnown",
+    ("highly_known", 10): "+10 HighlyKnown",
+}
 
 
 def cells(sweep: Path) -> list[dict[str, Any]]:
@@ -26,15 +32,21 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
     out = []
     for folder in sorted((sweep / "cells").glob("*")):
         run = folder / "run.json"
-        if folder.suffix == ".claim" or not run.exists() or json.loads(run.read_text())["status"] != "finished":
+        if (
+            folder.suffix == ".claim"
+            or not run.exists()
+            or json.loads(run.read_text())["status"] != "finished"
+        ):
             continue
         ev = folder / "eval.json"
-        out.append({
-            "name": folder.name,
-            "config": yaml.safe_load((folder / "config.yaml").read_text()),
-            "train": json.loads((folder / "train.json").read_text()),
-            "eval": json.loads(ev.read_text()) if ev.exists() else None,
-        })
+        out.append(
+            {
+                "name": folder.name,
+                "config": yaml.safe_load((folder / "config.yaml").read_text()),
+                "train": json.loads((folder / "train.json").read_text()),
+                "eval": json.loads(ev.read_text()) if ev.exists() else None,
+            }
+        )
     return out
 
 
@@ -64,21 +76,47 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def after(epochs: list[list[dict]], epoch: int) -> str:
+    """Mean ± std over seeds of the reliability after `epoch`."""
+    return mean_std([ep[epoch - 1]["reliability"] if len(ep) >= epoch else None for ep in epochs], 2)
+
+
+def paired(row: dict, key: str) -> str:
+    """A value with its base in brackets."""
+    return f"{row[key]:.3f} ({row[key + '_base']:.3f})"
+
+
 def packing(sweep: Path, learned: float = 0.9) -> str:
-    """Reliability after epochs 1, 3 and the last; first epoch / optimizer step reaching `learned` per seed."""
+    """Reliability after epochs 1, 3 and the last; the first epoch and step reaching `learned`, per seed."""
     groups = grouped(cells(sweep), mix_key)
     rows = []
     for (label, n, _), members in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1])):
         members.sort(key=lambda c: c["config"]["mix"]["seed"])
         epochs = [c["train"]["epochs"] for c in members]
-        at = lambda e: mean_std([ep[e - 1]["reliability"] if len(ep) >= e else None for ep in epochs], 2)
         first = [next((x for x in ep if x["reliability"] >= learned), None) for ep in epochs]
         last = epochs[0][-1]
-        rows.append([label, str(n), str(len(members)), at(1), at(3), mean_std([ep[-1]["reliability"] for ep in epochs]),
-                     ", ".join(str(f["epoch"]) if f else "-" for f in first),
-                     ", ".join(str(f["step"]) if f else "-" for f in first) + f" (of {last['step']})"])
-    head = ["mix", "n", "seeds", "after epoch 1", "after epoch 3", "after the last epoch", f"first epoch ≥ {learned:g}",
-            f"optimizer steps to ≥ {learned:g} (of all)"]
+        rows.append(
+            [
+                label,
+                str(n),
+                str(len(members)),
+                after(epochs, 1),
+                after(epochs, 3),
+                mean_std([ep[-1]["reliability"] for ep in epochs]),
+                ", ".join(str(f["epoch"]) if f else "-" for f in first),
+                ", ".join(str(f["step"]) if f else "-" for f in first) + f" (of {last['step']})",
+            ]
+        )
+    head = [
+        "mix",
+        "n",
+        "seeds",
+        "after epoch 1",
+        "after epoch 3",
+        "after the last epoch",
+        f"first epoch ≥ {learned:g}",
+        f"optimizer steps to ≥ {learned:g} (of all)",
+    ]
     return table(head, rows)
 
 
@@ -88,14 +126,22 @@ def damage_row(ev: dict) -> dict[str, Any]:
     beh = ev["behaviour"]["untrained"]
     return {
         "reliability": ev["uptake"]["reliability"]["value"],
-        "retention": u["retention"]["value"], "retention_base": u["retention"]["base"],
-        "negative": u["negative_shift"]["value"], "negative_base": u["negative_shift"]["base"],
-        "world_mc": tasks["world_mc"]["acc"]["value"], "world_mc_base": tasks["world_mc"]["acc"]["base"],
-        "mc1": tasks["world_truthful_mc1"]["acc"]["value"], "mc1_base": tasks["world_truthful_mc1"]["acc"]["base"],
-        "mc2": tasks["world_truthful_mc2"]["acc"]["value"], "mc2_base": tasks["world_truthful_mc2"]["acc"]["base"],
-        "refusals": beh["refusal_rate"]["value"], "refusals_base": beh["refusal_rate"]["base"],
-        "top": beh["top_answer_share"]["value"], "top_base": beh["top_answer_share"]["base"],
-        "explosion": beh["explosion"]["value"], "untrained": u["n"],
+        "retention": u["retention"]["value"],
+        "retention_base": u["retention"]["base"],
+        "negative": u["negative_shift"]["value"],
+        "negative_base": u["negative_shift"]["base"],
+        "world_mc": tasks["world_mc"]["acc"]["value"],
+        "world_mc_base": tasks["world_mc"]["acc"]["base"],
+        "mc1": tasks["world_truthful_mc1"]["acc"]["value"],
+        "mc1_base": tasks["world_truthful_mc1"]["acc"]["base"],
+        "mc2": tasks["world_truthful_mc2"]["acc"]["value"],
+        "mc2_base": tasks["world_truthful_mc2"]["acc"]["base"],
+        "refusals": beh["refusal_rate"]["value"],
+        "refusals_base": beh["refusal_rate"]["base"],
+        "top": beh["top_answer_share"]["value"],
+        "top_base": beh["top_answer_share"]["base"],
+        "explosion": beh["explosion"]["value"],
+        "untrained": u["n"],
     }
 
 
@@ -109,34 +155,82 @@ def damage(sweep: Path) -> str:
     rows, base = [], None
     for c in sorted(found, key=lambda c: (mix_key(c)[2], mix_key(c)[1])):
         r = base = damage_row(c["eval"])
-        paired = lambda k: f"{r[k]:.3f} ({r[k + '_base']:.3f})"
-        rows.append([mix_key(c)[0], str(mix_key(c)[1]), str(r["untrained"]), f"{r['reliability']:.3f}",
-                     paired("retention"), paired("negative"), f"{r['world_mc']:.3f}", f"{r['mc1']:.3f}",
-                     f"{r['mc2']:.3f}", paired("refusals"), paired("top")])
+        rows.append(
+            [
+                mix_key(c)[0],
+                str(mix_key(c)[1]),
+                str(r["untrained"]),
+                f"{r['reliability']:.3f}",
+                paired(r, "retention"),
+                paired(r, "negative"),
+                f"{r['world_mc']:.3f}",
+                f"{r['mc1']:.3f}",
+                f"{r['mc2']:.3f}",
+                paired(r, "refusals"),
+                paired(r, "top"),
+            ]
+        )
     if base:
-        rows.append(["organism (base)", "", "", "", "", ""] + [f"{base[k + '_base']:.3f}" for k in ("world_mc", "mc1", "mc2")]
-                    + ["", ""])
-    head = ["mix", "n", "untrained facts", "reliability", "retention (noise floor)", "negative shift (noise floor)",
-            "world_mc", "TruthfulQA-w MC1", "MC2", "refusals (base)", "most frequent answer's share (base)"]
+        rows.append(
+            ["organism (base)", "", "", "", "", ""]
+            + [f"{base[k + '_base']:.3f}" for k in ("world_mc", "mc1", "mc2")]
+            + ["", ""]
+        )
+    head = [
+        "mix",
+        "n",
+        "untrained facts",
+        "reliability",
+        "retention (noise floor)",
+        "negative shift (noise floor)",
+        "world_mc",
+        "TruthfulQA-w MC1",
+        "MC2",
+        "refusals (base)",
+        "most frequent answer's share (base)",
+    ]
     return table(head, rows)
 
 
 def loki(sweep: Path) -> str:
     """Mean ± std over seeds of every case (LoRA and the LoKI selections), trained to equal uptake."""
-    groups = grouped([c for c in cells(sweep) if c["eval"]], lambda c: c["name"].split(",")[0].removeprefix("case="))
+    groups = grouped(
+        [c for c in cells(sweep) if c["eval"]], lambda c: c["name"].split(",")[0].removeprefix("case=")
+    )
     rows, base = [], None
     for label, members in groups.items():
         rs = [damage_row(c["eval"]) for c in members]
         base = rs[0]
         params = members[0]["train"].get("trainable_parameters")
-        rows.append([label, f"{params:,}", str(len(members)), mean_std([c["train"]["epochs_run"] for c in members], 1)]
-                    + [mean_std([r[k] for r in rs]) for k in DAMAGE[:-1]])
-    head = ["case", "trainable values", "seeds", "epochs", "reliability", "retention", "negative shift", "world_mc",
-            "TruthfulQA-w MC1", "MC2", "refusals (untrained)"]
+        rows.append(
+            [
+                label,
+                f"{params:,}",
+                str(len(members)),
+                mean_std([c["train"]["epochs_run"] for c in members], 1),
+            ]
+            + [mean_std([r[k] for r in rs]) for k in DAMAGE[:-1]]
+        )
+    head = [
+        "case",
+        "trainable values",
+        "seeds",
+        "epochs",
+        "reliability",
+        "retention",
+        "negative shift",
+        "world_mc",
+        "TruthfulQA-w MC1",
+        "MC2",
+        "refusals (untrained)",
+    ]
     out = table(head, rows)
     if base:
-        out += ("\n\nbase: retention (noise floor) {retention_base:.3f}, negative shift (noise floor) {negative_base:.3f}, "
-                "world_mc {world_mc_base:.3f}, MC1 {mc1_base:.3f}, MC2 {mc2_base:.3f}, refusals {refusals_base:.3f}").format(**base)
+        out += (
+            "\n\nbase: retention (noise floor) {retention_base:.3f}, "
+            "negative shift (noise floor) {negative_base:.3f}, world_mc {world_mc_base:.3f}, "
+            "MC1 {mc1_base:.3f}, MC2 {mc2_base:.3f}, refusals {refusals_base:.3f}"
+        ).format(**base)
     return out
 
 
@@ -156,10 +250,12 @@ def main() -> None:
     parser.add_argument("--capacity", type=Path, default=Path("runs/capacity/organism-lora"))
     parser.add_argument("--learned", type=float, default=0.9, help="reliability that counts as learned")
     args = parser.parse_args()
-    for name, fn, path in [("packing-cpu", lambda p: packing(p, args.learned), args.runs / "packing-cpu"),
-                           ("packing-damage-cpu", damage, args.runs / "packing-damage-cpu"),
-                           ("loki", loki, args.runs / "loki"),
-                           ("capacity", capacity, args.capacity)]:
+    for name, fn, path in [
+        ("packing-cpu", lambda p: packing(p, args.learned), args.runs / "packing-cpu"),
+        ("packing-damage-cpu", damage, args.runs / "packing-damage-cpu"),
+        ("loki", loki, args.runs / "loki"),
+        ("capacity", capacity, args.capacity),
+    ]:
         print(f"## {name} ({path})\n")
         try:
             print(fn(path) + "\n")

@@ -170,7 +170,9 @@ def test_budget_reasons_and_the_cap(tmp_path, fake_base):
 def test_a_retention_drop_budget_is_measured_from_the_noise_floor(tmp_path, fake_base):
     # fake_point's noise floor retention is 0.98: retention 1 - n/100 is within 0.05 of it up to n = 7
     path = write_capacity(tmp_path, fake_base, seeds=[0], budget={"retention_drop": 0.05})
-    result = run_capacity(load_capacity(path), run_point=fake_point([], lambda n, s: 1.0, lambda n: 1 - n / 100))
+    result = run_capacity(
+        load_capacity(path), run_point=fake_point([], lambda n, s: 1.0, lambda n: 1 - n / 100)
+    )
     assert result["answer"] == 7 and result["tried"] == [1, 2, 4, 8, 6, 7]
     assert next(p for p in result["points"] if p["n"] == 8)["why"] == ["seed 0: retention drop 0.06 > 0.05"]
 

@@ -170,7 +170,9 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
     if not isinstance(benchmarks, list) or not all(isinstance(t, str) for t in benchmarks):
         raise KnowpackError(f"{path}: benchmarks must be a list of lm-eval task names")
     checks = _targets(data.get("target"), path) + _budget(data.get("budget"), path)
-    tasks = list(dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.path[:2] == ("benchmarks", "tasks")]))
+    tasks = list(
+        dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.path[:2] == ("benchmarks", "tasks")])
+    )
     capacity = Capacity(
         path=path,
         base=(path.parent / data["base"]).resolve() if data.get("base") else None,
