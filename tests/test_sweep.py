@@ -196,3 +196,34 @@ def test_the_shipped_sweep_configs_resolve():
         sweep = load_sweep(path)
         assert path.read_text().startswith(f"# knowpack sweep configs/replicate/{path.name}")
         assert sweep.cells and len({c.folder for c in sweep.cells}) == len(sweep.cells)
+
+
+def test_the_shared_probe_is_keyed_by_the_models_files_not_only_its_name(tmp_path, base):
+    """Other weights behind the same model folder (a retrained model, a new organism) get another base probe
+    and attribution folder; the same files, saved again, the same ones."""
+    import torch
+
+    from knowpack.models import model_fingerprint
+
+    model_dir = Path(yaml.safe_load(base.read_text())["model"]["name"])
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for f in model_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    path = write_sweep(tmp_path, base, tmp_path / "out", set={"model.name": str(copy)})
+
+    def probe_folder() -> str:
+        return load_sweep(path).cells[0].config.probe.out
+
+    first, fingerprint = probe_folder(), model_fingerprint(copy)
+    assert fingerprint == model_fingerprint(model_dir) and len(fingerprint) == 16
+    (copy / "config.json").write_text((copy / "config.json").read_text())  # touched, same bytes
+    assert probe_folder() == first
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(copy / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + torch.ones_like(weights[name])
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    assert model_fingerprint(copy) != fingerprint and probe_folder() != first
+    assert model_fingerprint("no-org/not-in-the-cache-model") is None

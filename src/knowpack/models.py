@@ -131,6 +131,57 @@ def module_name(model: Any, layer: int, key: str) -> str:
     return f"{spec['layers']}.{layer}.{path}"
 
 
+_WHOLE_FILE_LIMIT = 256 * 2**20  # files up to this size are hashed whole; larger ones by size, mtime and ends
+_fingerprints: dict[tuple, str] = {}
+
+
+def model_fingerprint(name: str | os.PathLike) -> str | None:
+    """A short hash of what a model name points at, so that work keyed by it (a sweep's shared base probe)
+    is not reused when the model behind the name changes: a new bundled organism, a retrained local folder.
+
+    `organism` and local folders: every top-level file (weights, config, tokenizer), hashed whole up to 256
+    MiB each (the organism: ~20 MiB, exact), larger files by size, modification time and their first and last
+    MiB. A Hub id: the commit of its snapshot in the local Hugging Face cache (no network). None when it
+    cannot be told (a Hub id not in the cache)."""
+    import hashlib
+
+    source = organism_dir() if str(name) == "organism" else name
+    if not _is_local(source):
+        return _hub_commit(str(source))
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return None
+    files = sorted(f for f in folder.iterdir() if f.is_file())
+    stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    key = (str(folder.resolve()), stats)
+    if key not in _fingerprints:
+        digest = hashlib.sha256()
+        for f, (fname, size, mtime) in zip(files, stats, strict=True):
+            digest.update(f"{fname}\0{size}\0".encode())
+            with open(f, "rb") as handle:
+                if size <= _WHOLE_FILE_LIMIT:
+                    for block in iter(lambda: handle.read(2**20), b""):
+                        digest.update(block)
+                else:
+                    digest.update(str(mtime).encode() + handle.read(2**20))
+                    handle.seek(size - 2**20)
+                    digest.update(handle.read(2**20))
+        _fingerprints[key] = digest.hexdigest()[:16]
+    return _fingerprints[key]
+
+
+def _hub_commit(repo_id: str) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(cached, str):  # None (not cached) or the "known not to exist" marker
+        return None
+    parts = Path(cached).parts
+    return f"hub:{parts[parts.index('snapshots') + 1]}" if "snapshots" in parts else None
+
+
 def model_name(model: Any) -> str | None:
     """The name or folder a transformers model was loaded from (None when it was built from a config)."""
     return getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None

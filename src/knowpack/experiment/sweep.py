@@ -22,7 +22,7 @@ several processes, or machines sharing the folder, can run one sweep: `knowpack 
 the same command on every machine. A claim whose process is gone (same host) is taken over.
 
 Work every cell shares is done once, under a lock: the probe of the base model (`OUT/probe/<hash>`, keyed by
-model, facts and probe settings) and, for LoKI cells that attribute, the attribution
+model name and files, facts and probe settings) and, for LoKI cells that attribute, the attribution
 (`OUT/attribution/<hash>`). Nothing reads a run whose status is not `finished`.
 """
 
@@ -186,9 +186,15 @@ def yaml_value(value: Any) -> str:
 
 
 def share_work(config: RunConfig, out: Path) -> None:
-    """Point a cell at the sweep's shared probe (and LoKI attribution), keyed by what determines them."""
+    """Point a cell at the sweep's shared probe (and LoKI attribution), keyed by what determines them: the
+    model's name and, where it can be told, its files (`knowpack.models.model_fingerprint`)."""
+    from knowpack.models import model_fingerprint
+
+    weights = model_fingerprint(config.model.name)  # another model behind the same name: another probe
     if config.probe.run is None and config.probe.out is None:
         key = {"model": config.model.name, "facts": config.facts.path, "mode": config.facts.mode}
+        if weights is not None:
+            key["weights"] = weights
         key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **config.probe.kwargs())
         config.probe.out = str(out / "probe" / _hash(key))
     options = config.method.options
@@ -200,6 +206,8 @@ def share_work(config: RunConfig, out: Path) -> None:
                 "per_subject": options.get("per_subject", 50),
                 "limit": options.get("attribution_limit"),
             }
+            if weights is not None:
+                key["weights"] = weights
             options["attribution_out"] = str(out / "attribution" / _hash(key))
 
 
