@@ -227,3 +227,4 @@ def test_the_shared_probe_is_keyed_by_the_models_files_not_only_its_name(tmp_pat
     save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
     assert model_fingerprint(copy) != fingerprint and probe_folder() != first
     assert model_fingerprint("no-org/not-in-the-cache-model") is None
+    assert model_fingerprint("not a repo id//") is None

@@ -175,7 +175,10 @@ def _hub_commit(repo_id: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on it
         return None
-    cached = try_to_load_from_cache(repo_id, "config.json")
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id (huggingface_hub's HFValidationError): nothing to tell
+        return None
     if not isinstance(cached, str):  # None (not cached) or the "known not to exist" marker
         return None
     parts = Path(cached).parts
