@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from knowpack.runs import run_status
+
 MIX_LABEL = {
     ("none", 0): "none",
     ("paraphrase", 1): "+1 paraphrase",
@@ -31,12 +33,7 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
     """Finished cells of a sweep: config, train.json and (when evaluated) eval.json."""
     out = []
     for folder in sorted((sweep / "cells").glob("*")):
-        run = folder / "run.json"
-        if (
-            folder.suffix == ".claim"
-            or not run.exists()
-            or json.loads(run.read_text())["status"] != "finished"
-        ):
+        if folder.suffix == ".claim" or run_status(folder) != "finished":
             continue
         ev = folder / "eval.json"
         out.append(
@@ -140,7 +137,6 @@ def damage_row(ev: dict) -> dict[str, Any]:
         "refusals_base": beh["refusal_rate"]["base"],
         "top": beh["top_answer_share"]["value"],
         "top_base": beh["top_answer_share"]["base"],
-        "explosion": beh["explosion"]["value"],
         "untrained": u["n"],
     }
 
@@ -153,12 +149,12 @@ def damage(sweep: Path) -> str:
     each cell's own untrained facts, so each has its own base (noise floor / base model) in brackets."""
     found = [c for c in cells(sweep) if c["eval"]]
     rows, base = [], None
-    for c in sorted(found, key=lambda c: (mix_key(c)[2], mix_key(c)[1])):
+    for (label, n, _), c in sorted(((mix_key(c), c) for c in found), key=lambda kc: (kc[0][2], kc[0][1])):
         r = base = damage_row(c["eval"])
         rows.append(
             [
-                mix_key(c)[0],
-                str(mix_key(c)[1]),
+                label,
+                str(n),
                 str(r["untrained"]),
                 f"{r['reliability']:.3f}",
                 paired(r, "retention"),

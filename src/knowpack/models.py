@@ -151,19 +151,19 @@ def model_fingerprint(name: str | os.PathLike) -> str | None:
     folder = Path(source).expanduser()
     if not folder.is_dir():
         return None
-    files = sorted(f for f in folder.iterdir() if f.is_file())
-    stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    key = (str(folder.resolve()), stats)
+    files = [(f, f.stat()) for f in sorted(folder.iterdir()) if f.is_file()]
+    key = (str(folder.resolve()), tuple((f.name, st.st_size, st.st_mtime_ns) for f, st in files))
     if key not in _fingerprints:
         digest = hashlib.sha256()
-        for f, (fname, size, mtime) in zip(files, stats, strict=True):
-            digest.update(f"{fname}\0{size}\0".encode())
+        for f, st in files:
+            size = st.st_size
+            digest.update(f"{f.name}\0{size}\0".encode())
             with open(f, "rb") as handle:
                 if size <= _WHOLE_FILE_LIMIT:
                     for block in iter(lambda: handle.read(2**20), b""):
                         digest.update(block)
                 else:
-                    digest.update(str(mtime).encode() + handle.read(2**20))
+                    digest.update(str(st.st_mtime_ns).encode() + handle.read(2**20))
                     handle.seek(size - 2**20)
                     digest.update(handle.read(2**20))
         _fingerprints[key] = digest.hexdigest()[:16]

@@ -101,7 +101,9 @@ def evaluate_run(
             f"{config.model.name}"
         )
     fmt = config.train.format or config.probe.format
-    questions, source = _heldout(inp.implanted, inp.mix.get("add") == "paraphrase")
+    probe_settings = {k: v for k, v in inp.probe_kwargs.items() if k != "batch_size"}
+    trained_paraphrases = inp.mix.get("add") == "paraphrase"
+    questions, source = _heldout(inp.implanted, trained_paraphrases)
     measure = UptakeMeasure(
         tokenizer, inp.implanted, inp.pool, inp.probe_kwargs, fmt, questions, progress_bar
     )
@@ -113,9 +115,9 @@ def evaluate_run(
         key = {
             "model": str(config.model.name),
             "format": fmt,
-            "probe": {k: v for k, v in inp.probe_kwargs.items() if k != "batch_size"},
+            "probe": probe_settings,
             "base_probe": inp.probe_settings,
-            "trained_paraphrases": inp.mix.get("add") == "paraphrase",
+            "trained_paraphrases": trained_paraphrases,
         }
         base_uptake, uptake_reused = cached_uptake(
             inp.probe_dir, key, inp.implanted, lambda facts, base=lm: measure(base, "base", facts)
@@ -174,7 +176,7 @@ def evaluate_run(
         },
         "benchmarks": benchmarks_block,
         "settings": {
-            "probe": {k: v for k, v in inp.probe_kwargs.items() if k != "batch_size"},
+            "probe": probe_settings,
             "base_probe": str(inp.probe_dir),
             "base_uptake_reused": uptake_reused,
             "probe_after": str(inp.run / "eval" / "probe"),

@@ -188,27 +188,31 @@ def yaml_value(value: Any) -> str:
 def share_work(config: RunConfig, out: Path) -> None:
     """Point a cell at the sweep's shared probe (and LoKI attribution), keyed by what determines them: the
     model's name and, where it can be told, its files (`knowpack.models.model_fingerprint`)."""
-    from knowpack.models import model_fingerprint
-
-    weights = model_fingerprint(config.model.name)  # another model behind the same name: another probe
     if config.probe.run is None and config.probe.out is None:
-        key = {"model": config.model.name, "facts": config.facts.path, "mode": config.facts.mode}
-        if weights is not None:
-            key["weights"] = weights
+        key = {**_model_key(config), "facts": config.facts.path, "mode": config.facts.mode}
         key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **config.probe.kwargs())
         config.probe.out = str(out / "probe" / _hash(key))
     options = config.method.options
     if config.method.name == "loki" and not options.get("positions") and not options.get("attribution"):
         if not options.get("attribution_out"):
             key = {
-                "model": config.model.name,
+                **_model_key(config),
                 "prompts": options.get("prompts", "world_mc"),
                 "per_subject": options.get("per_subject", 50),
                 "limit": options.get("attribution_limit"),
             }
-            if weights is not None:
-                key["weights"] = weights
             options["attribution_out"] = str(out / "attribution" / _hash(key))
+
+
+def _model_key(config: RunConfig) -> dict[str, Any]:
+    """The model part of a shared folder's key: its name and, where they can be told, its files (another
+    model behind the same name gets another probe)."""
+    from knowpack.models import model_fingerprint
+
+    weights = model_fingerprint(config.model.name)
+    return (
+        {"model": config.model.name} if weights is None else {"model": config.model.name, "weights": weights}
+    )
 
 
 def _hash(data: dict) -> str:
