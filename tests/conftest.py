@@ -1,15 +1,33 @@
-"""Shared fixtures; tests/tiny.py has the tiny model and tokenizer builders."""
+"""Shared fixtures; tests/tiny.py has the tiny model and tokenizer builders.
+
+Every test runs under `knowpack.devices.device_guard()` (a tensor made without `device=` that meets the model's
+fails, as it would on a GPU) unless it is marked `no_device_guard`, and the whole suite runs torch on one
+thread (tiny matrices: one thread is fastest, and OpenMP threads spin-wait on each other when other work holds
+the cores; `make test` also sets OMP_NUM_THREADS=1 for the processes tests start).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from knowpack.devices import device_guard
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _device_guard(request):
+    if request.node.get_closest_marker("no_device_guard"):
+        yield
+        return
+    with device_guard():
+        yield
+
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny matrices: one thread is fastest, and much faster when other work holds the cores (OpenMP threads
-    spin-wait on each other). Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    """One torch thread for a module's tests (the suite already runs on one; kept for modules that say so)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -31,8 +31,11 @@ class _KnowpackGroup(TyperGroup):
     """The top-level group: turns a KnowpackError from any verb into one line on stderr and exit code 1."""
 
     def invoke(self, ctx: Any) -> Any:
+        from knowpack.devices import guard_from_env
+
         try:
-            return super().invoke(ctx)
+            with guard_from_env():  # KNOWPACK_DEVICE_GUARD=1: fail where a GPU would (knowpack.devices)
+                return super().invoke(ctx)
         except KnowpackError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
@@ -438,6 +441,7 @@ def train(
     The config (DESIGN.md) has sections model, facts, probe, mix, method, train, eval and out; every key
     can be overridden as section.key=value. Presets: configs/organism/{lora,loki,full}.yaml, configs/paper/.
     """
+    from knowpack.devices import is_main_process
     from knowpack.train import load_config
     from knowpack.train import train as run_train
 
@@ -449,6 +453,9 @@ def train(
         loss = entry.get("loss")
         typer.echo(f"epoch {entry['epoch']}: loss {loss if loss is None else f'{loss:.4f}'}{shown}", err=True)
 
+    if not is_main_process():  # under a launcher, the main process alone talks
+        run_train(run_config, force=force, on_stage=lambda name: None)
+        return
     out = run_train(
         run_config,
         force=force,

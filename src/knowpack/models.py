@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from knowpack.devices import process_device
 from knowpack.errors import ModelError
 from knowpack.paths import organism_dir
 
@@ -68,8 +69,9 @@ def load_model(
 
     `dtype`: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch dtype.
     `device`: "cpu", "cuda", "cuda:1", ... or "auto" (accelerate's device map over all GPUs); None picks CUDA
-    when available, else CPU. The model is returned in eval mode. The tokenizer pads on the left (for batched
-    generation) and, when it has no pad token, pads with its eos token.
+    when available, else CPU. Under a launcher with several processes "cuda" is this process's GPU
+    (`cuda:LOCAL_RANK`, `knowpack.devices.process_device`). The model is returned in eval mode. The tokenizer
+    pads on the left (for batched generation) and, when it has no pad token, pads with its eos token.
     """
     import torch  # lazy: importing knowpack must stay cheap
     import transformers
@@ -77,8 +79,8 @@ def load_model(
     source = organism_dir() if str(name) == "organism" else name
     source = _check_local(source) if _is_local(source) else str(source)
     dtype = _dtype(dtype, torch)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "auto":
+        device = process_device(device)
 
     # transformers renamed `torch_dtype` to `dtype` in 4.56 and dropped the old name later.
     dtype_key = "dtype" if _version(transformers.__version__) >= (4, 56) else "torch_dtype"

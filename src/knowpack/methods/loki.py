@@ -79,14 +79,20 @@ def selection(model: Any, tokenizer: Any, config: Config, run_dir: Path) -> tupl
 
 
 def ensure_attribution(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
-    """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others)."""
-
-    from knowpack.loki.attribution import attribute
-    from knowpack.loki.prompts import load_prompts
+    """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others).
+    With several processes the main one attributes and the others wait for it."""
+    from knowpack.devices import barrier, is_main_process
     from knowpack.runs import stage_finished
 
-    if stage_finished(out):
-        return
+    if is_main_process() and not stage_finished(out):
+        _attribute(model, tokenizer, config, out)
+    barrier()
+
+
+def _attribute(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
+    from knowpack.loki.attribution import attribute
+    from knowpack.loki.prompts import load_prompts
+
     logger.info("LoKI: attributing on %s into %s", config.prompts, out)
     prompts = load_prompts(config.prompts, tokenizer, per_subject=config.per_subject)
     attribute(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knowpack.devices import is_main_process
 from knowpack.errors import KnowpackError
 from knowpack.models import architecture
 
@@ -79,7 +80,8 @@ def prepare(model: Any, config: Config, context: dict[str, Any]) -> Any:
         # converted into an adapter for the untouched base (PEFT's weight conversion).
         initial = Path(context["run_dir"]) / "initial_adapter"  # PEFT uses the folder name as an adapter name
         peft_model.peft_config["default"].init_lora_weights = True
-        peft_model.save_pretrained(initial)
+        if is_main_process():  # the initial adapter is the same in every process; one writes it
+            peft_model.save_pretrained(initial)
         peft_model.peft_config["default"].init_lora_weights = init
         context["initial_adapter"] = initial
     return peft_model

@@ -62,7 +62,10 @@ class SharedPrefixes:
         length = max(lengths)
         self.bias = None  # additive, (chunks, 1, 1, length): masks padding; None where there is none
         if min(lengths) < length:
-            masked = torch.arange(length, device=first.device)[None, :] >= torch.tensor(lengths)[:, None]
+            masked = (
+                torch.arange(length, device=first.device)[None, :]
+                >= torch.tensor(lengths, device=first.device)[:, None]
+            )
             bias = torch.zeros(masked.shape, device=first.device).masked_fill(
                 masked, torch.finfo(torch.float32).min
             )

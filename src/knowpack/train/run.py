@@ -29,6 +29,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from knowpack.devices import barrier, is_main_process, start_processes, world_size
 from knowpack.errors import KnowpackError
 from knowpack.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from knowpack.methods import method_config, method_module
@@ -52,31 +53,44 @@ def train(
     """Run `config` into its `out` folder; returns the folder. See the module docstring.
 
     A folder that holds a finished run is refused unless `force`; an interrupted or failed one is redone.
+    Under a launcher with several processes (`accelerate launch`, `torchrun`) every process trains its share
+    of each batch on its own device, and only the main process probes, measures uptake (broadcast, so that
+    all stop at the same epoch) and writes the run folder.
     `on_epoch(entry)` sees each epoch's train.json entry, `on_stage(name)` each stage as it starts;
     `progress_bar(label)` is a context manager yielding a `progress(done, total)` callback (the probe's bar).
     """
     from knowpack.facts import load_facts
 
     stage = on_stage or (lambda name: logger.info("%s", name))
-    out = _check_out(config, force)
+    start_processes(config.train.device)
+    main = is_main_process()
     facts = load_facts(config.facts.path)
     records = _probe_records(config) if config.probe.run else None
     if records is not None:
         check_mix(config.mix, records, where=f"probe run {config.probe.run}")
     options = method_config(config.method.name, config.method.options)
-    _clear(out)
-    record = start_run(out, "train", method=config.method.name)
-    write_text_atomic(out / "config.yaml", _yaml(config.to_dict()))
+    out = Path(config.out or "")
+    record = None
+    if main:  # one process owns the run folder: checks, clears, marks and writes it
+        out = _check_out(config, force)
+        _clear(out)
+        record = start_run(out, "train", method=config.method.name)
+        write_text_atomic(out / "config.yaml", _yaml(config.to_dict()))
+    barrier()
     try:
         with _sigterm_as_interrupt(), _threads(config.train.threads):
             result = _train(config, options, facts, records, out, stage, on_epoch, progress_bar)
     except KeyboardInterrupt:
-        end_run(out, record, "interrupted")
+        if main:
+            end_run(out, record, "interrupted")
         raise
     except BaseException as e:
-        end_run(out, record, "failed", error=f"{type(e).__name__}: {str(e).strip()[:500]}")
+        if main:
+            end_run(out, record, "failed", error=f"{type(e).__name__}: {str(e).strip()[:500]}")
         raise
-    end_run(out, record, "finished", **result)
+    if main:
+        end_run(out, record, "finished", **result)
+    barrier()
     return out
 
 
@@ -96,15 +110,23 @@ def _train(
         device=config.train.device,
         trust_remote_code=config.model.trust_remote_code,
     )
+    main = is_main_process()
     if records is None:
         stage("probing (what does the model know?)")
-        with bar("probe") if bar else nullcontext(None) as progress:
-            records = _run_probe(config, model, tokenizer, facts, out, progress)
+        if main:
+            with bar("probe") if bar else nullcontext(None) as progress:
+                records = _run_probe(config, model, tokenizer, facts, out, progress)
+        barrier()
+        if not main:  # the main process has probed: read its records
+            from knowpack.probe.run import read_records
+
+            records = read_records(Path(config.probe.out or out / "probe") / "records.jsonl")
         check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
     mix = build_mix(facts, records, config.mix)
     mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
-    write_jsonl_atomic(out / "mix.jsonl", mix.examples)
-    write_json_atomic(out / "mix.json", mix.provenance)
+    if main:
+        write_jsonl_atomic(out / "mix.jsonl", mix.examples)
+        write_json_atomic(out / "mix.json", mix.provenance)
 
     fmt = config.train.format or config.probe.format
     rows = encode_examples(mix.examples, tokenizer, fmt=fmt, loss_on=config.train.loss_on)
@@ -139,6 +161,10 @@ def _train(
     output = trainer.train()
     model.eval()
 
+    barrier()  # every process is done with the Trainer's folder before it goes
+    last = uptake.history[-1] if uptake.history else {}
+    if not main:
+        return {"reliability": last.get("reliability"), "epochs_run": len(uptake.history)}
     stage("saving")
     weights = out / method.WEIGHTS
     tmp = out / f".{method.WEIGHTS}.tmp"
@@ -149,7 +175,6 @@ def _train(
     shutil.rmtree(out / ".trainer", ignore_errors=True)
     shutil.rmtree(out / "initial_adapter", ignore_errors=True)
 
-    last = uptake.history[-1] if uptake.history else {}
     summary = {
         "method": config.method.name,
         "examples": len(rows),
@@ -163,6 +188,7 @@ def _train(
         "train_loss": output.training_loss,
         "train_seconds": round(output.metrics.get("train_runtime", 0.0), 3),
         "device": str(next(model.parameters()).device),
+        "processes": world_size(),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
     write_json_atomic(out / "train.json", summary)

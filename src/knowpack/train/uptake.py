@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from knowpack.devices import broadcast, is_main_process
 from knowpack.facts.schema import Fact
 from knowpack.train.config import ProbeConfig
 
@@ -45,8 +46,8 @@ def measure_reliability(
 class UptakeCallback(TrainerCallback):
     """After every epoch: measure uptake, keep the epoch's loss, stop at a target or on patience.
 
-    `history` is the per-epoch list `train.json` holds. Under DDP every process measures (the same work), so
-    that all of them take the same stopping decision.
+    `history` is the per-epoch list `train.json` holds. With several processes (DDP) the main process
+    measures and broadcasts the result, so that every process takes the same stopping decision.
     """
 
     def __init__(
@@ -70,11 +71,14 @@ class UptakeCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         entry: dict[str, Any] = {"epoch": round(state.epoch), "step": state.global_step, "loss": None}
         if self.measure is not None and model is not None:
-            was_training = model.training
-            model.eval()
             started = time.time()
-            result = self.measure(model)
-            model.train(was_training)
+            result = None
+            if is_main_process():
+                was_training = model.training
+                model.eval()
+                result = self.measure(model)
+                model.train(was_training)
+            result = broadcast(result)
             entry.update(
                 reliability=result["reliability"],
                 highly_known=result["highly_known"],
