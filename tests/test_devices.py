@@ -18,14 +18,14 @@ def model_tensor() -> torch.Tensor:
 def test_a_host_tensor_meeting_the_models_fails():
     w = model_tensor()
     with device_guard(owners=("knowpack", __name__)), pytest.raises(DeviceMismatch, match="without device="):
-        w + torch.ones(3, 3)
+        _ = w + torch.ones(3, 3)
 
 
 def test_what_is_computed_from_host_tensors_stays_host():
     w = model_tensor()
     with device_guard(owners=("knowpack", __name__)), pytest.raises(DeviceMismatch):
         lengths = torch.tensor([1, 2, 3])
-        w >= lengths[:, None].float()  # indexing and casting keep the mark
+        _ = w >= lengths[:, None].float()  # indexing and casting keep the mark
 
 
 def test_what_pytorch_allows_across_devices_is_allowed():

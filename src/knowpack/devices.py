@@ -151,8 +151,8 @@ def device_guard(owners: tuple[str, ...] = ("knowpack",)):
                 big = [t for t in marked if t.dim() > 0]
                 if big:
                     raise DeviceMismatch(
-                        f"{_name(func)} mixes a tensor made without device= (shape {tuple(big[0].shape)}) with "
-                        "one of the model's: on a GPU this fails; create it with device=..."
+                        f"{_name(func)} mixes a tensor made without device= (shape {tuple(big[0].shape)}) "
+                        "with one of the model's: on a GPU this fails; create it with device=..."
                     )
             elif marked:  # host only (for indexing: a host tensor indexed): the result is on the host too
                 _mark(out)
