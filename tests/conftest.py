@@ -1,9 +1,10 @@
 """Shared fixtures; tests/tiny.py has the tiny model and tokenizer builders.
 
-Every test runs under `knowpack.devices.device_guard()` (a tensor made without `device=` that meets the
-model's fails, as it would on a GPU) unless it is marked `no_device_guard`, and the whole suite runs torch
-on one thread (tiny matrices: one thread is fastest, and OpenMP threads spin-wait on each other when other work holds
-the cores; `make test` also sets OMP_NUM_THREADS=1 for the processes tests start).
+Every test runs under `knowpack.devices.device_guard()` (a tensor made without `device=` that
+meets the model's fails, as it would on a GPU) unless it is marked `no_device_guard`, and the whole
+suite runs torch on one thread (tiny matrices: one thread is fastest, and OpenMP threads spin-wait on
+each other when other work holds the cores; `make test` also sets OMP_NUM_THREADS=1 for the
+processes tests start).
 """
 
 from __future__ import annotations
