@@ -254,8 +254,10 @@ def _times(times: list[float]) -> dict:
 
 def child(args) -> Any:
     """Run this script again in a subprocess for one variant (or, with `variant == "interleaved"`, all)."""
-    common = [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("out", "variant", "quota")
+    common = [  # a flag (store_true) is passed bare when set and left out when not
+        f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}"
+        for k, v in vars(args).items()
+        if k not in ("out", "variant", "quota") and v is not False and v is not None
     ]
     cmd = [sys.executable, __file__, *common, f"--variant={args.variant}", f"--quota={args.quota}"]
     done = subprocess.run(cmd, capture_output=True, text=True)

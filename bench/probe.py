@@ -4,6 +4,7 @@
     .venv/bin/python bench/probe.py --setting organism --facts 28 --slick-facts 0   # quick CPU check, ~30 s
     .venv/bin/python bench/probe.py --setting llama-chat --max-new-tokens 8      # answers that end early
     .venv/bin/python bench/probe.py --device cuda --threads 0 --facts 1400 --slick-facts 140   # on a GPU
+    python bench/probe.py --setting llama-chat --shape llama3-8b --dtype bfloat16 --device cuda --threads 0
 
 Two settings:
 - `organism`: the bundled organism with its plain 4-shot prompts ("Question: ...\\nAnswer: ..." blocks).
@@ -57,13 +58,22 @@ PAPER = dict(batch_size=128)  # and max_new_tokens 32, --max-new-tokens
 SLICK = dict(temperature=0.5, top_k=40, samples=16)
 
 
-def organism(device: str):
-    model, tokenizer = knowpack.load_model("organism", device=device)
+SHAPES = {  # the llama-chat setting's model: a small one for CPUs, Llama-3.1-8B's shape for GPUs
+    "tiny": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2),
+    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8),
+}  # fmt: skip
+
+
+def organism(args):
+    model, tokenizer = knowpack.load_model("organism", device=args.device, dtype=args.dtype)
     return model, tokenizer, "plain"
 
 
-def llama_chat(device: str):
-    """A random Llama-3-shaped model (seeded) and the organism's tokenizer with a Llama-3.1-style template."""
+def llama_chat(args):
+    """A random Llama-3-shaped model (seeded, `--shape`) and the organism's tokenizer with a Llama-3.1-style
+    template."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(knowpack.organism_dir())
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL})
     tokenizer.chat_template = LLAMA3_TEMPLATE
@@ -71,18 +81,16 @@ def llama_chat(device: str):
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
     config = transformers.LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **SHAPES[args.shape],
         max_position_embeddings=1024,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|begin_of_text|>"),
         eos_token_id=eot,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).to(device).eval()
+    dtype = torch.float32 if args.dtype == "auto" else getattr(torch, args.dtype)
+    with torch.device(args.device):  # built on the device: an 8B model never passes through CPU memory
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
     model.generation_config.eos_token_id = eot
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, "chat"
@@ -128,7 +136,7 @@ def ours(model, tokenizer, facts, pool, fmt: str, samples: int, args):
 
 
 def measure(name: str, args, pool, emit) -> None:
-    model, tokenizer, fmt = SETTINGS[name](args.device)
+    model, tokenizer, fmt = SETTINGS[name](args)
     pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer, device=model.device)
     for mode, n in (("greedy", args.facts), ("slick", args.slick_facts)):
         if n == 0:
@@ -187,6 +195,8 @@ def main() -> None:
         help="longest answer, both sides (32: the paper's; a smaller cap mimics answers that end early)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="llama-chat's model shape")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument(
         "--threads",
         type=int,

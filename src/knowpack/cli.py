@@ -125,6 +125,7 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="A shortened demo (fewer facts, ~1-2 minutes).")
     ] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu (the default), cuda or cuda:1.")] = "cpu",
 ) -> None:
     """The whole pipeline on the bundled organism, on a CPU, in a few minutes.
 
@@ -138,7 +139,11 @@ def demo(
     from knowpack.experiment.demo import COLUMNS, HEADERS, run_demo
 
     summary = run_demo(
-        out, quick=quick, on_stage=lambda name: typer.echo(f"[{name}]", err=True), progress_bar=_progress
+        out,
+        quick=quick,
+        device=device,
+        on_stage=lambda name: typer.echo(f"[{name}]", err=True),
+        progress_bar=_progress,
     )
     table = Table(title=f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted")
     table.add_column("model")

@@ -132,6 +132,8 @@ def device_guard(owners: tuple[str, ...] = ("knowpack",)):
                 if _made_by(owners):
                     _mark(out)
                 return out
+            if not host:  # nothing is on the host: nothing to check (the common case, kept cheap)
+                return out
             if func in moves:
                 placed = "device" in kwargs or any(
                     isinstance(a, (str, torch.device, torch.Tensor, int)) for a in args[1:]
@@ -141,12 +143,13 @@ def device_guard(owners: tuple[str, ...] = ("knowpack",)):
                 elif is_host(args[0]):
                     _mark(out)
                 return out
-            checked = (args[:1], kwargs) if func in indexing else (args, kwargs)
-            tensors = [t for t in tree_leaves(checked) if isinstance(t, torch.Tensor)]
-            if not tensors:
-                return out
-            marked = [t for t in tensors if is_host(t)]
-            model_side = [t for t in tensors if not is_host(t)]
+            operands = args[:1] if func in indexing else (*args, *kwargs.values())
+            marked, model_side = [], False
+            for t in _tensors(operands):
+                if is_host(t):
+                    marked.append(t)
+                else:
+                    model_side = True
             if marked and model_side:
                 big = [t for t in marked if t.dim() > 0]
                 if big:
@@ -157,6 +160,13 @@ def device_guard(owners: tuple[str, ...] = ("knowpack",)):
             elif marked:  # host only (for indexing: a host tensor indexed): the result is on the host too
                 _mark(out)
             return out
+
+    def _tensors(operands: tuple) -> Any:
+        for a in operands:
+            if isinstance(a, torch.Tensor):
+                yield a
+            elif isinstance(a, (list, tuple)):
+                yield from (t for t in tree_leaves(a) if isinstance(t, torch.Tensor))
 
     def _mark(out: Any) -> None:
         for t in tree_leaves(out):

@@ -38,7 +38,7 @@ def run_benchmarks(
     include_path: Path | str | list | None = None,
     limit: int | float | None = None,
     num_fewshot: int | None = None,
-    batch_size: int = 16,
+    batch_size: int | str | None = None,
     seed: int = 0,
 ) -> dict:
     """Run lm-eval `tasks` on `model` and return `{"tasks": {task: {metric: value, metric_stderr: …}}, …}`.
@@ -50,7 +50,8 @@ def run_benchmarks(
     An unknown task is a one-line error (`check_tasks`). `limit` caps the items per task (a float below 1
     is a share); `num_fewshot` overrides the tasks' own shots except where a task fixes 0 (TruthfulQA-style
     tasks); left None, a task runs with its own shots, or with `PAPER_SHOTS` (mmlu: 5, as the papers report
-    it; lm-eval's own default is 0). The model is left in the train/eval mode it came in.
+    it; lm-eval's own default is 0). `batch_size` None is lm-eval's "auto" (the largest batch that fits) on
+    an accelerator and 16 on a CPU. The model is left in the train/eval mode it came in.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -60,6 +61,8 @@ def run_benchmarks(
     groups: dict[int | None, list[str]] = {}  # tasks by the shots they run with
     for task in tasks:
         groups.setdefault(num_fewshot if num_fewshot is not None else PAPER_SHOTS.get(task), []).append(task)
+    if batch_size is None:
+        batch_size = 16 if next(model.parameters()).device.type == "cpu" else "auto"
     was_training = model.training
     merged: dict[str, dict] = {"results": {}, "versions": {}, "n-shot": {}, "n-samples": {}}
     try:

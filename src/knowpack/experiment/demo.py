@@ -34,7 +34,7 @@ HEADERS = dict(
 )
 
 
-def demo_config(method: str, out: Path, *, quick: bool = False) -> Any:
+def demo_config(method: str, out: Path, *, quick: bool = False, device: str = "cpu") -> Any:
     """The run config of one demo arm (the organism presets, greedy probe, shared probe folder)."""
     from knowpack.train.config import load_config
 
@@ -47,7 +47,7 @@ def demo_config(method: str, out: Path, *, quick: bool = False) -> Any:
         "train.epochs": 30,
         "train.lr": 5e-3 if method == "lora" else 1e-2,
         "train.target_reliability": 0.95,
-        "train.device": "cpu",
+        "train.device": device,
         "train.threads": 1,
         "eval.benchmarks": BENCHMARKS,
         "eval.limit": 40 if quick else 200,  # items per benchmark: the benchmarks are most of the demo's time
@@ -66,10 +66,12 @@ def run_demo(
     out: str | Path,
     *,
     quick: bool = False,
+    device: str = "cpu",
     on_stage: Callable[[str], None] | None = None,
     progress_bar: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo into `out` (see the module docstring); returns the summary written to summary.json."""
+    """Run the demo into `out` (see the module docstring) on `device`; returns the summary written to
+    summary.json."""
     from knowpack.evaluate import evaluate_run
     from knowpack.report import write_report
     from knowpack.train import train
@@ -77,7 +79,7 @@ def run_demo(
 
     out = Path(out)
     stage = on_stage or (lambda name: logger.info("%s", name))
-    configs = {method: demo_config(method, out, quick=quick) for method in ("lora", "loki")}
+    configs = {method: demo_config(method, out, quick=quick, device=device) for method in ("lora", "loki")}
     probe_dir = out / "probe"
     if not stage_finished(probe_dir):
         stage("probing the organism")
@@ -89,7 +91,7 @@ def run_demo(
         stage(f"implanting {config.mix.n_unknown} Unknown facts with {method}")
         run = train(config, force=True, on_stage=stage, progress_bar=progress_bar)
         stage(f"evaluating {method}")
-        evals[method] = evaluate_run(run, progress_bar=progress_bar, on_stage=stage)
+        evals[method] = evaluate_run(run, device=device, progress_bar=progress_bar, on_stage=stage)
     summary = _summary(evals)
     write_report([out / "runs"], out, title="knowpack demo: LoRA vs LoKI on the model organism")
     write_json_atomic(out / "summary.json", summary)

@@ -147,8 +147,8 @@ class EvalConfig:
     """Shots per benchmark item (null: each task's own, e.g. world_mc 5, TruthfulQA 0)."""
     tasks_dir: str | None = None
     """A folder of lm-eval task YAMLs of your own (offline tasks on local data); world_* tasks need none."""
-    batch_size: int = 16
-    """Benchmark items scored at once."""
+    batch_size: int | None = None
+    """Benchmark items scored at once (null: lm-eval's "auto", the most that fits, on a GPU; 16 on a CPU)."""
     noise_floor: bool = True
     """Probe the untouched base a second time with another seed (cached beside the base probe) and set every
     shift beside it."""

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Every verb on a device, then the benchmarks at the Llama-3.1-8B shape: one line per step with its time and
+# exit code. On a GPU machine (one H200: about 8 minutes):
+#
+#     bash scripts/gpu_check.sh                         # --device cuda, bf16, results in $OUT or out/gpu_check
+#     bash scripts/gpu_check.sh --device cpu --quick    # the same steps, small, on a CPU (CI runs this)
+#
+# Steps, on the bundled organism: probe, attribute, select, train LoRA / LoKI / full (bf16 weights and bf16
+# mixed precision on a GPU), eval with the world benchmarks, a sweep of 2 cells, capacity with max=4, the demo,
+# export; then bench/kva.py, bench/loki_layer.py and bench/probe.py (llama-chat) at the llama3-8b shape on a GPU
+# (tiny shapes with --quick). Every verb runs under KNOWPACK_DEVICE_GUARD=1 (knowpack.devices) unless
+# --no-guard. The steps' lines go to stdout and to DIR/steps.tsv; each step's output to DIR/logs/STEP.log; the
+# benchmarks' JSON lines to DIR/bench.jsonl. Exit code: the number of failed steps (0: all passed).
+set -u
+
+device=cuda
+quick=0
+guard=1
+out="${OUT:-out/gpu_check}"
+python="${PYTHON:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) device="$2"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --no-guard) guard=0; shift ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+cd "$(dirname "$0")/.."
+[ -n "$python" ] || { [ -x .venv/bin/python ] && python=.venv/bin/python || python=python3; }
+mkdir -p "$out/logs"
+out="$(cd "$out" && pwd)"
+work="$out/work"
+rm -rf "$work" "$out/steps.tsv" "$out/bench.jsonl"
+mkdir -p "$work"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+[ "$guard" = 1 ] && export KNOWPACK_DEVICE_GUARD=1
+
+if [ "$device" = cpu ]; then dtype=float32; precision=fp32; else dtype=bfloat16; precision=bf16; fi
+if [ "$quick" = 1 ]; then
+  limit=12; pool=40; n=4; epochs=2; bench_shape=tiny; bench_facts=4; kva_prompts=2; eval_limit=20
+else
+  limit=60; pool=200; n=20; epochs=10; bench_shape=llama3-8b; bench_facts=40; kva_prompts=10; eval_limit=100
+fi
+kp=("$python" -m knowpack --threads 1)
+failed=0
+started=$(date +%s)
+printf 'gpu_check: device %s, dtype %s, quick %s, guard %s, %s\n' "$device" "$dtype" "$quick" "$guard" "$(date -u +%FT%TZ)"
+"$python" - <<'EOF' 2>/dev/null | sed 's/^/  /'
+import platform, torch, transformers, peft
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"{platform.node()}: torch {torch.__version__}, transformers {transformers.__version__}, "
+      f"peft {peft.__version__}, {gpu}")
+EOF
+
+step() {  # step NAME COMMAND...: run it, log its output, print "NAME  exit CODE  SECONDS s"
+  local name="$1"; shift
+  local t0 t1 code
+  t0=$(date +%s.%N)
+  "$@" >"$out/logs/$name.log" 2>&1
+  code=$?
+  t1=$(date +%s.%N)
+  local secs
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  printf '%-14s exit %-3s %8s s\n' "$name" "$code" "$secs" | tee -a "$out/steps.tsv"
+  if [ "$code" != 0 ]; then
+    failed=$((failed + 1))
+    tail -n 5 "$out/logs/$name.log" | sed 's/^/    | /'
+  fi
+}
+
+common=(probe.pool="$pool" probe.samples=0 "mix.n_unknown=$n" "train.epochs=$epochs" "train.device=$device"
+        "model.dtype=$dtype" "train.precision=$precision" train.target_reliability=null
+        "eval.limit=$eval_limit")
+
+step probe "${kp[@]}" probe --model organism --facts organism --limit "$limit" --samples 2 \
+  --device "$device" --dtype "$dtype" --out "$work/probe"
+step attribute "${kp[@]}" attribute --model organism --prompts world_mc --limit "$limit" \
+  --device "$device" --dtype "$dtype" --out "$work/kva"
+step select "${kp[@]}" select "$work/kva" --quota 10 --out "$work/selection.json"
+step train-lora "${kp[@]}" train configs/organism/lora.yaml "${common[@]}" "probe.out=$work/train-probe" \
+  "out=$work/lora"
+step train-loki "${kp[@]}" train configs/organism/loki.yaml "${common[@]}" "probe.run=$work/train-probe" \
+  "method.positions=$work/selection.json" "out=$work/loki"
+step train-full "${kp[@]}" train configs/organism/full.yaml "${common[@]}" "probe.run=$work/train-probe" \
+  "out=$work/full"
+step eval "${kp[@]}" eval "$work/lora" --device "$device" --limit "$eval_limit"
+cat >"$work/sweep.yaml" <<EOF
+base: $PWD/configs/organism/lora.yaml
+set:
+  probe.run: $work/train-probe
+  probe.pool: $pool
+  probe.samples: 0
+  mix.n_unknown: $n
+  train.epochs: $epochs
+  train.device: $device
+  model.dtype: $dtype
+  train.precision: $precision
+  train.target_reliability: null
+grid:
+  mix.seed: [0, 1]
+out: $work/sweep
+EOF
+step sweep "${kp[@]}" sweep "$work/sweep.yaml"
+step capacity "${kp[@]}" capacity configs/capacity/organism-lora.yaml max=4 "seeds=[0]" "out=$work/capacity" \
+  "probe.pool=$pool" "train.device=$device" "model.dtype=$dtype" "train.precision=$precision" \
+  "train.epochs=$epochs" "eval.limit=$eval_limit"
+if [ "$quick" = 1 ]; then
+  step demo "${kp[@]}" demo --quick --device "$device" --out "$work/demo"
+else
+  step demo "${kp[@]}" demo --device "$device" --out "$work/demo"
+fi
+step export "${kp[@]}" export "$work/lora" --out "$work/export"
+
+unset KNOWPACK_DEVICE_GUARD  # the benchmarks time the real thing
+threads=0; [ "$device" = cpu ] && threads=1
+step bench-kva "$python" bench/kva.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
+  --prompts "$kva_prompts" --naive-prompts 1 --threads "$threads" --json "$out/bench.jsonl"
+step bench-loki "$python" bench/loki_layer.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
+  --steps 3 --warmup 1 --quotas 10 --threads "$threads" --out "$out/bench-loki.json"
+step bench-probe "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
+  --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
+  --threads "$threads" --json "$out/bench.jsonl"
+
+printf 'gpu_check: %s failed, %s s in all\n' "$failed" "$(($(date +%s) - started))" | tee -a "$out/steps.tsv"
+exit "$failed"
