@@ -291,8 +291,13 @@ _CHOICES = {
 }
 
 
-def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a run config (YAML), apply `section.key=value` overrides, check every key and type."""
+def load_config(
+    path: str | os.PathLike | None, overrides: list[str] = (), *, origins: dict[str, str] | None = None
+) -> RunConfig:
+    """Read a run config (YAML), apply `section.key=value` overrides, check every key, type and range.
+
+    `origins` says where an override came from, by its key (`{"train.lr": "sweep.yaml:7"}`), for errors
+    that name that place rather than "command line" (a sweep's or a capacity search's settings)."""
     import yaml
 
     data: dict[str, Any] = {}
@@ -306,7 +311,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
             raise KnowpackError(f"{path}: cannot read the config ({e.strerror})") from None
         try:
             data = yaml.safe_load(text) or {}
-            lines = _key_lines(yaml.compose(text))
+            lines = key_lines(yaml.compose(text))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f":{mark.line + 1}" if mark else ""
@@ -314,7 +319,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         if not isinstance(data, dict):
             raise KnowpackError(f"{path}: a run config is a mapping of sections, got {type(data).__name__}")
     for item in overrides:
-        lines[_override(data, item)] = "override"
+        key = _override(data, item)
+        for replaced in [k for k in lines if k[: len(key)] == key]:
+            del lines[replaced]  # the override's value stands in for what the file said there
+        lines[key] = (origins or {}).get(".".join(key), "command line")
     return _build(data, where, lines)
 
 
@@ -446,23 +454,33 @@ def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    """YAML key path -> 1-based line, for errors that point into the file."""
-    out: dict[tuple[str, ...], int] = {}
-    if node is None or not hasattr(node, "value") or not isinstance(node.value, list):
+def key_lines(node: Any, prefix: tuple = ()) -> dict[tuple, int]:
+    """YAML key path -> 1-based line (`yaml.compose`'s node), for errors that point into the file. A list
+    item's path holds its index: ("cases", 2, "mix.k")."""
+    from yaml.nodes import MappingNode, SequenceNode
+
+    out: dict[tuple, int] = {}
+    if isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            out[prefix + (i,)] = item.start_mark.line + 1
+            out.update(key_lines(item, prefix + (i,)))
         return out
-    for pair in node.value:
-        if not isinstance(pair, tuple):
-            continue
-        key_node, value_node = pair
+    if not isinstance(node, MappingNode):
+        return out
+    for key_node, value_node in node.value:
         key = prefix + (str(key_node.value),)
         out[key] = key_node.start_mark.line + 1
-        out.update(_key_lines(value_node, key))
+        out.update(key_lines(value_node, key))
     return out
 
 
 def _at(where: str, lines: dict, key: tuple[str, ...]) -> str:
-    line = lines.get(key)
-    if line == "override":
-        return "command line"
-    return f"{where}:{line}" if line else where
+    """Where `key` was set: `file:line`, or the place an override came from (the nearest key above it that
+    was set when the key itself was not, e.g. a whole `method` mapping given by a sweep's case)."""
+    for n in range(len(key), 0, -1):
+        line = lines.get(key[:n])
+        if isinstance(line, str):
+            return line
+        if line is not None:
+            return f"{where}:{line}"
+    return where
