@@ -77,8 +77,15 @@ def probe(
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
     if mode not in ("substring", "exact"):
         raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
-    if samples < 0 or max_new_tokens < 1 or batch_size < 1:
-        raise KnowpackError("need samples >= 0, max_new_tokens >= 1 and batch_size >= 1")
+    _check_numbers(
+        n_prompts=n_prompts,
+        shots=shots,
+        samples=samples,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+    )
     if samples > 0 and not temperature > 0:
         raise KnowpackError(f"sampling needs a temperature > 0 (got {temperature})")
     all_facts = list(facts)
@@ -160,6 +167,15 @@ def probe(
         everything = read_records(records_path)
         write_json_atomic(summary_path, _summary(everything, settings, "finished", stats, seconds))
     return [done.get(f.id) or new[f.id] for f in chosen]
+
+
+def _check_numbers(**values: Any) -> None:
+    """The probe's numeric arguments against the ranges of the run config's probe section (`limit` as
+    `pool`), before anything is written."""
+    from knowpack.train.config import ProbeConfig, check_field
+
+    for name, value in values.items():
+        check_field(ProbeConfig, "pool" if name == "limit" else name, value, name)
 
 
 def parse_shard(spec: str | tuple[int, int]) -> tuple[int, int]:
