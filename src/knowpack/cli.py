@@ -784,6 +784,7 @@ def facts_check(
     from knowpack.facts import load_facts
 
     facts = load_facts(file, format=facts_format, lenient=lenient, split=split)
+    _check_duplicate_questions(facts, lenient)
     skipped = f", {len(facts.skipped)} bad row(s) skipped" if facts.skipped else ""
     typer.echo(f"{facts.source}: {len(facts)} facts, format {facts.format}{skipped}")
     console = Console(highlight=False)
@@ -803,6 +804,24 @@ def facts_check(
         typer.echo(f"skipped: {err}", err=True)
     if len(facts.skipped) > 20:
         typer.echo(f"skipped: ... and {len(facts.skipped) - 20} more", err=True)
+
+
+def _check_duplicate_questions(facts: Any, lenient: bool) -> None:
+    """Facts that ask the same question: an error (a warning with --lenient). The probe never takes an
+    exemplar with the fact's own question, so they shrink each other's exemplar pool, down to none."""
+    groups = facts.duplicate_questions()
+    if not groups:
+        return
+    shared = sum(len(g) for g in groups)
+    first = groups[0]
+    message = (
+        f"{facts.source}: {shared} of {len(facts)} facts ask a question another fact asks too (e.g. "
+        f"{first[0].id!r} and {first[1].id!r}: {first[0].question!r}); the probe never uses a fact with "
+        "the asked question as an exemplar, so give each fact its own question"
+    )
+    if not lenient:
+        raise KnowpackError(message + " (--lenient: only warn)")
+    logging.getLogger("knowpack").warning("%s", message)
 
 
 def _mean_aliases(facts: list) -> float:

@@ -145,22 +145,28 @@ def probe(
             progress(progressed, total)
 
     new: dict[str, dict] = {}
-    orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
-    for start in range(0, len(todo), per_chunk):
-        chunk = todo[start : start + per_chunk]
-        prompts = build_prompts(
-            chunk, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=orders
-        )
-        requests = _requests(chunk, prompts, tokenizer, fmt, stats)
-        generations = engine.generate(requests, on_batch=on_batch)
-        rows = []
-        for fact, fact_prompts in zip(chunk, prompts, strict=True):
-            gens = [generations[(fact.id, j)] for j in range(n_prompts)]
-            rows.append(_record(fact, fact_prompts, gens, mode))
-        if records_path is not None:
-            append_jsonl(records_path, rows)
-        new.update((r["id"], r) for r in rows)
-        stats["facts"] += len(rows)
+    try:
+        orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
+        for start in range(0, len(todo), per_chunk):
+            chunk = todo[start : start + per_chunk]
+            prompts = build_prompts(
+                chunk, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=orders
+            )
+            requests = _requests(chunk, prompts, tokenizer, fmt, stats)
+            generations = engine.generate(requests, on_batch=on_batch)
+            rows = []
+            for fact, fact_prompts in zip(chunk, prompts, strict=True):
+                gens = [generations[(fact.id, j)] for j in range(n_prompts)]
+                rows.append(_record(fact, fact_prompts, gens, mode))
+            if records_path is not None:
+                append_jsonl(records_path, rows)
+            new.update((r["id"], r) for r in rows)
+            stats["facts"] += len(rows)
+    except KnowpackError:  # bad input found while building prompts (an exemplar pool too small): say so
+        if summary_path is not None:
+            failed = _summary(read_records(records_path), settings, "failed", stats, time.time() - started)
+            write_json_atomic(summary_path, failed)
+        raise
 
     seconds = time.time() - started
     if summary_path is not None:
