@@ -235,8 +235,10 @@ def probe(
     if backend == "vllm" and device is not None:
         raise KnowpackError("--device is for the torch backend; vLLM places the model itself")
     from knowpack.facts import load_facts
-    from knowpack.models import load_model
+    from knowpack.models import check_model, load_model
 
+    if backend == "torch":
+        check_model(model)
     fact_set = load_facts(facts)
     pool = load_facts(exemplars) if exemplars is not None else None
     if backend == "vllm":

@@ -223,6 +223,14 @@ def _check_local(source: str | os.PathLike) -> str:
     return str(path)
 
 
+def check_model(name: str | os.PathLike) -> None:
+    """What can be told of a model without loading it, as one-line errors: a local folder (or the organism)
+    must exist and hold valid safetensors (`check_safetensors`). A Hub id is left to `load_model`."""
+    source = organism_dir() if str(name) == "organism" else name
+    if _is_local(source):
+        _check_local(source)
+
+
 def warn_remote_code(name: str | os.PathLike) -> None:
     """The warning shown before a model's own Python code is allowed to run (`trust_remote_code`)."""
     logger.warning(

@@ -11,6 +11,9 @@ Files in `out`: `records.jsonl` (one probe record per fact, DESIGN.md) and `summ
 category, per relation and bucket, timings, settings, status). A shard i/n writes `records.i-of-n.jsonl` and
 `summary.i-of-n.json` instead, and `merge_shards` joins them into `records.jsonl` / `summary.json`.
 
+The exemplar pool is recorded exactly (`knowpack.probe.pool`): its identity in the settings, its ids in
+`exemplar_pool.json`, so that a re-probe of these facts asks exactly the same prompts.
+
 Resume: records are appended and flushed batch by batch, so after a kill the file holds every finished fact
 and at most one torn last line, which is cut off. Rerunning with the same settings skips the ids present;
 other settings in the same folder are refused. Exemplars always come from the whole fact list (or the given
@@ -35,6 +38,7 @@ from knowpack.facts.schema import Fact
 from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
 from knowpack.probe.engine import Engine, Request, split_prefix
+from knowpack.probe.pool import pool_identity, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
 from knowpack.runs import versions
@@ -109,7 +113,7 @@ def probe(
         "format": fmt,
         "mode": mode,
         "seed": seed,
-        "exemplar_pool": "facts" if exemplars is None else f"{len(pool)} given",
+        "exemplar_pool": pool_identity(pool),
     }
 
     records_path = summary_path = None
@@ -118,6 +122,7 @@ def probe(
         records_path, summary_path = _paths(Path(out), shard and (index, count))
         records_path.parent.mkdir(parents=True, exist_ok=True)
         _check_settings(summary_path, settings)
+        write_pool(records_path.parent, pool)
         done = {r["id"]: r for r in read_records(records_path, repair=True)}
     todo = [f for f in chosen if f.id not in done]
     if done:
@@ -337,6 +342,9 @@ def _check_settings(summary_path: Path, settings: dict) -> None:
         return
     if old is not None:
         old.setdefault("backend", "torch")  # probes from before the vLLM backend existed
+        pool = settings["exemplar_pool"]
+        if old.get("exemplar_pool") in ("facts", f"{pool['facts']} given"):  # before the pool was recorded
+            old["exemplar_pool"] = pool
     if old is not None and old != settings:
         diff = ", ".join(f"{k} {old.get(k)!r} vs {v!r}" for k, v in settings.items() if old.get(k) != v)
         raise KnowpackError(
