@@ -180,11 +180,16 @@ def test_a_retention_drop_budget_is_measured_from_the_noise_floor(tmp_path, fake
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"budjet": {}}, "unknown key(s) budjet"),
+        ({"budjet": {}}, "unknown key 'budjet'"),
         ({"target": None}, "no target"),
         ({"target": {"reliabilty": 0.9}}, "unknown target metric 'reliabilty'"),
         ({"budget": {"retension": 0.9}}, "unknown budget metric 'retension' (did you mean retention?)"),
-        ({"budget": {"retention": "high"}}, "budget.retention must be a number"),
+        ({"budget": {"retention": "high"}}, "budget.retention: expected a number in [0, 1], got 'high'"),
+        ({"budget": {"retention": 1.5}}, "budget.retention: expected a number in [0, 1], got 1.5"),
+        ({"target": {"reliability": 0}}, None),
+        ({"target": {"reliability": 2}}, "target.reliability: expected a number in [0, 1], got 2.0"),
+        ({"budget": {"world_mc": -0.1}}, "budget.world_mc: expected a number >= 0, got -0.1"),
+        ({"seeds": [-1]}, "seeds must be a non-empty list of distinct integers >= 0"),
         ({"seeds": []}, "seeds must be a non-empty list"),
         ({"rule": "most"}, "rule is 'most'"),
         ({"max": 0}, "max must be an integer >= start"),
@@ -194,6 +199,9 @@ def test_a_retention_drop_budget_is_measured_from_the_noise_floor(tmp_path, fake
 )
 def test_bad_configs_are_one_line_errors(tmp_path, fake_base, extra, message):
     path = write_capacity(tmp_path, fake_base, **extra)
+    if message is None:  # a good config (the edge of a range)
+        load_capacity(path)
+        return
     with pytest.raises(KnowpackError) as e:
         load_capacity(path)
     assert message in str(e.value) and "\n" not in str(e.value)

@@ -146,7 +146,9 @@ def test_a_labelled_case_replaces_a_section_and_names_its_cells(tmp_path, base):
 def test_bad_sweeps_are_one_line_errors(tmp_path, base):
     with pytest.raises(KnowpackError, match="unknown key"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", gird={}))
-    with pytest.raises(KnowpackError, match="cell mix.add=none,mix.k=0,mix.seed=0: .*unknown key mix.sed"):
+    with pytest.raises(
+        KnowpackError, match=r"cell mix.add=none,mix.k=0,mix.seed=0: .*sweep.yaml:\d+: unknown key mix.sed"
+    ):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", set={"mix.sed": 1}))
     with pytest.raises(KnowpackError, match="grid.mix.seed must be a non-empty list"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", grid={"mix.seed": 3}))

@@ -213,7 +213,7 @@ def test_a_killed_run_is_interrupted_never_finished(world, tmp_path):
         ),
         (["mix.stratify=colour"], "mix.stratify is 'colour'"),
         (["train.epochs=ten"], "train.epochs: expected int"),
-        (["method.r=0"], "method.r must be >= 1"),
+        (["method.r=0"], "method.r: expected an integer >= 1, got 0"),
         (["facts.path=/nonexistent.jsonl"], "nonexistent.jsonl"),
     ],
 )

@@ -71,7 +71,7 @@ def test_config_defaults_overrides_and_method_options(tmp_path):
         (
             CONFIG.replace("  r: 4\n", ""),
             ["method.quota=200", "method.name=loki"],
-            "quota must be a percentage in (0, 100]",
+            "command line: method.quota: expected a number in (0, 100], got 200.0",
         ),
         ("model: [1, 2\n", [], "run.yaml:2: not valid YAML"),
     ],

@@ -216,6 +216,22 @@ def probe(
         return
     if shard is not None:
         parse_shard(shard)  # bad specs fail before the model loads
+    _check_probe_options(
+        n_prompts=n_prompts,
+        shots=shots,
+        samples=samples,
+        temperature=temperature,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    if repeat_seed is not None:
+        _check_probe_options(seed=repeat_seed, option="--repeat-seed")
+        if repeat_seed == seed:
+            raise KnowpackError(
+                f"--repeat-seed must differ from --seed ({seed}): the noise floor needs another"
+            )
     if prompt_format not in ("plain", "chat"):
         raise KnowpackError(f"unknown prompt format {prompt_format!r}; expected plain or chat")
     if mode not in ("substring", "exact"):
@@ -227,8 +243,10 @@ def probe(
     if backend == "vllm" and device is not None:
         raise KnowpackError("--device is for the torch backend; vLLM places the model itself")
     from knowpack.facts import load_facts
-    from knowpack.models import load_model
+    from knowpack.models import check_model, load_model
 
+    if backend == "torch":
+        check_model(model)
     fact_set = load_facts(facts)
     pool = load_facts(exemplars) if exemplars is not None else None
     if backend == "vllm":
@@ -271,6 +289,16 @@ def probe(
         typer.echo(
             f"noise floor (seed {seed} vs {repeat_seed}): {matrix['unchanged']:.1%} kept their category"
         )
+
+
+def _check_probe_options(option: str | None = None, **values: Any) -> None:
+    """Probe options checked against the ranges of the run config's `probe` section (ProbeConfig), before
+    any model is loaded or file written; the error names the option, e.g. `--n-prompts`."""
+    from knowpack.train.config import ProbeConfig, check_field
+
+    for name, value in values.items():
+        if value is not None:
+            check_field(ProbeConfig, name, value, option or "--" + name.replace("_", "-"))
 
 
 @contextlib.contextmanager
@@ -541,6 +569,7 @@ def eval_(
         progress_bar=_progress,
         on_stage=lambda name: typer.echo(f"[{name}]", err=True),
     )
+    _check_probe_options(batch_size=batch_size)
     if run is not None:
         if facts is not None or out is not None:
             raise KnowpackError("--facts and --out are for --model; a run is measured on its own facts")
@@ -552,6 +581,8 @@ def eval_(
         return
     if model is None or facts is None or out is None:
         raise KnowpackError("give a run folder, or --model, --facts and --out")
+    _check_probe_options(n_prompts=n_prompts, shots=shots, samples=samples, seed=seed, batch_size=batch_size)
+    _check_probe_options(pool=pool, option="--pool")
     import random
 
     from knowpack.facts import load_facts
@@ -633,14 +664,14 @@ def sweep(
 
     from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep, write_summary
 
+    if workers < 1:
+        raise KnowpackError(f"--workers must be >= 1 (got {workers})")
     loaded = load_sweep(config, overrides or [])
     if dry_run:
         for cell in loaded.cells:
             typer.echo(f"{cell_status(cell):12} {cell.folder}")
         typer.echo(f"{len(loaded.cells)} cells")
         return
-    if workers < 1:
-        raise KnowpackError("--workers must be >= 1")
     if workers > 1:
         command = [sys.executable, "-m", "knowpack", "sweep", str(config), *(overrides or [])]
         procs = [subprocess.Popen(command) for _ in range(workers)]
@@ -767,6 +798,7 @@ def facts_check(
     from knowpack.facts import load_facts
 
     facts = load_facts(file, format=facts_format, lenient=lenient, split=split)
+    _check_duplicate_questions(facts, lenient)
     skipped = f", {len(facts.skipped)} bad row(s) skipped" if facts.skipped else ""
     typer.echo(f"{facts.source}: {len(facts)} facts, format {facts.format}{skipped}")
     console = Console(highlight=False)
@@ -786,6 +818,24 @@ def facts_check(
         typer.echo(f"skipped: {err}", err=True)
     if len(facts.skipped) > 20:
         typer.echo(f"skipped: ... and {len(facts.skipped) - 20} more", err=True)
+
+
+def _check_duplicate_questions(facts: Any, lenient: bool) -> None:
+    """Facts that ask the same question: an error (a warning with --lenient). The probe never takes an
+    exemplar with the fact's own question, so they shrink each other's exemplar pool, down to none."""
+    groups = facts.duplicate_questions()
+    if not groups:
+        return
+    shared = sum(len(g) for g in groups)
+    first = groups[0]
+    message = (
+        f"{facts.source}: {shared} of {len(facts)} facts ask a question another fact asks too (e.g. "
+        f"{first[0].id!r} and {first[1].id!r}: {first[0].question!r}); the probe never uses a fact with "
+        "the asked question as an exemplar, so give each fact its own question"
+    )
+    if not lenient:
+        raise KnowpackError(message + " (--lenient: only warn)")
+    logging.getLogger("knowpack").warning("%s", message)
 
 
 def _mean_aliases(facts: list) -> float:

@@ -2,7 +2,9 @@
 
 `load_model(name)` returns `(model, tokenizer)` ready for batched generation (left padding, a pad token).
 Weights are read from safetensors only: a pickle (`.bin`) checkpoint can run code when loaded, so it is
-refused.
+refused. A local safetensors file is checked before loading (its header read and matched against the file's
+size), so a truncated or corrupt file is one line naming it, not a traceback from deep inside transformers.
+`trust_remote_code=True` logs a warning before any of the model's own code can run.
 
 `ARCHITECTURES` is what knowpack knows about each model family, as data: where the decoder layers are and the
 names of the MLP projections inside a layer (LoKI edits `down_proj` rows; LoRA presets target the MLP).
@@ -15,6 +17,8 @@ Supporting a new family is a new row. Paths are relative: `layers` from the mode
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,8 @@ from typing import Any
 from knowpack.devices import process_device
 from knowpack.errors import ModelError
 from knowpack.paths import organism_dir
+
+logger = logging.getLogger(__name__)
 
 _GATED_MLP = {
     "layers": "model.layers",
@@ -91,11 +97,17 @@ def load_model(
     }
     if device == "auto":
         kwargs["device_map"] = "auto"
+    if trust_remote_code:
+        warn_remote_code(name)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:  # missing files, unknown repo, no safetensors, unsupported config
         raise ModelError(f"cannot load model {str(name)!r}: {_first_line(e)}") from e
+    except Exception as e:  # safetensors' own error (a corrupt file the header check let through)
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ModelError(f"cannot load model {str(name)!r}: corrupt safetensors ({_first_line(e)})") from e
     if device != "auto":
         model.to(device)
     model.eval()
@@ -208,7 +220,56 @@ def _check_local(source: str | os.PathLike) -> str:
                 "trust the file, convert it: from_pretrained(..., use_safetensors=False), save_pretrained()"
             )
         raise ModelError(f"no safetensors weights in {path} (expected model.safetensors or its index)")
+    for file in sorted(path.glob("*.safetensors")):
+        check_safetensors(file)
     return str(path)
+
+
+def check_model(name: str | os.PathLike) -> None:
+    """What can be told of a model without loading it, as one-line errors: a local folder (or the organism)
+    must exist and hold valid safetensors (`check_safetensors`). A Hub id is left to `load_model`."""
+    source = organism_dir() if str(name) == "organism" else name
+    if _is_local(source):
+        _check_local(source)
+
+
+def warn_remote_code(name: str | os.PathLike) -> None:
+    """The warning shown before a model's own Python code is allowed to run (`trust_remote_code`)."""
+    logger.warning(
+        "trust_remote_code is on: %s may run its own Python code from its files; only use it for models "
+        "you trust",
+        name,
+    )
+
+
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+def check_safetensors(file: str | os.PathLike) -> None:
+    """A one-line `ModelError` naming `file` unless it starts with a safetensors header whose tensors fit in
+    the file: catches a truncated download, a Git LFS pointer or random bytes by reading the header only."""
+    file = Path(file)
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 2 <= n <= min(size - 8, _MAX_HEADER):
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(n).decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("no safetensors header")
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as e:  # JSON and UTF-8 errors are ValueErrors
+        reason = str(e) if str(e) == "no safetensors header" else "its header is not valid"
+        raise ModelError(
+            f"{file}: not a valid safetensors file ({reason}); save or download it again"
+        ) from None
+    if 8 + n + end > size:
+        raise ModelError(
+            f"{file}: truncated safetensors file ({size} bytes, its header describes {8 + n + end}); "
+            "save or download it again"
+        )
 
 
 def _dtype(dtype: str | Any, torch: Any) -> Any:

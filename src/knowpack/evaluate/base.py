@@ -90,6 +90,12 @@ def noise_floor_records(
     from knowpack.probe.scoring import transition_matrix
 
     ids = {f.id for f in facts}
+    if settings is not None and probe_kwargs.get("exemplars") is not None:
+        from knowpack.probe.pool import pool_identity
+
+        # the pool as recorded now (a base probe from before may describe it in words): a repeat probe
+        # is reused only when it drew from exactly this pool
+        settings = {**settings, "exemplar_pool": pool_identity(probe_kwargs["exemplars"])}
     with locked(folder):
         found = find_repeat(folder, settings, ids, seed)
         reused = found is not None

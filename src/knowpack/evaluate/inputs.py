@@ -2,7 +2,8 @@
 
 A run is compared with its base probe: the probe its mix was drawn from (`mix.json["probe"]`), which must be
 finished, made with the run's probe settings and seed, over facts of the run's facts file, with an exemplar
-pool the re-probe can use again, so that before and after differ only in the weights. Each failure is a
+pool the run's facts file gives back exactly (`knowpack.probe.pool`: recorded by its ids and a hash, never
+re-derived), so that before and after differ only in the weights. Each failure is a
 one-line error naming what does not match.
 """
 
@@ -42,7 +43,7 @@ class RunInputs:
     probed: list[Fact]
     """The facts of the base probe, in its order."""
     pool: list[Fact]
-    """The exemplar pool the base probe drew from."""
+    """The exemplar pool the base probe drew from, exactly (every re-probe of the run takes it)."""
     implanted: list[Fact]
     weights: Path
 
@@ -52,6 +53,7 @@ def read_run(run: str | Path, overrides: dict[str, Any], batch_size: int | None 
     run's own), `batch_size` the probe's."""
     from knowpack.facts import load_facts
     from knowpack.methods import method_module
+    from knowpack.probe.pool import read_pool
     from knowpack.train.export import run_config
 
     run = Path(run)
@@ -82,20 +84,16 @@ def read_run(run: str | Path, overrides: dict[str, Any], batch_size: int | None 
         probe_settings=summary.get("settings"),
         probe_kwargs=kwargs,
         probed=probed,
-        pool=_exemplar_pool(summary, facts, probed, probe_dir),
+        pool=read_pool(probe_dir, facts, summary.get("settings") or {}),
         implanted=[by_id[i] for i in mix.get("implanted", []) if i in by_id],
         weights=weights,
     )
 
 
 def eval_settings(config: EvalConfig, overrides: dict[str, Any]) -> EvalConfig:
-    """`config` with the fields of `overrides` that are not None; a bad limit is a one-line error."""
-    ev = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if ev.limit is not None and ev.limit < 1:
-        raise KnowpackError(f"benchmark limit must be >= 1 (got {ev.limit})")
-    if ev.batch_size < 1:
-        raise KnowpackError(f"benchmark batch size must be >= 1 (got {ev.batch_size})")
-    return ev
+    """`config` with the fields of `overrides` that are not None; a value out of its range (EvalConfig's
+    fields) is a one-line error."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def base_probe_dir(run: Path, mix: dict) -> Path:
@@ -161,19 +159,6 @@ def _facts_of(records: list[dict], facts: list[Fact], folder: Path) -> list[Fact
             f"e.g. {missing[0]!r}"
         )
     return [by_id[r["id"]] for r in records]
-
-
-def _exemplar_pool(summary: dict, facts: list[Fact], probed: list[Fact], folder: Path) -> list[Fact]:
-    """The exemplar pool the base probe drew from, so that the re-probe asks exactly the same prompts."""
-    pool = (summary.get("settings") or {}).get("exemplar_pool")
-    if pool is None or pool == f"{len(facts)} given":
-        return list(facts)
-    if pool == "facts":  # `knowpack probe` without --exemplars: the facts file it was given
-        return list(facts) if len(probed) == len(facts) else probed
-    raise KnowpackError(
-        f"the base probe in {folder} drew exemplars from a pool of {pool.split()[0]} facts, the run's facts "
-        f"file has {len(facts)}: the re-probe could not ask the same prompts"
-    )
 
 
 def _read_json(path: Path) -> dict:

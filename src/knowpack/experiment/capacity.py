@@ -44,13 +44,14 @@ from knowpack.experiment.sweep import (
     cell_status,
     claim_cell,
     mapping_of,
+    origins,
     prepare_shared,
     read_mapping,
     share_work,
     yaml_value,
 )
 from knowpack.io import write_json_atomic
-from knowpack.train.config import load_config
+from knowpack.train.config import Range, check_range, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Capacity:
     out: Path
     settings: dict[str, Any] = field(default_factory=dict)
     """The config as read (for capacity.json)."""
+    origins: dict[str, str] = field(default_factory=dict)
+    """Where each `set` key was given (`path:line` or "command line"), for errors."""
 
 
 def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacity:
@@ -136,40 +139,48 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
     `overrides`: `out=DIR`, a capacity key (`max=64`, `seeds=[0]`, `target.reliability=0.95`, ...) or a run
     config key (`train.lr=1e-3`) for every point."""
     path = Path(path)
-    data = read_mapping(path, "capacity", _KEYS)
+    lines: dict[tuple, int | str] = {}
+    data = read_mapping(path, "capacity", _KEYS, lines)
     for item in overrides:
-        _override(data, item)
+        lines[_override(data, item)] = "command line"
+
+    def at(*key: Any) -> str:  # where a key was set, for errors
+        line = lines.get(key)
+        return line if isinstance(line, str) else f"{path}:{line}" if line else str(path)
+
     common = mapping_of(data.get("set"), path, "set")
     fixed = sorted(set(common) & set(_SEARCHED))
     if fixed:
-        raise KnowpackError(f"{path}: set.{fixed[0]} is the search's to set (n, seeds, out); remove it")
+        raise KnowpackError(f"{at('set', fixed[0])}: set.{fixed[0]} is the search's to set (n, seeds, out)")
     seeds = data.get("seeds", [0])
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(_is_int(s) for s in seeds)
+        or not all(_is_int(s) and s >= 0 for s in seeds)
         or len(set(seeds)) < len(seeds)
     ):
-        raise KnowpackError(f"{path}: seeds must be a non-empty list of distinct integers, e.g. [0, 1, 2]")
+        raise KnowpackError(
+            f"{at('seeds')}: seeds must be a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]"
+        )
     rule = data.get("rule", "all")
     if rule not in RULES:
-        raise KnowpackError(f"{path}: rule is {rule!r}; expected all (every seed passes) or mean")
+        raise KnowpackError(f"{at('rule')}: rule is {rule!r}; expected all (every seed passes) or mean")
     start, cap = data.get("start", 1), data.get("max")
     if not _is_int(start) or start < 1:
-        raise KnowpackError(f"{path}: start must be an integer >= 1 (got {start!r})")
+        raise KnowpackError(f"{at('start')}: start must be an integer >= 1 (got {start!r})")
     if cap is not None and (not _is_int(cap) or cap < start):
-        raise KnowpackError(f"{path}: max must be an integer >= start ({start}) or null (got {cap!r})")
+        raise KnowpackError(f"{at('max')}: max must be an integer >= start ({start}) or null (got {cap!r})")
     limit = data.get("limit")
     if limit is not None and (not _is_int(limit) or limit < 1):
         raise KnowpackError(
-            f"{path}: limit (benchmark items) must be an integer >= 1 or null (got {limit!r})"
+            f"{at('limit')}: limit (benchmark items) must be an integer >= 1 or null (got {limit!r})"
         )
     if not data.get("out"):
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
     benchmarks = data.get("benchmarks") or []
     if not isinstance(benchmarks, list) or not all(isinstance(t, str) for t in benchmarks):
-        raise KnowpackError(f"{path}: benchmarks must be a list of lm-eval task names")
-    checks = _targets(data.get("target"), path) + _budget(data.get("budget"), path)
+        raise KnowpackError(f"{at('benchmarks')}: benchmarks must be a list of lm-eval task names")
+    checks = _targets(data.get("target"), path, at) + _budget(data.get("budget"), path, at)
     tasks = list(
         dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.path[:2] == ("benchmarks", "tasks")])
     )
@@ -186,6 +197,7 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
         limit=limit,
         out=Path(data["out"]),
         settings={k: data[k] for k in _KEYS if k in data},
+        origins=origins(path, lines, {k: ("set", k) for k in common}),
     )
     config = point_cell(capacity, start, seeds[0]).config  # a bad base or set fails here, with its line
     if tasks:
@@ -200,7 +212,8 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
     return capacity
 
 
-def _override(data: dict, item: str) -> None:
+def _override(data: dict, item: str) -> tuple[str, ...]:
+    """Apply `key=value` to the capacity config `data`; returns the key's path in it."""
     import yaml
 
     key, sep, value = item.partition("=")
@@ -211,54 +224,67 @@ def _override(data: dict, item: str) -> None:
         if not isinstance(data.get(head), dict):
             data[head] = {}
         data[head][rest] = yaml.safe_load(value)
-    elif head in _KEYS and not rest:
+        return (head, rest)
+    if head in _KEYS and not rest:
         data[head] = value if head in ("out", "base") else yaml.safe_load(value)
-    else:
-        if not isinstance(data.get("set"), dict):
-            data["set"] = {}
-        data["set"][key] = yaml.safe_load(value)
+        return (head,)
+    if not isinstance(data.get("set"), dict):
+        data["set"] = {}
+    data["set"][key] = yaml.safe_load(value)
+    return ("set", key)
 
 
-def _targets(value: Any, path: Path) -> list[Check]:
+def _targets(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
     if not isinstance(value, dict) or not value:
         raise KnowpackError(
             f"{path}: no target; set e.g. target: {{reliability: 0.9}} ({', '.join(TARGETS)})"
         )
     checks = []
     for name, limit in value.items():
+        where = at("target", name)
         if name not in TARGETS:
-            raise KnowpackError(f"{path}: unknown target metric {name!r}; expected {', '.join(TARGETS)}")
-        checks.append(Check(name, TARGETS[name], "at_least", _number(limit, path, f"target.{name}")))
+            raise KnowpackError(f"{where}: unknown target metric {name!r}; expected {', '.join(TARGETS)}")
+        limit = _number(limit, f"{where}: target.{name}", SHARE)
+        checks.append(Check(name, TARGETS[name], "at_least", limit))
     return checks
 
 
-def _budget(value: Any, path: Path) -> list[Check]:
+def _budget(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
     if value is None:
         return []
     if not isinstance(value, dict):
-        raise KnowpackError(f"{path}: budget must be a mapping of metric: limit, e.g. {{world_mc: 0.01}}")
+        raise KnowpackError(
+            f"{at('budget')}: budget must be a mapping of metric: limit, e.g. {{world_mc: 0.01}}"
+        )
     checks = []
     for name, limit in value.items():
-        limit = _number(limit, path, f"budget.{name}")
+        where = at("budget", name)
         if name in BUDGETS:
-            where, kind = BUDGETS[name]
-            checks.append(Check(name, where, kind, limit))
+            where_in_eval, kind = BUDGETS[name]
+            bounds = SHARE if kind in ("at_least", "at_most") else Range(low=0)
+            checks.append(Check(name, where_in_eval, kind, _number(limit, f"{where}: budget.{name}", bounds)))
             continue
         task, _, metric = str(name).partition("/")
         close = difflib.get_close_matches(str(name), list(BUDGETS) + list(TARGETS), n=1, cutoff=0.8)
         if not task or task in TARGETS or close:
             hint = f" (did you mean {close[0]}?)" if close and close[0] != name else ""
             raise KnowpackError(
-                f"{path}: unknown budget metric {name!r}{hint}; expected {', '.join(BUDGETS)} or an lm-eval "
+                f"{where}: unknown budget metric {name!r}{hint}; expected {', '.join(BUDGETS)} or an lm-eval "
                 "task (TASK or TASK/METRIC: at most that drop vs the base model)"
             )
+        limit = _number(limit, f"{where}: budget.{name}", Range(low=0))
         checks.append(Check(str(name), ("benchmarks", "tasks", task, metric or "acc"), "drop", limit))
     return checks
 
 
-def _number(value: Any, path: Path, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise KnowpackError(f"{path}: {what} must be a number >= 0 (got {value!r})")
+SHARE = Range(low=0, high=1)
+"""The range of a target or budget that is itself a share (reliability, retention, negative shift)."""
+
+
+def _number(value: Any, what: str, bounds: Range) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise KnowpackError(f"{what}: expected a number {bounds}, got {value!r}")
+    check_range(float(value), bounds, what)
     return float(value)
 
 
@@ -271,10 +297,9 @@ def point_cell(capacity: Capacity, n: int, seed: int) -> Cell:
     name = f"n={n},seed={seed}"
     point = {"mix.n_unknown": n, "mix.seed": seed, "train.seed": seed}
     settings = {**capacity.common, **point}
-    try:
-        config = load_config(capacity.base, [f"{k}={yaml_value(v)}" for k, v in settings.items()])
-    except KnowpackError as e:
-        raise KnowpackError(f"{capacity.path}: {e}") from None
+    config = load_config(
+        capacity.base, [f"{k}={yaml_value(v)}" for k, v in settings.items()], origins=capacity.origins
+    )
     folder = capacity.out / "points" / name
     config.out = str(folder)
     share_work(config, capacity.out)

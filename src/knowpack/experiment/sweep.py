@@ -81,13 +81,15 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     import yaml
 
     path = Path(path)
-    data = read_mapping(path, "sweep", _SWEEP_KEYS)
+    lines: dict[tuple, int | str] = {}
+    data = read_mapping(path, "sweep", _SWEEP_KEYS, lines)
     for item in overrides:
         key, sep, value = item.partition("=")
         if key == "out" and sep:
             data["out"] = value
         elif sep:
             data.setdefault("set", {})[key] = yaml.safe_load(value)
+            lines[("set", key)] = "command line"
         else:
             raise KnowpackError(f"bad override {item!r}: expected key=value")
     base = (path.parent / data["base"]).resolve() if data.get("base") else None
@@ -105,27 +107,52 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     if not isinstance(evaluate, bool):
         raise KnowpackError(f"{path}: evaluate must be true or false, not {evaluate!r}")
     sweep = Sweep(path, base, common, grid, cases, Path(data["out"]), evaluate)
-    sweep.cells = _cells(sweep)
+    sweep.cells = _cells(sweep, lines)
     return sweep
 
 
-def read_mapping(path: Path, kind: str, keys: tuple[str, ...]) -> dict[str, Any]:
+def read_mapping(
+    path: Path, kind: str, keys: tuple[str, ...], lines: dict[tuple, int | str] | None = None
+) -> dict[str, Any]:
     """An experiment config (YAML) as a mapping of `keys`; unreadable, invalid, not a mapping or with an
-    unknown key: one-line errors."""
+    unknown key: one-line errors. `lines`, when given, is filled with each key path's line (`key_lines`)."""
     import yaml
 
+    from knowpack.train.config import key_lines
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) or {}
+        found = key_lines(yaml.compose(text))
     except OSError as e:
         raise KnowpackError(f"{path}: cannot read the {kind} config ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise KnowpackError(f"{path}: not valid UTF-8 (byte at offset {e.start})") from None
     except yaml.YAMLError as e:
-        raise KnowpackError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark else ""
+        raise KnowpackError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise KnowpackError(f"{path}: a {kind} config is a mapping with {', '.join(keys)}")
-    unknown = sorted(set(data) - set(keys))
+    unknown = [k for k in data if k not in keys]
     if unknown:
-        raise KnowpackError(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(keys)}")
+        at = found.get((unknown[0],))
+        raise KnowpackError(
+            f"{path}{f':{at}' if at else ''}: unknown key {unknown[0]!r}; expected {', '.join(keys)}"
+        )
+    if lines is not None:
+        lines.update(found)
     return data
+
+
+def origins(path: Path, lines: dict[tuple, int | str], keys: dict[str, tuple]) -> dict[str, str]:
+    """Run config key -> where an experiment config set it (`path:line`, or "command line"), for
+    `load_config(..., origins=)`: `keys` maps each key to its path in the experiment config's YAML."""
+    out = {}
+    for key, where in keys.items():
+        line = lines.get(where)
+        out[key] = line if isinstance(line, str) else f"{path}:{line}" if line else str(path)
+    return out
 
 
 def mapping_of(value: Any, path: Path, name: str) -> dict[str, Any]:
@@ -136,19 +163,19 @@ def mapping_of(value: Any, path: Path, name: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _cells(sweep: Sweep) -> list[Cell]:
+def _cells(sweep: Sweep, lines: dict[tuple, int | str]) -> list[Cell]:
     keys = list(sweep.grid)
     cases = []
-    for case in sweep.cases:
+    for index, case in enumerate(sweep.cases):
         case = dict(case)
         label = case.pop("label", None)
         if label is not None and not (isinstance(label, str) and label):
             raise KnowpackError(f"{sweep.path}: a case's label must be a non-empty string, not {label!r}")
-        cases.append((label, case))
-    varying = set(keys) | {k for label, case in cases if label is None for k in case}
+        cases.append((label, case, index))
+    varying = set(keys) | {k for label, case, _ in cases if label is None for k in case}
     cells, names = [], set()
     for values in itertools.product(*(sweep.grid[k] for k in keys)):
-        for label, case in cases:
+        for label, case, index in cases:
             point = {**dict(zip(keys, values, strict=True)), **case}
             shown = {k: point[k] for k in sorted(varying) if k in point and (label is None or k in keys)}
             if label is not None:
@@ -159,10 +186,17 @@ def _cells(sweep: Sweep) -> list[Cell]:
             names.add(name)
             folder = sweep.out / "cells" / name
             settings = {**sweep.common, **point}
+            where = {k: ("set", k) for k in sweep.common}
+            where.update({k: ("grid", k) for k in keys})
+            where.update({k: ("cases", index, k) for k in case})
             try:
-                config = load_config(sweep.base, [f"{k}={yaml_value(v)}" for k, v in settings.items()])
+                config = load_config(
+                    sweep.base,
+                    [f"{k}={yaml_value(v)}" for k, v in settings.items()],
+                    origins=origins(sweep.path, lines, where),
+                )
             except KnowpackError as e:
-                raise KnowpackError(f"{sweep.path}: cell {name}: {e}") from None
+                raise KnowpackError(f"cell {name}: {e}") from None
             config.out = str(folder)
             share_work(config, sweep.out)
             overrides = point if label is None else {"case": label, **point}

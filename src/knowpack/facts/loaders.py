@@ -69,6 +69,16 @@ class FactSet(list[Fact]):
         """How many facts have each value of `field` (e.g. "relation", "bucket"); None for unset."""
         return Counter(getattr(fact, field) for fact in self)
 
+    def duplicate_questions(self) -> list[list[Fact]]:
+        """Groups of facts that ask the same question (after normalization), in file order. The probe never
+        takes an exemplar with the fact's own question, so such facts shrink each other's exemplar pool."""
+        from knowpack.facts.normalize import normalize
+
+        groups: dict[str, list[Fact]] = {}
+        for fact in self:
+            groups.setdefault(normalize(fact.question), []).append(fact)
+        return [group for group in groups.values() if len(group) > 1]
+
 
 def load_facts(
     source: str | os.PathLike | Any, *, format: str = "auto", lenient: bool = False, split: str = "train"
@@ -162,6 +172,11 @@ def _open(source: Any, split: str) -> tuple[str, Iterator[_Row]]:
         raise FactsError(f"cannot load facts from a {type(source).__name__}")
     path = Path(source).expanduser()
     if path.is_dir():
+        if not _dataset_folder(path):
+            raise FactsError(
+                f"{source} is a folder, not a facts file (nor a dataset folder: no data files and no "
+                "datasets.save_to_disk files in it)"
+            )
         return str(source), _dataset_rows(path, split)
     if path.is_file():
         suffix = path.suffix.lower()
@@ -175,6 +190,21 @@ def _open(source: Any, split: str) -> tuple[str, Iterator[_Row]]:
     if _looks_like_path(str(source)):
         raise FactsError("no such file or directory", path=source)
     return str(source), _dataset_rows(str(source), split)
+
+
+_SAVED_DATASET = ("dataset_info.json", "state.json", "dataset_dict.json")
+_DATA_SUFFIXES = (*_FILE_SUFFIXES, ".arrow", ".tsv", ".txt", ".py")
+
+
+def _dataset_folder(path: Path) -> bool:
+    """Whether `datasets` could read folder `path`: written by `save_to_disk`, or holding data files (at
+    most two levels down, as `load_dataset`'s data layouts put them) or a loading script."""
+    if any((path / name).exists() for name in _SAVED_DATASET):
+        return True
+    for pattern in ("*", "*/*", "*/*/*"):
+        if any(p.is_file() and p.suffix.lower() in _DATA_SUFFIXES for p in path.glob(pattern)):
+            return True
+    return False
 
 
 def _looks_like_path(text: str) -> bool:

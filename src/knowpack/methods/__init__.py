@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import typing
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -41,12 +40,11 @@ def method_module(name: str) -> ModuleType:
 def method_config(
     name: str, options: dict[str, Any], where: Callable[[str], str] = lambda key: "config"
 ) -> Any:
-    """Check `options` against method `name`'s Config (unknown keys, types) and build it."""
-    from knowpack.train.config import check_value
+    """Check `options` against method `name`'s Config (unknown keys, types, ranges) and build it."""
+    from knowpack.train.config import check_field
 
     cls = method_module(name).Config
     fields = {f.name for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in options.items():
         if key not in fields:
@@ -54,7 +52,7 @@ def method_config(
             raise KnowpackError(
                 f"{where(key)}: unknown key method.{key} for method {name}; expected: {known}"
             )
-        kwargs[key] = check_value(value, hints[key], f"{where(key)}: method.{key}")
+        kwargs[key] = check_field(cls, key, value, f"{where(key)}: method.{key}")
     try:
         return cls(**kwargs)
     except KnowpackError as e:

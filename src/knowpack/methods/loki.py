@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.train.config import check_ranges, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ WEIGHTS = "loki"
 
 @dataclass
 class Config:
-    quota: float = 10.0
+    quota: float = ranged(10.0, gt=0, le=100)
     """Share of the down_proj rows (nodes) to train, in %: k = floor(q * D / 100) per layer."""
     strategy: str = "layer-balanced"
     """layer-balanced (LoKI) | layer-balanced-high | global-low | global-high | abs | random."""
@@ -40,22 +41,21 @@ class Config:
     an unfinished one there is resumed, so sweeps can share one)."""
     prompts: str = "world_mc"
     """Prompt set for attributing here: a JSONL file, `mmlu`, `mmlu:NAME_OR_PATH` or `world_mc`."""
-    per_subject: int = 50
+    per_subject: int = ranged(50, ge=1)
     """MMLU questions per subject when `prompts` is MMLU."""
-    attribution_limit: int | None = None
+    attribution_limit: int | None = ranged(None, ge=1)
     """Attribute only the first N prompts."""
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     """Seed of the `random` strategy."""
-    lora_rank: int | None = None
+    lora_rank: int | None = ranged(None, ge=1)
     """LoKI*: train a LoRA pair of this rank on the chosen rows instead of the rows themselves."""
-    lora_alpha: float | None = None
-    lora_dropout: float = 0.0
+    lora_alpha: float | None = ranged(None, gt=0)
+    lora_dropout: float = ranged(0.0, ge=0, lt=1)
 
     def __post_init__(self) -> None:
         from knowpack.loki.select import STRATEGIES
-        from knowpack.loki.stats import check_quota
 
-        check_quota(self.quota)
+        check_ranges(self, "method")
         if self.strategy not in STRATEGIES:
             raise KnowpackError(
                 f"method.strategy is {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"

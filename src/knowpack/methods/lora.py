@@ -13,6 +13,7 @@ from typing import Any
 from knowpack.devices import is_main_process
 from knowpack.errors import KnowpackError
 from knowpack.models import architecture
+from knowpack.train.config import check_ranges, ranged
 
 WEIGHTS = "adapter"
 _INITS = ("default", "gaussian", "pissa", "olora")
@@ -20,11 +21,11 @@ _INITS = ("default", "gaussian", "pissa", "olora")
 
 @dataclass
 class Config:
-    r: int = 8
+    r: int = ranged(8, ge=1)
     """Rank."""
-    alpha: float = 16.0
+    alpha: float = ranged(16.0, gt=0)
     """Scale numerator: the update is (alpha / r) * B A, or alpha / sqrt(r) with rslora."""
-    dropout: float = 0.0
+    dropout: float = ranged(0.0, ge=0, lt=1)
     target_modules: list[str] = field(default_factory=lambda: ["mlp"])
     """Module names, or the groups `mlp` (gate/up/down projections) and `attn` (q/k/v/o) from the
     architecture table, or `all-linear`."""
@@ -34,10 +35,7 @@ class Config:
     """default | gaussian | pissa | olora (PEFT's `init_lora_weights`)."""
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise KnowpackError(f"method.r must be >= 1 (got {self.r})")
-        if not 0 <= self.dropout < 1:
-            raise KnowpackError(f"method.dropout must be in [0, 1) (got {self.dropout})")
+        check_ranges(self, "method")
         if self.init not in _INITS:
             raise KnowpackError(f"method.init is {self.init!r}; expected one of {', '.join(_INITS)}")
         if not self.target_modules:

@@ -124,11 +124,27 @@ def choose_exemplars(fact: Fact, orders: ExemplarOrders, j: int, shots: int) -> 
             return chosen
     chosen = _first_eligible(fact, orders, orders.order(j, None), shots)
     if len(chosen) < shots:
-        raise KnowpackError(
-            f"the exemplar pool has only {len(chosen)} eligible exemplar(s) for fact {fact.id!r} "
-            f"(not the fact itself, not its subject); {shots} shots need more"
-        )
+        raise KnowpackError(_too_few(fact, orders, len(chosen), shots))
     return chosen
+
+
+def _too_few(fact: Fact, orders: ExemplarOrders, eligible: int, shots: int) -> str:
+    """Why the pool has too few exemplars for `fact`: how many of its facts each rule left out."""
+    pool = orders.by_relation[None]
+    question = normalize(fact.question)
+    same_question = sum(1 for e in pool if e.id != fact.id and orders.question(e) == question)
+    same_subject = sum(
+        1 for e in pool if e.id != fact.id and fact.subject is not None and e.subject == fact.subject
+    )
+    reasons = ["one is the fact itself"] if any(e.id == fact.id for e in pool) else []
+    reasons += [f"{same_question} ask the same question"] if same_question else []
+    reasons += [f"{same_subject} are about the same subject"] if same_subject else []
+    why = f" ({', '.join(reasons)})" if reasons else ""
+    hint = "; `knowpack facts check` lists facts that share a question" if same_question else ""
+    return (
+        f"the exemplar pool has only {eligible} eligible exemplar(s) for fact {fact.id!r} of its "
+        f"{len(pool)} facts{why}; {shots} shots need more{hint}"
+    )
 
 
 class ExemplarOrders:

@@ -11,6 +11,9 @@ Files in `out`: `records.jsonl` (one probe record per fact, DESIGN.md) and `summ
 category, per relation and bucket, timings, settings, status). A shard i/n writes `records.i-of-n.jsonl` and
 `summary.i-of-n.json` instead, and `merge_shards` joins them into `records.jsonl` / `summary.json`.
 
+The exemplar pool is recorded exactly (`knowpack.probe.pool`): its identity in the settings, its ids in
+`exemplar_pool.json`, so that a re-probe of these facts asks exactly the same prompts.
+
 Resume: records are appended and flushed batch by batch, so after a kill the file holds every finished fact
 and at most one torn last line, which is cut off. Rerunning with the same settings skips the ids present;
 other settings in the same folder are refused. Exemplars always come from the whole fact list (or the given
@@ -35,6 +38,7 @@ from knowpack.facts.schema import Fact
 from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
 from knowpack.probe.engine import Engine, Request, split_prefix
+from knowpack.probe.pool import pool_identity, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
 from knowpack.runs import versions
@@ -77,8 +81,15 @@ def probe(
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
     if mode not in ("substring", "exact"):
         raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
-    if samples < 0 or max_new_tokens < 1 or batch_size < 1:
-        raise KnowpackError("need samples >= 0, max_new_tokens >= 1 and batch_size >= 1")
+    _check_numbers(
+        n_prompts=n_prompts,
+        shots=shots,
+        samples=samples,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        limit=limit,
+    )
     if samples > 0 and not temperature > 0:
         raise KnowpackError(f"sampling needs a temperature > 0 (got {temperature})")
     all_facts = list(facts)
@@ -102,7 +113,7 @@ def probe(
         "format": fmt,
         "mode": mode,
         "seed": seed,
-        "exemplar_pool": "facts" if exemplars is None else f"{len(pool)} given",
+        "exemplar_pool": pool_identity(pool),
     }
 
     records_path = summary_path = None
@@ -111,6 +122,7 @@ def probe(
         records_path, summary_path = _paths(Path(out), shard and (index, count))
         records_path.parent.mkdir(parents=True, exist_ok=True)
         _check_settings(summary_path, settings)
+        write_pool(records_path.parent, pool)
         done = {r["id"]: r for r in read_records(records_path, repair=True)}
     todo = [f for f in chosen if f.id not in done]
     if done:
@@ -138,28 +150,43 @@ def probe(
             progress(progressed, total)
 
     new: dict[str, dict] = {}
-    orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
-    for start in range(0, len(todo), per_chunk):
-        chunk = todo[start : start + per_chunk]
-        prompts = build_prompts(
-            chunk, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=orders
-        )
-        requests = _requests(chunk, prompts, tokenizer, fmt, stats)
-        generations = engine.generate(requests, on_batch=on_batch)
-        rows = []
-        for fact, fact_prompts in zip(chunk, prompts, strict=True):
-            gens = [generations[(fact.id, j)] for j in range(n_prompts)]
-            rows.append(_record(fact, fact_prompts, gens, mode))
-        if records_path is not None:
-            append_jsonl(records_path, rows)
-        new.update((r["id"], r) for r in rows)
-        stats["facts"] += len(rows)
+    try:
+        orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
+        for start in range(0, len(todo), per_chunk):
+            chunk = todo[start : start + per_chunk]
+            prompts = build_prompts(
+                chunk, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=orders
+            )
+            requests = _requests(chunk, prompts, tokenizer, fmt, stats)
+            generations = engine.generate(requests, on_batch=on_batch)
+            rows = []
+            for fact, fact_prompts in zip(chunk, prompts, strict=True):
+                gens = [generations[(fact.id, j)] for j in range(n_prompts)]
+                rows.append(_record(fact, fact_prompts, gens, mode))
+            if records_path is not None:
+                append_jsonl(records_path, rows)
+            new.update((r["id"], r) for r in rows)
+            stats["facts"] += len(rows)
+    except KnowpackError:  # bad input found while building prompts (an exemplar pool too small): say so
+        if summary_path is not None:
+            failed = _summary(read_records(records_path), settings, "failed", stats, time.time() - started)
+            write_json_atomic(summary_path, failed)
+        raise
 
     seconds = time.time() - started
     if summary_path is not None:
         everything = read_records(records_path)
         write_json_atomic(summary_path, _summary(everything, settings, "finished", stats, seconds))
     return [done.get(f.id) or new[f.id] for f in chosen]
+
+
+def _check_numbers(**values: Any) -> None:
+    """The probe's numeric arguments against the ranges of the run config's probe section (`limit` as
+    `pool`), before anything is written."""
+    from knowpack.train.config import ProbeConfig, check_field
+
+    for name, value in values.items():
+        check_field(ProbeConfig, "pool" if name == "limit" else name, value, name)
 
 
 def parse_shard(spec: str | tuple[int, int]) -> tuple[int, int]:
@@ -315,6 +342,9 @@ def _check_settings(summary_path: Path, settings: dict) -> None:
         return
     if old is not None:
         old.setdefault("backend", "torch")  # probes from before the vLLM backend existed
+        pool = settings["exemplar_pool"]
+        if old.get("exemplar_pool") in ("facts", f"{pool['facts']} given"):  # before the pool was recorded
+            old["exemplar_pool"] = pool
     if old is not None and old != settings:
         diff = ", ".join(f"{k} {old.get(k)!r} vs {v!r}" for k, v in settings.items() if old.get(k) != v)
         raise KnowpackError(

@@ -49,7 +49,7 @@ def load(
     read from safetensors only, as `knowpack.load_model` does; prefix caching is on (the shared few-shot
     prefix); `llm_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size, gpu_memory_utilization).
     """
-    from knowpack.models import _check_local, _is_local
+    from knowpack.models import _check_local, _is_local, warn_remote_code
     from knowpack.models import _first_line as _error_line
     from knowpack.paths import organism_dir
 
@@ -62,6 +62,8 @@ def load(
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise KnowpackError(f"cannot load the tokenizer of {str(name)!r}: {_error_line(e)}") from None
+    if llm_kwargs.get("trust_remote_code"):
+        warn_remote_code(name)
     settings = dict(dtype=dtype, seed=seed, enable_prefix_caching=True, load_format="safetensors")
     llm = vllm.LLM(model=source, tokenizer=source, **{**settings, **llm_kwargs})
     return llm, tokenizer

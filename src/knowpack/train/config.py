@@ -7,13 +7,17 @@
 Sections: `model`, `facts`, `probe`, `mix`, `method`, `train`, `eval`, and the top-level `out`. Every key
 can be overridden on the command line as `section.key=value` (the value is read as YAML: `8`, `0.5`, `true`,
 `[a, b]`, `null`). Unknown keys and values of the wrong type are one-line errors naming the file, the line
-and the key. `method` holds `name` (lora | loki | full) and that method's own settings, which the method's
-config dataclass checks (see `knowpack.methods`).
+and the key. Every numeric setting has a range (`ranged(default, ge=1)` on its dataclass field, checked by
+`check_field` with its type, and again by the dataclass's `__post_init__` for configs built in Python): a
+learning rate of 0 or a batch of -4 is refused when the config is read, not three minutes into a run.
+`method` holds `name` (lora | loki | full) and that method's own settings, which the method's config
+dataclass checks the same way (see `knowpack.methods`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -22,6 +26,85 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: a lower and / or upper bound, each closed unless `*_open`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+
+def ranged(
+    default: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A dataclass field with `default` whose value (when not None) must lie within the bounds given."""
+    bounds = Range(
+        low=gt if gt is not None else ge,
+        high=lt if lt is not None else le,
+        low_open=gt is not None,
+        high_open=lt is not None,
+    )
+    return field(default=default, metadata={"range": bounds})
+
+
+def field_range(cls: type, name: str) -> Range | None:
+    """The range of field `name` of dataclass `cls` (None: any value of its type)."""
+    return _fields(cls)[name].metadata.get("range")
+
+
+def check_field(cls: type, name: str, value: Any, what: str) -> Any:
+    """`value` checked as field `name` of dataclass `cls`: its type (`check_value`), then its range.
+    `what` starts the one-line error, e.g. "run.yaml:12: train.lr" or "--n-prompts"."""
+    value = check_value(value, _hints(cls)[name], what)
+    check_range(value, field_range(cls, name), what)
+    return value
+
+
+def check_range(value: Any, bounds: Range | None, what: str) -> None:
+    """A one-line error unless `value` (a number, or None) lies within `bounds`."""
+    if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if value not in bounds:
+        kind = "an integer" if isinstance(value, int) else "a number"
+        raise KnowpackError(f"{what}: expected {kind} {bounds}, got {value!r}")
+
+
+def check_ranges(config: Any, prefix: str) -> None:
+    """Check every ranged field of a dataclass instance (its `__post_init__`); errors name `prefix.field`."""
+    for f in dataclasses.fields(config):
+        check_range(getattr(config, f.name), f.metadata.get("range"), f"{prefix}.{f.name}")
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 @dataclass
@@ -48,19 +131,27 @@ class ProbeConfig:
     """A finished probe folder (records.jsonl) of this model on these facts. Null: probe here, into `out`."""
     out: str | None = None
     """Where to probe when `run` is null (default `<run out>/probe`); an existing probe there is resumed."""
-    pool: int | None = None
+    pool: int | None = ranged(None, ge=1)
     """Probe only this many facts, a seeded random sample (the organism presets: a few hundred)."""
-    pool_seed: int = 0
-    n_prompts: int = 10
-    shots: int = 4
-    samples: int = 16
-    temperature: float = 0.5
-    top_k: int = 40
-    max_new_tokens: int = 32
+    pool_seed: int = ranged(0, ge=0)
+    n_prompts: int = ranged(10, ge=1)
+    """Few-shot prompts per fact (N_ex)."""
+    shots: int = ranged(4, ge=0)
+    """Exemplars per prompt (k)."""
+    samples: int = ranged(16, ge=0)
+    """Samples per prompt; 0 gives the paper's three categories."""
+    temperature: float = ranged(0.5, gt=0)
+    top_k: int = ranged(40, ge=0)
+    """Sample from the k likeliest tokens (0: all)."""
+    max_new_tokens: int = ranged(32, ge=1)
     format: str = "plain"
     """Prompt format of the probe and of the uptake measurement: plain | chat."""
-    seed: int = 0
-    batch_size: int = 256
+    seed: int = ranged(0, ge=0)
+    batch_size: int = ranged(256, ge=1)
+    """Sequences decoded at once."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "probe")
 
     def kwargs(self) -> dict[str, Any]:
         """These settings as `knowpack.probe()` keyword arguments."""
@@ -79,18 +170,21 @@ class ProbeConfig:
 
 @dataclass
 class MixConfig:
-    n_unknown: int = 50
+    n_unknown: int = ranged(50, ge=1)
     """How many Unknown facts to implant (random by `seed`)."""
     add: str = "none"
     """What to add for each Unknown fact: none | paraphrase | highly_known | maybe_known."""
-    k: int = 0
+    k: int = ranged(0, ge=0)
     """How many additions per Unknown fact."""
-    seed: int = 0
+    seed: int = ranged(0, ge=0)
     """Which facts: a new seed draws new facts."""
     stratify: str | None = None
     """Draw the Unknown facts evenly over `relation` or `bucket` (null: uniformly)."""
-    idk_share: float = 0.0
+    idk_share: float = ranged(0.0, ge=0, le=1)
     """Share of the drawn Unknown facts relabelled "I don't know." (SliCK's remedy) instead of implanted."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "mix")
 
 
 @dataclass
@@ -103,14 +197,15 @@ class MethodConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    epochs: int = ranged(10, ge=1)
+    batch_size: int = ranged(16, ge=1)
+    grad_accum: int = ranged(1, ge=1)
+    lr: float = ranged(1e-3, gt=0)
+    weight_decay: float = ranged(0.0, ge=0)
     scheduler: str = "constant"
     """A transformers scheduler name: constant | linear | cosine | ..."""
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = ranged(0.0, ge=0, lt=1)
+    """Share of the training steps spent warming the learning rate up."""
     format: str | None = None
     """Training example format: plain | chat (null: the probe's format). Zero-shot, as in the paper."""
     loss_on: str = "completion"
@@ -120,18 +215,21 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     report_to: str = "none"
     """none | tensorboard | wandb."""
-    seed: int = 0
-    target_reliability: float | None = None
+    seed: int = ranged(0, ge=0)
+    target_reliability: float | None = ranged(None, gt=0, le=1)
     """Stop after the epoch whose reliability reaches this (null: train all epochs)."""
-    patience: int | None = None
+    patience: int | None = ranged(None, ge=1)
     """Stop when reliability has not improved for this many epochs (null: never)."""
     track_uptake: bool = True
     """Measure reliability on the implanted facts after every epoch (greedy, the probe's prompts)."""
     device: str | None = None
     """cpu | cuda | ... (null: the Trainer's choice)."""
-    threads: int | None = None
+    threads: int | None = ranged(None, ge=1)
     """CPU threads for torch during the run, probe included (null: torch's default). The organism presets use
     1: with other processes on the cores, 2 threads spin-wait on each other (BENCHMARKS.md)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "train")
 
 
 @dataclass
@@ -141,21 +239,24 @@ class EvalConfig:
 
     benchmarks: list[str] = field(default_factory=list)
     """lm-eval tasks to run on the base and the trained model (e.g. world_mc, mmlu, truthfulqa_mc2)."""
-    limit: int | None = None
+    limit: int | None = ranged(None, ge=1)
     """Items per benchmark (null: all)."""
-    num_fewshot: int | None = None
+    num_fewshot: int | None = ranged(None, ge=0)
     """Shots per benchmark item (null: each task's own, e.g. world_mc 5, TruthfulQA 0)."""
     tasks_dir: str | None = None
     """A folder of lm-eval task YAMLs of your own (offline tasks on local data); world_* tasks need none."""
-    batch_size: int | None = None
+    batch_size: int | None = ranged(None, ge=1)
     """Benchmark items scored at once (null: lm-eval's "auto", the most that fits, on a GPU; 16 on a CPU)."""
     noise_floor: bool = True
     """Probe the untouched base a second time with another seed (cached beside the base probe) and set every
     shift beside it."""
-    noise_seed: int | None = None
+    noise_seed: int | None = ranged(None, ge=0)
     """Seed of that second probe (null: the probe's seed + 1)."""
     refusal_patterns: list[str] | None = None
     """Regular expressions marking an answer as a refusal (null: knowpack.facts.DEFAULT_REFUSAL_PATTERNS)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "eval")
 
 
 @dataclass
@@ -190,8 +291,13 @@ _CHOICES = {
 }
 
 
-def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a run config (YAML), apply `section.key=value` overrides, check every key and type."""
+def load_config(
+    path: str | os.PathLike | None, overrides: list[str] = (), *, origins: dict[str, str] | None = None
+) -> RunConfig:
+    """Read a run config (YAML), apply `section.key=value` overrides, check every key, type and range.
+
+    `origins` says where an override came from, by its key (`{"train.lr": "sweep.yaml:7"}`), for errors
+    that name that place rather than "command line" (a sweep's or a capacity search's settings)."""
     import yaml
 
     data: dict[str, Any] = {}
@@ -205,7 +311,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
             raise KnowpackError(f"{path}: cannot read the config ({e.strerror})") from None
         try:
             data = yaml.safe_load(text) or {}
-            lines = _key_lines(yaml.compose(text))
+            lines = key_lines(yaml.compose(text))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f":{mark.line + 1}" if mark else ""
@@ -213,7 +319,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
         if not isinstance(data, dict):
             raise KnowpackError(f"{path}: a run config is a mapping of sections, got {type(data).__name__}")
     for item in overrides:
-        lines[_override(data, item)] = "override"
+        key = _override(data, item)
+        for replaced in [k for k in lines if k[: len(key)] == key]:
+            del lines[replaced]  # the override's value stands in for what the file said there
+        lines[key] = (origins or {}).get(".".join(key), "command line")
     return _build(data, where, lines)
 
 
@@ -266,14 +375,13 @@ def _build(data: dict, where: str, lines: dict) -> RunConfig:
 
 def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines: dict) -> Any:
     cls = spec.default_factory
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    fields = _fields(cls)
     kwargs = {}
     for key, item in value.items():
         at = _at(where, lines, (name, key))
         if key not in fields:
             raise KnowpackError(f"{at}: unknown key {name}.{key}; expected one of {', '.join(fields)}")
-        item = check_value(item, hints[key], f"{at}: {name}.{key}")
+        item = check_field(cls, key, item, f"{at}: {name}.{key}")
         choices = _CHOICES.get((name, key))
         if choices is not None and item not in choices:
             shown = ", ".join("null" if c is None else c for c in choices)
@@ -346,23 +454,33 @@ def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    """YAML key path -> 1-based line, for errors that point into the file."""
-    out: dict[tuple[str, ...], int] = {}
-    if node is None or not hasattr(node, "value") or not isinstance(node.value, list):
+def key_lines(node: Any, prefix: tuple = ()) -> dict[tuple, int]:
+    """YAML key path -> 1-based line (`yaml.compose`'s node), for errors that point into the file. A list
+    item's path holds its index: ("cases", 2, "mix.k")."""
+    from yaml.nodes import MappingNode, SequenceNode
+
+    out: dict[tuple, int] = {}
+    if isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            out[prefix + (i,)] = item.start_mark.line + 1
+            out.update(key_lines(item, prefix + (i,)))
         return out
-    for pair in node.value:
-        if not isinstance(pair, tuple):
-            continue
-        key_node, value_node = pair
+    if not isinstance(node, MappingNode):
+        return out
+    for key_node, value_node in node.value:
         key = prefix + (str(key_node.value),)
         out[key] = key_node.start_mark.line + 1
-        out.update(_key_lines(value_node, key))
+        out.update(key_lines(value_node, key))
     return out
 
 
 def _at(where: str, lines: dict, key: tuple[str, ...]) -> str:
-    line = lines.get(key)
-    if line == "override":
-        return "command line"
-    return f"{where}:{line}" if line else where
+    """Where `key` was set: `file:line`, or the place an override came from (the nearest key above it that
+    was set when the key itself was not, e.g. a whole `method` mapping given by a sweep's case)."""
+    for n in range(len(key), 0, -1):
+        line = lines.get(key[:n])
+        if isinstance(line, str):
+            return line
+        if line is not None:
+            return f"{where}:{line}"
+    return where

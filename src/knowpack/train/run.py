@@ -11,8 +11,9 @@ The run folder (DESIGN.md):
     run.json           provenance and status (knowpack.runs): running -> finished | interrupted | failed
     probe/             the probe this run drew its mix from, when it ran one (probe.run not given)
 
-Everything that can be checked without a model is checked first (config, facts file, probe run, whether the
-probe has enough facts for the mix), so bad input fails in a second with one line. Files are written
+Everything that can be checked without a model is checked first (config, the model folder's files, facts
+file, probe run and its settings, whether the probe has enough facts for the mix), so bad input fails in a
+second with one line and leaves no run folder. Files are written
 atomically; the weights go to a temporary folder renamed into place at the end. A run stopped by Ctrl-C or
 SIGTERM is marked `interrupted`; one killed outright is reported interrupted by `knowpack.runs.run_status`.
 """
@@ -60,26 +61,27 @@ def train(
     `progress_bar(label)` is a context manager yielding a `progress(done, total)` callback (the probe's bar).
     """
     from knowpack.facts import load_facts
+    from knowpack.models import check_model
 
     stage = on_stage or (lambda name: logger.info("%s", name))
     start_processes(config.train.device)
-    main = is_main_process()
+    main = is_main_process()  # one process owns the run folder: checks, clears, marks and writes it
+    out = _check_out(config, force) if main else Path(config.out or "")
+    check_model(config.model.name)
     facts = load_facts(config.facts.path)
-    records = _probe_records(config) if config.probe.run else None
+    records, pool = _probe_run(config, facts) if config.probe.run else (None, None)
     if records is not None:
         check_mix(config.mix, records, where=f"probe run {config.probe.run}")
     options = method_config(config.method.name, config.method.options)
-    out = Path(config.out or "")
     record = None
-    if main:  # one process owns the run folder: checks, clears, marks and writes it
-        out = _check_out(config, force)
+    if main:
         _clear(out)
         record = start_run(out, "train", method=config.method.name)
         write_text_atomic(out / "config.yaml", _yaml(config.to_dict()))
     barrier()
     try:
         with _sigterm_as_interrupt(), _threads(config.train.threads):
-            result = _train(config, options, facts, records, out, stage, on_epoch, progress_bar)
+            result = _train(config, options, facts, records, pool, out, stage, on_epoch, progress_bar)
     except KeyboardInterrupt:
         if main:
             end_run(out, record, "interrupted")
@@ -95,11 +97,12 @@ def train(
 
 
 def _train(
-    config: RunConfig, options: Any, facts, records, out: Path, stage, on_epoch, bar
+    config: RunConfig, options: Any, facts, records, pool, out: Path, stage, on_epoch, bar
 ) -> dict[str, Any]:
     from transformers import Trainer, set_seed
 
     from knowpack.models import load_model
+    from knowpack.probe.pool import pool_identity, read_pool
     from knowpack.train.data import Collator, encode_examples
     from knowpack.train.uptake import UptakeCallback, measure_reliability
 
@@ -122,8 +125,10 @@ def _train(
 
             records = read_records(Path(config.probe.out or out / "probe") / "records.jsonl")
         check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
+        pool = read_pool(config.probe.out or out / "probe", facts)
     mix = build_mix(facts, records, config.mix)
     mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
+    mix.provenance["exemplar_pool"] = pool_identity(pool)
     if main:
         write_jsonl_atomic(out / "mix.jsonl", mix.examples)
         write_json_atomic(out / "mix.json", mix.provenance)
@@ -140,7 +145,7 @@ def _train(
 
     def measure(m: Any) -> dict[str, Any]:
         return measure_reliability(
-            m, tokenizer, mix.implanted, exemplars=facts, probe=config.probe, mode=config.facts.mode
+            m, tokenizer, mix.implanted, exemplars=pool, probe=config.probe, mode=config.facts.mode
         )
 
     uptake = UptakeCallback(
@@ -267,7 +272,12 @@ def _clear(out: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _probe_records(config: RunConfig) -> list[dict]:
+def _probe_run(config: RunConfig, facts: list) -> tuple[list[dict], list]:
+    """(records, exemplar pool) of the finished probe `probe.run`, checked against the run config before
+    any model is loaded: made with the probe section's settings, over facts of the facts file, with an
+    exemplar pool the facts file gives back (the uptake measured while training asks the same prompts)."""
+    from knowpack.evaluate.inputs import check_probe_settings
+    from knowpack.probe.pool import read_pool
     from knowpack.probe.run import read_records
 
     folder = Path(config.probe.run)
@@ -285,7 +295,22 @@ def _probe_records(config: RunConfig) -> list[dict]:
     records = read_records(path)
     if not records:
         raise KnowpackError(f"probe.run: {path} holds no records")
-    return records
+    settings = summary.get("settings")
+    kwargs = {**config.probe.kwargs(), "mode": config.facts.mode}
+    try:
+        if settings is not None:  # a hand-made probe says nothing; eval warns about it
+            check_probe_settings(settings, kwargs, folder)
+        ids = {f.id for f in facts}
+        missing = [r["id"] for r in records if r["id"] not in ids]
+        if missing:
+            raise KnowpackError(
+                f"the probe in {folder} has {len(missing)} facts not in {config.facts.path}, "
+                f"e.g. {missing[0]!r}"
+            )
+        pool = read_pool(folder, facts, settings or {})
+    except KnowpackError as e:
+        raise KnowpackError(f"probe.run: {e}") from None
+    return records, pool
 
 
 def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> list[dict]:
