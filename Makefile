@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser test demo lint format organism organism-check
+.PHONY: install browser test test-fast test-floor gpu-check-cpu ci demo lint format organism organism-check
 
 install: $(VENV)/.installed
 
@@ -14,15 +14,45 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -e '.[dev]'
 	touch $@
 
-# Debian's chromium renders report.html in a test (tests/test_report.py). Installed where apt-get can (CI runs as
-# root); elsewhere that one test is skipped.
+# Debian's chromium renders report.html in a test (tests/test_report.py: the page loads and shows its tables).
+# Installed where apt-get can (CI runs as root), saying so first; elsewhere that one test is skipped.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& echo "installing Debian's chromium (apt-get) for the report's browser test" \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium not installed: the report's browser test will be skipped"
 
+# One torch thread in every process the tests start: the tests' matrices are tiny, and OpenMP threads
+# spin-wait on each other when other work shares the cores. pyproject.toml adds --durations and a per-test
+# --timeout. PYTEST_ARGS adds more, e.g. make test PYTEST_ARGS="-k probe -x".
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+PYTEST_ARGS ?=
+
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -v $(PYTEST_ARGS)
+
+# The tests not marked slow: a couple of minutes.
+test-fast: $(VENV)/.installed
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The lowest versions pyproject.toml allows (scripts/floor_pins.py), in a venv of their own, on the fast tests.
+FLOOR_VENV ?= .venv-floor
+$(FLOOR_VENV)/.installed: pyproject.toml scripts/floor_pins.py
+	test -x $(FLOOR_VENV)/bin/python || python3 -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install torch==2.13.0
+	$(FLOOR_VENV)/bin/pip install -e '.[dev]' $$(python3 scripts/floor_pins.py)
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|lm.eval|accelerate|datasets|typer) '
+	$(TEST_ENV) $(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Every verb on the CPU through scripts/gpu_check.sh (what the GPU check runs, small).
+gpu-check-cpu: $(VENV)/.installed
+	PYTHON=$(PY) bash scripts/gpu_check.sh --device cpu --quick --out out/gpu_check_cpu
+
+# What CI runs (.ci/run).
+ci: test test-floor gpu-check-cpu
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/knowpack demo --out out/demo

@@ -32,16 +32,20 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch` with two processes. `--multi_gpu` is accelerate's multi-process launcher; with no
+    GPU the processes join over gloo on the CPU (accelerate's `--cpu` starts one process unless MPI is set
+    up)."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    # `--multi_gpu` is accelerate's multi-process launcher; with no GPU the processes join over gloo on the
-    # CPU (accelerate's `--cpu` starts a single process unless MPI is set up).
-    two = subprocess.run(
+    return subprocess.run(
         [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "knowpack", "--threads", "1",
-         "train", str(PRESET), *SMALL, "train.batch_size=4", f"out={tmp_path / 'two'}"],
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "knowpack", "--threads", "1", *args],
         env=_env(), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    two = _launch("train", str(PRESET), *SMALL, "train.batch_size=4", f"out={tmp_path / 'two'}")
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("facts implanted with lora") == 1, two.stdout  # one process talks
     run = json.loads((tmp_path / "two" / "run.json").read_text())
@@ -65,3 +69,30 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     for a, b in zip(one_train["epochs"], two_train["epochs"], strict=True):
         assert a["reliability"] == b["reliability"]
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+
+
+def test_two_processes_attribute_one_shard_each_and_merge_into_one_processs_counts(tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["attribute", "--model", "organism", "--prompts", "world_mc", "--limit", "6"]
+    two = _launch(*args, "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("prompts attributed") == 1, two.stdout
+    assert sorted(p.name for p in (tmp_path / "two").glob("kva.*-of-2.safetensors")) == [
+        "kva.0-of-2.safetensors",
+        "kva.1-of-2.safetensors",
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "knowpack", "--threads", "1", *args, "--out", str(tmp_path / "one")],
+        env=_env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    merged, alone = (load_file(tmp_path / run / "kva.safetensors") for run in ("two", "one"))
+    assert merged.keys() == alone.keys()
+    for key in alone:
+        if key.startswith(("hist", "edges")):
+            assert (merged[key] == alone[key]).all(), key  # counts: exactly one process's
+        else:
+            assert (merged[key] - alone[key]).abs().max() <= 1e-9 * alone[key].abs().max(), (
+                key
+            )  # float64 sums

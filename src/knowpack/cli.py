@@ -387,7 +387,10 @@ def attribute(
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
     architecture(lm)  # an unsupported family fails before any prompt is read
     prompt_set = load_prompts(prompts, tokenizer, per_subject=per_subject)
-    with _progress("attribute") as progress:
+    from knowpack.devices import is_main_process
+
+    main = is_main_process()  # under a launcher every process attributes a shard; the main one talks
+    with _progress("attribute") if main else contextlib.nullcontext(None) as progress:
         stats = run_attribute(
             lm,
             tokenizer,
@@ -401,6 +404,8 @@ def attribute(
             rows_per_pass=rows_per_pass,
             progress=progress,
         )
+    if not main:
+        return
     typer.echo(
         f"{out}: {stats.n} prompts attributed ({stats.num_layers} layers x {stats.rows} down_proj rows); "
         f"next: knowpack select {out} --quota 10 --out selection.json"

@@ -43,6 +43,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def rank() -> int:
+    """This process's global rank (0 without a launcher)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def is_main_process() -> bool:
     """True in the process that owns shared results (global rank 0, or the only process)."""
     return int(os.environ.get("RANK", "0") or 0) == 0

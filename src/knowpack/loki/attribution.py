@@ -71,7 +71,47 @@ def attribute(
     `source`: how the prompts were given (recorded). `limit` keeps the first prompts, `shard` ("i/n") every
     n-th of those. `rows_per_pass`: at most this many (layer, step) rows per forward (memory).
     `progress(done, total)` counts this shard's prompts.
+
+    Under a launcher with several processes (`accelerate launch`, `torchrun`) and no `shard`, each process
+    attributes shard rank/world into `out`, and the main process then merges them (`merge_shards`): the
+    counts equal one process's. Every process returns the merged stats.
     """
+    from knowpack.devices import barrier, is_main_process, rank, start_processes, world_size
+
+    launched = shard is None and world_size() > 1
+    if launched:
+        if out is None:
+            raise KnowpackError("attribute under a launcher needs out= (where the processes' shards meet)")
+        start_processes(next(model.parameters()).device.type)
+        shard = (rank(), world_size())
+    stats = _attribute_shard(
+        model, tokenizer, prompts, out=out, steps=steps, quotas=quotas, source=source, limit=limit,
+        shard=shard, rows_per_pass=rows_per_pass, checkpoint_seconds=checkpoint_seconds, progress=progress,
+    )  # fmt: skip
+    if launched:
+        barrier()
+        if is_main_process():
+            merge_shards(out)
+        barrier()
+        stats = load_attribution(out)[0]
+    return stats
+
+
+def _attribute_shard(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    *,
+    out: str | os.PathLike | None,
+    steps: int,
+    quotas: Sequence[float],
+    source: str | None,
+    limit: int | None,
+    shard: str | tuple[int, int] | None,
+    rows_per_pass: int | None,
+    checkpoint_seconds: float,
+    progress: Callable[[int, int], None] | None,
+) -> KVAStats:
     chosen = list(prompts)[:limit] if limit is not None else list(prompts)
     index, count = parse_shard(shard) if shard is not None else (0, 1)
     mine = list(enumerate(chosen))[index::count]

@@ -80,13 +80,12 @@ def selection(model: Any, tokenizer: Any, config: Config, run_dir: Path) -> tupl
 
 def ensure_attribution(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
     """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others).
-    With several processes the main one attributes and the others wait for it."""
-    from knowpack.devices import barrier, is_main_process
+    With several processes each attributes its shard and the main one merges them (`attribute`)."""
+    from knowpack.devices import broadcast
     from knowpack.runs import stage_finished
 
-    if is_main_process() and not stage_finished(out):
+    if not broadcast(stage_finished(out)):  # every process takes the main one's view
         _attribute(model, tokenizer, config, out)
-    barrier()
 
 
 def _attribute(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
