@@ -80,7 +80,7 @@ def test_write_tasks_files(items, tmp_path):
     (tmp_path / "built").rename(tmp_path / "installed")
     manager = TaskManager(include_path=str(tmp_path / "installed"), include_defaults=False)
     assert set(WORLD_TASKS) | {"world"} <= set(manager.all_tasks)
-    loaded = manager.load(WORLD_TASKS)["tasks"]
+    loaded = manager.load_task_or_group(WORLD_TASKS)  # {task: Task}, in every lm-eval we support
     assert len(loaded["world_mc"].test_docs()) == len(items["world_mc"])
     assert len(loaded["world_mc"].fewshot_docs()) == len(items["world_mc_dev"])
     assert list(loaded["world_truthful_mc2"].test_docs()) == items["world_truthful"]

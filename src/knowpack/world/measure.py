@@ -31,7 +31,7 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 1
 
         def __call__(self, input_ids, scores, **kwargs):
             new = input_ids[:, self.start :]
-            done = torch.zeros(new.shape[0], dtype=torch.bool)
+            done = torch.zeros(new.shape[0], dtype=torch.bool, device=new.device)
             for i in newline_ids:
                 done |= (new == i).any(dim=1)
             return done
