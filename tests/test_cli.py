@@ -135,3 +135,38 @@ def test_import_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
     )
     assert out.stdout.strip() == "", f"importing knowpack pulled in {out.stdout.strip()}"
+
+
+@pytest.fixture()
+def restore_logging():
+    import logging
+    import os
+
+    names = ("lm_eval", "peft", "datasets", "py.warnings")
+    levels = {n: logging.getLogger(n).level for n in names}
+    env = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "TRANSFORMERS_VERBOSITY")}
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    for k, v in env.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_third_party_chatter_is_off_unless_verbose(tmp_path, caplog, restore_logging):
+    import logging
+    import os
+
+    path = tmp_path / "facts.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+    chatter = logging.getLogger("lm_eval.models.huggingface")  # "`pretrained` model kwarg is not of type ..."
+    for verbose, shown in ((False, False), (True, True), (False, False)):
+        caplog.clear()
+        assert invoke(*(["-v"] if verbose else []), "facts", "check", path).exit_code == 0
+        chatter.warning("`pretrained` model kwarg is not of type `str`")
+        logging.getLogger("py.warnings").warning("FutureWarning: `past_key_values` is deprecated")
+        logging.getLogger("knowpack.demo").warning("our own warnings always show")
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("kwarg is not of type" in m for m in messages) == shown
+        assert any("FutureWarning" in m for m in messages) == shown
+        assert "our own warnings always show" in messages
+        assert (os.environ.get("TQDM_DISABLE") == "1") == (not verbose)  # lm-eval's and datasets' bars

@@ -76,6 +76,7 @@ def main(
 ) -> None:
     """Implant new facts into a causal LLM (LoRA / LoKI / full fine-tuning) and measure the damage."""
     _setup_logging(logging.INFO if verbose else logging.WARNING)
+    _third_party_output(verbose)
     if threads is not None:
         if threads < 1:
             raise KnowpackError("--threads must be >= 1")
@@ -90,11 +91,75 @@ def _setup_logging(level: int) -> None:
     logger = logging.getLogger("knowpack")
     for handler in [h for h in logger.handlers if getattr(h, "_knowpack_cli", False)]:
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
     handler._knowpack_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
+
+
+# Environment switches the libraries read when they are first imported (the CLI imports them later, in the
+# verbs): their progress bars and their logging. `_third_party_output` also sets what is already imported.
+_QUIET_ENV = {
+    "TQDM_DISABLE": "1",  # tqdm's own switch: lm-eval's, datasets' and transformers' bars
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "DATASETS_VERBOSITY": "error",
+}
+_ENV_SET: set[str] = set()
+# Libraries that log through the standard logging tree (lm-eval's "pretrained model kwarg is not of type str"
+# and "Custom kwargs can be passed to --metadata", once per task and run).
+_CHATTY_LOGGERS = (
+    "lm_eval",
+    "peft",
+    "accelerate",
+    "datasets",
+    "huggingface_hub",
+    "filelock",
+    "fsspec",
+    "urllib3",
+)
+
+
+def _third_party_output(verbose: bool) -> None:
+    """Third-party chatter off unless -v: progress bars, info and warning logs, Python warnings (FutureWarning
+    and the like). knowpack's own progress bars and log lines are unaffected."""
+    import os
+
+    level = logging.WARNING if verbose else logging.ERROR
+    for name, value in _QUIET_ENV.items():
+        if not verbose and name not in os.environ:
+            os.environ[name] = value
+            _ENV_SET.add(name)
+        elif (
+            verbose and name in _ENV_SET
+        ):  # set by a quiet call earlier in this process (tests), not the user
+            os.environ.pop(name, None)
+            _ENV_SET.discard(name)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger, shown with -v
+    logging.getLogger("py.warnings").setLevel(level)
+    if "transformers" in sys.modules:  # imported already: its logging was configured from the environment
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar() if verbose else hf_logging.disable_progress_bar()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes (a test runner swaps it per invocation; a
+    handler holding the old one would write to a closed stream after the command ended)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 class _LowerLevelFormatter(logging.Formatter):
@@ -267,21 +332,32 @@ def probe(
 
 @contextlib.contextmanager
 def _progress(label: str) -> Iterator[Any]:
-    """A rich progress bar with ETA on stderr; yields a `progress(done, total)` callback."""
+    """A rich progress bar with ETA on stderr; yields a `progress(done, total, **fields)` callback whose
+    fields (training's epoch, loss, reliability) are shown after the bar, None ones left out."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
         "[progress.description]{task.description}",
-        BarColumn(),
+        BarColumn(bar_width=30),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         "eta",
         TimeRemainingColumn(),
+        "{task.fields[info]}",
     )
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(f"{label}: prompts", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        task = bar.add_task(label, total=None, info="")
+
+        def progress(done: int, total: int | None, **fields: Any) -> None:
+            info = "  ".join(f"{k} {_field(v)}" for k, v in fields.items() if v is not None)
+            bar.update(task, completed=done, total=total, info=info)
+
+        yield progress
+
+
+def _field(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @app.command()

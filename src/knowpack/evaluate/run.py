@@ -109,7 +109,7 @@ def evaluate_run(
     )
 
     repeat, noise = _noise_floor(inp, lm, tokenizer, stage, progress_bar, timings)
-    base_bench, reused = _base_benchmarks(inp, lm, tokenizer, stage, timings)
+    base_bench, reused = _base_benchmarks(inp, lm, tokenizer, stage, progress_bar, timings)
     stage("uptake of the base model (zero-shot, held-out paraphrases)")
     with _timed(timings, "uptake_base"):
         key = {
@@ -142,8 +142,8 @@ def evaluate_run(
     benchmarks_block = None
     if ev.benchmarks:
         stage(f"benchmarks of the trained model: {', '.join(ev.benchmarks)}")
-        with _timed(timings, "benchmarks"):
-            after_bench = _benchmarks(trained, tokenizer, ev.benchmarks, ev)
+        with _timed(timings, "benchmarks"), _bar(progress_bar, "benchmarks (trained)") as progress:
+            after_bench = _benchmarks(trained, tokenizer, ev.benchmarks, ev, progress)
         from knowpack.evaluate.benchmarks import compare_benchmarks
 
         benchmarks_block = compare_benchmarks(after_bench, base_bench, reused)
@@ -249,8 +249,9 @@ def evaluate_model(
         from knowpack.evaluate.benchmarks import compare_benchmarks
 
         stage(f"benchmarks: {', '.join(ev.benchmarks)}")
-        with _timed(timings, "benchmarks"):
-            benchmarks_block = compare_benchmarks(_benchmarks(model, tokenizer, ev.benchmarks, ev), None)
+        with _timed(timings, "benchmarks"), _bar(progress_bar, "benchmarks") as progress:
+            after = _benchmarks(model, tokenizer, ev.benchmarks, ev, progress)
+        benchmarks_block = compare_benchmarks(after, None)
     settings = json.loads((out / "probe" / "summary.json").read_text())["settings"]
     counts, n = Counter(r["category"] for r in records), len(records)
     categories = m.categories_of(records)
@@ -304,20 +305,29 @@ def _noise_floor(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, t
     return repeat, {"folder": str(folder), "seed": seed, "reused": reused}
 
 
-def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, stage, timings: dict):
+def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, timings: dict):
     """The base model's benchmark results (cached beside the base probe) and the tasks reused from there."""
     ev = inp.eval
     if not ev.benchmarks:
         return None, None
     stage(f"benchmarks of the base model: {', '.join(ev.benchmarks)}")
     key = {"model": str(inp.config.model.name), **_bench_key(ev)}
-    with _timed(timings, "benchmarks_base"):
-        return cached_benchmarks(
-            inp.probe_dir, ev.benchmarks, key, lambda task: _benchmarks(lm, tokenizer, [task], ev)
-        )
+    with _timed(timings, "benchmarks_base"), _bar(progress_bar, "benchmarks (base)") as progress:
+        done = []
+
+        def compute(task: str) -> dict:
+            if progress is not None:
+                progress(len(done), len(ev.benchmarks))
+            done.append(task)
+            return _benchmarks(lm, tokenizer, [task], ev)
+
+        result = cached_benchmarks(inp.probe_dir, ev.benchmarks, key, compute)
+        if progress is not None:
+            progress(len(ev.benchmarks), len(ev.benchmarks))
+        return result
 
 
-def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig) -> dict:
+def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig, progress=None) -> dict:
     from knowpack.evaluate.benchmarks import run_benchmarks
 
     return run_benchmarks(
@@ -328,6 +338,7 @@ def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig) ->
         limit=ev.limit,
         num_fewshot=ev.num_fewshot,
         batch_size=ev.batch_size,
+        progress=progress,
     )
 
 

@@ -91,6 +91,7 @@ def run_demo(
         stage(f"evaluating {method}")
         evals[method] = evaluate_run(run, progress_bar=progress_bar, on_stage=stage)
     summary = _summary(evals)
+    stage("writing the report")
     write_report([out / "runs"], out, title="knowpack demo: LoRA vs LoKI on the model organism")
     write_json_atomic(out / "summary.json", summary)
     return summary

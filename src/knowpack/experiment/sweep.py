@@ -306,7 +306,8 @@ def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None 
                 model, tokenizer = load_model(
                     config.model.name, dtype=config.model.dtype, device=config.train.device
                 )
-                ensure_attribution(model, tokenizer, method_config("loki", options), Path(attribution))
+                loki = method_config("loki", options)
+                ensure_attribution(model, tokenizer, loki, Path(attribution), progress_bar=progress_bar)
         options["attribution"] = options.pop("attribution_out")
 
 
