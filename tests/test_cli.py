@@ -170,3 +170,22 @@ def test_third_party_chatter_is_off_unless_verbose(tmp_path, caplog, restore_log
         assert any("FutureWarning" in m for m in messages) == shown
         assert "our own warnings always show" in messages
         assert (os.environ.get("TQDM_DISABLE") == "1") == (not verbose)  # lm-eval's and datasets' bars
+
+
+def test_demo_runs_on_one_thread_unless_threads_is_given(monkeypatch, tmp_path):
+    seen = []
+    demo = types.ModuleType("knowpack.experiment.demo")
+    demo.COLUMNS, demo.HEADERS = ("reliability",), {"reliability": "reliab."}
+
+    def run_demo(out, **kwargs):
+        seen.append(kwargs["threads"])
+        return {"implanted": {"lora": 1}, "models": {"base": {"reliability": 0.0}}}
+
+    demo.run_demo = run_demo
+    monkeypatch.setitem(sys.modules, "knowpack.experiment.demo", demo)
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    assert invoke("demo", "--out", tmp_path).exit_code == 0
+    assert invoke("--threads", "2", "demo", "--out", tmp_path).exit_code == 0
+    assert seen == [1, None]  # None: the demo keeps what --threads set

@@ -61,7 +61,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO).")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log progress details (INFO) and show third-party output (lm-eval, transformers, warnings).",
+        ),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -183,24 +190,37 @@ Shard = Annotated[
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/demo"),
     quick: Annotated[
-        bool, typer.Option("--quick", help="A shortened demo (fewer facts, ~1-2 minutes).")
+        bool,
+        typer.Option(
+            "--quick", help="A shortened demo (10 facts): 1 CPU-minute, 2-3 minutes on shared cores."
+        ),
     ] = False,
 ) -> None:
-    """The whole pipeline on the bundled organism, on a CPU, in a few minutes.
+    """The whole pipeline on the bundled organism, on a CPU: about 2 CPU-minutes.
 
     Probe what the organism knows, implant the same 50 Unknown facts with LoRA and with LoKI, evaluate both
     (uptake, knowledge shift beside the noise floor, refusals, world benchmarks) and write a report:
     OUT/report.html, OUT/summary.json, one run folder per method in OUT/runs/.
+
+    Time: 2-3 minutes on 2 idle CPU cores; 5 minutes measured on 2 cores shared with other jobs (load average
+    6-8); longer under heavier load. It runs on one thread unless --threads says otherwise (two threads on
+    busy cores spin-wait on each other: 3-4x slower).
     """
     from rich.console import Console
     from rich.table import Table
 
     from knowpack.experiment.demo import COLUMNS, HEADERS, run_demo
 
+    threads = None if ctx.parent is not None and ctx.parent.params.get("threads") else 1  # --threads: as set
     summary = run_demo(
-        out, quick=quick, on_stage=lambda name: typer.echo(f"[{name}]", err=True), progress_bar=_progress
+        out,
+        quick=quick,
+        on_stage=lambda name: typer.echo(f"[{name}]", err=True),
+        progress_bar=_progress,
+        threads=threads,
     )
     table = Table(title=f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted")
     table.add_column("model")
