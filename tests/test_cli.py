@@ -189,3 +189,15 @@ def test_demo_runs_on_one_thread_unless_threads_is_given(monkeypatch, tmp_path):
     assert invoke("demo", "--out", tmp_path).exit_code == 0
     assert invoke("--threads", "2", "demo", "--out", tmp_path).exit_code == 0
     assert seen == [1, None]  # None: the demo keeps what --threads set
+
+
+def test_python_warnings_show_only_with_verbose():
+    code = (
+        "import warnings; from knowpack.cli import _third_party_output\n"
+        "_third_party_output(False); warnings.warn('hidden when quiet', FutureWarning)\n"
+        "_third_party_output(True); warnings.warn('shown with -v', FutureWarning)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
+    )
+    assert "shown with -v" in out.stderr and "hidden when quiet" not in out.stderr

@@ -148,7 +148,14 @@ def _third_party_output(verbose: bool) -> None:
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(level)
     logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger, shown with -v
-    logging.getLogger("py.warnings").setLevel(level)
+    warned = logging.getLogger("py.warnings")
+    warned.setLevel(level)
+    for handler in [h for h in warned.handlers if getattr(h, "_knowpack_cli", False)]:
+        warned.removeHandler(handler)
+    if verbose:  # a handler of its own: captureWarnings gives the logger a NullHandler when it has none
+        handler = _StderrHandler()
+        handler._knowpack_cli = True  # type: ignore[attr-defined]
+        warned.addHandler(handler)
     if "transformers" in sys.modules:  # imported already: its logging was configured from the environment
         from transformers.utils import logging as hf_logging
 
