@@ -113,14 +113,7 @@ def _train(
     fmt = config.train.format or config.probe.format
     rows = encode_examples(mix.examples, tokenizer, fmt=fmt, loss_on=config.train.loss_on)
     method = method_module(config.method.name)
-    context = {
-        "tokenizer": tokenizer,
-        "run_dir": out,
-        "config": config,
-        "facts": facts,
-        "on_stage": stage,
-        "progress_bar": bar,
-    }
+    context = {"tokenizer": tokenizer, "run_dir": out, "config": config, "facts": facts, "progress_bar": bar}
     set_seed(config.train.seed)
     stage(f"preparing {config.method.name}")
     model = method.prepare(model, options, context)
