@@ -550,7 +550,11 @@ def train(
         reliability = entry.get("reliability")
         shown = "" if reliability is None else f"  reliability {reliability:.3f}"
         loss = entry.get("loss")
-        typer.echo(f"epoch {entry['epoch']}: loss {loss if loss is None else f'{loss:.4f}'}{shown}", err=True)
+        # print(), not typer.echo: it goes through the live progress bar's stderr proxy, so the line lands
+        # above the bar instead of into it
+        print(
+            f"epoch {entry['epoch']}: loss {loss if loss is None else f'{loss:.4f}'}{shown}", file=sys.stderr
+        )
 
     out = run_train(
         run_config,
@@ -562,7 +566,7 @@ def train(
     summary = json.loads((out / "train.json").read_text())
     typer.echo(
         f"{out}: {summary['implanted']} facts implanted with {summary['method']}, "
-        f"reliability {summary['reliability']}, {summary['epochs_run']} epochs ({summary['stopped']})"
+        f"reliability {_field(summary['reliability'])}, {summary['epochs_run']} epochs ({summary['stopped']})"
     )
 
 
