@@ -31,7 +31,13 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate import metrics as m
-from knowpack.evaluate.base import cached_benchmarks, cached_uptake, noise_floor_records, same_model
+from knowpack.evaluate.base import (
+    cached_benchmarks,
+    cached_uptake,
+    find_repeat,
+    noise_floor_records,
+    same_model,
+)
 from knowpack.evaluate.inputs import RunInputs, eval_settings, read_probe, read_run
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
 from knowpack.facts.schema import Fact
@@ -289,7 +295,12 @@ def _noise_floor(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, t
     if not inp.eval.noise_floor:
         return None, None
     seed = inp.eval.noise_seed if inp.eval.noise_seed is not None else inp.config.probe.seed + 1
-    stage(f"noise floor (the untouched base probed with seed {seed})")
+    earlier = find_repeat(inp.probe_dir, inp.probe_settings, {f.id for f in inp.probed}, seed)
+    if earlier is None:
+        stage(f"noise floor (the untouched base probed with seed {seed})")
+    else:  # the probe below reads it: no bar to draw
+        stage(f"noise floor (seed {seed}): reusing {earlier}")
+        progress_bar = None
     with _timed(timings, "noise_floor"), _bar(progress_bar, f"noise floor (seed {seed})") as progress:
         repeat, folder, reused = noise_floor_records(
             lm,
