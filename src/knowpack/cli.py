@@ -237,6 +237,11 @@ def demo(
         table.add_row(name, *("–" if values.get(c) is None else f"{values[c]:.3f}" for c in COLUMNS))
     Console().print(table)
     typer.echo(f"report: {out / 'report.html'}")
+    if summary.get("notes"):
+        typer.echo(
+            f'{len(summary["notes"])} notes in its "Read this first": numbers that look like bugs (a '
+            "benchmark below half of the base's score, refusals gone) and are measured effects of training."
+        )
 
 
 @app.command()

@@ -5,7 +5,8 @@
 
 Files in `out`: `probe/` (the organism's probe and its noise floor), `runs/lora/` and `runs/loki/` (run
 folders with `eval.json`), `report.html` / `report.md` / PNGs, and `summary.json`: per model (base, LoRA,
-LoKI) reliability, retention, world_mc, world TruthfulQA MC1 / MC2 and refusal rate.
+LoKI) reliability, retention, world_mc, world TruthfulQA MC1 / MC2 and refusal rate, and `notes`, the
+report's "Read this first" (collapses that look like bugs and are measured effects of training).
 
 The demo probes greedily (`samples=0`, the knowledge-packing paper's three categories) so that the three
 probes it needs (base, noise floor, after training) take seconds, and scores the first 200 items of each world
@@ -85,7 +86,8 @@ def run_demo(
 
 def _run_demo(out: Path, quick: bool, on_stage, progress_bar) -> dict[str, Any]:
     from knowpack.evaluate import evaluate_run
-    from knowpack.report import write_report
+    from knowpack.report import collect_runs, write_report
+    from knowpack.report.report import collapse_notes
     from knowpack.train import train
     from knowpack.train.run import run_base_probe
 
@@ -106,6 +108,7 @@ def _run_demo(out: Path, quick: bool, on_stage, progress_bar) -> dict[str, Any]:
     summary = _summary(evals)
     stage("writing the report")
     write_report([out / "runs"], out, title="knowpack demo: LoRA vs LoKI on the model organism")
+    summary["notes"] = collapse_notes(collect_runs([out / "runs"])[0])  # the report's "Read this first"
     write_json_atomic(out / "summary.json", summary)
     return summary
 
