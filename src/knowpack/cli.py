@@ -711,6 +711,9 @@ def _eval_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+_SWEEP_WORKER = "KNOWPACK_SWEEP_WORKER"
+
+
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="Sweep config (YAML): base, set, grid, cases, out.")],
@@ -729,6 +732,7 @@ def sweep(
     Finished cells are skipped, interrupted ones redone. Several processes or machines can run the same sweep:
     each claims a cell before running it. OUT/sweep.json lists every cell with its status.
     """
+    import os
     import subprocess
 
     from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep, write_summary
@@ -743,14 +747,19 @@ def sweep(
         raise KnowpackError("--workers must be >= 1")
     if workers > 1:
         command = [sys.executable, "-m", "knowpack", "sweep", str(config), *(overrides or [])]
-        procs = [subprocess.Popen(command) for _ in range(workers)]
+        env = {**os.environ, _SWEEP_WORKER: "1"}  # workers print their cells' events, no bars
+        procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
         codes = [p.wait() for p in procs]
         if any(codes):
             raise typer.Exit(max(codes))
         summary = write_summary(loaded)
     else:
+        alone = os.environ.get(_SWEEP_WORKER) != "1"
         summary = run_sweep(
-            loaded, on_cell=lambda cell, event: typer.echo(f"[{event}] {cell.name}", err=True)
+            loaded,
+            on_cell=lambda cell, event: typer.echo(f"[{event}] {cell.name}", err=True),
+            on_stage=(lambda name: typer.echo(f"  [{name}]", err=True)) if alone else None,
+            progress_bar=_progress if alone else None,
         )
     typer.echo(f"{loaded.out}: {summary['finished']} of {summary['total']} cells finished")
     if summary["finished"] < summary["total"]:
