@@ -16,7 +16,8 @@ benchmark; `knowpack train` presets probe with 16 samples and `knowpack eval` sc
 It runs on one CPU thread unless told otherwise: on a shared 2-core machine two OpenMP threads spin-wait on
 each other (a 100-fact probe: 20 s with one thread, 76 s with two, load average ~10), which is how a demo on
 torch's default threads took 12 minutes under load. Measured with `knowpack --threads 1 demo` on 2 shared
-cores: 4 min 53 s wall, 2 min 9 s of CPU (load average 6.6 -> 8.6); `--quick`: 2 min 19 s wall, 1 CPU-minute.
+cores: 2 min 34 s wall, 2 min 3 s of CPU at load average 2-4; 4 min 53 s wall, 2 min 9 s of CPU at 6.6-8.6;
+`--quick`: 2 min 19 s wall, 1 CPU-minute at ~7.
 """
 
 from __future__ import annotations
