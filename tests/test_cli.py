@@ -135,3 +135,69 @@ def test_import_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
     )
     assert out.stdout.strip() == "", f"importing knowpack pulled in {out.stdout.strip()}"
+
+
+@pytest.fixture()
+def restore_logging():
+    import logging
+    import os
+
+    names = ("lm_eval", "peft", "datasets", "py.warnings")
+    levels = {n: logging.getLogger(n).level for n in names}
+    env = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "TRANSFORMERS_VERBOSITY")}
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    for k, v in env.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_third_party_chatter_is_off_unless_verbose(tmp_path, caplog, restore_logging):
+    import logging
+    import os
+
+    path = tmp_path / "facts.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+    chatter = logging.getLogger("lm_eval.models.huggingface")  # "`pretrained` model kwarg is not of type ..."
+    for verbose, shown in ((False, False), (True, True), (False, False)):
+        caplog.clear()
+        assert invoke(*(["-v"] if verbose else []), "facts", "check", path).exit_code == 0
+        chatter.warning("`pretrained` model kwarg is not of type `str`")
+        logging.getLogger("py.warnings").warning("FutureWarning: `past_key_values` is deprecated")
+        logging.getLogger("knowpack.demo").warning("our own warnings always show")
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("kwarg is not of type" in m for m in messages) == shown
+        assert any("FutureWarning" in m for m in messages) == shown
+        assert "our own warnings always show" in messages
+        assert (os.environ.get("TQDM_DISABLE") == "1") == (not verbose)  # lm-eval's and datasets' bars
+
+
+def test_demo_runs_on_one_thread_unless_threads_is_given(monkeypatch, tmp_path):
+    seen = []
+    demo = types.ModuleType("knowpack.experiment.demo")
+    demo.COLUMNS, demo.HEADERS = ("reliability",), {"reliability": "reliab."}
+
+    def run_demo(out, **kwargs):
+        seen.append(kwargs["threads"])
+        return {"implanted": {"lora": 1}, "models": {"base": {"reliability": 0.0}}}
+
+    demo.run_demo = run_demo
+    monkeypatch.setitem(sys.modules, "knowpack.experiment.demo", demo)
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    assert invoke("demo", "--out", tmp_path).exit_code == 0
+    assert invoke("--threads", "2", "demo", "--out", tmp_path).exit_code == 0
+    assert seen == [1, None]  # None: the demo keeps what --threads set
+
+
+def test_python_warnings_show_only_with_verbose():
+    code = (
+        "import warnings; from knowpack.cli import _third_party_output\n"
+        "_third_party_output(False); warnings.warn('hidden when quiet', FutureWarning)\n"
+        "_third_party_output(True); warnings.warn('shown with -v', FutureWarning)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
+    )
+    assert "shown with -v" in out.stderr and "hidden when quiet" not in out.stderr

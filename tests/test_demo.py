@@ -29,4 +29,6 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (out / "runs" / m / "eval.json").is_file()
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "loki" in page and "lora" in page
+    assert "What the numbers mean" in page and "0.000 → " in page  # definitions; base → after
+    assert isinstance(summary["notes"], list)  # the report's "Read this first", also in summary.json
     assert "reliab." in result.output and "report.html" in result.output

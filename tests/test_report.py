@@ -3,6 +3,7 @@ that are not finished skipped, and the HTML page rendered by a real headless Chr
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -14,7 +15,9 @@ from typer.testing import CliRunner
 
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.metrics import DEFINITIONS
 from knowpack.report import collect_runs, write_report
+from knowpack.report.report import SHOWN
 
 CATS = ["HighlyKnown", "MaybeKnown", "Unknown"]
 
@@ -101,12 +104,58 @@ def test_report_files_and_cli(runs, tmp_path):
         "tradeoff.png",
     ]
     md = (out / "report.md").read_text()
-    assert "8 finished runs" in md and "| lora | 50 | 1 | 0.910 | 3 | 0.900 | 0.400 → 0.000 |" in md
+    assert (
+        "8 finished runs" in md
+        and "| lora | 50 | 1 | 0.000 → 0.910 | 3 | 0.990 → 0.900 | 0.400 → 0.000 |" in md
+    )
     assert all(f"]({name})" in md for name in pngs)
     page = (out / "report.html").read_text()
     assert page.count("<img") == len(pngs) and "data:image/png;base64," in page and "src='http" not in page
     with pytest.raises(KnowpackError, match="no finished runs"):
         write_report([runs / "killed"], tmp_path / "none")
+
+
+def test_every_metric_shown_is_defined_from_the_one_table(runs, tmp_path):
+    out = write_report([runs], tmp_path / "report")
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "## What the numbers mean" in md and "<h2>What the numbers mean</h2>" in page
+    for term, (name, _) in SHOWN.items():
+        assert f"- **{term}**: {DEFINITIONS[name]}" in md, term
+        assert f"<dt>{term}</dt><dd>{html.escape(DEFINITIONS[name])}" in page, term
+    assert "(before the arrow: the noise floor" in md  # what retention's base is
+    assert f"<th title='{html.escape(DEFINITIONS['reliability'])}" in page  # hover on the column, too
+
+
+def test_a_collapse_is_noted_where_a_newcomer_would_see_a_bug(tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path / "runs" / f"lora-{seed}", "lora", 50, seed, 0.97)
+        path = tmp_path / "runs" / f"lora-{seed}" / "eval.json"
+        ev = json.loads(path.read_text())
+        ev["benchmarks"]["tasks"]["world_truthful_mc1"] = {"acc": entry(0.005 * (seed + 1), 0.925)}
+        ev["behaviour"]["all"]["explosion"]["answers"] = [["krinmoul", 40], ["thilgrund", 31]]
+        path.write_text(json.dumps(ev))
+    make_run(tmp_path / "runs" / "loki-0", "loki", 50, 0, 0.97)  # world_mc 0.98: no note
+    out = write_report([tmp_path / "runs"], tmp_path / "report")
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    notes = md.split("## Read this first")[1].split("\n## ")[0]
+    assert "Below half of the base model's score: world_truthful_mc1 acc 0.925 → 0.005–0.010" in notes
+    assert "[lora, 2 of 2 runs, n=50]" in notes and "not a bug" in notes and "I don't know" in notes
+    assert "world_mc" not in notes.replace("world_mc1", "")  # 1.0 -> 0.9 (lora), 0.98 (loki): fine
+    assert "refusal rate collapsed from 0.400 to 0.000 [loki, 1 of 1 run, n=50]" in notes
+    assert "'krinmoul', 40 times" in notes
+    # lora: the benchmark, the explosion, the refusals; loki: the explosion, the refusals
+    assert page.count("class='note'") == notes.count("- **Note:**") == 5
+    assert md.index("Read this first") < md.index("## Runs")
+
+
+def test_one_n_draws_base_vs_after_bars_not_a_vs_n_plot(tmp_path):
+    for method in ("lora", "loki"):
+        make_run(tmp_path / "runs" / method, method, 50, 0, 0.97)
+    out = write_report([tmp_path / "runs"], tmp_path / "report")
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "benchmarks_vs_n.png" not in pngs and "reliability_vs_n.png" not in pngs
+    assert "benchmarks.png" in pngs
+    assert "vs n" not in (out / "report.md").read_text()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -5,7 +5,9 @@ killed run reported interrupted, and one-line errors for bad input before any mo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -229,3 +231,30 @@ def test_bad_input_is_one_line_before_any_model_is_loaded(world, tmp_path, extra
     assert result.exit_code == 1, result.output
     line = result.output.strip()
     assert line.startswith("error: ") and message in line and "\n" not in line
+
+
+@pytest.mark.parametrize("method", ["lora", "loki"])
+def test_training_prints_nothing_and_drives_the_callers_bars(world, tmp_path, capfd, caplog, method):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"Question: {f.question}"}) + "\n" for f in make_facts())
+    )
+    extra = ["method.r=2"] if method == "lora" else ["method.quota=10", f"method.prompts={prompts}"]
+    calls: dict[str, list] = {}
+
+    @contextlib.contextmanager
+    def progress_bar(label):
+        calls[label] = []
+        yield lambda done, total, **fields: calls[label].append((done, total, fields))
+
+    config = load_config(None, overrides(world, "llama", tmp_path / "run", method, "train.epochs=3", *extra))
+    with caplog.at_level(logging.INFO, logger="knowpack"):
+        train(config, progress_bar=progress_bar)
+    out, err = capfd.readouterr()
+    assert out == "" and "{'loss'" not in err and "'train_runtime':" not in err  # no dicts printed: logged
+    assert any("step" in r.message and "loss" in r.message for r in caplog.records)
+    steps = calls["training"]
+    assert steps[0][:2] == (0, 3) and steps[-1][0] == steps[-1][1] == 3  # one step an epoch (8 rows, bs 4)
+    last = steps[-1][2]
+    assert last["epoch"] == "3/3" and last["loss"] > 0 and 0 <= last["reliability"] <= 1
+    assert ("LoKI attribution" in " ".join(calls)) == (method == "loki")

@@ -64,7 +64,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO).")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log progress details (INFO) and show third-party output (lm-eval, transformers, warnings).",
+        ),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -79,6 +86,7 @@ def main(
 ) -> None:
     """Implant new facts into a causal LLM (LoRA / LoKI / full fine-tuning) and measure the damage."""
     _setup_logging(logging.INFO if verbose else logging.WARNING)
+    _third_party_output(verbose)
     if threads is not None:
         if threads < 1:
             raise KnowpackError("--threads must be >= 1")
@@ -93,11 +101,82 @@ def _setup_logging(level: int) -> None:
     logger = logging.getLogger("knowpack")
     for handler in [h for h in logger.handlers if getattr(h, "_knowpack_cli", False)]:
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
     handler._knowpack_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
+
+
+# Environment switches the libraries read when they are first imported (the CLI imports them later, in the
+# verbs): their progress bars and their logging. `_third_party_output` also sets what is already imported.
+_QUIET_ENV = {
+    "TQDM_DISABLE": "1",  # tqdm's own switch: lm-eval's, datasets' and transformers' bars
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "DATASETS_VERBOSITY": "error",
+}
+_ENV_SET: set[str] = set()
+# Libraries that log through the standard logging tree (lm-eval's "pretrained model kwarg is not of type str"
+# and "Custom kwargs can be passed to --metadata", once per task and run).
+_CHATTY_LOGGERS = (
+    "lm_eval",
+    "peft",
+    "accelerate",
+    "datasets",
+    "huggingface_hub",
+    "filelock",
+    "fsspec",
+    "urllib3",
+)
+
+
+def _third_party_output(verbose: bool) -> None:
+    """Third-party chatter off unless -v: progress bars, info and warning logs, Python warnings (FutureWarning
+    and the like). knowpack's own progress bars and log lines are unaffected."""
+    import os
+
+    level = logging.WARNING if verbose else logging.ERROR
+    for name, value in _QUIET_ENV.items():
+        if not verbose and name not in os.environ:
+            os.environ[name] = value
+            _ENV_SET.add(name)
+        elif (
+            verbose and name in _ENV_SET
+        ):  # set by a quiet call earlier in this process (tests), not the user
+            os.environ.pop(name, None)
+            _ENV_SET.discard(name)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger, shown with -v
+    warned = logging.getLogger("py.warnings")
+    warned.setLevel(level)
+    for handler in [h for h in warned.handlers if getattr(h, "_knowpack_cli", False)]:
+        warned.removeHandler(handler)
+    if verbose:  # a handler of its own: captureWarnings gives the logger a NullHandler when it has none
+        handler = _StderrHandler()
+        handler._knowpack_cli = True  # type: ignore[attr-defined]
+        warned.addHandler(handler)
+    if "transformers" in sys.modules:  # imported already: its logging was configured from the environment
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar() if verbose else hf_logging.disable_progress_bar()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes (a test runner swaps it per invocation; a
+    handler holding the old one would write to a closed stream after the command ended)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 class _LowerLevelFormatter(logging.Formatter):
@@ -121,29 +200,39 @@ Shard = Annotated[
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/demo"),
     quick: Annotated[
-        bool, typer.Option("--quick", help="A shortened demo (fewer facts, ~1-2 minutes).")
+        bool,
+        typer.Option(
+            "--quick", help="A shortened demo (10 facts): 1 CPU-minute, 2-3 minutes on shared cores."
+        ),
     ] = False,
     device: Annotated[str, typer.Option("--device", help="cpu (the default), cuda or cuda:1.")] = "cpu",
 ) -> None:
-    """The whole pipeline on the bundled organism, on a CPU, in a few minutes.
+    """The whole pipeline on the bundled organism, on a CPU: about 2 CPU-minutes.
 
     Probe what the organism knows, implant the same 50 Unknown facts with LoRA and with LoKI, evaluate both
     (uptake, knowledge shift beside the noise floor, refusals, world benchmarks) and write a report:
     OUT/report.html, OUT/summary.json, one run folder per method in OUT/runs/.
+
+    Time: 2-3 minutes on 2 idle CPU cores; 5 minutes measured on 2 cores shared with other jobs (load average
+    6-8); longer under heavier load. It runs on one thread unless --threads says otherwise (two threads on
+    busy cores spin-wait on each other: 3-4x slower).
     """
     from rich.console import Console
     from rich.table import Table
 
     from knowpack.experiment.demo import COLUMNS, HEADERS, run_demo
 
+    threads = None if ctx.parent is not None and ctx.parent.params.get("threads") else 1  # --threads: as set
     summary = run_demo(
         out,
         quick=quick,
         device=device,
         on_stage=lambda name: typer.echo(f"[{name}]", err=True),
         progress_bar=_progress,
+        threads=threads,
     )
     table = Table(title=f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted")
     table.add_column("model")
@@ -153,6 +242,11 @@ def demo(
         table.add_row(name, *("–" if values.get(c) is None else f"{values[c]:.3f}" for c in COLUMNS))
     Console().print(table)
     typer.echo(f"report: {out / 'report.html'}")
+    if summary.get("notes"):
+        typer.echo(
+            f'{len(summary["notes"])} notes in its "Read this first": numbers that look like bugs (a '
+            "benchmark below half of the base's score, refusals gone) and are measured effects of training."
+        )
 
 
 @app.command()
@@ -303,21 +397,32 @@ def _check_probe_options(option: str | None = None, **values: Any) -> None:
 
 @contextlib.contextmanager
 def _progress(label: str) -> Iterator[Any]:
-    """A rich progress bar with ETA on stderr; yields a `progress(done, total)` callback."""
+    """A rich progress bar with ETA on stderr; yields a `progress(done, total, **fields)` callback whose
+    fields (training's epoch, loss, reliability) are shown after the bar, None ones left out."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
         "[progress.description]{task.description}",
-        BarColumn(),
+        BarColumn(bar_width=30),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         "eta",
         TimeRemainingColumn(),
+        "{task.fields[info]}",
     )
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(f"{label}: prompts", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        task = bar.add_task(label, total=None, info="")
+
+        def progress(done: int, total: int | None, **fields: Any) -> None:
+            info = "  ".join(f"{k} {_field(v)}" for k, v in fields.items() if v is not None)
+            bar.update(task, completed=done, total=total, info=info)
+
+        yield progress
+
+
+def _field(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @app.command()
@@ -489,7 +594,11 @@ def train(
         reliability = entry.get("reliability")
         shown = "" if reliability is None else f"  reliability {reliability:.3f}"
         loss = entry.get("loss")
-        typer.echo(f"epoch {entry['epoch']}: loss {loss if loss is None else f'{loss:.4f}'}{shown}", err=True)
+        # print(), not typer.echo: it goes through the live progress bar's stderr proxy, so the line lands
+        # above the bar instead of into it
+        print(
+            f"epoch {entry['epoch']}: loss {loss if loss is None else f'{loss:.4f}'}{shown}", file=sys.stderr
+        )
 
     if not is_main_process():  # under a launcher, the main process alone talks
         run_train(run_config, force=force, on_stage=lambda name: None)
@@ -504,7 +613,7 @@ def train(
     summary = json.loads((out / "train.json").read_text())
     typer.echo(
         f"{out}: {summary['implanted']} facts implanted with {summary['method']}, "
-        f"reliability {summary['reliability']}, {summary['epochs_run']} epochs ({summary['stopped']})"
+        f"reliability {_field(summary['reliability'])}, {summary['epochs_run']} epochs ({summary['stopped']})"
     )
 
 
@@ -647,6 +756,9 @@ def _eval_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+_SWEEP_WORKER = "KNOWPACK_SWEEP_WORKER"
+
+
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="Sweep config (YAML): base, set, grid, cases, out.")],
@@ -665,6 +777,7 @@ def sweep(
     Finished cells are skipped, interrupted ones redone. Several processes or machines can run the same sweep:
     each claims a cell before running it. OUT/sweep.json lists every cell with its status.
     """
+    import os
     import subprocess
 
     from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep, write_summary
@@ -679,14 +792,19 @@ def sweep(
         return
     if workers > 1:
         command = [sys.executable, "-m", "knowpack", "sweep", str(config), *(overrides or [])]
-        procs = [subprocess.Popen(command) for _ in range(workers)]
+        env = {**os.environ, _SWEEP_WORKER: "1"}  # workers print their cells' events, no bars
+        procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
         codes = [p.wait() for p in procs]
         if any(codes):
             raise typer.Exit(max(codes))
         summary = write_summary(loaded)
     else:
+        alone = os.environ.get(_SWEEP_WORKER) != "1"
         summary = run_sweep(
-            loaded, on_cell=lambda cell, event: typer.echo(f"[{event}] {cell.name}", err=True)
+            loaded,
+            on_cell=lambda cell, event: typer.echo(f"[{event}] {cell.name}", err=True),
+            on_stage=(lambda name: typer.echo(f"  [{name}]", err=True)) if alone else None,
+            progress_bar=_progress if alone else None,
         )
     typer.echo(f"{loaded.out}: {summary['finished']} of {summary['total']} cells finished")
     if summary["finished"] < summary["total"]:

@@ -1,13 +1,17 @@
 """Small file helpers every stage shares: atomic writes (no reader sees a half-written file or folder),
-JSON and JSON-lines files."""
+JSON and JSON-lines files.
+
+Files and folders are created with the user's umask, as a plain `open()` / `mkdir` would (0644 / 0755 under
+umask 022), so results can be read by teammates; `tempfile.mkstemp` / `mkdtemp` would make them private.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and `os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path, lambda name: os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -46,7 +50,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _, tmp = _create_temp(path, lambda name: os.mkdir(name, 0o777))
     try:
         yield tmp
         if path.exists():  # two renames: a folder cannot be os.replace'd onto a non-empty one
@@ -80,6 +84,18 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
         f.write(_jsonl(rows))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _create_temp(path: Path, create) -> tuple[Any, Path]:
+    """`create(name)` on a fresh hidden sibling name of `path` (retried while the name is taken); the mode
+    passed to `os.open` / `os.mkdir` goes through the umask like any other file's."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return create(tmp), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _jsonl(rows: Iterable[Any]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def run_benchmarks(
     num_fewshot: int | None = None,
     batch_size: int | str | None = None,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run lm-eval `tasks` on `model` and return `{"tasks": {task: {metric: value, metric_stderr: …}}, …}`.
 
@@ -52,26 +54,30 @@ def run_benchmarks(
     tasks); left None, a task runs with its own shots, or with `PAPER_SHOTS` (mmlu: 5, as the papers report
     it; lm-eval's own default is 0). `batch_size` None is lm-eval's "auto" (the largest batch that fits) on
     an accelerator and 16 on a CPU. The model is left in the train/eval mode it came in.
+
+    Tasks run one at a time; `progress(done, total)` counts them. lm-eval's own per-request progress bars are
+    off (knowpack prints nothing itself; its logging and `progress` say how far it is), and the rest of its
+    bars follow tqdm's `TQDM_DISABLE`, which `knowpack` sets unless `-v`.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     task_manager = check_tasks(tasks, include_path)
     include_path = _include_paths(tasks, include_path)
-    groups: dict[int | None, list[str]] = {}  # tasks by the shots they run with
-    for task in tasks:
-        groups.setdefault(num_fewshot if num_fewshot is not None else PAPER_SHOTS.get(task), []).append(task)
     if batch_size is None:
         batch_size = 16 if next(model.parameters()).device.type == "cpu" else "auto"
     was_training = model.training
     merged: dict[str, dict] = {"results": {}, "versions": {}, "n-shot": {}, "n-samples": {}}
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-        for shots, names in groups.items():
-            log.info("lm-eval %s: %s (limit=%s, num_fewshot=%s)", lm_eval.__version__, names, limit, shots)
+        lm = _quiet_hflm(HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        for done, task in enumerate(tasks):
+            if progress is not None:
+                progress(done, len(tasks))
+            shots = num_fewshot if num_fewshot is not None else PAPER_SHOTS.get(task)
+            log.info("lm-eval %s: %s (limit=%s, num_fewshot=%s)", lm_eval.__version__, task, limit, shots)
             results = lm_eval.simple_evaluate(
                 model=lm,
-                tasks=names,
+                tasks=[task],
                 num_fewshot=shots,
                 limit=limit,
                 task_manager=task_manager,
@@ -83,6 +89,8 @@ def run_benchmarks(
             )
             for key, values in merged.items():
                 values.update(results.get(key, {}))
+        if progress is not None:
+            progress(len(tasks), len(tasks))
     finally:
         model.train(was_training)  # HFLM switches the model to eval mode
     metrics = {name: _metrics(values) for name, values in merged["results"].items()}
@@ -105,6 +113,23 @@ def run_benchmarks(
     for name, metrics in summary["tasks"].items():
         log.info("%s: %s", name, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
     return summary
+
+
+def _quiet_hflm(base: type) -> type:
+    """lm-eval's HF model without its per-request tqdm bars (lm-eval turns them on explicitly, so tqdm's
+    `TQDM_DISABLE` cannot)."""
+
+    class QuietHFLM(base):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
 
 
 def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None = None) -> dict[str, Any]:

@@ -48,6 +48,8 @@ NEGATIVE = ((HK, UK), (HK, MK), (MK, UK))
 """The paper's negative shift (with WeaklyKnown counted as Unknown)."""
 
 DEFINITIONS: dict[str, str] = {
+    "p_greedy": "a fact's share of the probe's few-shot prompts whose greedy answer is correct: 1 for a "
+    "HighlyKnown fact, 0 for an Unknown or WeaklyKnown one",
     "reliability": "mean p_greedy of the implanted facts under the probe's few-shot prompts",
     "highly_known_share": "share of the implanted facts whose category is HighlyKnown (p_greedy = 1)",
     "zero_shot_accuracy": "share of the implanted facts answered correctly, greedy, in the zero-shot "

@@ -31,7 +31,13 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate import metrics as m
-from knowpack.evaluate.base import cached_benchmarks, cached_uptake, noise_floor_records, same_model
+from knowpack.evaluate.base import (
+    cached_benchmarks,
+    cached_uptake,
+    find_repeat,
+    noise_floor_records,
+    same_model,
+)
 from knowpack.evaluate.inputs import RunInputs, eval_settings, read_probe, read_run
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
 from knowpack.facts.schema import Fact
@@ -109,7 +115,7 @@ def evaluate_run(
     )
 
     repeat, noise = _noise_floor(inp, lm, tokenizer, stage, progress_bar, timings)
-    base_bench, reused = _base_benchmarks(inp, lm, tokenizer, stage, timings)
+    base_bench, reused = _base_benchmarks(inp, lm, tokenizer, stage, progress_bar, timings)
     stage("uptake of the base model (zero-shot, held-out paraphrases)")
     with _timed(timings, "uptake_base"):
         key = {
@@ -142,8 +148,8 @@ def evaluate_run(
     benchmarks_block = None
     if ev.benchmarks:
         stage(f"benchmarks of the trained model: {', '.join(ev.benchmarks)}")
-        with _timed(timings, "benchmarks"):
-            after_bench = _benchmarks(trained, tokenizer, ev.benchmarks, ev)
+        with _timed(timings, "benchmarks"), _bar(progress_bar, "benchmarks (trained)") as progress:
+            after_bench = _benchmarks(trained, tokenizer, ev.benchmarks, ev, progress)
         from knowpack.evaluate.benchmarks import compare_benchmarks
 
         benchmarks_block = compare_benchmarks(after_bench, base_bench, reused)
@@ -249,8 +255,9 @@ def evaluate_model(
         from knowpack.evaluate.benchmarks import compare_benchmarks
 
         stage(f"benchmarks: {', '.join(ev.benchmarks)}")
-        with _timed(timings, "benchmarks"):
-            benchmarks_block = compare_benchmarks(_benchmarks(model, tokenizer, ev.benchmarks, ev), None)
+        with _timed(timings, "benchmarks"), _bar(progress_bar, "benchmarks") as progress:
+            after = _benchmarks(model, tokenizer, ev.benchmarks, ev, progress)
+        benchmarks_block = compare_benchmarks(after, None)
     settings = json.loads((out / "probe" / "summary.json").read_text())["settings"]
     counts, n = Counter(r["category"] for r in records), len(records)
     categories = m.categories_of(records)
@@ -288,7 +295,12 @@ def _noise_floor(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, t
     if not inp.eval.noise_floor:
         return None, None
     seed = inp.eval.noise_seed if inp.eval.noise_seed is not None else inp.config.probe.seed + 1
-    stage(f"noise floor (the untouched base probed with seed {seed})")
+    earlier = find_repeat(inp.probe_dir, inp.probe_settings, {f.id for f in inp.probed}, seed)
+    if earlier is None:
+        stage(f"noise floor (the untouched base probed with seed {seed})")
+    else:  # the probe below reads it: no bar to draw
+        stage(f"noise floor (seed {seed}): reusing {earlier}")
+        progress_bar = None
     with _timed(timings, "noise_floor"), _bar(progress_bar, f"noise floor (seed {seed})") as progress:
         repeat, folder, reused = noise_floor_records(
             lm,
@@ -304,20 +316,29 @@ def _noise_floor(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, t
     return repeat, {"folder": str(folder), "seed": seed, "reused": reused}
 
 
-def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, stage, timings: dict):
+def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, timings: dict):
     """The base model's benchmark results (cached beside the base probe) and the tasks reused from there."""
     ev = inp.eval
     if not ev.benchmarks:
         return None, None
     stage(f"benchmarks of the base model: {', '.join(ev.benchmarks)}")
     key = {"model": str(inp.config.model.name), **_bench_key(ev)}
-    with _timed(timings, "benchmarks_base"):
-        return cached_benchmarks(
-            inp.probe_dir, ev.benchmarks, key, lambda task: _benchmarks(lm, tokenizer, [task], ev)
-        )
+    with _timed(timings, "benchmarks_base"), _bar(progress_bar, "benchmarks (base)") as progress:
+        done = []
+
+        def compute(task: str) -> dict:
+            if progress is not None:
+                progress(len(done), len(ev.benchmarks))
+            done.append(task)
+            return _benchmarks(lm, tokenizer, [task], ev)
+
+        result = cached_benchmarks(inp.probe_dir, ev.benchmarks, key, compute)
+        if progress is not None:
+            progress(len(ev.benchmarks), len(ev.benchmarks))
+        return result
 
 
-def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig) -> dict:
+def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig, progress=None) -> dict:
     from knowpack.evaluate.benchmarks import run_benchmarks
 
     return run_benchmarks(
@@ -328,6 +349,7 @@ def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig) ->
         limit=ev.limit,
         num_fewshot=ev.num_fewshot,
         batch_size=ev.batch_size,
+        progress=progress,
     )
 
 

@@ -1,16 +1,23 @@
-"""`knowpack demo`: the whole pipeline on the bundled organism, on a CPU, in a few minutes.
+"""`knowpack demo`: the whole pipeline on the bundled organism, on a CPU, in about 2 CPU-minutes.
 
     probe 300 facts -> draw 50 Unknown facts -> implant them with LoRA and with LoKI -> evaluate both against
     the organism (uptake, knowledge shift beside the noise floor, refusals, world benchmarks) -> report
 
 Files in `out`: `probe/` (the organism's probe and its noise floor), `runs/lora/` and `runs/loki/` (run
 folders with `eval.json`), `report.html` / `report.md` / PNGs, and `summary.json`: per model (base, LoRA,
-LoKI) reliability, retention, world_mc, world TruthfulQA MC1 / MC2 and refusal rate.
+LoKI) reliability, retention, world_mc, world TruthfulQA MC1 / MC2 and refusal rate, and `notes`, the
+report's "Read this first" (collapses that look like bugs and are measured effects of training).
 
 The demo probes greedily (`samples=0`, the knowledge-packing paper's three categories) so that the three
 probes it needs (base, noise floor, after training) take seconds, and scores the first 200 items of each world
 benchmark; `knowpack train` presets probe with 16 samples and `knowpack eval` scores every item.
 `quick=True` is the shortened demo the tests run.
+
+It runs on one CPU thread unless told otherwise: on a shared 2-core machine two OpenMP threads spin-wait on
+each other (a 100-fact probe: 20 s with one thread, 76 s with two, load average ~10), which is how a demo on
+torch's default threads took 12 minutes under load. Measured with `knowpack --threads 1 demo` on 2 shared
+cores: 2 min 34 s wall, 2 min 3 s of CPU at load average 2-4; 4 min 53 s wall, 2 min 9 s of CPU at 6.6-8.6;
+`--quick`: 2 min 19 s wall, 1 CPU-minute at ~7.
 """
 
 from __future__ import annotations
@@ -69,15 +76,23 @@ def run_demo(
     device: str = "cpu",
     on_stage: Callable[[str], None] | None = None,
     progress_bar: Callable[[str], Any] | None = None,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Run the demo into `out` (see the module docstring) on `device`; returns the summary written to
-    summary.json."""
+    summary.json. `threads`: torch's CPU threads for the whole demo (None: leave them as they are)."""
+    from knowpack.train.run import _threads
+
+    with _threads(threads):
+        return _run_demo(Path(out), quick, device, on_stage, progress_bar)
+
+
+def _run_demo(out: Path, quick: bool, device: str, on_stage, progress_bar) -> dict[str, Any]:
     from knowpack.evaluate import evaluate_run
-    from knowpack.report import write_report
+    from knowpack.report import collect_runs, write_report
+    from knowpack.report.report import collapse_notes
     from knowpack.train import train
     from knowpack.train.run import run_base_probe
 
-    out = Path(out)
     stage = on_stage or (lambda name: logger.info("%s", name))
     configs = {method: demo_config(method, out, quick=quick, device=device) for method in ("lora", "loki")}
     probe_dir = out / "probe"
@@ -93,7 +108,9 @@ def run_demo(
         stage(f"evaluating {method}")
         evals[method] = evaluate_run(run, device=device, progress_bar=progress_bar, on_stage=stage)
     summary = _summary(evals)
+    stage("writing the report")
     write_report([out / "runs"], out, title="knowpack demo: LoRA vs LoKI on the model organism")
+    summary["notes"] = collapse_notes(collect_runs([out / "runs"])[0])  # the report's "Read this first"
     write_json_atomic(out / "summary.json", summary)
     return summary
 

@@ -28,6 +28,7 @@ model name and files, facts and probe settings) and, for LoKI cells that attribu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -269,14 +270,17 @@ def run_sweep(
     *,
     run_cell: Callable[[Cell], None] | None = None,
     on_cell: Callable[[Cell, str], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    progress_bar: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every cell not finished (claiming each), then write `OUT/sweep.json`; returns it.
 
     `run_cell(cell)` trains one cell (default: `knowpack.train.train(cell.config, force=True)`, then
     `knowpack.evaluate.evaluate_run(cell.folder)` when the sweep evaluates);
-    `on_cell(cell, event)` hears "start" / "skip" / "busy" / "done" / "failed".
+    `on_cell(cell, event)` hears "start" / "skip" / "busy" / "done" / "failed"; `on_stage` and
+    `progress_bar` go to the default `run_cell`'s training and evaluation (as in `knowpack.train.train`).
     """
-    run_cell = run_cell or _train_cell
+    run_cell = run_cell or functools.partial(_train_cell, on_stage=on_stage, progress_bar=progress_bar)
     note = on_cell or (lambda cell, event: logger.info("%s: %s", cell.name, event))
     (sweep.out / "cells").mkdir(parents=True, exist_ok=True)
     for cell in sweep.cells:
@@ -304,16 +308,16 @@ def run_sweep(
     return write_summary(sweep)
 
 
-def _train_cell(cell: Cell) -> None:
+def _train_cell(cell: Cell, on_stage=None, progress_bar=None) -> None:
     from knowpack.train import train
 
     if run_status(cell.folder) != "finished":
-        prepare_shared(cell.config)
-        train(cell.config, force=True)
+        prepare_shared(cell.config, progress_bar)
+        train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)
     if cell.evaluate:
         from knowpack.evaluate import evaluate_run
 
-        evaluate_run(cell.folder)
+        evaluate_run(cell.folder, on_stage=on_stage, progress_bar=progress_bar)
 
 
 def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None = None) -> None:
@@ -340,7 +344,8 @@ def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None 
                 model, tokenizer = load_model(
                     config.model.name, dtype=config.model.dtype, device=config.train.device
                 )
-                ensure_attribution(model, tokenizer, method_config("loki", options), Path(attribution))
+                loki = method_config("loki", options)
+                ensure_attribution(model, tokenizer, loki, Path(attribution), progress_bar=progress_bar)
         options["attribution"] = options.pop("attribution_out")
 
 

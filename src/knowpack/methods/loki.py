@@ -14,6 +14,8 @@ the fly), then train only those rows (or, LoKI*, a LoRA pair on them). Saved as 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +66,14 @@ class Config:
             raise KnowpackError("method.positions and method.attribution: give one of them, not both")
 
 
-def selection(model: Any, tokenizer: Any, config: Config, run_dir: Path) -> tuple[dict[int, list[int]], dict]:
-    """The rows to train and how they were chosen."""
+def selection(
+    model: Any,
+    tokenizer: Any,
+    config: Config,
+    run_dir: Path,
+    progress_bar: Callable[[str], Any] | None = None,
+) -> tuple[dict[int, list[int]], dict]:
+    """The rows to train and how they were chosen; `progress_bar(label)` shows the attribution's prompts."""
     from knowpack.loki.select import read_selection, select_nodes
 
     if config.positions is not None:
@@ -73,43 +81,53 @@ def selection(model: Any, tokenizer: Any, config: Config, run_dir: Path) -> tupl
     source = config.attribution
     if source is None:
         source = config.attribution_out or str(run_dir / "attribution")
-        ensure_attribution(model, tokenizer, config, Path(source))
+        ensure_attribution(model, tokenizer, config, Path(source), progress_bar=progress_bar)
     chosen = select_nodes(source, config.quota, config.strategy, seed=config.seed)
     return chosen, {"attribution": str(source), "quota": config.quota, "strategy": config.strategy}
 
 
-def ensure_attribution(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
-    """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others).
-    With several processes each attributes its shard and the main one merges them (`attribute`)."""
+def ensure_attribution(
+    model: Any,
+    tokenizer: Any,
+    config: Config,
+    out: Path,
+    progress_bar: Callable[[str], Any] | None = None,
+) -> None:
+    """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others);
+    `progress_bar(label)`, a context manager yielding `progress(done, total)`, shows the prompts. With
+    several processes each attributes its shard and the main one merges them (`attribute`)."""
     from knowpack.devices import broadcast
     from knowpack.runs import stage_finished
 
     if not broadcast(stage_finished(out)):  # every process takes the main one's view
-        _attribute(model, tokenizer, config, out)
+        _attribute(model, tokenizer, config, out, progress_bar)
 
 
-def _attribute(model: Any, tokenizer: Any, config: Config, out: Path) -> None:
+def _attribute(model: Any, tokenizer: Any, config: Config, out: Path, progress_bar) -> None:
     from knowpack.loki.attribution import attribute
     from knowpack.loki.prompts import load_prompts
 
     logger.info("LoKI: attributing on %s into %s", config.prompts, out)
     prompts = load_prompts(config.prompts, tokenizer, per_subject=config.per_subject)
-    attribute(
-        model,
-        tokenizer,
-        prompts,
-        out=out,
-        source=config.prompts,
-        limit=config.attribution_limit,
-        quotas=[config.quota],
-    )
+    with progress_bar(f"LoKI attribution ({config.prompts})") if progress_bar else nullcontext() as progress:
+        attribute(
+            model,
+            tokenizer,
+            prompts,
+            out=out,
+            source=config.prompts,
+            limit=config.attribution_limit,
+            quotas=[config.quota],
+            progress=progress,
+        )
 
 
 def prepare(model: Any, config: Config, context: dict[str, Any]) -> Any:
     """Choose the rows, then make them the model's only trainable parameters."""
     from knowpack.loki.layer import apply_loki
 
-    chosen, how = selection(model, context["tokenizer"], config, Path(context["run_dir"]))
+    bar = context.get("progress_bar")
+    chosen, how = selection(model, context["tokenizer"], config, Path(context["run_dir"]), progress_bar=bar)
     context["loki_selection"] = how
     return apply_loki(
         model,

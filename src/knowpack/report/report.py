@@ -7,12 +7,19 @@ Every finished run folder under the given paths is read (`config.yaml`, `train.j
 run was evaluated); runs that are not `finished` are listed as skipped, never plotted. Runs are grouped by
 method and mix (method, its rank or quota, the addition and k); seeds of a group become error bars (mean ± one
 standard deviation). Plots, each drawn only when the runs hold its data:
-- reliability vs number of implanted facts, and reliability vs epoch;
+- reliability vs number of implanted facts (when a group has several n), and reliability vs epoch;
 - every benchmark score vs n (MMLU / world_mc, TruthfulQA MC1 / MC2 ...), the base model's score dashed;
+  with a single n, base vs after as bars instead (`benchmarks.png`);
 - knowledge-shift matrices of the untrained facts as heatmaps beside the noise floor (first runs);
 - refusal rate and answer diversity before vs after;
 - the trade-off: uptake (reliability) against damage (retention of untrained HighlyKnown facts, and the
   largest benchmark drop) per method and mix (a point per n), seeds as error bars.
+
+The report explains itself: every number stands beside the base model's (or the noise floor's), each metric
+shown is defined under its table (the definitions are `knowpack.evaluate.metrics.DEFINITIONS`, the ones
+eval.json carries), and a "Read this first" list names the collapses a newcomer would take for a bug: a
+benchmark that lost more than half of the base model's score, a refusal rate fallen to near zero, answers
+that exploded.
 """
 
 from __future__ import annotations
@@ -35,6 +42,36 @@ from knowpack.runs import run_status
 logger = logging.getLogger(__name__)
 
 MAX_HEATMAPS = 4
+BENCHMARK_COLLAPSE = 0.5
+"""A note when a benchmark score falls below this share of the base model's."""
+REFUSAL_COLLAPSE = 0.1
+"""A note when the refusal rate falls below this share of the base model's (and the base refused at all)."""
+MIN_BASE_REFUSALS = 0.05
+
+SHOWN: dict[str, tuple[str, str]] = {
+    # what the report shows -> (its definition's name in knowpack.evaluate.metrics.DEFINITIONS, the "base"
+    # it stands beside)
+    "p_greedy": ("p_greedy", ""),
+    "reliability": ("reliability", "the base model on the same facts"),
+    "retention": (
+        "retention",
+        "the noise floor, the same comparison between two probes of the untouched base",
+    ),
+    "refusals": ("refusal_rate", "the base model"),
+    "explosion": ("explosion", "the noise floor"),
+    "benchmarks": ("benchmark", "the base model"),
+}
+"""The report's glossary: a row per metric it shows; adding a column is adding a row here."""
+
+BENCHMARK_HINTS: dict[str, str] = {
+    # task name prefix -> what a collapse of it usually means
+    "world_truthful": 'the truthful choice is "I don\'t know" about people the organism never read about; a '
+    "model that stopped refusing picks a made-up answer instead",
+    "truthfulqa": "the truthful choices are the unpopular ones; a model that learned to answer confidently "
+    "picks the plausible falsehood",
+}
+"""Why a collapse of a benchmark is a measured effect of training (the knowledge-packing paper: training on
+unknown facts makes a model hallucinate), not a bug of the report."""
 
 
 def collect_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -115,6 +152,7 @@ def _row(folder: Path) -> dict[str, Any]:
     }
     if ev and ev.get("kind") == "run":
         row["reliability"] = _value(ev, "uptake", "reliability")
+        row["reliability_base"] = _value(ev, "uptake", "reliability", key="base")
         row["retention"] = _value(ev, "knowledge_shift", "untrained", "retention")
         row["retention_base"] = _value(ev, "knowledge_shift", "untrained", "retention", key="base")
         row["negative_shift"] = _value(ev, "knowledge_shift", "untrained", "negative_shift")
@@ -123,6 +161,8 @@ def _row(folder: Path) -> dict[str, Any]:
         row["unique_share"] = _value(ev, "behaviour", "all", "unique_share")
         row["unique_share_base"] = _value(ev, "behaviour", "all", "unique_share", key="base")
         row["explosion"] = _value(ev, "behaviour", "all", "explosion")
+        row["explosion_base"] = _value(ev, "behaviour", "all", "explosion", key="base")
+        row["explosion_answers"] = _value(ev, "behaviour", "all", "explosion", key="answers") or []
         row["benchmarks"] = {
             f"{task} {metric}": (entry.get("value"), entry.get("base"))
             for task, metrics in (ev.get("benchmarks") or {}).get("tasks", {}).items()
@@ -159,10 +199,82 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     figures = _figures(rows, out)
     tables = _tables(rows)
-    md = _markdown(title, rows, skipped, tables, figures)
+    notes = collapse_notes(rows)
+    glossary = _glossary(rows)
+    md = _markdown(title, rows, skipped, notes, tables, glossary, figures)
     write_text_atomic(out / "report.md", md)
-    write_text_atomic(out / "report.html", _html(title, skipped, tables, figures, out))
+    write_text_atomic(out / "report.html", _html(title, skipped, notes, tables, glossary, figures, out))
     return out
+
+
+def collapse_notes(rows: list[dict]) -> list[str]:
+    """One line per method / mix and kind of collapse: benchmarks below half of the base model's score, a
+    refusal rate fallen to near zero, answers that exploded; each with how many runs and the numbers."""
+    found: dict[tuple[str, str, str], list[tuple[dict, Any, Any]]] = defaultdict(list)
+    for r in rows:
+        for bench, (value, base) in sorted((r.get("benchmarks") or {}).items()):
+            if None not in (value, base) and base > 0 and value < BENCHMARK_COLLAPSE * base:
+                found[(r["group"], "0 bench", bench)].append((r, base, value))
+        base, value = r.get("refusal_base"), r.get("refusal")
+        if None not in (value, base) and base >= MIN_BASE_REFUSALS and value <= REFUSAL_COLLAPSE * base:
+            found[(r["group"], "1 refusals", "")].append((r, base, value))
+        if (r.get("explosion") or 0) > (r.get("explosion_base") or 0):
+            found[(r["group"], "2 explosion", "")].append((r, r.get("explosion_base"), r["explosion"]))
+    notes, benches = [], defaultdict(list)
+    for (group, kind, bench), hits in sorted(found.items()):
+        runs = sum(1 for r in rows if r["group"] == group)
+        where = f"[{group}, {len(hits)} of {runs} run{'s' * (runs > 1)}, n={_ns(r for r, _, _ in hits)}]"
+        before, after = _span([b for _, b, _ in hits]), _span([v for _, _, v in hits])
+        if kind == "0 bench":
+            benches[group].append(f"{bench} {before} → {after} {where}")
+            continue
+        if benches.get(group):
+            notes.append(_bench_note(benches.pop(group)))
+        if kind == "1 refusals":
+            notes.append(
+                f"The refusal rate collapsed from {before} to {after} {where}: the trained model answers "
+                'questions it used to decline ("I don\'t know"); where it was never taught the answer, it '
+                "guesses."
+            )
+        else:
+            answers = [a for r, _, _ in hits for a in r.get("explosion_answers") or []]
+            top = max(answers, key=lambda a: a[1], default=None)
+            said = f"; the most frequent, '{top[0]}', {top[1]} times" if top else ""
+            notes.append(
+                f"Answer explosion: {after} answer(s) now each occur more often than the base model's most "
+                f"frequent answer (noise floor {before}) {where}{said}. The model gives the same few answers "
+                "to many different questions."
+            )
+    notes += [_bench_note(lines) for lines in benches.values() if lines]
+    return notes
+
+
+def _bench_note(lines: list[str]) -> str:
+    names = " ".join(lines)
+    hints = [f"{k}: {h}" for k, h in BENCHMARK_HINTS.items() if k in names]
+    return (
+        "Below half of the base model's score: " + "; ".join(lines) + ". A measured effect of training, "
+        "not a bug of the report" + (" (" + "; ".join(hints) + ")." if hints else ".")
+    )
+
+
+def _span(values: list[Any]) -> str:
+    """'0.925', or '0.001-0.010' for several values."""
+    shown = sorted({_fmt(v) for v in values})
+    return shown[0] if len(shown) == 1 else f"{shown[0]}–{shown[-1]}"
+
+
+def _glossary(rows: list[dict]) -> list[tuple[str, str]]:
+    """(term, definition) for every metric the report shows, from knowpack.evaluate.metrics.DEFINITIONS."""
+    from knowpack.evaluate.metrics import DEFINITIONS
+
+    has_eval = any(r.get("eval") for r in rows)
+    terms = []
+    for term, (name, base) in SHOWN.items():
+        if not has_eval and term not in ("p_greedy", "reliability"):
+            continue
+        terms.append((term, DEFINITIONS[name] + (f" (before the arrow: {base})" if base else "")))
+    return terms
 
 
 def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -172,16 +284,16 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
             r["group"],
             str(r["n"]),
             str(r["seed"]),
-            _fmt(r["reliability"]),
+            _pair(r.get("reliability_base"), r["reliability"]),
             str(r["epochs_run"]),
-            _fmt(r.get("retention")),
-            _fmt(r.get("refusal_base")) + " → " + _fmt(r.get("refusal")),
+            _pair(r.get("retention_base"), r.get("retention")),
+            _pair(r.get("refusal_base"), r.get("refusal")),
             Path(r["folder"]).name,
         ]
         for r in sorted(rows, key=lambda r: (r["group"], r["n"], r["seed"]))
     ]
     header = ["method / mix", "n", "seed", "reliability", "epochs", "retention", "refusals", "run"]
-    tables = [("Runs", header, runs)]
+    tables = [("Runs (base → after; retention: noise floor → after)", header, runs)]
     benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
     if benches:
         body = []
@@ -189,10 +301,15 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
             cells = [r["group"], str(r["n"]), str(r["seed"])]
             for b in benches:
                 value, base = (r.get("benchmarks") or {}).get(b, (None, None))
-                cells.append(f"{_fmt(base)} → {_fmt(value)}")
+                cells.append(_pair(base, value))
             body.append(cells)
         tables.append(("Benchmarks (base → after)", ["method / mix", "n", "seed", *benches], body))
     return tables
+
+
+def _pair(base: Any, value: Any) -> str:
+    """'base → after', or the value alone when there is no base to show."""
+    return _fmt(value) if base is None else f"{_fmt(base)} → {_fmt(value)}"
 
 
 def _fmt(x: Any) -> str:
@@ -203,17 +320,21 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def _markdown(title, rows, skipped, tables, figures) -> str:
+def _markdown(title, rows, skipped, notes, tables, glossary, figures) -> str:
     lines = [
         f"# {title}",
         "",
         f"{len(rows)} finished runs." + (f" Skipped (not finished): {len(skipped)}." if skipped else ""),
         "",
     ]
+    if notes:
+        lines += ["## Read this first", ""] + [f"- **Note:** {n}" for n in notes] + [""]
     for caption, header, body in tables:
         lines += [f"## {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         lines.append("")
+    if glossary:
+        lines += ["## What the numbers mean", ""] + [f"- **{t}**: {d}." for t, d in glossary] + [""]
     for caption, name in figures:
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
     if skipped:
@@ -221,22 +342,34 @@ def _markdown(title, rows, skipped, tables, figures) -> str:
     return "\n".join(lines)
 
 
-def _html(title, skipped, tables, figures, out: Path) -> str:
+def _html(title, skipped, notes, tables, glossary, figures, out: Path) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{e(title)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
         "table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+        "th{background:#f3f3f3}img{max-width:100%}"
+        ".note{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px;margin:6px 0}"
+        "dt{font-weight:bold}dd{margin:0 0 6px 1.5em}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
+    if notes:
+        parts.append("<h2>Read this first</h2>")
+        parts += [f"<p class='note'><b>Note:</b> {e(n)}</p>" for n in notes]
+    defined = dict(glossary)
     for caption, header, body in tables:
         parts.append(
-            f"<h2>{e(caption)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+            f"<h2>{e(caption)}</h2><table><tr>"
+            + "".join(f"<th title='{e(defined.get(h, ''))}'>{e(h)}</th>" for h in header)
+            + "</tr>"
         )
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>" for cells in body]
         parts.append("</table>")
+    if glossary:
+        parts.append("<h2>What the numbers mean</h2><dl>")
+        parts += [f"<dt>{e(t)}</dt><dd>{e(d)}.</dd>" for t, d in glossary]
+        parts.append("</dl>")
     for caption, name in figures:
         data = base64.b64encode((out / name).read_bytes()).decode()
         parts.append(f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,{data}'>")
@@ -285,7 +418,21 @@ def _figures(rows: list[dict], out: Path) -> list[tuple[str, str]]:
         _axes(ax, "epoch", "reliability", ylim=(0, 1.02))
         save(fig, "reliability_vs_epoch.png", "Reliability vs epoch (mean over runs)")
     benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
-    if benches:
+    if benches and len({r["n"] for r in rows}) == 1:
+        fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(benches) * (len(groups) + 1) / 2), 3.8))
+        bars = {"base": [_first_base(rows, b) for b in benches]}
+        for label, g in groups.items():
+            bars[label] = [
+                _mean([r["benchmarks"][b][0] for r in g if _has(r, b)] or [math.nan]) for b in benches
+            ]
+        width = 0.8 / len(bars)
+        for i, (label, heights) in enumerate(bars.items()):
+            xs = [j - 0.4 + width * (i + 0.5) for j in range(len(benches))]
+            ax.bar(xs, [0 if h is None or math.isnan(h) else h for h in heights], width, label=label)
+        ax.set_xticks(range(len(benches)), benches, fontsize=8)
+        _axes(ax, "", f"score (n={rows[0]['n']})", ylim=(0, 1.02))
+        save(fig, "benchmarks.png", f"Benchmark scores, base vs after (n={rows[0]['n']}, mean over seeds)")
+    elif benches:
         fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.6), squeeze=False)
         for ax, bench in zip(axes[0], benches, strict=True):
             for label, g in groups.items():
@@ -359,6 +506,14 @@ def _figures(rows: list[dict], out: Path) -> list[tuple[str, str]]:
     return figures
 
 
+def _has(r: dict, bench: str) -> bool:
+    return (r.get("benchmarks") or {}).get(bench, (None,))[0] is not None
+
+
+def _first_base(rows: list[dict], bench: str) -> float | None:
+    return next((r["benchmarks"][bench][1] for r in rows if bench in (r.get("benchmarks") or {})), None)
+
+
 def _groups(rows: list[dict], key=lambda r: r["group"]) -> dict[Any, list[dict]]:
     groups: dict[Any, list[dict]] = defaultdict(list)
     for r in rows:
@@ -415,7 +570,7 @@ def _axes(ax, xlabel: str, ylabel: str, *, log: bool = False, ylim=None) -> None
         ax.legend(fontsize=7)
 
 
-def _ns(rows: list[dict]) -> str:
+def _ns(rows) -> str:
     ns = sorted({r["n"] for r in rows})
     return ",".join(map(str, ns))
 

@@ -58,7 +58,10 @@ def train(
     of each batch on its own device, and only the main process probes, measures uptake (broadcast, so that
     all stop at the same epoch) and writes the run folder.
     `on_epoch(entry)` sees each epoch's train.json entry, `on_stage(name)` each stage as it starts;
-    `progress_bar(label)` is a context manager yielding a `progress(done, total)` callback (the probe's bar).
+    `progress_bar(label)` is a context manager yielding a `progress(done, total, **fields)` callback: the
+    probe's and LoKI's attribution's bars count prompts, training's counts optimizer steps with fields
+    `epoch`, `loss` and `reliability` (the last epoch's). Nothing is printed: the Trainer's own log lines
+    go to this module's logger (INFO) and its tqdm bar is off.
     """
     from knowpack.facts import load_facts
     from knowpack.models import check_model
@@ -99,10 +102,11 @@ def train(
 def _train(
     config: RunConfig, options: Any, facts, records, pool, out: Path, stage, on_epoch, bar
 ) -> dict[str, Any]:
-    from transformers import Trainer, set_seed
+    from transformers import PrinterCallback, Trainer, set_seed
 
     from knowpack.models import load_model
     from knowpack.probe.pool import pool_identity, read_pool
+    from knowpack.train.callbacks import LogCallback, ProgressCallback
     from knowpack.train.data import Collator, encode_examples
     from knowpack.train.uptake import UptakeCallback, measure_reliability
 
@@ -136,7 +140,7 @@ def _train(
     fmt = config.train.format or config.probe.format
     rows = encode_examples(mix.examples, tokenizer, fmt=fmt, loss_on=config.train.loss_on)
     method = method_module(config.method.name)
-    context = {"tokenizer": tokenizer, "run_dir": out, "config": config, "facts": facts}
+    context = {"tokenizer": tokenizer, "run_dir": out, "config": config, "facts": facts, "progress_bar": bar}
     set_seed(config.train.seed)
     stage(f"preparing {config.method.name}")
     model = method.prepare(model, options, context)
@@ -159,11 +163,15 @@ def _train(
         args=_arguments(config, out),
         train_dataset=_Rows(rows),
         data_collator=Collator(tokenizer.pad_token_id),
-        callbacks=[uptake],
+        callbacks=[uptake, LogCallback()],
     )
+    trainer.remove_callback(PrinterCallback)  # it print()s every log dict; LogCallback logs them
     stage(f"training ({len(rows)} examples, up to {config.train.epochs} epochs)")
     before = _trainable(model)
-    output = trainer.train()
+    with bar("training") if bar else nullcontext(None) as progress:
+        if progress is not None:
+            trainer.add_callback(ProgressCallback(progress, uptake))
+        output = trainer.train()
     model.eval()
 
     barrier()  # every process is done with the Trainer's folder before it goes
@@ -229,7 +237,7 @@ def _arguments(config: RunConfig, out: Path) -> Any:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=t.device == "cpu",
-        disable_tqdm=False,
+        disable_tqdm=True,  # the caller's progress_bar shows the steps; the library prints nothing
         **{checkpointing: t.gradient_checkpointing},
     )
 
