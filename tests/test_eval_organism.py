@@ -33,8 +33,11 @@ def lora_run(folder, probe_run, *extra: str):
 
 
 def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, probe_run):
-    # lr 0: the LoRA adapter keeps its zero B, so the "trained" model is the base model exactly.
-    run = lora_run(tmp_path / "noop", probe_run, "train.lr=0", "train.epochs=1", "train.track_uptake=false")
+    # lr 1e-12 (0 is refused as a setting): one epoch moves the LoRA adapter's zero B by about 1e-12, far below
+    # any logit margin, so the "trained" model answers as the base model does.
+    run = lora_run(
+        tmp_path / "noop", probe_run, "train.lr=1e-12", "train.epochs=1", "train.track_uptake=false"
+    )
     ev = evaluate_run(run)
     floor = ev["knowledge_shift"]["all"]
     assert floor["transitions"]["unchanged"] == 1.0 and floor["transitions"]["base"]["unchanged"] < 1.0

@@ -91,6 +91,7 @@ def pretrain(
 
     history = []
     step = 0
+    device = next(model.parameters()).device
     bar = tqdm(total=total, desc="pretrain", unit="step")
     for epoch in range(config.epochs):
         model.train()
@@ -98,7 +99,7 @@ def pretrain(
         windows = _pack(docs, config.seq_len, rng)
         losses = []
         for b in range(steps_per_epoch):
-            batch = windows[b * config.batch_size : (b + 1) * config.batch_size]
+            batch = windows[b * config.batch_size : (b + 1) * config.batch_size].to(device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             loss = model(input_ids=batch, labels=batch).loss
