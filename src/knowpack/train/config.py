@@ -10,7 +10,7 @@ can be overridden on the command line as `section.key=value` (the value is read 
 and the key. Every numeric setting has a range (`ranged(default, ge=1)` on its dataclass field, checked by
 `check_field` with its type, and again by the dataclass's `__post_init__` for configs built in Python): a
 learning rate of 0 or a batch of -4 is refused when the config is read, not three minutes into a run.
-`method` holds `name` (lora | loki | full) and that method's own settings, which the method's config
+`method` holds `name` (lora | loki | full | peft) and that method's own settings, which the method's config
 dataclass checks the same way (see `knowpack.methods`).
 """
 
