@@ -67,6 +67,7 @@ def test_a_peft_tuner_trains_saves_and_exports(world, tmp_path, peft_type, extra
         assert not torch.allclose(base(ids).logits, got)  # training changed something
 
 
+@pytest.mark.slow  # a fresh Python process imports torch, transformers and peft: ~10 s
 def test_an_ia3_adapter_loads_with_plain_peft_in_a_fresh_process(world, tmp_path):
     args = overrides(
         world, "llama", tmp_path / "run", "peft", "method.peft_type=IA3", "method.target_modules=[mlp]",

@@ -62,8 +62,9 @@ def configure(options: dict[str, Any], where: Callable[[str], str]) -> Config:
     try:
         cls(task_type="CAUSAL_LM", **options)
     except (TypeError, ValueError) as e:
-        named = [k for k in options if k in str(e)]  # the option the message names first
-        key = min(named, key=lambda k: str(e).index(k)) if named else None
+        message = str(e)
+        named = [k for k in options if k in message]  # the option the message names first
+        key = min(named, key=message.index) if named else None
         at = where(key) if key else where("peft_type")
         what = f"method.{key}" if key else f"method (PEFT {cls.__name__})"
         raise KnowpackError(f"{at}: {what}: {_first_line(e)}") from None

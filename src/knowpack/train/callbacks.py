@@ -50,6 +50,7 @@ class Trainer(transformers.Trainer):
         trainable = {n: p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         save_file(trainable, str(Path(output_dir) / TRAINABLE_FILE))
+        torch.save(self.args, Path(output_dir) / "training_args.bin")  # as the Trainer's own _save does
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         path = Path(resume_from_checkpoint) / TRAINABLE_FILE

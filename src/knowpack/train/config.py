@@ -323,8 +323,9 @@ def check_trainer_args(args: dict[str, Any], where: Callable[[str], str] = lambd
     try:
         TrainingArguments(output_dir=None, **args)
     except (TypeError, ValueError) as e:
-        named = [k for k in args if k in str(e)] or [next(iter(args))]  # the one the message names first
-        key = min(named, key=lambda k: str(e).find(k))
+        message = str(e)
+        named = [k for k in args if k in message] or [next(iter(args))]  # the one the message names first
+        key = min(named, key=message.find)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise KnowpackError(f"{where(key)}: train.trainer_args.{key}: {first}") from None
 
