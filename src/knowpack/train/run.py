@@ -345,7 +345,8 @@ def _resume_point(config: RunConfig, out: Path, resume: bool | None) -> Path | N
         why = f"{out} has no complete checkpoint" if checkpoint is None else f"{changed} changed since"
         if resume:
             raise KnowpackError(f"--resume: cannot resume the run in {out}: {why}")
-        logger.warning("starting the run in %s over: %s", out, why)
+        # a changed config is worth a warning; a run that died before its first epoch ended is not
+        (logger.warning if changed else logger.info)("starting the run in %s over: %s", out, why)
         return None
     return checkpoint
 
