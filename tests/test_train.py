@@ -41,6 +41,22 @@ def make_facts() -> list[Fact]:
     ]
 
 
+def source_commit() -> str | None:
+    """What run.json must say: the commit of the checkout knowpack is imported from, `+dirty` when tracked
+    files changed, None outside a git checkout."""
+    import knowpack
+
+    here = Path(knowpack.__file__).parent
+    git = ["git", "-C", str(here)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return None
+    changes = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    return head.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A facts file, a finished probe run (hand-made categories) and a tiny checkpoint per family."""
@@ -118,7 +134,7 @@ def test_train_writes_the_run_folder_and_export_gives_the_trained_logits(
         assert 0.0 <= entry["reliability"] <= 1.0 and entry["loss"] is not None and entry["loss"] > 0
     assert summary["implanted"] == 4 and summary["trainable_parameters"] > 0
     record = read_run(run)
-    assert record["git_commit"] is None or len(record["git_commit"]) >= 40
+    assert record["git_commit"] == source_commit()
     assert record["versions"]["torch"] and record["peak_memory"]["cpu_rss_mib"] > 0
 
     from knowpack.train.export import export_run, load_run
@@ -258,3 +274,41 @@ def test_training_prints_nothing_and_drives_the_callers_bars(world, tmp_path, ca
     last = steps[-1][2]
     assert last["epoch"] == "3/3" and last["loss"] > 0 and 0 <= last["reliability"] <= 1
     assert ("LoKI attribution" in " ".join(calls)) == (method == "loki")
+
+
+def test_the_train_and_export_verbs_write_their_files(world, tmp_path):
+    run, export = tmp_path / "run", tmp_path / "export"
+    args = overrides(world, "llama", run, "lora", "method.r=2")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "/dev/null", *args])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{run}: 4 facts implanted with lora, reliability " in result.output
+        and "2 epochs (epochs)" in result.output
+    )
+    assert {p.name for p in run.iterdir()} == {
+        "config.yaml",
+        "mix.jsonl",
+        "mix.json",
+        "adapter",
+        "train.json",
+        "run.json",
+    }
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in (run / "adapter").iterdir()
+    }
+    assert len((run / "mix.jsonl").read_text().splitlines()) == 4 and run_status(run) == "finished"
+    assert read_run(run)["kind"] == "train" and read_run(run)["method"] == "lora"
+
+    result = runner.invoke(app, ["export", str(run), "--out", str(export)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"exported to {export}"
+    files = {p.name for p in export.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert not any(name.startswith("adapter") for name in files)  # merged: a plain checkpoint
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(export)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    result = runner.invoke(app, ["export", str(run), "--out", str(export)])
+    assert result.exit_code == 1 and "is not empty; use another --out or --force" in result.output

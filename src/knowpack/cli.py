@@ -578,6 +578,14 @@ def train(
     force: Annotated[
         bool, typer.Option("--force", help="Redo a run whose folder holds a finished one.")
     ] = False,
+    resume: Annotated[
+        bool | None,
+        typer.Option(
+            "--resume/--restart",
+            help="Continue an interrupted run from its last checkpoint (an error when it cannot) / start it "
+            "over. Default: resume when the folder holds a checkpoint made with the same config.",
+        ),
+    ] = None,
 ) -> None:
     """Build the training mix and implant it with LoRA, LoKI or full fine-tuning: one run folder.
 
@@ -601,11 +609,12 @@ def train(
         )
 
     if not is_main_process():  # under a launcher, the main process alone talks
-        run_train(run_config, force=force, on_stage=lambda name: None)
+        run_train(run_config, force=force, resume=resume, on_stage=lambda name: None)
         return
     out = run_train(
         run_config,
         force=force,
+        resume=resume,
         on_epoch=on_epoch,
         on_stage=lambda name: typer.echo(f"[{name}]", err=True),
         progress_bar=_progress,

@@ -8,6 +8,10 @@ Every method module has:
 - `load(base, folder) -> model`: the trained model again, from a freshly loaded base and that folder;
 - `merge(model) -> model`: a plain transformers model with the training folded in (for `knowpack export`).
 
+A method whose settings are not a fixed set of fields (`peft`: the fields of PEFT's config class for the
+chosen `peft_type`) also has `configure(options, where) -> Config`, which checks them itself.
+`prepare` may add Trainer callbacks the method needs to `context["callbacks"]` (AdaLoRA's rank budget).
+
 `context` carries what some methods need besides the model: the tokenizer, the run folder, the config.
 Dispatch is a plain dict while there are few methods.
 """
@@ -26,6 +30,7 @@ METHODS: dict[str, str] = {
     "lora": "knowpack.methods.lora",
     "loki": "knowpack.methods.loki",
     "full": "knowpack.methods.full",
+    "peft": "knowpack.methods.peft",
 }
 """Method name -> module (imported when used, so that reading a config stays cheap)."""
 
@@ -43,7 +48,10 @@ def method_config(
     """Check `options` against method `name`'s Config (unknown keys, types, ranges) and build it."""
     from knowpack.train.config import check_field
 
-    cls = method_module(name).Config
+    module = method_module(name)
+    if hasattr(module, "configure"):
+        return module.configure(options, where)
+    cls = module.Config
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in options.items():

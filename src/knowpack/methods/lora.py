@@ -1,19 +1,21 @@
 """LoRA (and rsLoRA, DoRA, PiSSA) through PEFT: the knowledge-packing paper's method.
 
 Saved as a PEFT adapter folder (`adapter/` in the run folder) that plain `PeftModel.from_pretrained` loads.
-The paper's settings are `r: 1, alpha: 2, dropout: 0.1, target_modules: mlp` (configs/paper/).
+The paper's settings are `r: 1, alpha: 2, dropout: 0.1, target_modules: mlp` (configs/paper/). LoRA is the
+`peft` method's row with knowpack's names and presets: the wrapping, saving, loading and merging are
+knowpack.methods.peft's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from knowpack.devices import is_main_process
 from knowpack.errors import KnowpackError
-from knowpack.models import architecture
+from knowpack.methods.peft import load, merge, save, target_modules, wrap
 from knowpack.train.config import check_ranges, ranged
+
+__all__ = ["WEIGHTS", "Config", "load", "merge", "prepare", "save", "target_modules"]
 
 WEIGHTS = "adapter"
 _INITS = ("default", "gaussian", "pissa", "olora")
@@ -42,23 +44,10 @@ class Config:
             raise KnowpackError("method.target_modules is empty")
 
 
-def target_modules(model: Any, names: list[str]) -> list[str] | str:
-    """Expand the `mlp` / `attn` groups with the model family's names; `all-linear` passes through."""
-    if names == ["all-linear"]:
-        return "all-linear"
-    spec = architecture(model)
-    out: list[str] = []
-    for name in names:
-        group = {"mlp": spec["mlp_targets"], "attn": spec["attn_targets"]}.get(name, [name])
-        out += [n for n in group if n not in out]
-    return out
-
-
 def prepare(model: Any, config: Config, context: dict[str, Any]) -> Any:
     """Wrap `model` in a PEFT LoRA model; only the adapter is trainable."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
-    init = True if config.init == "default" else config.init
     lora = LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
@@ -66,41 +55,7 @@ def prepare(model: Any, config: Config, context: dict[str, Any]) -> Any:
         target_modules=target_modules(model, config.target_modules),
         use_rslora=config.rslora,
         use_dora=config.dora,
-        init_lora_weights=init,
+        init_lora_weights=True if config.init == "default" else config.init,
         task_type="CAUSAL_LM",
     )
-    try:
-        peft_model = get_peft_model(model, lora)
-    except ValueError as e:  # e.g. target modules not found in the model
-        raise KnowpackError(f"LoRA: {str(e).strip().splitlines()[0]}") from None
-    if config.init in ("pissa", "olora"):
-        # PiSSA / OLoRA change the base weights at init. Keep the initial adapter so that the saved one can be
-        # converted into an adapter for the untouched base (PEFT's weight conversion).
-        initial = Path(context["run_dir"]) / "initial_adapter"  # PEFT uses the folder name as an adapter name
-        peft_model.peft_config["default"].init_lora_weights = True
-        if is_main_process():  # the initial adapter is the same in every process; one writes it
-            peft_model.save_pretrained(initial)
-        peft_model.peft_config["default"].init_lora_weights = init
-        context["initial_adapter"] = initial
-    return peft_model
-
-
-def save(model: Any, folder: Path, config: Config, context: dict[str, Any]) -> None:
-    """Write the adapter (PEFT format, safetensors) into `folder`."""
-    initial = context.get("initial_adapter")
-    if initial is not None:
-        model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(initial))
-    else:
-        model.save_pretrained(folder)
-
-
-def load(base: Any, folder: Path) -> Any:
-    """The trained model: `base` with the adapter in `folder`."""
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base, str(folder)).eval()
-
-
-def merge(model: Any) -> Any:
-    """A plain transformers model with the adapter folded into the weights."""
-    return model.merge_and_unload()
+    return wrap(model, lora, context)

@@ -10,7 +10,7 @@ can be overridden on the command line as `section.key=value` (the value is read 
 and the key. Every numeric setting has a range (`ranged(default, ge=1)` on its dataclass field, checked by
 `check_field` with its type, and again by the dataclass's `__post_init__` for configs built in Python): a
 learning rate of 0 or a batch of -4 is refused when the config is read, not three minutes into a run.
-`method` holds `name` (lora | loki | full) and that method's own settings, which the method's config
+`method` holds `name` (lora | loki | full | peft) and that method's own settings, which the method's config
 dataclass checks the same way (see `knowpack.methods`).
 """
 
@@ -21,6 +21,7 @@ import functools
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,26 @@ class ProbeConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """`mix.replay`: examples of general instruction data trained beside the facts (never implanted facts),
+    to keep the model's general behaviour; drawn by `mix.seed` (knowpack.train.mix.add_replay)."""
+
+    path: str = ""
+    """A JSONL file, one example a line: alpaca form {instruction, input, output} or {messages: [...]}."""
+    share: float | None = ranged(None, gt=0, lt=1)
+    """Share of all training examples that are replay (share / (1 - share) per fact example), in (0, 1)."""
+    count: int | None = ranged(None, ge=1)
+    """Or a number of replay examples."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "mix.replay")
+        if not self.path:
+            raise KnowpackError("mix.replay.path: the replay file is not set")
+        if (self.share is None) == (self.count is None):
+            raise KnowpackError("mix.replay: give one of share or count")
+
+
+@dataclass
 class MixConfig:
     n_unknown: int = ranged(50, ge=1)
     """How many Unknown facts to implant (random by `seed`)."""
@@ -183,14 +204,19 @@ class MixConfig:
     idk_share: float = ranged(0.0, ge=0, le=1)
     """Share of the drawn Unknown facts relabelled "I don't know." (SliCK's remedy) instead of implanted."""
 
+    replay: ReplayConfig | None = None
+    """General instruction data mixed into the training examples (null: none); see ReplayConfig."""
+
     def __post_init__(self) -> None:
         check_ranges(self, "mix")
+        if isinstance(self.replay, dict):  # built in Python from plain data
+            self.replay = ReplayConfig(**self.replay)
 
 
 @dataclass
 class MethodConfig:
     name: str = "lora"
-    """lora | loki | full."""
+    """lora | loki | full | peft (any PEFT tuner: `peft_type` and its options)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Every other key of the `method` section; the method's own config class checks them."""
 
@@ -227,9 +253,81 @@ class TrainConfig:
     threads: int | None = ranged(None, ge=1)
     """CPU threads for torch during the run, probe included (null: torch's default). The organism presets use
     1: with other processes on the cores, 2 threads spin-wait on each other (BENCHMARKS.md)."""
+    save_checkpoints: bool = True
+    """Save a checkpoint after every epoch into `<out>/checkpoints` (weights, optimizer, scheduler, RNG and
+    the uptake history), from which an interrupted run resumes."""
+    save_total_limit: int = ranged(1, ge=1)
+    """Checkpoints kept while training (the newest)."""
+    keep_checkpoints: bool = False
+    """Keep `<out>/checkpoints` once the run has finished (the trained weights are saved apart from them)."""
+    trainer_args: dict[str, Any] = field(default_factory=dict)
+    """More transformers `TrainingArguments` (optim, max_grad_norm, max_steps, adam_beta2, ...); those that
+    knowpack sets from the settings above are refused (use the setting)."""
 
     def __post_init__(self) -> None:
         check_ranges(self, "train")
+        check_trainer_args(self.trainer_args)
+
+
+TRAINER_ARGS_SET_BY_KNOWPACK: dict[str, str | None] = {
+    "output_dir": "out (checkpoints go to <out>/checkpoints)",
+    "num_train_epochs": "train.epochs",
+    "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "learning_rate": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "lr_scheduler_type": "train.scheduler",
+    "warmup_steps": "train.warmup_ratio",
+    "warmup_ratio": "train.warmup_ratio",
+    "report_to": "train.report_to",
+    "seed": "train.seed",
+    "data_seed": "train.seed",
+    "bf16": "train.precision",
+    "fp16": "train.precision",
+    "use_cpu": "train.device",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+    "activation_checkpointing": "train.gradient_checkpointing",
+    "save_strategy": "train.save_checkpoints",
+    "save_total_limit": "train.save_total_limit",
+    "resume_from_checkpoint": "--resume",
+    "restore_callback_states_from_checkpoint": None,
+    "save_only_model": None,
+    "logging_strategy": None,
+    "eval_strategy": None,
+    "remove_unused_columns": None,
+    "disable_tqdm": None,
+    "dataloader_num_workers": None,
+}
+"""TrainingArguments that knowpack sets itself -> the setting that controls it (None: fixed by knowpack: the
+per-epoch log and checkpoint, the uptake history, the caller's progress bar depend on it)."""
+
+
+def check_trainer_args(args: dict[str, Any], where: Callable[[str], str] = lambda key: "config") -> None:
+    """One-line errors for `train.trainer_args`: a name TrainingArguments does not have, one knowpack sets,
+    a value of the wrong type, or one TrainingArguments itself refuses."""
+    if not args:
+        return
+    from transformers import TrainingArguments
+
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
+    for key, value in args.items():
+        what = f"{where(key)}: train.trainer_args.{key}"
+        if key in TRAINER_ARGS_SET_BY_KNOWPACK:
+            instead = TRAINER_ARGS_SET_BY_KNOWPACK[key]
+            raise KnowpackError(f"{what}: set by knowpack" + (f"; use {instead}" if instead else ""))
+        if key not in fields:
+            raise KnowpackError(f"{what}: not a transformers TrainingArguments field")
+        default = fields[key].default
+        if type(default) in (bool, int, float) and value is not None:
+            check_value(value, type(default), what)
+    try:
+        TrainingArguments(output_dir=None, **args)
+    except (TypeError, ValueError) as e:
+        message = str(e)
+        named = [k for k in args if k in message] or [next(iter(args))]  # the one the message names first
+        key = min(named, key=message.find)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KnowpackError(f"{where(key)}: train.trainer_args.{key}: {first}") from None
 
 
 @dataclass
@@ -381,13 +479,37 @@ def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines:
         at = _at(where, lines, (name, key))
         if key not in fields:
             raise KnowpackError(f"{at}: unknown key {name}.{key}; expected one of {', '.join(fields)}")
+        if (name, key) == ("mix", "replay") and item is not None:
+            kwargs[key] = _replay(item, where, lines)
+            continue
         item = check_field(cls, key, item, f"{at}: {name}.{key}")
+        if (name, key) == ("train", "trainer_args"):
+            check_trainer_args(item, lambda k: _at(where, lines, ("train", "trainer_args", k)))
         choices = _CHOICES.get((name, key))
         if choices is not None and item not in choices:
             shown = ", ".join("null" if c is None else c for c in choices)
             raise KnowpackError(f"{at}: {name}.{key} is {item!r}; expected one of {shown}")
         kwargs[key] = item
     return cls(**kwargs)
+
+
+def _replay(value: Any, where: str, lines: dict) -> ReplayConfig:
+    """`mix.replay`: a mapping {path, share | count}, or just a path (then `share` or `count` is missing)."""
+    at = _at(where, lines, ("mix", "replay"))
+    if not isinstance(value, dict):
+        raise KnowpackError(f"{at}: mix.replay must be a mapping {{path, share | count}}, got {_type(value)}")
+    fields = _fields(ReplayConfig)
+    kwargs = {}
+    for key, item in value.items():
+        where_key = _at(where, lines, ("mix", "replay", key))
+        if key not in fields:
+            known = ", ".join(fields)
+            raise KnowpackError(f"{where_key}: unknown key mix.replay.{key}; expected one of {known}")
+        kwargs[key] = check_field(ReplayConfig, key, item, f"{where_key}: mix.replay.{key}")
+    try:
+        return ReplayConfig(**kwargs)
+    except KnowpackError as e:
+        raise KnowpackError(f"{at}: {e}") from None
 
 
 def _check_method(config: RunConfig, where: str, lines: dict) -> None:

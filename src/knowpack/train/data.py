@@ -9,6 +9,11 @@ system message and "Question: q"; the completion is the assistant turn "Answer: 
 end-of-turn tokens. The prompt and the completion are tokenized separately and joined, so the answer tokens
 are exactly those the model produces when it generates after the prompt. `loss_on="completion"` masks the
 prompt's labels (-100); `"all"` trains on every token, as the paper's code did.
+
+Replay examples (role `replay`, knowpack.train.mix) hold chat `messages`; the completion is the last
+(assistant) turn. `chat`: the turns through the chat template, the prompt rendered with the generation
+prompt. `plain`: the earlier turns' contents joined by a blank line, then a line break, as the prompt
+("instruction\n\ninput\n"), and the answer with the tokenizer's end-of-sequence token as the completion.
 """
 
 from __future__ import annotations
@@ -58,7 +63,36 @@ def encode_examples(
     """`encode_example` for every mix example."""
     if loss_on not in ("completion", "all"):
         raise KnowpackError(f"loss_on is {loss_on!r}; expected completion or all")
-    return [encode_example(e["question"], e["answer"], tokenizer, fmt, loss_on) for e in examples]
+    return [
+        encode_replay(e["messages"], tokenizer, fmt, loss_on)
+        if e["role"] == "replay"
+        else encode_example(e["question"], e["answer"], tokenizer, fmt, loss_on)
+        for e in examples
+    ]
+
+
+def encode_replay(
+    messages: Sequence[dict[str, str]], tokenizer: Any, fmt: str, loss_on: str
+) -> dict[str, list[int]]:
+    """input_ids and labels of a replay example: only the last (assistant) turn is trained on by default."""
+    if fmt == "plain":
+        prompt = "\n\n".join(m["content"] for m in messages[:-1]) + "\n"
+        completion_ids = tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            completion_ids = completion_ids + [tokenizer.eos_token_id]
+    else:
+        check_chat_template(tokenizer)
+        turns = list(messages[:-1])
+        prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(list(messages), tokenize=False)
+        if not full.startswith(prompt):
+            raise KnowpackError(
+                "the chat template renders the answer turn in a way that does not extend the prompt"
+            )
+        completion_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    prompt_ids = encode(tokenizer, prompt, fmt)
+    masked = [IGNORE] * len(prompt_ids) if loss_on == "completion" else list(prompt_ids)
+    return {"input_ids": prompt_ids + completion_ids, "labels": masked + list(completion_ids)}
 
 
 class Collator:

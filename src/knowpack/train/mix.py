@@ -9,15 +9,27 @@ SliCK's remedy, for a share `idk_share` of the drawn facts), `paraphrase` (the s
 the fact's own `paraphrases`, never the held-out ones, which live in `meta`), `highly_known` / `maybe_known`
 (other facts of that probe category with their true answers). Facts are drawn at random by `seed` (the paper
 took them in file order; we resample per seed), optionally evenly over relations or buckets.
+
+Replay (`mix.replay`): general instruction data trained beside the facts, role `replay`, never an implanted
+fact (no `fact_id`). A JSONL file, one example a line, in alpaca form {instruction, input, output} or messages
+form {messages: [{role, content}, ...], the last turn the assistant's}; `load_replay` reads it (one-line
+errors with file:line) and `add_replay` draws `count` of them, or enough to make `share` of all examples, by
+`mix.seed` (its own stream: the same facts are drawn with and without replay).
+
+    config = MixConfig(n_unknown=50, replay={"path": "alpaca.jsonl", "share": 0.2})
+    add_replay(mix, load_replay("alpaca.jsonl"), config)     # 12 replay examples beside 50 facts
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
@@ -146,3 +158,92 @@ def _paraphrases(fact: Fact, k: int, rng: random.Random) -> tuple[list[str], int
 
 def _example(fact: Fact, role: str, question: str, answer: str) -> dict[str, Any]:
     return {"fact_id": fact.id, "role": role, "question": question, "answer": answer}
+
+
+def load_replay(path: str) -> list[dict[str, Any]]:
+    """The replay file's examples as {"source": "file:line", "messages": [...]} (alpaca rows become a user
+    turn "instruction\n\ninput" and an assistant turn "output"); one-line errors name file:line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise KnowpackError(f"mix.replay.path: cannot read {path} ({e.strerror})") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise KnowpackError(f"{path}:{n}: not valid JSON ({e})") from None
+        rows.append({"source": f"{path}:{n}", "messages": _replay_messages(row, f"{path}:{n}")})
+    if not rows:
+        raise KnowpackError(f"{path}: the replay file holds no examples")
+    return rows
+
+
+def _replay_messages(row: Any, at: str) -> list[dict[str, str]]:
+    if not isinstance(row, dict):
+        raise KnowpackError(f"{at}: expected an object, got {type(row).__name__}")
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or len(messages) < 2:
+            raise KnowpackError(f"{at}: messages must be a list of at least two turns")
+        for turn in messages:
+            if not (isinstance(turn, dict) and isinstance(turn.get("content"), str)):
+                raise KnowpackError(f"{at}: every turn needs a string content, got {turn!r}")
+            if turn.get("role") not in ("system", "user", "assistant"):
+                role = turn.get("role")
+                raise KnowpackError(f"{at}: turn role {role!r}; expected system, user or assistant")
+        if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+            raise KnowpackError(f"{at}: the last turn must be the assistant's, with content (it is trained)")
+        return [{"role": t["role"], "content": t["content"]} for t in messages]
+    for key in ("instruction", "output"):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise KnowpackError(
+                f"{at}: expected alpaca form (instruction, input, output) or messages; {key!r} is missing"
+            )
+    extra = row.get("input") or ""
+    if not isinstance(extra, str):
+        raise KnowpackError(f"{at}: 'input' must be a string, got {type(extra).__name__}")
+    user = row["instruction"] + (f"\n\n{extra}" if extra.strip() else "")
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+
+
+def replay_count(config: MixConfig) -> int:
+    """How many replay examples the mix takes: `count`, or `share` of all examples (facts' and replay's)."""
+    replay = config.replay
+    if replay is None:
+        return 0
+    if replay.count is not None:
+        return replay.count
+    facts = config.n_unknown * (1 + (config.k if config.add != "none" else 0))
+    return max(1, round(replay.share / (1 - replay.share) * facts))
+
+
+def check_replay(config: MixConfig, rows: Sequence[dict]) -> None:
+    """One-line error when the replay file is smaller than the mix needs (before any model is loaded)."""
+    need = replay_count(config)
+    if need > len(rows):
+        raise KnowpackError(
+            f"mix.replay needs {need} examples but {config.replay.path} holds only {len(rows)}"
+        )
+
+
+def add_replay(mix: Mix, rows: Sequence[dict], config: MixConfig) -> Mix:
+    """Add `replay_count(config)` replay examples drawn by `config.seed`, shuffled in with the facts'."""
+    check_replay(config, rows)
+    rng = random.Random(f"replay-{config.seed}")
+    chosen = rng.sample(list(rows), replay_count(config))
+    mix.examples += [{"fact_id": None, "role": "replay", **row} for row in chosen]
+    rng.shuffle(mix.examples)
+    digest = hashlib.sha256(Path(config.replay.path).read_bytes()).hexdigest()
+    mix.provenance["replay"] = {
+        "path": config.replay.path,
+        "sha256": digest,
+        "share": config.replay.share,
+        "count": len(chosen),
+        "sources": [row["source"] for row in chosen],
+    }
+    mix.provenance["examples"] = len(mix.examples)
+    mix.provenance["roles"] = dict(Counter(e["role"] for e in mix.examples))
+    return mix

@@ -10,12 +10,19 @@ The run folder (DESIGN.md):
     train.json         per epoch: loss, reliability, HighlyKnown share, seconds; why training stopped
     run.json           provenance and status (knowpack.runs): running -> finished | interrupted | failed
     probe/             the probe this run drew its mix from, when it ran one (probe.run not given)
+    checkpoints/       while training: the last epoch's checkpoint (Trainer format, plus uptake.json: the
+                       uptake history and early-stopping state), removed when the run finishes
 
 Everything that can be checked without a model is checked first (config, the model folder's files, facts
 file, probe run and its settings, whether the probe has enough facts for the mix), so bad input fails in a
 second with one line and leaves no run folder. Files are written
 atomically; the weights go to a temporary folder renamed into place at the end. A run stopped by Ctrl-C or
 SIGTERM is marked `interrupted`; one killed outright is reported interrupted by `knowpack.runs.run_status`.
+
+Resuming: a rerun of an interrupted or failed run whose folder holds a complete checkpoint, with the same
+config, continues from that checkpoint (weights, optimizer, scheduler, RNG, data order, the uptake history
+and the early-stopping state), and ends where an uninterrupted run would have (tests/test_resume.py).
+`resume=True` (`knowpack train --resume`) insists on it, `resume=False` starts over.
 """
 
 from __future__ import annotations
@@ -30,30 +37,41 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from knowpack.devices import barrier, is_main_process, start_processes, world_size
+from knowpack.devices import barrier, broadcast, is_main_process, start_processes, world_size
 from knowpack.errors import KnowpackError
 from knowpack.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from knowpack.methods import method_config, method_module
 from knowpack.runs import end_run, run_status, start_run
 from knowpack.train.config import RunConfig
-from knowpack.train.mix import build_mix, check_mix
+from knowpack.train.mix import add_replay, build_mix, check_mix, check_replay, load_replay
 
 logger = logging.getLogger(__name__)
 
 _KEEP_ON_RESTART = ("probe",)  # a rerun keeps the probe it drew from (resumable, settings-checked)
+CHECKPOINTS = "checkpoints"
+UPTAKE_STATE = "uptake.json"  # in each checkpoint, written after the Trainer's files: marks it complete
+_RESUME_MAY_CHANGE = {  # settings that do not change what is trained
+    ("train", "threads"),
+    ("train", "device"),
+    ("train", "report_to"),
+    ("train", "keep_checkpoints"),
+}
 
 
 def train(
     config: RunConfig,
     *,
     force: bool = False,
+    resume: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
     progress_bar: Callable[[str], Any] | None = None,
 ) -> Path:
     """Run `config` into its `out` folder; returns the folder. See the module docstring.
 
-    A folder that holds a finished run is refused unless `force`; an interrupted or failed one is redone.
+    A folder that holds a finished run is refused unless `force`. An interrupted or failed one is resumed
+    from its last checkpoint when it has one and the config is the same (`resume=None`), or redone;
+    `resume=True` makes a missing checkpoint or a changed config an error, `resume=False` always redoes it.
     Under a launcher with several processes (`accelerate launch`, `torchrun`) every process trains its share
     of each batch on its own device, and only the main process probes, measures uptake (broadcast, so that
     all stop at the same epoch) and writes the run folder.
@@ -70,21 +88,30 @@ def train(
     start_processes(config.train.device)
     main = is_main_process()  # one process owns the run folder: checks, clears, marks and writes it
     out = _check_out(config, force) if main else Path(config.out or "")
+    checkpoint = _resume_point(config, out, resume) if main else None
+    checkpoint = broadcast(None if checkpoint is None else str(checkpoint))
     check_model(config.model.name)
     facts = load_facts(config.facts.path)
+    replay = load_replay(config.mix.replay.path) if config.mix.replay else None
     records, pool = _probe_run(config, facts) if config.probe.run else (None, None)
     if records is not None:
         check_mix(config.mix, records, where=f"probe run {config.probe.run}")
+    if replay is not None:
+        check_replay(config.mix, replay)
     options = method_config(config.method.name, config.method.options)
     record = None
     if main:
-        _clear(out)
-        record = start_run(out, "train", method=config.method.name)
+        if checkpoint is None:
+            _clear(out)
+        extra = {"resumed_from": checkpoint} if checkpoint else {}
+        record = start_run(out, "train", method=config.method.name, **extra)
         write_text_atomic(out / "config.yaml", _yaml(config.to_dict()))
     barrier()
     try:
         with _sigterm_as_interrupt(), _threads(config.train.threads):
-            result = _train(config, options, facts, records, pool, out, stage, on_epoch, progress_bar)
+            result = _train(
+                config, options, facts, records, pool, replay, out, checkpoint, stage, on_epoch, progress_bar
+            )
     except KeyboardInterrupt:
         if main:
             end_run(out, record, "interrupted")
@@ -100,13 +127,23 @@ def train(
 
 
 def _train(
-    config: RunConfig, options: Any, facts, records, pool, out: Path, stage, on_epoch, bar
+    config: RunConfig,
+    options: Any,
+    facts,
+    records,
+    pool,
+    replay,
+    out: Path,
+    checkpoint: str | None,
+    stage,
+    on_epoch,
+    bar,
 ) -> dict[str, Any]:
-    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers import PrinterCallback, set_seed
 
     from knowpack.models import load_model
     from knowpack.probe.pool import pool_identity, read_pool
-    from knowpack.train.callbacks import LogCallback, ProgressCallback
+    from knowpack.train.callbacks import LogCallback, ProgressCallback, Trainer
     from knowpack.train.data import Collator, encode_examples
     from knowpack.train.uptake import UptakeCallback, measure_reliability
 
@@ -131,6 +168,8 @@ def _train(
         check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
         pool = read_pool(config.probe.out or out / "probe", facts)
     mix = build_mix(facts, records, config.mix)
+    if replay is not None:
+        add_replay(mix, replay, config.mix)
     mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
     mix.provenance["exemplar_pool"] = pool_identity(pool)
     if main:
@@ -144,6 +183,7 @@ def _train(
     set_seed(config.train.seed)
     stage(f"preparing {config.method.name}")
     model = method.prepare(model, options, context)
+    callbacks = context.get("callbacks", [])  # what a method needs besides the Trainer (AdaLoRA's budget)
     if config.train.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input grad
 
@@ -158,12 +198,16 @@ def _train(
         patience=config.train.patience,
         on_epoch=on_epoch,
     )
+    if checkpoint is not None:
+        uptake.restore(Path(checkpoint) / UPTAKE_STATE)
+        stage(f"resuming from {Path(checkpoint).name} (epoch {len(uptake.history)})")
     trainer = Trainer(
         model=model,
         args=_arguments(config, out),
         train_dataset=_Rows(rows),
         data_collator=Collator(tokenizer.pad_token_id),
-        callbacks=[uptake, LogCallback()],
+        callbacks=[uptake, LogCallback(), *callbacks],
+        uptake=uptake,
     )
     trainer.remove_callback(PrinterCallback)  # it print()s every log dict; LogCallback logs them
     stage(f"training ({len(rows)} examples, up to {config.train.epochs} epochs)")
@@ -171,7 +215,7 @@ def _train(
     with bar("training") if bar else nullcontext(None) as progress:
         if progress is not None:
             trainer.add_callback(ProgressCallback(progress, uptake))
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     model.eval()
 
     barrier()  # every process is done with the Trainer's folder before it goes
@@ -185,7 +229,8 @@ def _train(
     method.save(model, tmp, options, context)
     shutil.rmtree(weights, ignore_errors=True)
     tmp.rename(weights)
-    shutil.rmtree(out / ".trainer", ignore_errors=True)
+    if not config.train.keep_checkpoints:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     shutil.rmtree(out / "initial_adapter", ignore_errors=True)
 
     summary = {
@@ -198,8 +243,10 @@ def _train(
         "stopped": uptake.stopped or "epochs",
         "reliability": last.get("reliability"),
         "highly_known": last.get("highly_known"),
-        "train_loss": output.training_loss,
+        # resumed, the Trainer's mean loss covers the steps since the checkpoint only: weigh the epochs
+        "train_loss": _mean_loss(uptake.history) if checkpoint else output.training_loss,
         "train_seconds": round(output.metrics.get("train_runtime", 0.0), 3),
+        "resumed_from": checkpoint and Path(checkpoint).name,
         "device": str(next(model.parameters()).device),
         "processes": world_size(),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -218,7 +265,7 @@ def _arguments(config: RunConfig, out: Path) -> Any:
         "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     )
     return TrainingArguments(
-        output_dir=str(out / ".trainer"),
+        output_dir=str(out / CHECKPOINTS),
         num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -227,7 +274,8 @@ def _arguments(config: RunConfig, out: Path) -> Any:
         lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup_ratio,
         logging_strategy="epoch",
-        save_strategy="no",
+        save_strategy="epoch" if t.save_checkpoints else "no",
+        save_total_limit=t.save_total_limit,
         eval_strategy="no",
         report_to=t.report_to,
         seed=t.seed,
@@ -239,7 +287,20 @@ def _arguments(config: RunConfig, out: Path) -> Any:
         use_cpu=t.device == "cpu",
         disable_tqdm=True,  # the caller's progress_bar shows the steps; the library prints nothing
         **{checkpointing: t.gradient_checkpointing},
+        **t.trainer_args,
     )
+
+
+def _mean_loss(history: list[dict[str, Any]]) -> float | None:
+    """The mean loss over every step, from the epochs' mean losses (each weighed by its steps)."""
+    total, steps, last = 0.0, 0, 0
+    for entry in history:
+        if entry.get("loss") is None:
+            return None
+        total += entry["loss"] * (entry["step"] - last)
+        steps += entry["step"] - last
+        last = entry["step"]
+    return total / steps if steps else None
 
 
 class _Rows:
@@ -269,6 +330,53 @@ def _check_out(config: RunConfig, force: bool) -> Path:
     if status is None and out.exists() and any(p.name not in _KEEP_ON_RESTART for p in out.iterdir()):
         raise KnowpackError(f"out {out} is a non-empty folder that is not a knowpack run; use another out=")
     return out
+
+
+def _resume_point(config: RunConfig, out: Path, resume: bool | None) -> Path | None:
+    """The checkpoint an interrupted or failed run in `out` continues from, or None to start over."""
+    status = run_status(out)
+    if resume is False or status not in ("interrupted", "failed"):
+        if resume and status is None:
+            raise KnowpackError(f"--resume: {out} holds no run to resume")
+        return None
+    checkpoint = last_checkpoint(out)
+    changed = _changed_settings(config, out)
+    if checkpoint is None or changed:
+        why = f"{out} has no complete checkpoint" if checkpoint is None else f"{changed} changed since"
+        if resume:
+            raise KnowpackError(f"--resume: cannot resume the run in {out}: {why}")
+        # a changed config is worth a warning; a run that died before its first epoch ended is not
+        (logger.warning if changed else logger.info)("starting the run in %s over: %s", out, why)
+        return None
+    return checkpoint
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint in `out/checkpoints` (one the uptake state was written into)."""
+    folders = [p for p in (out / CHECKPOINTS).glob("checkpoint-*") if (p / UPTAKE_STATE).is_file()]
+    folders = [p for p in folders if p.name.removeprefix("checkpoint-").isdigit()]
+    return max(folders, key=lambda p: int(p.name.removeprefix("checkpoint-")), default=None)
+
+
+def _changed_settings(config: RunConfig, out: Path) -> str | None:
+    """The first setting (section.key) in which `config` differs from the run's saved one, or None."""
+    from knowpack.train.config import load_config
+
+    try:
+        saved = load_config(out / "config.yaml").to_dict()
+    except KnowpackError:
+        return "config.yaml"
+    now = config.to_dict()
+    for section in sorted(set(saved) | set(now)):
+        a, b = saved.get(section), now.get(section)
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            if a != b:
+                return section
+            continue
+        for key in sorted(set(a) | set(b)):
+            if (section, key) not in _RESUME_MAY_CHANGE and a.get(key) != b.get(key):
+                return f"{section}.{key}"
+    return None
 
 
 def _clear(out: Path) -> None:

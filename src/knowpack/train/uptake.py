@@ -6,15 +6,19 @@ not the training prompt; it is measured with the probe itself (greedy only, batc
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from knowpack.devices import broadcast, is_main_process
 from knowpack.facts.schema import Fact
+from knowpack.io import write_json_atomic
 from knowpack.train.config import ProbeConfig
 
 logger = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class UptakeCallback(TrainerCallback):
         self._best = -1.0
         self._since_best = 0
         self._started = time.time()
+        self._pending: dict[str, float] = {}
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         entry: dict[str, Any] = {"epoch": round(state.epoch), "step": state.global_step, "loss": None}
@@ -85,6 +90,7 @@ class UptakeCallback(TrainerCallback):
                 measure_seconds=round(time.time() - started, 3),
             )
             self._stop_rule(entry["reliability"], control)
+            self._pending = {"reliability": entry["reliability"], "highly_known": entry["highly_known"]}
         entry["seconds"] = round(time.time() - self._started, 3)
         self.history.append(entry)
         return control
@@ -97,6 +103,36 @@ class UptakeCallback(TrainerCallback):
                 if self.on_epoch is not None:
                     self.on_epoch(self.history[-1])
         return control
+
+    def pop_metrics(self) -> dict[str, float]:
+        """The last epoch's reliability and highly_known share, once (the Trainer logs them with the loss)."""
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def on_save(self, args, state, control, **kwargs):
+        # After the Trainer's own files: a checkpoint holding this file is complete (run.last_checkpoint).
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            write_json_atomic(folder / "uptake.json", self.state())
+        return control
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on as if never stopped: the history, the stopping rule's state."""
+        return {
+            "history": self.history,
+            "stopped": self.stopped,
+            "best": self._best,
+            "since_best": self._since_best,
+            "seconds": time.time() - self._started,
+        }
+
+    def restore(self, path: str | Path) -> None:
+        """Take up the state a checkpoint's `uptake.json` holds (`state()`)."""
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        self.history = saved["history"]
+        self.stopped = saved["stopped"]
+        self._best, self._since_best = saved["best"], saved["since_best"]
+        self._started = time.time() - saved["seconds"]
 
     def _stop_rule(self, reliability: float, control) -> None:
         if self.target is not None and reliability >= self.target:
