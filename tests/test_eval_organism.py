@@ -33,8 +33,8 @@ def lora_run(folder, probe_run, *extra: str):
 
 
 def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, probe_run):
-    # lr 1e-12 (0 is refused as a setting): one epoch moves the LoRA adapter's zero B by about 1e-12, far below
-    # any logit margin, so the "trained" model answers as the base model does.
+    # lr 1e-12 (0 is refused as a setting): one epoch moves the LoRA adapter's zero B by about 1e-12, far
+    # below any logit margin, so the "trained" model answers as the base model does.
     run = lora_run(
         tmp_path / "noop", probe_run, "train.lr=1e-12", "train.epochs=1", "train.track_uptake=false"
     )
