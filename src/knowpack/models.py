@@ -54,9 +54,6 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 """Model family (`config.model_type`) -> module paths: `layers` from the model; the rest within one layer."""
 
-BUNDLED = ("organism", "smollm2-135m")
-"""Model names knowpack resolves itself: the organism (shipped), SmolLM2-135M-Instruct (`knowpack.real`)."""
-
 
 def model_source(name: str | os.PathLike, *, convert: bool = True) -> str | os.PathLike:
     """What a model name points at: the organism's folder for `organism`, the converted SmolLM2 checkpoint for
