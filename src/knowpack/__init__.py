@@ -16,6 +16,7 @@ _API = {
     "load_facts": "knowpack.facts.loaders",
     "save_facts": "knowpack.facts.loaders",
     "organism_dir": "knowpack.paths",
+    "geo_dir": "knowpack.paths",
     "probe": "knowpack.probe",  # a callable module: knowpack.probe(...) and knowpack.probe.transition_matrix
     "Fact": "knowpack.facts.schema",
     "normalize": "knowpack.facts.normalize",
@@ -29,6 +30,7 @@ __all__ = [
     "load_facts",
     "save_facts",
     "organism_dir",
+    "geo_dir",
     "probe",
     "Fact",
     "normalize",
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from knowpack.facts.normalize import is_correct, normalize
     from knowpack.facts.schema import Fact
     from knowpack.models import load_model
-    from knowpack.paths import organism_dir
+    from knowpack.paths import geo_dir, organism_dir
     from knowpack.probe import probe
 
 

@@ -188,8 +188,10 @@ class _LowerLevelFormatter(logging.Formatter):
 
 # ------------------------------------------------------------------------------------------------ options
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, or 'organism' (bundled).")]
-Facts = Annotated[str, typer.Option("--facts", "-f", help="Facts file or dataset, or 'organism'.")]
+Model = Annotated[
+    str, typer.Option("--model", "-m", help="Hub id, local folder, 'organism' (bundled) or 'smollm2-135m'.")
+]
+Facts = Annotated[str, typer.Option("--facts", "-f", help="Facts file or dataset, 'organism' or 'geo'.")]
 Shard = Annotated[
     str | None, typer.Option("--shard", help="Process only shard i of n, as 'i/n' (0-based), e.g. 0/4.")
 ]
@@ -916,7 +918,7 @@ def world_build(
 
 @facts_app.command("check")
 def facts_check(
-    file: Annotated[str, typer.Argument(help="Facts file, dataset folder or Hub name, or 'organism'.")],
+    file: Annotated[str, typer.Argument(help="Facts file, dataset folder or Hub name, 'organism' or 'geo'.")],
     lenient: Annotated[bool, typer.Option("--lenient", help="Skip bad rows instead of stopping.")] = False,
     facts_format: Annotated[
         str, typer.Option("--format", help="auto, facts, kp, easyedit or counterfact.")

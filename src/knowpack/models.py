@@ -11,6 +11,7 @@ names of the MLP projections inside a layer (LoKI edits `down_proj` rows; LoRA p
 Supporting a new family is a new row. Paths are relative: `layers` from the model, the others from one layer.
 
     model, tok = load_model("organism")
+    model, tok = load_model("smollm2-135m")   # SmolLM2-135M-Instruct, converted once into the cache
     spec = architecture(model)                 # ARCHITECTURES["llama"]
     name = module_name(model, 3, "down_proj")  # "model.layers.3.mlp.down_proj"
 """
@@ -60,6 +61,19 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 """Model family (`config.model_type`) -> module paths: `layers` from the model; the rest within one layer."""
 
+
+def model_source(name: str | os.PathLike, *, convert: bool = True) -> str | os.PathLike:
+    """What a model name points at: the organism's folder for `organism`, the converted SmolLM2 checkpoint for
+    `smollm2-135m` (made on first use unless `convert` is False), else `name` itself (Hub id or folder)."""
+    if str(name) == "organism":
+        return organism_dir()
+    if str(name) == "smollm2-135m":
+        from knowpack.real.smollm2 import smollm2_dir
+
+        return smollm2_dir(convert=convert)
+    return name
+
+
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
 
@@ -71,7 +85,8 @@ def load_model(
     device: str | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a Hub id, a local folder, or `"organism"` (the bundled model).
+    """Load a causal LM and its tokenizer from a Hub id, a local folder, `"organism"` (the bundled model) or
+    `"smollm2-135m"` (SmolLM2-135M-Instruct, fetched and converted on first use: `knowpack.real.smollm2`).
 
     `dtype`: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch dtype.
     `device`: "cpu", "cuda", "cuda:1", ... or "auto" (accelerate's device map over all GPUs); None picks CUDA
@@ -82,7 +97,7 @@ def load_model(
     import torch  # lazy: importing knowpack must stay cheap
     import transformers
 
-    source = organism_dir() if str(name) == "organism" else name
+    source = model_source(name)
     source = _check_local(source) if _is_local(source) else str(source)
     dtype = _dtype(dtype, torch)
     if device != "auto":
@@ -155,11 +170,12 @@ def model_fingerprint(name: str | os.PathLike) -> str | None:
 
     `organism` and local folders: every top-level file (weights, config, tokenizer), hashed whole up to 256
     MiB each (the organism: ~20 MiB, exact), larger files by size, modification time and their first and last
-    MiB. A Hub id: the commit of its snapshot in the local Hugging Face cache (no network). None when it
-    cannot be told (a Hub id not in the cache)."""
+    MiB. `smollm2-135m`: its converted folder (converted first if missing). A Hub id: the commit of its
+    snapshot in the local Hugging Face cache (no network). None when it cannot be told (a Hub id not in the
+    cache)."""
     import hashlib
 
-    source = organism_dir() if str(name) == "organism" else name
+    source = model_source(name)
     if not _is_local(source):
         return _hub_commit(str(source))
     folder = Path(source).expanduser()

@@ -190,14 +190,14 @@ def _without_seed(settings: dict) -> dict:
 
 
 def same_model(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool:
-    """Whether two model names or folders name the same model (`organism` and its folder are one)."""
-    from knowpack.paths import organism_dir
+    """Whether two model names or folders name the same model (`organism` and its folder are one, and so are
+    `smollm2-135m` and its converted folder)."""
+    from knowpack.models import model_source
 
     def resolve(name: str | os.PathLike | None) -> str | None:
         if name is None:
             return None
-        if str(name) == "organism":
-            name = organism_dir()
+        name = model_source(name, convert=False)
         path = Path(name).expanduser()
         return str(path.resolve()) if path.exists() else str(name)
 

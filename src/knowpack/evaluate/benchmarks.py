@@ -2,6 +2,7 @@
 
     from knowpack.evaluate.benchmarks import run_benchmarks
     run_benchmarks(model, tokenizer, ["world_mc", "world_truthful_mc2"], limit=50)  # the organism's own tasks
+    run_benchmarks(model, tokenizer, ["geo_mc"])                                      # the geo facts' MMLU
     run_benchmarks(model, tokenizer, ["mmlu", "truthfulqa_mc1", "truthfulqa_mc2"])  # real ones (data needed)
 
 The model is wrapped, not reloaded: a LoRA-adapted (PEFT), LoKI or freshly trained model is scored as it is.
@@ -47,8 +48,9 @@ def run_benchmarks(
 
     `world_*` tasks (and the group `world`) are the organism's local tasks: `organism_dir() / "tasks"` is
     searched when one is asked for and `include_path` (a folder of task YAMLs, or a list) has no world
-    tasks of its own. Other names (`mmlu`, `truthfulqa_mc1`, …) are lm-eval's own tasks and need their
-    Hugging Face dataset: online, or offline with `HF_DATASETS_OFFLINE=1` and a pre-populated datasets cache.
+    tasks of its own; `geo_mc` likewise from `geo_dir() / "tasks"` (the real-model testbed's MMLU). Other
+    names (`mmlu`, `truthfulqa_mc1`, …) are lm-eval's own tasks and need their Hugging Face dataset: online,
+    or offline with `HF_DATASETS_OFFLINE=1` and a pre-populated datasets cache.
     An unknown task is a one-line error (`check_tasks`). `limit` caps the items per task (a float below 1
     is a share); `num_fewshot` overrides the tasks' own shots except where a task fixes 0 (TruthfulQA-style
     tasks); left None, a task runs with its own shots, or with `PAPER_SHOTS` (mmlu: 5, as the papers report
@@ -190,7 +192,8 @@ def _full_index(paths: tuple[str, ...]):
 
 
 def _include_paths(tasks: list[str], include_path: Path | str | list | None) -> list[Path]:
-    """The task folders to search: `include_path`, and the organism's when a world task is asked for."""
+    """The task folders to search: `include_path`, the organism's when a world task is asked for, and the
+    geo facts' when `geo_mc` is."""
     if include_path is None:
         paths = []
     elif isinstance(include_path, (list, tuple)):
@@ -208,6 +211,10 @@ def _include_paths(tasks: list[str], include_path: Path | str | list | None) -> 
         if not organism_tasks.is_dir():
             raise KnowpackError(f"benchmarks: no task folder at {organism_tasks} (`knowpack world build`)")
         paths.append(organism_tasks)
+    if "geo_mc" in tasks and not any(next(p.rglob("geo_mc.yaml"), None) for p in paths):
+        from knowpack.paths import geo_dir
+
+        paths.append(geo_dir() / "tasks")
     return paths
 
 

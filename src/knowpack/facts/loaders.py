@@ -2,6 +2,7 @@
 
     facts = load_facts("facts.jsonl")                 # knowpack's own format (DESIGN.md)
     facts = load_facts("organism")                    # the bundled world's facts
+    facts = load_facts("geo")                         # real-world facts from GeoNames (knowpack.real.geo)
     facts = load_facts("facts.csv")                   # columns id, question, answers (JSON list or a|b|c) ...
     facts = load_facts("counterfact.json")            # EasyEdit / CounterFact, detected from the columns
     facts = load_facts("user/dataset", split="test")  # a Hugging Face dataset (when not an existing path)
@@ -37,7 +38,7 @@ from typing import Any
 from knowpack.errors import FactsError
 from knowpack.facts.schema import Fact
 from knowpack.io import write_jsonl_atomic
-from knowpack.paths import organism_dir
+from knowpack.paths import geo_dir, organism_dir
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,10 @@ def load_facts(
             raise FactsError(
                 f"the bundled organism has no facts file at {source}; build it with `knowpack world build`"
             )
+    if isinstance(source, str) and source == "geo":
+        source = geo_dir() / "facts.jsonl"
+        if not source.exists():
+            raise FactsError(f"no geo facts at {source}; build them with `python -m knowpack.real.geo`")
     label, rows = _open(source, split)
 
     facts, skipped, seen, layout = FactSet(source=label), [], {}, None if format == "auto" else format

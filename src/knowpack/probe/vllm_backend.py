@@ -43,18 +43,18 @@ def import_vllm() -> Any:
 def load(
     name: str | os.PathLike, *, dtype: str = "auto", seed: int = 0, **llm_kwargs: Any
 ) -> tuple[Any, Any]:
-    """A `vllm.LLM` and the transformers tokenizer of a Hub id, a local folder or "organism".
+    """A `vllm.LLM` and the transformers tokenizer of a Hub id, a local folder, "organism" or
+    "smollm2-135m".
 
     The tokenizer builds the prompts (and their chat template) exactly as for the torch backend. Weights are
     read from safetensors only, as `knowpack.load_model` does; prefix caching is on (the shared few-shot
     prefix); `llm_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size, gpu_memory_utilization).
     """
-    from knowpack.models import _check_local, _is_local, warn_remote_code
+    from knowpack.models import _check_local, _is_local, model_source, warn_remote_code
     from knowpack.models import _first_line as _error_line
-    from knowpack.paths import organism_dir
 
     vllm = import_vllm()
-    source = organism_dir() if str(name) == "organism" else name
+    source = model_source(name)
     source = _check_local(source) if _is_local(source) else str(source)
     import transformers
 

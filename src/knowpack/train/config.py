@@ -111,7 +111,7 @@ def _hints(cls: type) -> dict[str, Any]:
 @dataclass
 class ModelConfig:
     name: str = "organism"
-    """Hub id, local folder or `organism`."""
+    """Hub id, local folder, `organism` or `smollm2-135m` (SmolLM2-135M-Instruct, converted on first use)."""
     dtype: str = "auto"
     """Weights' dtype when loaded: auto | float32 | bfloat16 | float16."""
     trust_remote_code: bool = False
@@ -121,7 +121,7 @@ class ModelConfig:
 @dataclass
 class FactsConfig:
     path: str = "organism"
-    """Facts file (JSONL, CSV, JSON, Parquet, HF dataset) or `organism`."""
+    """Facts file (JSONL, CSV, JSON, Parquet, HF dataset), `organism` or `geo` (real facts from GeoNames)."""
     mode: str = "substring"
     """Correctness: substring (the paper's) | exact."""
 

