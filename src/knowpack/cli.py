@@ -211,6 +211,14 @@ def demo(
         ),
     ] = False,
     device: Annotated[str, typer.Option("--device", help="cpu (the default), cuda or cuda:1.")] = "cpu",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="organism (the default) or smollm2-135m: the real SmolLM2-135M-Instruct on real facts "
+            "(GeoNames) and geo_mc (about 20 minutes on 2 cores).",
+        ),
+    ] = "organism",
 ) -> None:
     """The whole pipeline on the bundled organism, on a CPU: about 2 CPU-minutes.
 
@@ -225,23 +233,26 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from knowpack.experiment.demo import COLUMNS, HEADERS, run_demo
+    from knowpack.experiment.demo import HEADERS, run_demo
 
     threads = None if ctx.parent is not None and ctx.parent.params.get("threads") else 1  # --threads: as set
     summary = run_demo(
         out,
         quick=quick,
         device=device,
+        model=model,
         on_stage=lambda name: typer.echo(f"[{name}]", err=True),
         progress_bar=_progress,
         threads=threads,
     )
     table = Table(title=f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted")
     table.add_column("model")
-    for column in COLUMNS:
-        table.add_column(HEADERS[column], justify="right")
+    for column in summary["columns"]:
+        table.add_column(HEADERS.get(column, column), justify="right")
     for name, values in summary["models"].items():
-        table.add_row(name, *("–" if values.get(c) is None else f"{values[c]:.3f}" for c in COLUMNS))
+        table.add_row(
+            name, *("–" if values.get(c) is None else f"{values[c]:.3f}" for c in summary["columns"])
+        )
     Console().print(table)
     typer.echo(f"report: {out / 'report.html'}")
     if summary.get("notes"):
@@ -437,7 +448,7 @@ def attribute(
         typer.Option(
             "--prompts",
             help="JSONL ('prompt' text or 'messages' chat turns a line), 'mmlu', 'mmlu:NAME_OR_PATH' "
-            "or 'world_mc'.",
+            "or a bundled task: 'world_mc', 'geo_mc'.",
         ),
     ] = None,
     model: Model = "organism",
@@ -471,17 +482,19 @@ def attribute(
         )
         return
     if prompts is None:
-        raise KnowpackError("--prompts is required (a JSONL file, 'mmlu', 'mmlu:NAME_OR_PATH' or 'world_mc')")
+        raise KnowpackError(
+            "--prompts is required (a JSONL file, 'mmlu', 'mmlu:NAME_OR_PATH', 'world_mc' or 'geo_mc')"
+        )
     if any(n is not None and n < 1 for n in (steps, per_subject, limit, rows_per_pass)):
         raise KnowpackError("--steps, --per-subject, --limit and --rows-per-pass must be >= 1")
     extra = _quota_list(quotas)
     if (
-        prompts not in ("mmlu", "world_mc")
+        prompts not in ("mmlu", "world_mc", "geo_mc")
         and not prompts.startswith("mmlu:")
         and not Path(prompts).is_file()
     ):
         raise KnowpackError(
-            f"prompts file not found: {prompts} (or give 'mmlu', 'mmlu:NAME_OR_PATH', 'world_mc')"
+            f"prompts file not found: {prompts} (or give 'mmlu', 'mmlu:NAME_OR_PATH', 'world_mc', 'geo_mc')"
         )
     if shard is not None:
         from knowpack.probe import parse_shard

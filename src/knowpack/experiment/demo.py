@@ -35,37 +35,86 @@ from knowpack.runs import stage_finished
 logger = logging.getLogger(__name__)
 
 BENCHMARKS = ["world_mc", "world_truthful_mc1", "world_truthful_mc2"]
-COLUMNS = ("reliability", "retention", "world_mc", "world_truthful_mc1", "world_truthful_mc2", "refusal_rate")
-HEADERS = dict(
-    zip(COLUMNS, ("reliab.", "retention", "world_mc", "TQA-w mc1", "TQA-w mc2", "refusals"), strict=True)
-)
+
+DEMOS: dict[str, dict[str, Any]] = {
+    # The bundled organism: seconds per probe, so 300 facts and 50 implanted.
+    "organism": {
+        "facts": "organism",
+        "benchmarks": BENCHMARKS,
+        "pool": (300, 80),  # (full, quick)
+        "n_unknown": (50, 10),
+        "epochs": 30,
+        "lr": {"lora": 5e-3, "loki": 1e-2},
+        "limit": (200, 40),  # items per benchmark: the benchmarks are most of the demo's time
+        "prompts": "world_mc",
+        "attribution_limit": (None, 40),
+    },
+    # SmolLM2-135M-Instruct on the GeoNames facts: a real model, ~1 fact/s greedy on one core, so fewer facts.
+    # LoRA's lr 1e-3 (5e-3 collapsed its answers, issue 14); LoKI's lr measured on 8 facts (BENCHMARKS.md).
+    "smollm2-135m": {
+        "facts": "geo",
+        "benchmarks": ["geo_mc"],
+        "pool": (80, 40),
+        "n_unknown": (10, 4),
+        "epochs": 10,
+        "lr": {"lora": 1e-3, "loki": 1e-3},
+        "limit": (100, 20),
+        "prompts": "geo_mc",
+        "attribution_limit": (60, 20),
+    },
+}
+"""What the demo runs per model (`knowpack demo --model`): a row per bundled model."""
+
+HEADERS = {
+    "reliability": "reliab.",
+    "retention": "retention",
+    "world_mc": "world_mc",
+    "world_truthful_mc1": "TQA-w mc1",
+    "world_truthful_mc2": "TQA-w mc2",
+    "geo_mc": "geo_mc",
+    "refusal_rate": "refusals",
+}
 
 
-def demo_config(method: str, out: Path, *, quick: bool = False, device: str = "cpu") -> Any:
-    """The run config of one demo arm (the organism presets, greedy probe, shared probe folder)."""
+def columns(model: str = "organism") -> tuple[str, ...]:
+    """The demo table's columns for a demo model."""
+    return ("reliability", "retention", *DEMOS[model]["benchmarks"], "refusal_rate")
+
+
+COLUMNS = columns()
+
+
+def demo_config(
+    method: str, out: Path, *, quick: bool = False, device: str = "cpu", model: str = "organism"
+) -> Any:
+    """The run config of one demo arm (`DEMOS[model]`, greedy probe, shared probe folder)."""
     from knowpack.train.config import load_config
 
+    demo = DEMOS[model]
+    pick = 1 if quick else 0
     settings = {
+        "model.name": model,
+        "facts.path": demo["facts"],
         "probe.out": str(out / "probe"),
-        "probe.pool": 80 if quick else 300,
+        "probe.pool": demo["pool"][pick],
         "probe.samples": 0,
-        "mix.n_unknown": 10 if quick else 50,
+        "mix.n_unknown": demo["n_unknown"][pick],
         "method.name": method,
-        "train.epochs": 30,
-        "train.lr": 5e-3 if method == "lora" else 1e-2,
+        "train.epochs": demo["epochs"],
+        "train.lr": demo["lr"][method],
         "train.target_reliability": 0.95,
         "train.device": device,
         "train.threads": 1,
-        "eval.benchmarks": BENCHMARKS,
-        "eval.limit": 40 if quick else 200,  # items per benchmark: the benchmarks are most of the demo's time
+        "eval.benchmarks": demo["benchmarks"],
+        "eval.limit": demo["limit"][pick],
         "out": str(out / "runs" / method),
     }
     if method == "lora":
         settings.update({"method.r": 8, "method.alpha": 16})
     else:
-        settings.update({"method.quota": 10, "method.prompts": "world_mc"})
-        if quick:
-            settings["method.attribution_limit"] = 40
+        settings.update({"method.quota": 10, "method.prompts": demo["prompts"]})
+        if demo["attribution_limit"][pick] is not None:
+            settings["method.attribution_limit"] = demo["attribution_limit"][pick]
     return load_config(None, [f"{k}={json.dumps(v)}" for k, v in settings.items()])
 
 
@@ -74,19 +123,24 @@ def run_demo(
     *,
     quick: bool = False,
     device: str = "cpu",
+    model: str = "organism",
     on_stage: Callable[[str], None] | None = None,
     progress_bar: Callable[[str], Any] | None = None,
     threads: int | None = 1,
 ) -> dict[str, Any]:
-    """Run the demo into `out` (see the module docstring) on `device`; returns the summary written to
-    summary.json. `threads`: torch's CPU threads for the whole demo (None: leave them as they are)."""
+    """Run the demo into `out` (see the module docstring) on `device`, for a `DEMOS` model; returns the
+    summary written to summary.json. `threads`: torch's CPU threads for the whole demo (None: leave them as
+    they are)."""
+    from knowpack.errors import KnowpackError
     from knowpack.train.run import _threads
 
+    if model not in DEMOS:
+        raise KnowpackError(f"demo --model: {model!r} has no demo; expected one of {', '.join(DEMOS)}")
     with _threads(threads):
-        return _run_demo(Path(out), quick, device, on_stage, progress_bar)
+        return _run_demo(Path(out), quick, device, model, on_stage, progress_bar)
 
 
-def _run_demo(out: Path, quick: bool, device: str, on_stage, progress_bar) -> dict[str, Any]:
+def _run_demo(out: Path, quick: bool, device: str, model: str, on_stage, progress_bar) -> dict[str, Any]:
     from knowpack.evaluate import evaluate_run
     from knowpack.report import collect_runs, write_report
     from knowpack.report.report import collapse_notes
@@ -94,10 +148,13 @@ def _run_demo(out: Path, quick: bool, device: str, on_stage, progress_bar) -> di
     from knowpack.train.run import run_base_probe
 
     stage = on_stage or (lambda name: logger.info("%s", name))
-    configs = {method: demo_config(method, out, quick=quick, device=device) for method in ("lora", "loki")}
+    configs = {
+        method: demo_config(method, out, quick=quick, device=device, model=model)
+        for method in ("lora", "loki")
+    }
     probe_dir = out / "probe"
     if not stage_finished(probe_dir):
-        stage("probing the organism")
+        stage(f"probing {model}")
         with progress_bar("probe") if progress_bar else nullcontext() as progress:
             run_base_probe(configs["lora"], progress=progress)
     evals = {}
@@ -107,15 +164,17 @@ def _run_demo(out: Path, quick: bool, device: str, on_stage, progress_bar) -> di
         run = train(config, force=True, on_stage=stage, progress_bar=progress_bar)
         stage(f"evaluating {method}")
         evals[method] = evaluate_run(run, device=device, progress_bar=progress_bar, on_stage=stage)
-    summary = _summary(evals)
+    summary = _summary(evals, DEMOS[model]["benchmarks"])
+    summary["model"] = model
     stage("writing the report")
-    write_report([out / "runs"], out, title="knowpack demo: LoRA vs LoKI on the model organism")
+    what = "the model organism" if model == "organism" else f"{model} with real facts"
+    write_report([out / "runs"], out, title=f"knowpack demo: LoRA vs LoKI on {what}")
     summary["notes"] = collapse_notes(collect_runs([out / "runs"])[0])  # the report's "Read this first"
     write_json_atomic(out / "summary.json", summary)
     return summary
 
 
-def _summary(evals: dict[str, dict]) -> dict[str, Any]:
+def _summary(evals: dict[str, dict], benchmarks: list[str]) -> dict[str, Any]:
     """Per model (base, lora, loki): the demo table's numbers."""
     rows: dict[str, dict[str, Any]] = {"base": {}}
     for method, ev in evals.items():
@@ -124,7 +183,7 @@ def _summary(evals: dict[str, dict]) -> dict[str, Any]:
             "retention": _entry(ev, "knowledge_shift", "untrained", "retention"),
             "refusal_rate": _entry(ev, "behaviour", "all", "refusal_rate"),
         }
-        for task in BENCHMARKS:
+        for task in benchmarks:
             values[task] = _entry(ev, "benchmarks", "tasks", task, "acc")
         rows[method] = {k: v.get("value") for k, v in values.items()}
         for k, v in values.items():
@@ -135,7 +194,8 @@ def _summary(evals: dict[str, dict]) -> dict[str, Any]:
         m: _entry(ev, "knowledge_shift", "untrained", "retention").get("base") for m, ev in evals.items()
     }
     implanted = {m: ev["facts"]["implanted"] for m, ev in evals.items()}
-    return {"models": rows, "noise_floor_retention": noise, "implanted": implanted, "columns": list(COLUMNS)}
+    table = ("reliability", "retention", *benchmarks, "refusal_rate")
+    return {"models": rows, "noise_floor_retention": noise, "implanted": implanted, "columns": list(table)}
 
 
 def _entry(ev: dict, *keys: str) -> dict:

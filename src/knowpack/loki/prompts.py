@@ -1,9 +1,10 @@
-"""The prompts KVA runs on: a JSONL prompts file, MMLU (as LoKI uses it), or the organism's world_mc.
+"""The prompts KVA runs on: a JSONL prompts file, MMLU (as LoKI uses it), or a bundled multiple-choice task.
 
     prompts = load_prompts("prompts.jsonl", tokenizer)      # {"prompt": "..."} or {"messages": [...]} a line
     prompts = load_prompts("mmlu", tokenizer)                # cais/mmlu from the Hub, 50 per subject
     prompts = load_prompts("mmlu:/data/mmlu", tokenizer)     # a local copy (save_to_disk or data files)
     prompts = load_prompts("world_mc", tokenizer)            # the organism's MMLU-like benchmark
+    prompts = load_prompts("geo_mc", tokenizer)              # the real facts' (GeoNames) MMLU stand-in
 
 - JSONL (DESIGN.md): one object a line with `prompt` (text, used as is, the tokenizer adds its BOS) or
   `messages` (chat turns; the tokenizer's chat template is applied with the generation prompt), and an
@@ -14,8 +15,9 @@
   question about <Subject>. Answer the question by replying A, B, C or D.", the question, the lettered
   choices, "Answer: " and a line break, in the chat template with the generation prompt. Columns:
   question, choices, subject.
-- `world_mc`: the organism's world_mc test questions, exactly as the lm-eval task shows them to the model
-  (its 5 dev exemplars with their answers, then the question; the organism's plain format).
+- `world_mc` / `geo_mc` (`MC_TASKS`): a bundled task's test questions, exactly as the lm-eval task shows
+  them to the model (its 5 dev exemplars with their answers, then the question; the probe's plain format):
+  the organism's world_mc, or geo_mc of the real-model testbed (SmolLM2 with `--facts geo`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
-from knowpack.paths import organism_dir
+from knowpack.paths import geo_dir, organism_dir
 from knowpack.prompts import plain_prompt
 
 WORLD_MC_SHOTS = 5
-"""world_mc's `num_fewshot` (first_n sampler over its dev split)."""
+"""world_mc's and geo_mc's `num_fewshot` (first_n sampler over their dev split)."""
+
+MC_TASKS = {"world_mc": organism_dir, "geo_mc": geo_dir}
+"""Bundled multiple-choice tasks that `load_prompts` takes by name -> the folder whose tasks/ holds them."""
 
 MMLU_HUB_NAME = "cais/mmlu"
 
@@ -52,14 +57,14 @@ class Prompt:
 def load_prompts(source: str | os.PathLike, tokenizer: Any, *, per_subject: int | None = 50) -> list[Prompt]:
     """Prompts from `source`: a JSONL path, `mmlu` / `mmlu:NAME_OR_PATH`, or `world_mc` (module docstring)."""
     text = str(source)
-    if text == "world_mc":
-        return world_mc_prompts()
+    if text in MC_TASKS:
+        return mc_task_prompts(text)
     if text == "mmlu" or text.startswith("mmlu:"):
         return mmlu_prompts(text.partition(":")[2] or MMLU_HUB_NAME, tokenizer, per_subject=per_subject)
     path = Path(source)
     if not path.is_file():
         raise KnowpackError(
-            f"prompts file not found: {path} (or give 'mmlu', 'mmlu:NAME_OR_PATH', 'world_mc')"
+            f"prompts file not found: {path} (or give 'mmlu', 'mmlu:NAME_OR_PATH', {', '.join(MC_TASKS)})"
         )
     return jsonl_prompts(path, tokenizer)
 
@@ -112,15 +117,19 @@ def mmlu_prompts(source: str, tokenizer: Any, *, per_subject: int | None = 50) -
     return prompts
 
 
+def mc_task_prompts(name: str, tasks_dir: str | os.PathLike | None = None) -> list[Prompt]:
+    """A bundled task's test questions (`MC_TASKS`: world_mc, geo_mc) with its 5 dev exemplars, as lm-eval
+    shows them."""
+    tasks = Path(tasks_dir) if tasks_dir is not None else MC_TASKS[name]() / "tasks"
+    dev = _read_jsonl(tasks / f"{name}_dev.jsonl")[:WORLD_MC_SHOTS]
+    exemplars = [(item["question"], item["choices"][item["label"]]) for item in dev]
+    items = _read_jsonl(tasks / f"{name}.jsonl")
+    return [Prompt(f"{name}-{i}", plain_prompt(exemplars, item["question"])) for i, item in enumerate(items)]
+
+
 def world_mc_prompts(tasks_dir: str | os.PathLike | None = None) -> list[Prompt]:
     """The organism's world_mc test questions with the task's 5 dev exemplars, as lm-eval shows them."""
-    tasks = Path(tasks_dir) if tasks_dir is not None else organism_dir() / "tasks"
-    dev = _read_jsonl(tasks / "world_mc_dev.jsonl")[:WORLD_MC_SHOTS]
-    exemplars = [(item["question"], item["choices"][item["label"]]) for item in dev]
-    items = _read_jsonl(tasks / "world_mc.jsonl")
-    return [
-        Prompt(f"world_mc-{i}", plain_prompt(exemplars, item["question"])) for i, item in enumerate(items)
-    ]
+    return mc_task_prompts("world_mc", tasks_dir)
 
 
 # ------------------------------------------------------------------------------------------------ internals
@@ -210,7 +219,7 @@ def _dataset(source: str) -> Any:
 
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
-        raise KnowpackError(f"world_mc data not found: {path}")
+        raise KnowpackError(f"task data not found: {path}")
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
