@@ -725,34 +725,40 @@ def eval_(
 
 
 def _eval_summary(result: dict) -> str:
-    """A few lines of eval.json: value (base) for the headline numbers."""
+    """A few lines of eval.json: value (base) of the registry's `summary` metrics, a line per part of
+    eval.json (uptake, knowledge shift, behaviour), then the benchmarks."""
+    from knowpack.evaluate.metrics import METRICS, benchmark_values, headline, metric_label, metric_value
 
-    def show(entry: dict | None) -> str:
-        if not entry or entry.get("value") is None:
+    def show(name: str, **where: str) -> str:
+        value, base = metric_value(result, name, **where)
+        if value is None:
             return "n/a"
-        base = entry.get("base")
-        return f"{entry['value']:.3f}" + ("" if base is None else f" (base {base:.3f})")
+        return METRICS[name].format(value) + ("" if base is None else f" (base {METRICS[name].format(base)})")
 
+    parts: dict[str, list[str]] = {}
+    for name in headline("summary"):
+        parts.setdefault(METRICS[name].path[0], []).append(name)
+    scope = "untrained" if "untrained" in (result.get("behaviour") or {}) else "all"
     lines = []
-    uptake = result.get("uptake")
-    if uptake:
-        lines.append(
-            f"uptake ({uptake['n']} facts): reliability {show(uptake['reliability'])}, "
-            f"zero-shot {show(uptake['zero_shot_accuracy'])}, generalization {show(uptake['generalization'])}"
-        )
-    shift = (result.get("knowledge_shift") or {}).get("untrained")
-    if shift:
-        lines.append(
-            f"untrained facts ({shift['n']}): positive shift {show(shift['positive_shift'])}, negative shift "
-            f"{show(shift['negative_shift'])}, retention {show(shift['retention'])} (base: noise floor)"
-        )
+    for part, names in parts.items():
+        block = result.get(part)
+        if not block:
+            continue
+        if "{scope}" in METRICS[names[0]].path:
+            block = block.get(scope) or {}
+            if not block:
+                continue
+        n = block.get("n")
+        title = {
+            "uptake": f"uptake ({n} facts)",
+            "knowledge_shift": f"{scope} facts ({n}), base: noise floor",
+        }.get(part, part.replace("_", " "))
+        shown = ", ".join(f"{metric_label(name)} {show(name, scope=scope)}" for name in names)
+        lines.append(f"{title}: {shown}")
     if "probe" in result:
         lines.append(f"probe: {result['probe']['categories']}")
-    behaviour = result["behaviour"].get("untrained") or result["behaviour"]["all"]
-    refusals, confidence = show(behaviour["refusal_rate"]), show(behaviour["confidence"])
-    lines.append(f"behaviour: refusal rate {refusals}, confidence {confidence}")
-    for task, values in ((result.get("benchmarks") or {}).get("tasks") or {}).items():
-        lines.append(f"{task}: " + ", ".join(f"{k} {show(v)}" for k, v in values.items()))
+    for (task, measure), _ in benchmark_values(result).items():
+        lines.append(f"{task} {measure}: {show('benchmark', task=task, measure=measure)}")
     return "\n".join(lines)
 
 

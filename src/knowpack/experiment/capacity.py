@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
 from knowpack.experiment.sweep import (
     Cell,
     cell_status,
@@ -59,39 +60,39 @@ _KEYS = ("base", "set", "target", "budget", "seeds", "rule", "start", "max", "be
 _SEARCHED = ("mix.n_unknown", "mix.seed", "train.seed", "out")  # the search sets these for every point
 RULES = ("all", "mean")
 
-TARGETS: dict[str, tuple[str, ...]] = {  # uptake metrics (at least the target), where eval.json has them
-    "reliability": ("uptake", "reliability"),
-    "highly_known_share": ("uptake", "highly_known_share"),
-    "zero_shot_accuracy": ("uptake", "zero_shot_accuracy"),
-    "generalization": ("uptake", "generalization"),
-}
-BUDGETS: dict[str, tuple[tuple[str, ...], str]] = {  # damage metrics: where, and how the limit applies
-    "retention": (("knowledge_shift", "untrained", "retention"), "at_least"),
-    # below the noise floor's retention (a second probe of the untouched model) by at most the limit: a
-    # budget that means the same for a model whose HighlyKnown facts flip on their own now and then
-    "retention_drop": (("knowledge_shift", "untrained", "retention"), "drop"),
-    "negative_shift": (("knowledge_shift", "untrained", "negative_shift"), "at_most"),
-    "refusal_rate": (("behaviour", "untrained", "refusal_rate"), "change"),  # either way is damage
-}
-"""Any other budget key is an lm-eval task, `TASK` (its `acc`) or `TASK/METRIC`: at most that drop vs base."""
+TARGETS: tuple[str, ...] = tuple(
+    name for name, row in METRICS.items() if row.path[0] == "uptake" and row.higher_is_better
+)
+"""Uptake metrics of the registry (`knowpack.evaluate.metrics.METRICS`): each at least its target."""
+BUDGET_KINDS = {True: "at_least", False: "at_most", None: "change"}
+"""How a budget on a registry metric applies, by its direction (`higher_is_better`). `NAME_drop` instead
+bounds the drop below the metric's base (the base model, or the noise floor: `retention_drop` means the same
+for a model whose HighlyKnown facts flip on their own now and then); any other key is an lm-eval task, `TASK`
+(its `acc`) or `TASK/METRIC`: at most that drop vs the base model."""
+BUDGET_SCOPE = "untrained"
+"""The facts a budget on a per-group metric (shift, behaviour) reads: the damage is to untrained facts."""
 
 
 @dataclass(frozen=True)
 class Check:
-    """One target or budget line: `measured` (the value, or its drop / change vs base) against `limit`."""
+    """One target or budget line: metric `metric` of the registry (`where`: its scope, or its benchmark's task
+    and measure), `measured` (the value, or its drop / change vs its base) against `limit`."""
 
     name: str
-    path: tuple[str, ...]
+    metric: str
     kind: str
     """at_least: value >= limit | at_most: value <= limit | drop: base - value <= limit | change:
     |value - base| <= limit."""
     limit: float
+    where: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Where eval.json holds the metric."""
+        return metric_path(self.metric, **dict(self.where))
 
     def measure(self, ev: dict) -> dict[str, Any]:
-        entry: Any = ev
-        for key in self.path:
-            entry = (entry or {}).get(key)
-        value, base = (entry or {}).get("value"), (entry or {}).get("base")
+        value, base = metric_value(ev, self.metric, **dict(self.where))
         measured = value
         if self.kind in ("drop", "change"):
             if value is None or base is None:
@@ -207,7 +208,8 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
             check_tasks(tasks, config.eval.tasks_dir)
         except KnowpackError as e:
             raise KnowpackError(
-                f"{path}: {e} (a budget key is {', '.join(BUDGETS)} or an lm-eval task)"
+                f"{path}: {e} (a budget key is a metric of knowpack.evaluate.metrics.METRICS or an lm-eval "
+                "task)"
             ) from None
     return capacity
 
@@ -244,8 +246,8 @@ def _targets(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
         where = at("target", name)
         if name not in TARGETS:
             raise KnowpackError(f"{where}: unknown target metric {name!r}; expected {', '.join(TARGETS)}")
-        limit = _number(limit, f"{where}: target.{name}", SHARE)
-        checks.append(Check(name, TARGETS[name], "at_least", limit))
+        limit = _number(limit, f"{where}: target.{name}", _bounds(name))
+        checks.append(Check(name, name, "at_least", limit))
     return checks
 
 
@@ -256,29 +258,39 @@ def _budget(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
         raise KnowpackError(
             f"{at('budget')}: budget must be a mapping of metric: limit, e.g. {{world_mc: 0.01}}"
         )
+    budgets = [n for n in METRICS if n not in TARGETS and n != "benchmark"]
     checks = []
     for name, limit in value.items():
         where = at("budget", name)
-        if name in BUDGETS:
-            where_in_eval, kind = BUDGETS[name]
-            bounds = SHARE if kind in ("at_least", "at_most") else Range(low=0)
-            checks.append(Check(name, where_in_eval, kind, _number(limit, f"{where}: budget.{name}", bounds)))
+        metric = str(name).removesuffix("_drop")
+        if (
+            metric in METRICS
+            and metric != "benchmark"
+            and (name == metric or METRICS[metric].higher_is_better)
+        ):
+            kind = "drop" if name != metric else BUDGET_KINDS[METRICS[metric].higher_is_better]
+            bounds = _bounds(metric) if kind in ("at_least", "at_most") else Range(low=0)
+            scope = (("scope", BUDGET_SCOPE),) if "{scope}" in METRICS[metric].path else ()
+            checks.append(Check(name, metric, kind, _number(limit, f"{where}: budget.{name}", bounds), scope))
             continue
-        task, _, metric = str(name).partition("/")
-        close = difflib.get_close_matches(str(name), list(BUDGETS) + list(TARGETS), n=1, cutoff=0.8)
+        task, _, measure = str(name).partition("/")
+        close = difflib.get_close_matches(str(name), budgets + list(TARGETS), n=1, cutoff=0.8)
         if not task or task in TARGETS or close:
             hint = f" (did you mean {close[0]}?)" if close and close[0] != name else ""
             raise KnowpackError(
-                f"{where}: unknown budget metric {name!r}{hint}; expected {', '.join(BUDGETS)} or an lm-eval "
-                "task (TASK or TASK/METRIC: at most that drop vs the base model)"
+                f"{where}: unknown budget metric {name!r}{hint}; expected a metric ({', '.join(budgets)}, "
+                "or NAME_drop) or an lm-eval task (TASK or TASK/METRIC: at most that drop vs the base model)"
             )
         limit = _number(limit, f"{where}: budget.{name}", Range(low=0))
-        checks.append(Check(str(name), ("benchmarks", "tasks", task, metric or "acc"), "drop", limit))
+        checks.append(
+            Check(str(name), "benchmark", "drop", limit, (("task", task), ("measure", measure or "acc")))
+        )
     return checks
 
 
-SHARE = Range(low=0, high=1)
-"""The range of a target or budget that is itself a share (reliability, retention, negative shift)."""
+def _bounds(metric: str) -> Range:
+    low, high = METRICS[metric].bounds
+    return Range(low=low, high=high)
 
 
 def _number(value: Any, what: str, bounds: Range) -> float:
@@ -536,7 +548,14 @@ def _write(
         "rule": s.rule,
         "seeds": s.seeds,
         "checks": [
-            {"name": c.name, "kind": c.kind, "limit": c.limit, "eval_json": list(c.path)} for c in s.checks
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "limit": c.limit,
+                "eval_json": list(c.path),
+                "against": METRICS[c.metric].base if c.kind in ("drop", "change") else None,
+            }
+            for c in s.checks
         ],
         "points": ordered,
         "settings": {**s.settings, "benchmarks": s.tasks, "out": str(s.out)},

@@ -380,26 +380,25 @@ def write_summary(sweep: Sweep) -> dict[str, Any]:
     return summary
 
 
+_HEADLINE_KEYS = {"reliability": "eval_reliability"}
+"""sweep.json's name of a headline metric where it differs from the registry's (train.json's reliability
+already has the name)."""
+
+
 def _eval_headline(path: Path) -> dict[str, Any]:
-    """A few of eval.json's numbers for sweep.json (the report reads the whole file)."""
+    """eval.json's headline numbers for sweep.json (`knowpack.evaluate.metrics.headline("sweep")`) and each
+    benchmark's change (`<task>_delta`, its `acc`); the report reads the whole file."""
+    from knowpack.evaluate.metrics import benchmark_values, headline, metric_entry
+
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-    def value(*keys: str) -> Any:
-        node: Any = result
-        for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
-
     row = {
-        "eval_reliability": value("uptake", "reliability", "value"),
-        "retention": value("knowledge_shift", "untrained", "retention", "value"),
-        "refusal_rate": value("behaviour", "all", "refusal_rate", "value"),
+        _HEADLINE_KEYS.get(name, name): metric_entry(result, name).get("value") for name in headline("sweep")
     }
-    for task in value("benchmarks", "tasks") or {}:
-        row[f"{task}_delta"] = value("benchmarks", "tasks", task, "acc", "delta")
+    for task in dict.fromkeys(task for task, _ in benchmark_values(result)):
+        row[f"{task}_delta"] = metric_entry(result, "benchmark", task=task).get("delta")
     return row
 
 
