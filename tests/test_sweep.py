@@ -154,7 +154,7 @@ def test_bad_sweeps_are_one_line_errors(tmp_path, base):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", grid={"mix.seed": 3}))
     with pytest.raises(KnowpackError, match="a case's label must be a non-empty string"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", cases=[{"label": 3}]))
-    with pytest.raises(KnowpackError, match="evaluate must be true or false"):
+    with pytest.raises(KnowpackError, match=r"sweep.yaml:\d+: evaluate: expected bool, got str 'yes'"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", evaluate="yes"))
 
 

@@ -38,13 +38,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
 from knowpack.experiment.sweep import (
     Cell,
     cell_status,
     claim_cell,
-    mapping_of,
     origins,
     prepare_shared,
     read_mapping,
@@ -112,6 +112,32 @@ class Check:
 
 
 @dataclass
+class CapacityFile:
+    """The keys of a capacity config and their types (checked with their lines by `knowpack.config.build`)."""
+
+    base: str | None = None
+    """The run config every point starts from (relative to the capacity config)."""
+    set: dict[str, Any] | None = None
+    """`section.key: value` for every point."""
+    target: dict[str, Any] | None = None
+    """Uptake metric: at least this (`TARGETS`)."""
+    budget: dict[str, Any] | None = None
+    """Damage metric or lm-eval task: within this (`BUDGET_KINDS`)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Each point is a run per seed (mix.seed and train.seed)."""
+    rule: str = "all"
+    """A point passes when every seed does (all) or the seeds' mean does (mean)."""
+    start: int = ranged(1, ge=1)
+    max: int | None = None
+    """The largest n tried (also capped by the Unknown facts the base probe has)."""
+    benchmarks: list[str] = field(default_factory=list)
+    """lm-eval tasks every point is evaluated on, besides the budget's."""
+    limit: int | None = ranged(None, ge=1)
+    """Benchmark items (null: all)."""
+    out: str | None = None
+
+
+@dataclass
 class Capacity:
     """A loaded capacity config."""
 
@@ -149,38 +175,21 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
         line = lines.get(key)
         return line if isinstance(line, str) else f"{path}:{line}" if line else str(path)
 
-    common = mapping_of(data.get("set"), path, "set")
+    checked = build(CapacityFile, data, where=str(path), lines=lines, choices={"rule": RULES})
+    common = dict(checked.set or {})
     fixed = sorted(set(common) & set(_SEARCHED))
     if fixed:
         raise KnowpackError(f"{at('set', fixed[0])}: set.{fixed[0]} is the search's to set (n, seeds, out)")
-    seeds = data.get("seeds", [0])
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(_is_int(s) and s >= 0 for s in seeds)
-        or len(set(seeds)) < len(seeds)
-    ):
+    seeds, rule, start, cap, limit = checked.seeds, checked.rule, checked.start, checked.max, checked.limit
+    if not seeds or not all(s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise KnowpackError(
             f"{at('seeds')}: seeds must be a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]"
         )
-    rule = data.get("rule", "all")
-    if rule not in RULES:
-        raise KnowpackError(f"{at('rule')}: rule is {rule!r}; expected all (every seed passes) or mean")
-    start, cap = data.get("start", 1), data.get("max")
-    if not _is_int(start) or start < 1:
-        raise KnowpackError(f"{at('start')}: start must be an integer >= 1 (got {start!r})")
-    if cap is not None and (not _is_int(cap) or cap < start):
+    if cap is not None and cap < start:
         raise KnowpackError(f"{at('max')}: max must be an integer >= start ({start}) or null (got {cap!r})")
-    limit = data.get("limit")
-    if limit is not None and (not _is_int(limit) or limit < 1):
-        raise KnowpackError(
-            f"{at('limit')}: limit (benchmark items) must be an integer >= 1 or null (got {limit!r})"
-        )
     if not data.get("out"):
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
-    benchmarks = data.get("benchmarks") or []
-    if not isinstance(benchmarks, list) or not all(isinstance(t, str) for t in benchmarks):
-        raise KnowpackError(f"{at('benchmarks')}: benchmarks must be a list of lm-eval task names")
+    benchmarks = checked.benchmarks
     checks = _targets(data.get("target"), path, at) + _budget(data.get("budget"), path, at)
     tasks = list(
         dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.path[:2] == ("benchmarks", "tasks")])
@@ -215,25 +224,22 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
 
 
 def _override(data: dict, item: str) -> tuple[str, ...]:
-    """Apply `key=value` to the capacity config `data`; returns the key's path in it."""
-    import yaml
-
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise KnowpackError(f"bad override {item!r}: expected key=value")
-    head, _, rest = key.partition(".")
-    if head in ("target", "budget") and rest:
+    """Apply `key=value` (`knowpack.config.parse_override`) to the capacity config `data`: a capacity key,
+    `target.NAME` / `budget.NAME`, or a run config key for every point; returns the key's path in `data`."""
+    key, value = parse_override(item)
+    head = key[0]
+    if head in ("target", "budget") and len(key) > 1:
         if not isinstance(data.get(head), dict):
             data[head] = {}
-        data[head][rest] = yaml.safe_load(value)
-        return (head, rest)
-    if head in _KEYS and not rest:
-        data[head] = value if head in ("out", "base") else yaml.safe_load(value)
+        data[head][".".join(key[1:])] = value
+        return (head, ".".join(key[1:]))
+    if head in _KEYS and len(key) == 1:
+        data[head] = item.partition("=")[2] if head in ("out", "base") else value
         return (head,)
     if not isinstance(data.get("set"), dict):
         data["set"] = {}
-    data["set"][key] = yaml.safe_load(value)
-    return ("set", key)
+    data["set"][".".join(key)] = value
+    return ("set", ".".join(key))
 
 
 def _targets(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:

@@ -41,7 +41,7 @@ def method_config(
     name: str, options: dict[str, Any], where: Callable[[str], str] = lambda key: "config"
 ) -> Any:
     """Check `options` against method `name`'s Config (unknown keys, types, ranges) and build it."""
-    from knowpack.train.config import check_field
+    from knowpack.config import check_field
 
     cls = method_module(name).Config
     fields = {f.name for f in dataclasses.fields(cls)}

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knowpack.config import check_ranges, ranged
 from knowpack.devices import is_main_process
 from knowpack.errors import KnowpackError
 from knowpack.models import architecture
-from knowpack.train.config import check_ranges, ranged
 
 WEIGHTS = "adapter"
 _INITS = ("default", "gaussian", "pissa", "olora")
