@@ -263,6 +263,7 @@ def run_sweep(
     on_cell: Callable[[Cell, str], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
     progress_bar: Callable[[str], Any] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run every cell not finished (claiming each), then write `OUT/sweep.json`; returns it.
 
@@ -270,7 +271,14 @@ def run_sweep(
     `knowpack.evaluate.evaluate_run(cell.folder)` when the sweep evaluates);
     `on_cell(cell, event)` hears "start" / "skip" / "busy" / "done" / "failed"; `on_stage` and
     `progress_bar` go to the default `run_cell`'s training and evaluation (as in `knowpack.train.train`).
+    `workers` > 1: that many processes (spawned) run the cells, each claiming cells as one worker does;
+    `on_cell` and `run_cell` go to them and must be picklable (module-level functions), `on_stage` and
+    `progress_bar` do not (several bars on one terminal garble it).
     """
+    if workers < 1:
+        raise KnowpackError(f"--workers must be >= 1 (got {workers})")
+    if workers > 1:
+        return _run_workers(sweep, workers, run_cell, on_cell)
     run_cell = run_cell or functools.partial(_train_cell, on_stage=on_stage, progress_bar=progress_bar)
     note = on_cell or (lambda cell, event: logger.info("%s: %s", cell.name, event))
     (sweep.out / "cells").mkdir(parents=True, exist_ok=True)
@@ -296,6 +304,25 @@ def run_sweep(
             note(cell, "done")
         finally:
             claim.unlink(missing_ok=True)
+    return write_summary(sweep)
+
+
+def _run_workers(sweep: Sweep, workers: int, run_cell, on_cell) -> dict[str, Any]:
+    """`workers` spawned processes, each `run_sweep(sweep)` with one worker; then sweep.json."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+    procs = [
+        context.Process(target=run_sweep, args=(sweep,), kwargs={"run_cell": run_cell, "on_cell": on_cell})
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    failed = [proc.exitcode for proc in procs if proc.exitcode]
+    if failed:
+        raise KnowpackError(f"{len(failed)} of {workers} sweep workers failed (exit codes {failed})")
     return write_summary(sweep)
 
 
