@@ -759,8 +759,10 @@ def _eval_summary(result: dict) -> str:
         lines.append(f"{title}: {shown}")
     if "probe" in result:
         lines.append(f"probe: {result['probe']['categories']}")
-    for (task, measure), _ in benchmark_values(result).items():
-        lines.append(f"{task} {measure}: {show('benchmark', task=task, measure=measure)}")
+    tasks: dict[str, list[str]] = {}
+    for task, measure in benchmark_values(result):
+        tasks.setdefault(task, []).append(f"{measure} {show('benchmark', task=task, measure=measure)}")
+    lines += [f"{task}: {', '.join(shown)}" for task, shown in tasks.items()]
     return "\n".join(lines)
 
 
