@@ -106,6 +106,11 @@ def test_the_cli_probe_options_are_probe_config_fields():
     for name in shared:
         assert options[name].default == fields[name], name
     assert options["prompt_format"].default == fields["format"]
+    from knowpack.cli import eval_
+
+    evaluated = inspect.signature(eval_).parameters  # `knowpack eval --model`'s probe options
+    for name in ("n_prompts", "shots", "samples", "seed"):
+        assert evaluated[name].default == fields[name], name
     library = inspect.signature(run_probe).parameters
     for name in shared:
         assert library[name].default == fields[name], name

@@ -28,6 +28,7 @@ failed, and the settings; `OUT/capacity.png` plots them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -56,7 +57,6 @@ from knowpack.train.config import Range, check_range, load_config
 
 logger = logging.getLogger(__name__)
 
-_KEYS = ("base", "set", "target", "budget", "seeds", "rule", "start", "max", "benchmarks", "limit", "out")
 _SEARCHED = ("mix.n_unknown", "mix.seed", "train.seed", "out")  # the search sets these for every point
 RULES = ("all", "mean")
 
@@ -135,6 +135,9 @@ class CapacityFile:
     limit: int | None = ranged(None, ge=1)
     """Benchmark items (null: all)."""
     out: str | None = None
+
+
+_KEYS = tuple(f.name for f in dataclasses.fields(CapacityFile))
 
 
 @dataclass

@@ -28,6 +28,7 @@ model name and files, facts and probe settings) and, for LoKI cells that attribu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -49,8 +50,6 @@ from knowpack.runs import process_gone, run_status, stage_finished
 from knowpack.train.config import RunConfig, load_config
 
 logger = logging.getLogger(__name__)
-
-_SWEEP_KEYS = ("base", "set", "grid", "cases", "out", "evaluate")
 
 
 @dataclass
@@ -93,6 +92,9 @@ class SweepFile:
     out: str | None = None
     evaluate: bool = False
     """Also evaluate each cell (`knowpack eval`)."""
+
+
+_SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepFile))
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
