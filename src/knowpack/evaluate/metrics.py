@@ -6,6 +6,7 @@
     metrics.retention(before, after, ids=untrained)["value"]  # HighlyKnown before and still after
     metrics.behaviour(after)                                  # refusal rate, diversity, confidence
     metrics.explosion(before, after)["answers"]               # answers more frequent than the base's top one
+    metrics.metric_value(eval_json, "retention")              # (value, base): eval.json read via METRICS
 
 Records are probe records (`knowpack.probe`): `id`, `category`, `p_sample`, `greedy` (one answer per prompt),
 `samples`, `greedy_correct`, `greedy_logprob`. Choices where DESIGN.md and the papers are silent (each one
