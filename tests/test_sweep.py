@@ -122,6 +122,14 @@ def test_the_sweep_verb_runs_cells_in_worker_processes(tmp_path, base):
     assert again.exit_code == 0 and again.stderr.count("[skip]") == 2, again.output
 
 
+def test_workers_need_callbacks_other_processes_can_import(tmp_path, base):
+    sweep = load_sweep(write_sweep(tmp_path, base, tmp_path / "out"))
+    with pytest.raises(KnowpackError, match="must be module-level functions"):
+        run_sweep(sweep, workers=2, on_cell=lambda cell, event: None)
+    with pytest.raises(KnowpackError, match="--workers must be >= 1"):
+        run_sweep(sweep, workers=0)
+
+
 def test_an_evaluating_sweep_evaluates_each_cell_once(tmp_path, base):
     out = tmp_path / "out"
     path = write_sweep(

@@ -312,7 +312,15 @@ def run_sweep(
 def _run_workers(sweep: Sweep, workers: int, run_cell, on_cell) -> dict[str, Any]:
     """`workers` spawned processes, each `run_sweep(sweep)` with one worker; then sweep.json."""
     import multiprocessing
+    import pickle
 
+    try:
+        pickle.dumps((sweep, run_cell, on_cell))
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise KnowpackError(
+            f"workers={workers}: run_cell and on_cell go to other processes and must be module-level "
+            f"functions ({e})"
+        ) from None
     context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
     procs = [
         context.Process(target=run_sweep, args=(sweep,), kwargs={"run_cell": run_cell, "on_cell": on_cell})
