@@ -92,6 +92,8 @@ def test_the_override_grammar():
 def test_a_world_config_takes_overrides(tmp_path):
     config = load_world_config(None, ["num_layers=2", "people.head=50"])
     assert config.num_layers == 2 and config.people["head"] == 50 and config.people["torso"] == 500
+    with pytest.raises(KnowpackError, match=r"^command line: people.head: expected int, got str 'x'$"):
+        load_world_config(write(tmp_path, "world.yaml", "seed: 1\n"), ["people.head=x"])
 
 
 def test_the_cli_probe_options_are_probe_config_fields():

@@ -143,4 +143,5 @@ def load_world_config(path: str | os.PathLike | None, overrides: Sequence[str] =
         if len(key) > 1 and key[0] not in data and isinstance(getattr(defaults, key[0], None), dict):
             data[key[0]] = dict(getattr(defaults, key[0]))  # `people.head=50`: the other buckets stay
         lines[set_override(data, item)] = "command line"
+        lines.setdefault(key[:1], "command line")  # a mapping's values are checked at its own key
     return build(WorldConfig, data, where=str(path or "command line"), lines=lines)
