@@ -180,7 +180,7 @@ def test_a_retention_drop_budget_is_measured_from_the_noise_floor(tmp_path, fake
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"budjet": {}}, "unknown key 'budjet'"),
+        ({"budjet": {}}, "unknown key budjet"),
         ({"target": None}, "no target"),
         ({"target": {"reliabilty": 0.9}}, "unknown target metric 'reliabilty'"),
         ({"budget": {"retension": 0.9}}, "unknown budget metric 'retension' (did you mean retention?)"),

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from knowpack.cli import app
+from knowpack.probe import read_records
 
 pytestmark = [pytest.mark.organism, pytest.mark.slow]
 
@@ -22,7 +23,19 @@ def test_quick_demo_end_to_end(tmp_path):
     assert set(models) == {"base", "lora", "loki"}
     assert models["base"]["reliability"] == 0.0  # Unknown facts: never right before training
     assert models["lora"]["reliability"] >= 0.9 and models["loki"]["reliability"] >= 0.9
-    assert 0 <= models["lora"]["retention"] <= 1 and models["base"]["world_mc"] > 0.9
+    assert models["base"]["world_mc"] > 0.9  # the organism knows its world (0.997 on every item)
+    for m in ("lora", "loki"):  # retention counted here: untrained facts HighlyKnown before and after
+        trained = {
+            json.loads(line)["fact_id"] for line in (out / "runs" / m / "mix.jsonl").read_text().splitlines()
+        }
+        before = {r["id"]: r["category"] for r in read_records(out / "probe" / "records.jsonl")}
+        after = {
+            r["id"]: r["category"]
+            for r in read_records(out / "runs" / m / "eval" / "probe" / "records.jsonl")
+        }
+        known = [i for i in before if i not in trained and before[i] == "HighlyKnown"]
+        kept = sum(after[i] == "HighlyKnown" for i in known)
+        assert models[m]["retention"] == pytest.approx(kept / len(known)), m
     mixes = [json.loads((out / "runs" / m / "mix.json").read_text())["implanted"] for m in ("lora", "loki")]
     assert mixes[0] == mixes[1]  # the same facts for both methods
     for m in ("lora", "loki"):

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import knowpack
 from knowpack.cli import app
 from knowpack.evaluate import evaluate_run
 from knowpack.facts import Fact, save_facts
 from knowpack.probe import read_records
 from knowpack.train import load_config, train
+from knowpack.train.export import load_run
 from tiny import save_tiny, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,6 +102,25 @@ def world(tmp_path_factory):
     return {"root": root, "model": model, "probe": probe, "run": run, "facts": root / "facts.jsonl"}
 
 
+def world_mc_accuracy(model, tokenizer, limit: int) -> float:
+    """world_mc's accuracy on its first `limit` items, scored by hand (a plain torch reference, as in
+    test_world_tasks): 5-shot with the first five dev items, the likeliest choice."""
+    from knowpack.prompts import plain_prompt
+    from test_world_tasks import choice_lls
+
+    tasks = knowpack.organism_dir() / "tasks"
+    dev, test = ([json.loads(x) for x in (tasks / f).read_text().splitlines()] for f in TASK_FILES)
+    shots = [(d["question"], d["choices"][d["label"]]) for d in dev[:5]]
+    hits = []
+    for it in test[:limit]:
+        lls = choice_lls(model.eval(), tokenizer, plain_prompt(shots, it["question"]), it["choices"])
+        hits.append(max(range(len(lls)), key=lls.__getitem__) == it["label"])
+    return sum(hits) / len(hits)
+
+
+TASK_FILES = ("world_mc_dev.jsonl", "world_mc.jsonl")
+
+
 def make_run(
     root: Path, model: Path, probe: Path, name: str, *extra: str, method=("method.name=lora", "method.r=2")
 ) -> Path:
@@ -178,7 +199,9 @@ def test_eval_writes_eval_json_with_every_block(world, evaluated):
     bench = ev["benchmarks"]
     acc = bench["tasks"]["world_mc"]["acc"]
     assert acc["metric"] == "benchmark" and acc["task"] == "world_mc" and acc["task_metric"] == "acc"
-    assert 0.0 <= acc["value"] <= 1.0 and 0.0 <= acc["base"] <= 1.0
+    base_model, tok = knowpack.load_model(str(world["model"]), device="cpu")
+    assert acc["base"] == pytest.approx(world_mc_accuracy(base_model, tok, limit=4))
+    assert acc["value"] == pytest.approx(world_mc_accuracy(load_run(world["run"])[0], tok, limit=4))
     assert bench["lm_eval_version"] and bench["settings"]["limit"] == 4 and bench["n-samples"]
     assert bench["base_reused"] == []
     assert ev["provenance"]["seconds"] > 0 and "probe" in ev["provenance"]["stage_seconds"]

@@ -4,6 +4,8 @@ world_mc before vs after (BENCHMARKS.md has the time this takes)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import knowpack
@@ -25,6 +27,17 @@ def probe_run(tmp_path_factory):
     return out
 
 
+_UP = {("Unknown", "HighlyKnown"), ("Unknown", "MaybeKnown"), ("MaybeKnown", "HighlyKnown")}
+_DOWN = {("HighlyKnown", "Unknown"), ("HighlyKnown", "MaybeKnown"), ("MaybeKnown", "Unknown")}
+
+
+def _categories(folder) -> dict[str, str]:
+    """Fact id -> category of a probe folder (a greedy probe: no WeaklyKnown)."""
+    from knowpack.probe import read_records
+
+    return {r["id"]: r["category"] for r in read_records(Path(folder) / "records.jsonl")}
+
+
 def lora_run(folder, probe_run, *extra: str):
     config = load_config(
         "configs/organism/lora.yaml", [*FAST, f"probe.run={probe_run}", f"out={folder}", *extra]
@@ -33,22 +46,40 @@ def lora_run(folder, probe_run, *extra: str):
 
 
 def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, probe_run):
-    # lr 1e-12 (0 is refused as a setting): one epoch moves the LoRA adapter's zero B by about 1e-12, far
-    # below any logit margin, so the "trained" model answers as the base model does.
+    # lr 1e-12 (0 is refused: train.lr > 0): the LoRA adapter's zero B moves by ~1e-12, so the "trained"
+    # model answers as the base model does.
     run = lora_run(
         tmp_path / "noop", probe_run, "train.lr=1e-12", "train.epochs=1", "train.track_uptake=false"
     )
     ev = evaluate_run(run)
     floor = ev["knowledge_shift"]["all"]
     assert floor["transitions"]["unchanged"] == 1.0 and floor["transitions"]["base"]["unchanged"] < 1.0
+    base = _categories(probe_run)
+    repeat = _categories(ev["knowledge_shift"]["noise_floor"]["folder"])
     for block in ("trained", "untrained", "all"):
         shift = ev["knowledge_shift"][block]
         for name in ("positive_shift", "negative_shift"):
             entry = shift[name]
-            assert entry["count"] == 0 and entry["value"] in (0.0, None), (block, name, entry)
-            assert entry["value"] is None or entry["value"] <= entry["base"]
+            # nothing moved: 0 of the facts that could have, None where none could
+            assert entry["count"] == 0 and entry["value"] == (0.0 if entry["eligible"] else None), (
+                block,
+                name,
+            )
         retention = shift["retention"]
-        assert retention["value"] in (1.0, None) and (retention["value"] is None or retention["base"] <= 1.0)
+        assert retention["value"] == (1.0 if retention["n"] else None), block
+    # the noise floor of every fact, counted here from the two probes' categories (greedy: three of them)
+    all_ = ev["knowledge_shift"]["all"]
+    ids = list(base)
+    for name, moves in (("positive_shift", _UP), ("negative_shift", _DOWN)):
+        could = [i for i in ids if base[i] in {a for a, _ in moves}]
+        moved = sum((base[i], repeat[i]) in moves for i in could)
+        assert all_[name]["eligible"] == len(could)
+        assert all_[name]["base"] == pytest.approx(moved / len(could)), name
+    known = [i for i in ids if base[i] == "HighlyKnown"]
+    kept = sum(repeat[i] == "HighlyKnown" for i in known)
+    assert all_["retention"]["n"] == len(known) and all_["retention"]["base"] == pytest.approx(
+        kept / len(known)
+    )
     behaviour = ev["behaviour"]["all"]
     for name in ("refusal_rate", "unique_answers", "top_answer_share", "answer_entropy", "confidence"):
         assert behaviour[name]["value"] == pytest.approx(behaviour[name]["base"], abs=1e-6), name

@@ -105,6 +105,31 @@ def test_cells_dry_run_and_a_whole_sweep(tmp_path, base):
     assert events == ["skip"] * 4
 
 
+def test_the_sweep_verb_runs_cells_in_worker_processes(tmp_path, base):
+    """`knowpack sweep --workers 2` for real (not --dry-run): two spawned workers share the cells, sweep.json
+    lists both finished; the same command again skips them."""
+    path = write_sweep(tmp_path, base, tmp_path / "out", cases=None, grid={"mix.seed": [0, 1]})
+    result = CliRunner().invoke(app, ["sweep", str(path), "--workers", "2", "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 cells finished" in result.stdout
+    summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [c["status"] for c in summary["cells"]] == ["finished", "finished"]
+    assert all(c["reliability"] is not None and c["epochs_run"] == 1 for c in summary["cells"])
+    assert {read_run(tmp_path / "out" / "cells" / c["cell"])["pid"] for c in summary["cells"]} != {
+        os.getpid()
+    }
+    again = CliRunner().invoke(app, ["sweep", str(path)])
+    assert again.exit_code == 0 and again.stderr.count("[skip]") == 2, again.output
+
+
+def test_workers_need_callbacks_other_processes_can_import(tmp_path, base):
+    sweep = load_sweep(write_sweep(tmp_path, base, tmp_path / "out"))
+    with pytest.raises(KnowpackError, match="must be module-level functions"):
+        run_sweep(sweep, workers=2, on_cell=lambda cell, event: None)
+    with pytest.raises(KnowpackError, match="--workers must be >= 1"):
+        run_sweep(sweep, workers=0)
+
+
 def test_an_evaluating_sweep_evaluates_each_cell_once(tmp_path, base):
     out = tmp_path / "out"
     path = write_sweep(
@@ -154,7 +179,7 @@ def test_bad_sweeps_are_one_line_errors(tmp_path, base):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", grid={"mix.seed": 3}))
     with pytest.raises(KnowpackError, match="a case's label must be a non-empty string"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", cases=[{"label": 3}]))
-    with pytest.raises(KnowpackError, match="evaluate must be true or false"):
+    with pytest.raises(KnowpackError, match=r"sweep.yaml:\d+: evaluate: expected bool, got str 'yes'"):
         load_sweep(write_sweep(tmp_path, base, tmp_path / "o", evaluate="yes"))
 
 

@@ -94,12 +94,16 @@ def test_write_tasks_rejects_missing_split(items, tmp_path):
 
 
 @pytest.mark.slow
-def test_run_benchmarks_reports_metrics(world_run, tiny):
+def test_run_benchmarks_reports_metrics(world_run, items, tiny):
     tasks = world_run["tasks"]
     assert set(tasks) == set(WORLD_TASKS)
-    for name, metric in [*((t, "acc") for t in WORLD_TASKS), ("world_mc", "acc_norm")]:
-        assert 0.0 <= tasks[name][metric] <= 1.0
-        assert tasks[name][f"{metric}_stderr"] >= 0.0
+    sizes = {"world_mc": len(items["world_mc"]), "world_truthful_mc1": len(items["world_truthful"])}
+    for name, metric in [("world_mc", "acc"), ("world_mc", "acc_norm"), ("world_truthful_mc1", "acc")]:
+        # a share of right answers over n items, its stderr the sample std of 0/1 hits over sqrt(n)
+        n, acc = sizes[name], tasks[name][metric]
+        assert acc * n == pytest.approx(round(acc * n)), (name, metric)
+        assert tasks[name][f"{metric}_stderr"] == pytest.approx(math.sqrt(acc * (1 - acc) / (n - 1))), name
+    # the values themselves are held to a plain torch reference below
     assert world_run["n-shot"] == {"world_mc": 5, "world_truthful_mc1": 0, "world_truthful_mc2": 0}
     assert world_run["task_versions"]["world_mc"] == 1.0
     assert world_run["lm_eval_version"]

@@ -2,4 +2,5 @@
 
 from knowpack.cli import app
 
-app(prog_name="knowpack")
+if __name__ == "__main__":  # not when a spawned worker process (a sweep's) imports this module again
+    app(prog_name="knowpack")

@@ -313,8 +313,7 @@ def probe(
 ) -> None:
     """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
 
-    from knowpack.io import write_json_atomic
-    from knowpack.probe import BACKENDS, CATEGORIES, merge_shards, parse_shard, transition_matrix
+    from knowpack.probe import BACKENDS, merge_shards, parse_shard
     from knowpack.probe import probe as run_probe
 
     if merge:
@@ -377,25 +376,36 @@ def probe(
         shard=shard,
         backend=backend,
     )
-    runs = [(seed, out)]
     if repeat_seed is not None:
-        runs.append((repeat_seed, out / f"repeat-seed-{repeat_seed}"))
-    results = []
-    for run_seed, run_out in runs:
-        with _progress(f"probe (seed {run_seed})") as progress:
-            records = run_probe(
-                lm, tokenizer, fact_set, seed=run_seed, out=run_out, progress=progress, **settings
-            )
-        results.append(records)
-        counts = Counter(r["category"] for r in records)
-        table = ", ".join(f"{c} {counts[c]}" for c in CATEGORIES)
-        typer.echo(f"{run_out}: {len(records)} facts: {table}")
-    if repeat_seed is not None:
-        matrix = transition_matrix(*results)
-        write_json_atomic(out / "noise_floor.json", matrix)
+        from knowpack.probe.noise import noise_floor
+
+        first, second, matrix = noise_floor(
+            lm,
+            tokenizer,
+            fact_set,
+            out=out,
+            seed=seed,
+            repeat_seed=repeat_seed,
+            progress_bar=_progress,
+            **settings,
+        )
+        _probe_line(out, first)
+        _probe_line(out / f"repeat-seed-{repeat_seed}", second)
         typer.echo(
             f"noise floor (seed {seed} vs {repeat_seed}): {matrix['unchanged']:.1%} kept their category"
         )
+        return
+    with _progress(f"probe (seed {seed})") as progress:
+        records = run_probe(lm, tokenizer, fact_set, seed=seed, out=out, progress=progress, **settings)
+    _probe_line(out, records)
+
+
+def _probe_line(out: Path, records: list[dict]) -> None:
+    from knowpack.probe import CATEGORIES
+
+    counts = Counter(r["category"] for r in records)
+    table = ", ".join(f"{c} {counts[c]}" for c in CATEGORIES)
+    typer.echo(f"{out}: {len(records)} facts: {table}")
 
 
 def _check_probe_options(option: str | None = None, **values: Any) -> None:
@@ -693,7 +703,7 @@ def eval_(
     ] = None,
 ) -> None:
     """Uptake and damage of a run against its base (RUN/eval.json), or of one model alone (OUT/eval.json)."""
-    from knowpack.evaluate import evaluate_model, evaluate_run
+    from knowpack.evaluate import evaluate_named_model, evaluate_run
 
     tasks = [t for t in (benchmarks or "").replace(" ", "").split(",") if t] or None
     if limit is not None and limit < 1:
@@ -721,26 +731,18 @@ def eval_(
         raise KnowpackError("give a run folder, or --model, --facts and --out")
     _check_probe_options(n_prompts=n_prompts, shots=shots, samples=samples, seed=seed, batch_size=batch_size)
     _check_probe_options(pool=pool, option="--pool")
-    import random
-
-    from knowpack.facts import load_facts
-    from knowpack.models import load_model
-
-    fact_set = load_facts(facts)
-    chosen = list(fact_set)
-    if pool is not None and pool < len(chosen):
-        chosen = random.Random(seed).sample(chosen, pool)
-    lm, tokenizer = load_model(model, device=device, dtype=dtype)
-    settings = dict(n_prompts=n_prompts, shots=shots, samples=samples, seed=seed)
+    settings = dict(n_prompts=n_prompts, shots=shots, samples=samples)
     if batch_size is not None:
         settings["batch_size"] = batch_size
-    result = evaluate_model(
-        lm,
-        tokenizer,
-        chosen,
+    result = evaluate_named_model(
+        model,
+        facts,
         out=out,
+        pool=pool,
+        seed=seed,
+        device=device,
+        dtype=dtype,
         probe_kwargs=settings,
-        exemplars=list(fact_set),
         compare=compare,
         **common,
     )
@@ -749,38 +751,43 @@ def eval_(
 
 
 def _eval_summary(result: dict) -> str:
-    """A few lines of eval.json: value (base) for the headline numbers."""
+    """A few lines of eval.json: value (base) of the registry's `summary` metrics, a line per part of
+    eval.json (uptake, knowledge shift, behaviour), then the benchmarks."""
+    from knowpack.evaluate.metrics import METRICS, benchmark_values, headline, metric_label, metric_value
 
-    def show(entry: dict | None) -> str:
-        if not entry or entry.get("value") is None:
+    def show(name: str, **where: str) -> str:
+        value, base = metric_value(result, name, **where)
+        if value is None:
             return "n/a"
-        base = entry.get("base")
-        return f"{entry['value']:.3f}" + ("" if base is None else f" (base {base:.3f})")
+        return METRICS[name].format(value) + ("" if base is None else f" (base {METRICS[name].format(base)})")
 
+    parts: dict[str, list[str]] = {}
+    for name in headline("summary"):
+        parts.setdefault(METRICS[name].path[0], []).append(name)
+    scope = "untrained" if "untrained" in (result.get("behaviour") or {}) else "all"
     lines = []
-    uptake = result.get("uptake")
-    if uptake:
-        lines.append(
-            f"uptake ({uptake['n']} facts): reliability {show(uptake['reliability'])}, "
-            f"zero-shot {show(uptake['zero_shot_accuracy'])}, generalization {show(uptake['generalization'])}"
-        )
-    shift = (result.get("knowledge_shift") or {}).get("untrained")
-    if shift:
-        lines.append(
-            f"untrained facts ({shift['n']}): positive shift {show(shift['positive_shift'])}, negative shift "
-            f"{show(shift['negative_shift'])}, retention {show(shift['retention'])} (base: noise floor)"
-        )
+    for part, names in parts.items():
+        block = result.get(part)
+        if not block:
+            continue
+        if "{scope}" in METRICS[names[0]].path:
+            block = block.get(scope) or {}
+            if not block:
+                continue
+        n = block.get("n")
+        title = {
+            "uptake": f"uptake ({n} facts)",
+            "knowledge_shift": f"{scope} facts ({n}), base: noise floor",
+        }.get(part, part.replace("_", " "))
+        shown = ", ".join(f"{metric_label(name)} {show(name, scope=scope)}" for name in names)
+        lines.append(f"{title}: {shown}")
     if "probe" in result:
         lines.append(f"probe: {result['probe']['categories']}")
-    behaviour = result["behaviour"].get("untrained") or result["behaviour"]["all"]
-    refusals, confidence = show(behaviour["refusal_rate"]), show(behaviour["confidence"])
-    lines.append(f"behaviour: refusal rate {refusals}, confidence {confidence}")
-    for task, values in ((result.get("benchmarks") or {}).get("tasks") or {}).items():
-        lines.append(f"{task}: " + ", ".join(f"{k} {show(v)}" for k, v in values.items()))
+    tasks: dict[str, list[str]] = {}
+    for task, measure in benchmark_values(result):
+        tasks.setdefault(task, []).append(f"{measure} {show('benchmark', task=task, measure=measure)}")
+    lines += [f"{task}: {', '.join(shown)}" for task, shown in tasks.items()]
     return "\n".join(lines)
-
-
-_SWEEP_WORKER = "KNOWPACK_SWEEP_WORKER"
 
 
 @app.command()
@@ -801,10 +808,7 @@ def sweep(
     Finished cells are skipped, interrupted ones redone. Several processes or machines can run the same sweep:
     each claims a cell before running it. OUT/sweep.json lists every cell with its status.
     """
-    import os
-    import subprocess
-
-    from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep, write_summary
+    from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
 
     if workers < 1:
         raise KnowpackError(f"--workers must be >= 1 (got {workers})")
@@ -814,25 +818,22 @@ def sweep(
             typer.echo(f"{cell_status(cell):12} {cell.folder}")
         typer.echo(f"{len(loaded.cells)} cells")
         return
-    if workers > 1:
-        command = [sys.executable, "-m", "knowpack", "sweep", str(config), *(overrides or [])]
-        env = {**os.environ, _SWEEP_WORKER: "1"}  # workers print their cells' events, no bars
-        procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            raise typer.Exit(max(codes))
-        summary = write_summary(loaded)
-    else:
-        alone = os.environ.get(_SWEEP_WORKER) != "1"
-        summary = run_sweep(
-            loaded,
-            on_cell=lambda cell, event: typer.echo(f"[{event}] {cell.name}", err=True),
-            on_stage=(lambda name: typer.echo(f"  [{name}]", err=True)) if alone else None,
-            progress_bar=_progress if alone else None,
-        )
+    alone = workers == 1  # workers print their cells' events, no bars
+    summary = run_sweep(
+        loaded,
+        on_cell=_cell_event,
+        on_stage=(lambda name: typer.echo(f"  [{name}]", err=True)) if alone else None,
+        progress_bar=_progress if alone else None,
+        workers=workers,
+    )
     typer.echo(f"{loaded.out}: {summary['finished']} of {summary['total']} cells finished")
     if summary["finished"] < summary["total"]:
         raise typer.Exit(1)
+
+
+def _cell_event(cell: Any, event: str) -> None:
+    """A sweep cell's event on stderr (module-level: the sweep's worker processes get it too)."""
+    typer.echo(f"[{event}] {cell.name}", err=True)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["evaluate_model", "evaluate_run"]
+__all__ = ["evaluate_model", "evaluate_named_model", "evaluate_run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,7 @@
     metrics.retention(before, after, ids=untrained)["value"]  # HighlyKnown before and still after
     metrics.behaviour(after)                                  # refusal rate, diversity, confidence
     metrics.explosion(before, after)["answers"]               # answers more frequent than the base's top one
+    metrics.metric_value(eval_json, "retention")              # (value, base): eval.json read via METRICS
 
 Records are probe records (`knowpack.probe`): `id`, `category`, `p_sample`, `greedy` (one answer per prompt),
 `samples`, `greedy_correct`, `greedy_logprob`. Choices where DESIGN.md and the papers are silent (each one
@@ -35,6 +36,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from knowpack.errors import KnowpackError
@@ -47,51 +49,290 @@ POSITIVE = ((UK, HK), (UK, MK), (MK, HK))
 NEGATIVE = ((HK, UK), (HK, MK), (MK, UK))
 """The paper's negative shift (with WeaklyKnown counted as Unknown)."""
 
-DEFINITIONS: dict[str, str] = {
+TERMS: dict[str, str] = {
     "p_greedy": "a fact's share of the probe's few-shot prompts whose greedy answer is correct: 1 for a "
     "HighlyKnown fact, 0 for an Unknown or WeaklyKnown one",
-    "reliability": "mean p_greedy of the implanted facts under the probe's few-shot prompts",
-    "highly_known_share": "share of the implanted facts whose category is HighlyKnown (p_greedy = 1)",
-    "zero_shot_accuracy": "share of the implanted facts answered correctly, greedy, in the zero-shot "
-    "training format (the prompt the facts were trained with)",
-    "generalization": "mean p_greedy over (implanted fact, held-out paraphrase) pairs, the paraphrase asked "
-    "under the probe's few-shot prompts",
-    "generalization_zero_shot": "share of (implanted fact, held-out paraphrase) pairs answered correctly, "
-    "greedy, in the zero-shot training format",
-    "idk_refusal_rate": "share of the greedy answers (all prompts) to the facts relabelled 'I don't know.' "
-    "that are refusals",
     "transitions": "category transition matrix between two probes: counts[a][b] facts went from a to b; "
     "shares[a][b] = counts[a][b] / facts in a",
-    "positive_shift": "facts that moved UK->HK, UK->MK or MK->HK (WeaklyKnown counted as Unknown) / facts "
-    "that were Unknown, WeaklyKnown or MaybeKnown before",
-    "negative_shift": "facts that moved HK->UK, HK->MK or MK->UK (WeaklyKnown counted as Unknown) / facts "
-    "that were HighlyKnown or MaybeKnown before",
-    "retention": "share of the facts HighlyKnown before that are HighlyKnown after",
-    "refusal_rate": "share of the greedy answers (every fact, every prompt) that match a refusal pattern",
-    "refusal_rate_samples": "share of the sampled answers that match a refusal pattern",
-    "unique_answers": "distinct normalized greedy answers (refusals and empty answers left out)",
-    "unique_share": "distinct normalized greedy answers / greedy answers (refusals and empty left out)",
-    "top_answer_share": "count of the most frequent normalized greedy answer / greedy answers (refusals and "
-    "empty left out)",
-    "answer_entropy": "entropy in bits of the distribution of normalized greedy answers (refusals and empty "
-    "left out)",
-    "explosion": "number of normalized greedy answers whose count exceeds the largest count of any answer "
-    "of the base model on the same facts",
-    "explosion_share": "share of the greedy answers (refusals and empty left out) that are exploded answers",
-    "confidence": "mean probability exp(greedy_logprob) of the greedy answers, every fact and prompt",
-    "confidence_incorrect": "the same mean over the greedy answers that are not correct",
     "noise_floor": "the same comparison between two probes of the untouched base model with different seeds",
     "category_share": "share of the probed facts in a SliCK category",
-    "benchmark": "an lm-evaluation-harness task's metric (acc, acc_norm, ...) on the in-memory model, as the "
-    "harness computes it",
 }
-"""Metric name -> definition, as eval.json's `definitions` holds them (DESIGN.md, "Definitions")."""
+"""Words the metrics are defined with, that are not numbers of eval.json themselves."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A row of `METRICS`: one number of eval.json, where it lives, what it means and how to show it."""
+
+    path: tuple[str, ...]
+    """Keys from eval.json's top down to the metric's entry (`{"value", "base", ...}`); `{scope}` stands for
+    a group of facts (`all`, `trained`, `untrained`), `{task}` / `{measure}` for a benchmark's task and its
+    lm-eval metric."""
+    definition: str
+    """What it means, exactly (eval.json's `definitions` and the report's glossary carry it)."""
+    higher_is_better: bool | None
+    """True: more is better (uptake, retention); False: less is better (negative shift); None: a change either
+    way is damage (refusal rate, confidence)."""
+    base: str
+    """What the entry's `base` is: "the base model" or "the noise floor" (two probes of the base compared)."""
+    label: str = ""
+    """Its name in tables (default: the metric's name with spaces)."""
+    fmt: str = ".3f"
+    """Python format of its value."""
+    shown: tuple[str, ...] = ()
+    """Where it is a headline number: `report` (the report's runs table), `sweep` (sweep.json), `summary` (the
+    lines `knowpack eval` prints). Every metric can be read (`metric_value`) and budgeted (capacity)."""
+    scope: str = "all"
+    """The `{scope}` read when none is asked for."""
+    bounds: tuple[float, float | None] = (0.0, 1.0)
+    """The values it can take (None: no upper bound): a budget or target on it must lie within them."""
+
+    @property
+    def compares_probes(self) -> bool:
+        """Whether it compares two probes (before, after): its base is that comparison with no training."""
+        return self.base == NOISE_FLOOR
+
+    def format(self, value: Any) -> str:
+        return "–" if value is None else format(value, self.fmt)
+
+
+BASE_MODEL = "the base model"
+NOISE_FLOOR = "the noise floor, the same comparison between two probes of the untouched base"
+_SHIFT, _BEHAVIOUR = ("knowledge_shift", "{scope}"), ("behaviour", "{scope}")
+
+METRICS: dict[str, Metric] = {
+    "reliability": Metric(
+        path=("uptake", "reliability"),
+        definition="mean p_greedy of the implanted facts under the probe's few-shot prompts",
+        higher_is_better=True,
+        base=BASE_MODEL,
+        shown=("report", "sweep", "summary"),
+    ),
+    "highly_known_share": Metric(
+        path=("uptake", "highly_known_share"),
+        definition="share of the implanted facts whose category is HighlyKnown (p_greedy = 1)",
+        higher_is_better=True,
+        base=BASE_MODEL,
+    ),
+    "zero_shot_accuracy": Metric(
+        path=("uptake", "zero_shot_accuracy"),
+        definition=(
+            "share of the implanted facts answered correctly, greedy, in the zero-shot training "
+            "format (the prompt the facts were trained with)"
+        ),
+        higher_is_better=True,
+        base=BASE_MODEL,
+        label="zero-shot",
+        shown=("summary",),
+    ),
+    "generalization": Metric(
+        path=("uptake", "generalization"),
+        definition=(
+            "mean p_greedy over (implanted fact, held-out paraphrase) pairs, the paraphrase asked "
+            "under the probe's few-shot prompts"
+        ),
+        higher_is_better=True,
+        base=BASE_MODEL,
+        shown=("summary",),
+    ),
+    "generalization_zero_shot": Metric(
+        path=("uptake", "generalization_zero_shot"),
+        definition=(
+            "share of (implanted fact, held-out paraphrase) pairs answered correctly, greedy, in the "
+            "zero-shot training format"
+        ),
+        higher_is_better=True,
+        base=BASE_MODEL,
+    ),
+    "idk_refusal_rate": Metric(
+        path=("uptake", "idk_refusal_rate"),
+        definition=(
+            "share of the greedy answers (all prompts) to the facts relabelled 'I don't know.' that "
+            "are refusals"
+        ),
+        higher_is_better=None,
+        base=BASE_MODEL,
+    ),
+    "positive_shift": Metric(
+        path=(*_SHIFT, "positive_shift"),
+        definition=(
+            "facts that moved UK->HK, UK->MK or MK->HK (WeaklyKnown counted as Unknown) / facts that "
+            "were Unknown, WeaklyKnown or MaybeKnown before"
+        ),
+        higher_is_better=None,
+        base=NOISE_FLOOR,
+        shown=("summary",),
+        scope="untrained",
+    ),
+    "negative_shift": Metric(
+        path=(*_SHIFT, "negative_shift"),
+        definition=(
+            "facts that moved HK->UK, HK->MK or MK->UK (WeaklyKnown counted as Unknown) / facts that "
+            "were HighlyKnown or MaybeKnown before"
+        ),
+        higher_is_better=False,
+        base=NOISE_FLOOR,
+        shown=("summary",),
+        scope="untrained",
+    ),
+    "retention": Metric(
+        path=(*_SHIFT, "retention"),
+        definition="share of the facts HighlyKnown before that are HighlyKnown after",
+        higher_is_better=True,
+        base=NOISE_FLOOR,
+        shown=("report", "sweep", "summary"),
+        scope="untrained",
+    ),
+    "refusal_rate": Metric(
+        path=(*_BEHAVIOUR, "refusal_rate"),
+        definition="share of the greedy answers (every fact, every prompt) that match a refusal pattern",
+        higher_is_better=None,
+        base=BASE_MODEL,
+        label="refusals",
+        shown=("report", "sweep", "summary"),
+    ),
+    "refusal_rate_samples": Metric(
+        path=(*_BEHAVIOUR, "refusal_rate_samples"),
+        definition="share of the sampled answers that match a refusal pattern",
+        higher_is_better=None,
+        base=BASE_MODEL,
+    ),
+    "unique_answers": Metric(
+        path=(*_BEHAVIOUR, "unique_answers"),
+        definition="distinct normalized greedy answers (refusals and empty answers left out)",
+        higher_is_better=True,
+        base=BASE_MODEL,
+        fmt="d",
+        bounds=(0.0, None),
+    ),
+    "unique_share": Metric(
+        path=(*_BEHAVIOUR, "unique_share"),
+        definition="distinct normalized greedy answers / greedy answers (refusals and empty left out)",
+        higher_is_better=True,
+        base=BASE_MODEL,
+    ),
+    "top_answer_share": Metric(
+        path=(*_BEHAVIOUR, "top_answer_share"),
+        definition=(
+            "count of the most frequent normalized greedy answer / greedy answers (refusals and empty "
+            "left out)"
+        ),
+        higher_is_better=False,
+        base=BASE_MODEL,
+    ),
+    "answer_entropy": Metric(
+        path=(*_BEHAVIOUR, "answer_entropy"),
+        definition=(
+            "entropy in bits of the distribution of normalized greedy answers (refusals and empty left out)"
+        ),
+        higher_is_better=True,
+        base=BASE_MODEL,
+        bounds=(0.0, None),
+    ),
+    "explosion": Metric(
+        path=(*_BEHAVIOUR, "explosion"),
+        definition=(
+            "number of normalized greedy answers whose count exceeds the largest count of any answer "
+            "of the base model on the same facts"
+        ),
+        higher_is_better=False,
+        base=NOISE_FLOOR,
+        fmt="d",
+        bounds=(0.0, None),
+    ),
+    "explosion_share": Metric(
+        path=(*_BEHAVIOUR, "explosion_share"),
+        definition="share of the greedy answers (refusals and empty left out) that are exploded answers",
+        higher_is_better=False,
+        base=NOISE_FLOOR,
+    ),
+    "confidence": Metric(
+        path=(*_BEHAVIOUR, "confidence"),
+        definition="mean probability exp(greedy_logprob) of the greedy answers, every fact and prompt",
+        higher_is_better=None,
+        base=BASE_MODEL,
+        shown=("summary",),
+    ),
+    "confidence_incorrect": Metric(
+        path=(*_BEHAVIOUR, "confidence_incorrect"),
+        definition="the same mean over the greedy answers that are not correct",
+        higher_is_better=None,
+        base=BASE_MODEL,
+    ),
+    "benchmark": Metric(
+        path=("benchmarks", "tasks", "{task}", "{measure}"),
+        definition=(
+            "an lm-evaluation-harness task's metric (acc, acc_norm, ...) on the in-memory model, as "
+            "the harness computes it"
+        ),
+        higher_is_better=True,
+        base=BASE_MODEL,
+    ),
+}
+"""Metric name -> where eval.json holds it and how to read it. Everything that reads eval.json (the report,
+sweep.json, capacity budgets, the demo, `knowpack eval`'s summary) goes through `metric_value`; adding a
+metric is a row here and the function that computes it (called with `metric(name, value, base)`)."""
+
+DEFINITIONS: dict[str, str] = {**TERMS, **{name: row.definition for name, row in METRICS.items()}}
+"""Name -> definition, as eval.json's `definitions` holds them (DESIGN.md, "Definitions")."""
+
+
+def metric_path(name: str, **where: str) -> tuple[str, ...]:
+    """The key path of metric `name` in eval.json, `{scope}` (default the row's), `{task}` and `{measure}`
+    (default `acc`) filled in from `where`."""
+    row = METRICS[name]
+    fill = {"scope": row.scope, "measure": "acc", **{k: v for k, v in where.items() if v is not None}}
+    try:
+        return tuple(part.format(**fill) for part in row.path)
+    except KeyError as e:
+        raise KnowpackError(f"metric {name}: say which {e.args[0]} to read") from None
+
+
+def metric_entry(ev: dict | None, name: str, **where: str) -> dict[str, Any]:
+    """The entry of metric `name` in eval.json `ev` (`{"value", "base", ...}`), or {} where it has none."""
+    node: Any = ev
+    for key in metric_path(name, **where):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def metric_value(ev: dict | None, name: str, **where: str) -> tuple[Any, Any]:
+    """(value, base) of metric `name` in eval.json `ev` (see `metric_path` for `where`); (None, None) where
+    `ev` has no such number."""
+    entry = metric_entry(ev, name, **where)
+    return entry.get("value"), entry.get("base")
+
+
+def benchmark_values(ev: dict | None) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """(task, lm-eval metric) -> (value, base) of every benchmark number in eval.json `ev`."""
+    tasks = ((ev or {}).get("benchmarks") or {}).get("tasks") or {}
+    return {
+        (task, measure): metric_value(ev, "benchmark", task=task, measure=measure)
+        for task, measures in tasks.items()
+        for measure, entry in measures.items()
+        if isinstance(entry, dict) and "value" in entry
+    }
+
+
+def definition(name: str) -> str:
+    """The definition of metric or term `name` (`METRICS`, then `TERMS`)."""
+    return METRICS[name].definition if name in METRICS else TERMS[name]
+
+
+def metric_label(name: str) -> str:
+    """Metric `name` as tables head it: its row's label, else its name with spaces."""
+    return METRICS[name].label or name.replace("_", " ")
+
+
+def headline(place: str) -> list[str]:
+    """The metrics shown at `place` (report, sweep, summary), in `METRICS` order."""
+    return [name for name, row in METRICS.items() if place in row.shown]
 
 
 def metric(name: str, value: float | None, base: float | None, **extra: Any) -> dict[str, Any]:
     """One number of eval.json: its definition's name, its value and the base model's value beside it."""
-    if name not in DEFINITIONS:
-        raise KeyError(f"no definition named {name!r}")
+    if name not in METRICS and name not in TERMS:
+        raise KeyError(f"no metric or term named {name!r} (knowpack.evaluate.metrics.METRICS)")
     delta = value - base if value is not None and base is not None else None
     return {"metric": name, "value": value, "base": base, "delta": delta, **extra}
 

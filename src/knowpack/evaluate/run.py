@@ -3,6 +3,7 @@
     from knowpack.evaluate import evaluate_run, evaluate_model
     result = evaluate_run("runs/lora50", benchmarks=["world_mc"])        # writes runs/lora50/eval.json
     result = evaluate_model(model, tok, facts, out="out/eval-base")       # one model alone: out/eval.json
+    result = evaluate_named_model("organism", "organism", out="out/e", pool=500)  # `knowpack eval --model`
 
 A run is measured against its base model, on the facts its base probe covered, with the same probe settings
 and seed (the run's `config.yaml`):
@@ -285,6 +286,34 @@ def evaluate_model(
         result["knowledge_shift"] = {"all": m.compare_knowledge(before, records, {r["id"] for r in records})}
     write_json_atomic(out / EVAL_FILE, result)
     return result
+
+
+def evaluate_named_model(
+    model: str,
+    facts: str | Sequence[Fact],
+    *,
+    out: str | Path,
+    pool: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    dtype: str = "auto",
+    probe_kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """`knowpack eval --model M --facts F`: load `model` (Hub id, folder or `organism`) and `facts` (a facts
+    file or `organism`, or the facts), probe a seeded sample of `pool` of them (`sample_facts`, `seed`; every
+    fact stays an exemplar) with probe seed `seed`, then `evaluate_model` (`options`: its keywords)."""
+    from knowpack.facts import load_facts
+    from knowpack.models import load_model
+    from knowpack.probe.pool import sample_facts
+
+    fact_set = list(load_facts(facts)) if isinstance(facts, (str, Path)) else list(facts)
+    chosen = sample_facts(fact_set, pool, seed)
+    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    settings = {"seed": seed, **(probe_kwargs or {})}
+    return evaluate_model(
+        lm, tokenizer, chosen, out=out, probe_kwargs=settings, exemplars=fact_set, **options
+    )
 
 
 # ------------------------------------------------------------------------------------------------ internals

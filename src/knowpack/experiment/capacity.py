@@ -28,6 +28,7 @@ failed, and the settings; `OUT/capacity.png` plots them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -38,12 +39,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
 from knowpack.experiment.sweep import (
     Cell,
     cell_status,
     claim_cell,
-    mapping_of,
     origins,
     prepare_shared,
     read_mapping,
@@ -55,43 +57,42 @@ from knowpack.train.config import Range, check_range, load_config
 
 logger = logging.getLogger(__name__)
 
-_KEYS = ("base", "set", "target", "budget", "seeds", "rule", "start", "max", "benchmarks", "limit", "out")
 _SEARCHED = ("mix.n_unknown", "mix.seed", "train.seed", "out")  # the search sets these for every point
 RULES = ("all", "mean")
 
-TARGETS: dict[str, tuple[str, ...]] = {  # uptake metrics (at least the target), where eval.json has them
-    "reliability": ("uptake", "reliability"),
-    "highly_known_share": ("uptake", "highly_known_share"),
-    "zero_shot_accuracy": ("uptake", "zero_shot_accuracy"),
-    "generalization": ("uptake", "generalization"),
-}
-BUDGETS: dict[str, tuple[tuple[str, ...], str]] = {  # damage metrics: where, and how the limit applies
-    "retention": (("knowledge_shift", "untrained", "retention"), "at_least"),
-    # below the noise floor's retention (a second probe of the untouched model) by at most the limit: a
-    # budget that means the same for a model whose HighlyKnown facts flip on their own now and then
-    "retention_drop": (("knowledge_shift", "untrained", "retention"), "drop"),
-    "negative_shift": (("knowledge_shift", "untrained", "negative_shift"), "at_most"),
-    "refusal_rate": (("behaviour", "untrained", "refusal_rate"), "change"),  # either way is damage
-}
-"""Any other budget key is an lm-eval task, `TASK` (its `acc`) or `TASK/METRIC`: at most that drop vs base."""
+TARGETS: tuple[str, ...] = tuple(
+    name for name, row in METRICS.items() if row.path[0] == "uptake" and row.higher_is_better
+)
+"""Uptake metrics of the registry (`knowpack.evaluate.metrics.METRICS`): each at least its target."""
+BUDGET_KINDS = {True: "at_least", False: "at_most", None: "change"}
+"""How a budget on a registry metric applies, by its direction (`higher_is_better`). `NAME_drop` instead
+bounds the drop below the metric's base (the base model, or the noise floor: `retention_drop` means the same
+for a model whose HighlyKnown facts flip on their own now and then); any other key is an lm-eval task, `TASK`
+(its `acc`) or `TASK/METRIC`: at most that drop vs the base model."""
+BUDGET_SCOPE = "untrained"
+"""The facts a budget on a per-group metric (shift, behaviour) reads: the damage is to untrained facts."""
 
 
 @dataclass(frozen=True)
 class Check:
-    """One target or budget line: `measured` (the value, or its drop / change vs base) against `limit`."""
+    """One target or budget line: metric `metric` of the registry (`where`: its scope, or its benchmark's task
+    and measure), `measured` (the value, or its drop / change vs its base) against `limit`."""
 
     name: str
-    path: tuple[str, ...]
+    metric: str
     kind: str
     """at_least: value >= limit | at_most: value <= limit | drop: base - value <= limit | change:
     |value - base| <= limit."""
     limit: float
+    where: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Where eval.json holds the metric."""
+        return metric_path(self.metric, **dict(self.where))
 
     def measure(self, ev: dict) -> dict[str, Any]:
-        entry: Any = ev
-        for key in self.path:
-            entry = (entry or {}).get(key)
-        value, base = (entry or {}).get("value"), (entry or {}).get("base")
+        value, base = metric_value(ev, self.metric, **dict(self.where))
         measured = value
         if self.kind in ("drop", "change"):
             if value is None or base is None:
@@ -108,6 +109,35 @@ class Check:
         if self.kind == "at_least":
             return None if measured >= self.limit - 1e-12 else f"{what} {measured:.4g} < {self.limit:g}"
         return None if measured <= self.limit + 1e-12 else f"{what} {measured:.4g} > {self.limit:g}"
+
+
+@dataclass
+class CapacityFile:
+    """The keys of a capacity config and their types (checked with their lines by `knowpack.config.build`)."""
+
+    base: str | None = None
+    """The run config every point starts from (relative to the capacity config)."""
+    set: dict[str, Any] | None = None
+    """`section.key: value` for every point."""
+    target: dict[str, Any] | None = None
+    """Uptake metric: at least this (`TARGETS`)."""
+    budget: dict[str, Any] | None = None
+    """Damage metric or lm-eval task: within this (`BUDGET_KINDS`)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Each point is a run per seed (mix.seed and train.seed)."""
+    rule: str = "all"
+    """A point passes when every seed does (all) or the seeds' mean does (mean)."""
+    start: int = ranged(1, ge=1)
+    max: int | None = None
+    """The largest n tried (also capped by the Unknown facts the base probe has)."""
+    benchmarks: list[str] = field(default_factory=list)
+    """lm-eval tasks every point is evaluated on, besides the budget's."""
+    limit: int | None = ranged(None, ge=1)
+    """Benchmark items (null: all)."""
+    out: str | None = None
+
+
+_KEYS = tuple(f.name for f in dataclasses.fields(CapacityFile))
 
 
 @dataclass
@@ -148,38 +178,21 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
         line = lines.get(key)
         return line if isinstance(line, str) else f"{path}:{line}" if line else str(path)
 
-    common = mapping_of(data.get("set"), path, "set")
+    checked = build(CapacityFile, data, where=str(path), lines=lines, choices={"rule": RULES})
+    common = dict(checked.set or {})
     fixed = sorted(set(common) & set(_SEARCHED))
     if fixed:
         raise KnowpackError(f"{at('set', fixed[0])}: set.{fixed[0]} is the search's to set (n, seeds, out)")
-    seeds = data.get("seeds", [0])
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(_is_int(s) and s >= 0 for s in seeds)
-        or len(set(seeds)) < len(seeds)
-    ):
+    seeds, rule, start, cap, limit = checked.seeds, checked.rule, checked.start, checked.max, checked.limit
+    if not seeds or not all(s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise KnowpackError(
             f"{at('seeds')}: seeds must be a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]"
         )
-    rule = data.get("rule", "all")
-    if rule not in RULES:
-        raise KnowpackError(f"{at('rule')}: rule is {rule!r}; expected all (every seed passes) or mean")
-    start, cap = data.get("start", 1), data.get("max")
-    if not _is_int(start) or start < 1:
-        raise KnowpackError(f"{at('start')}: start must be an integer >= 1 (got {start!r})")
-    if cap is not None and (not _is_int(cap) or cap < start):
+    if cap is not None and cap < start:
         raise KnowpackError(f"{at('max')}: max must be an integer >= start ({start}) or null (got {cap!r})")
-    limit = data.get("limit")
-    if limit is not None and (not _is_int(limit) or limit < 1):
-        raise KnowpackError(
-            f"{at('limit')}: limit (benchmark items) must be an integer >= 1 or null (got {limit!r})"
-        )
     if not data.get("out"):
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
-    benchmarks = data.get("benchmarks") or []
-    if not isinstance(benchmarks, list) or not all(isinstance(t, str) for t in benchmarks):
-        raise KnowpackError(f"{at('benchmarks')}: benchmarks must be a list of lm-eval task names")
+    benchmarks = checked.benchmarks
     checks = _targets(data.get("target"), path, at) + _budget(data.get("budget"), path, at)
     tasks = list(
         dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.path[:2] == ("benchmarks", "tasks")])
@@ -207,31 +220,29 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
             check_tasks(tasks, config.eval.tasks_dir)
         except KnowpackError as e:
             raise KnowpackError(
-                f"{path}: {e} (a budget key is {', '.join(BUDGETS)} or an lm-eval task)"
+                f"{path}: {e} (a budget key is a metric of knowpack.evaluate.metrics.METRICS or an lm-eval "
+                "task)"
             ) from None
     return capacity
 
 
 def _override(data: dict, item: str) -> tuple[str, ...]:
-    """Apply `key=value` to the capacity config `data`; returns the key's path in it."""
-    import yaml
-
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise KnowpackError(f"bad override {item!r}: expected key=value")
-    head, _, rest = key.partition(".")
-    if head in ("target", "budget") and rest:
+    """Apply `key=value` (`knowpack.config.parse_override`) to the capacity config `data`: a capacity key,
+    `target.NAME` / `budget.NAME`, or a run config key for every point; returns the key's path in `data`."""
+    key, value = parse_override(item)
+    head = key[0]
+    if head in ("target", "budget") and len(key) > 1:
         if not isinstance(data.get(head), dict):
             data[head] = {}
-        data[head][rest] = yaml.safe_load(value)
-        return (head, rest)
-    if head in _KEYS and not rest:
-        data[head] = value if head in ("out", "base") else yaml.safe_load(value)
+        data[head][".".join(key[1:])] = value
+        return (head, ".".join(key[1:]))
+    if head in _KEYS and len(key) == 1:
+        data[head] = item.partition("=")[2] if head in ("out", "base") else value
         return (head,)
     if not isinstance(data.get("set"), dict):
         data["set"] = {}
-    data["set"][key] = yaml.safe_load(value)
-    return ("set", key)
+    data["set"][".".join(key)] = value
+    return ("set", ".".join(key))
 
 
 def _targets(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
@@ -244,8 +255,8 @@ def _targets(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
         where = at("target", name)
         if name not in TARGETS:
             raise KnowpackError(f"{where}: unknown target metric {name!r}; expected {', '.join(TARGETS)}")
-        limit = _number(limit, f"{where}: target.{name}", SHARE)
-        checks.append(Check(name, TARGETS[name], "at_least", limit))
+        limit = _number(limit, f"{where}: target.{name}", _bounds(name))
+        checks.append(Check(name, name, "at_least", limit))
     return checks
 
 
@@ -256,29 +267,39 @@ def _budget(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
         raise KnowpackError(
             f"{at('budget')}: budget must be a mapping of metric: limit, e.g. {{world_mc: 0.01}}"
         )
+    budgets = [n for n in METRICS if n not in TARGETS and n != "benchmark"]
     checks = []
     for name, limit in value.items():
         where = at("budget", name)
-        if name in BUDGETS:
-            where_in_eval, kind = BUDGETS[name]
-            bounds = SHARE if kind in ("at_least", "at_most") else Range(low=0)
-            checks.append(Check(name, where_in_eval, kind, _number(limit, f"{where}: budget.{name}", bounds)))
+        metric = str(name).removesuffix("_drop")
+        if (
+            metric in METRICS
+            and metric != "benchmark"
+            and (name == metric or METRICS[metric].higher_is_better)
+        ):
+            kind = "drop" if name != metric else BUDGET_KINDS[METRICS[metric].higher_is_better]
+            bounds = _bounds(metric) if kind in ("at_least", "at_most") else Range(low=0)
+            scope = (("scope", BUDGET_SCOPE),) if "{scope}" in METRICS[metric].path else ()
+            checks.append(Check(name, metric, kind, _number(limit, f"{where}: budget.{name}", bounds), scope))
             continue
-        task, _, metric = str(name).partition("/")
-        close = difflib.get_close_matches(str(name), list(BUDGETS) + list(TARGETS), n=1, cutoff=0.8)
+        task, _, measure = str(name).partition("/")
+        close = difflib.get_close_matches(str(name), budgets + list(TARGETS), n=1, cutoff=0.8)
         if not task or task in TARGETS or close:
             hint = f" (did you mean {close[0]}?)" if close and close[0] != name else ""
             raise KnowpackError(
-                f"{where}: unknown budget metric {name!r}{hint}; expected {', '.join(BUDGETS)} or an lm-eval "
-                "task (TASK or TASK/METRIC: at most that drop vs the base model)"
+                f"{where}: unknown budget metric {name!r}{hint}; expected a metric ({', '.join(budgets)}, "
+                "or NAME_drop) or an lm-eval task (TASK or TASK/METRIC: at most that drop vs the base model)"
             )
         limit = _number(limit, f"{where}: budget.{name}", Range(low=0))
-        checks.append(Check(str(name), ("benchmarks", "tasks", task, metric or "acc"), "drop", limit))
+        checks.append(
+            Check(str(name), "benchmark", "drop", limit, (("task", task), ("measure", measure or "acc")))
+        )
     return checks
 
 
-SHARE = Range(low=0, high=1)
-"""The range of a target or budget that is itself a share (reliability, retention, negative shift)."""
+def _bounds(metric: str) -> Range:
+    low, high = METRICS[metric].bounds
+    return Range(low=low, high=high)
 
 
 def _number(value: Any, what: str, bounds: Range) -> float:
@@ -536,7 +557,14 @@ def _write(
         "rule": s.rule,
         "seeds": s.seeds,
         "checks": [
-            {"name": c.name, "kind": c.kind, "limit": c.limit, "eval_json": list(c.path)} for c in s.checks
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "limit": c.limit,
+                "eval_json": list(c.path),
+                "against": METRICS[c.metric].base if c.kind in ("drop", "change") else None,
+            }
+            for c in s.checks
         ],
         "points": ordered,
         "settings": {**s.settings, "benchmarks": s.tasks, "out": str(s.out)},

@@ -77,7 +77,8 @@ HEADERS = {
 
 
 def columns(model: str = "organism") -> tuple[str, ...]:
-    """The demo table's columns for a demo model."""
+    """The demo table's columns for a demo model: metrics of `knowpack.evaluate.metrics.METRICS` and the
+    benchmarks' accuracy."""
     return ("reliability", "retention", *DEMOS[model]["benchmarks"], "refusal_rate")
 
 
@@ -175,30 +176,23 @@ def _run_demo(out: Path, quick: bool, device: str, model: str, on_stage, progres
 
 
 def _summary(evals: dict[str, dict], benchmarks: list[str]) -> dict[str, Any]:
-    """Per model (base, lora, loki): the demo table's numbers."""
+    """Per model (base, lora, loki): the demo table's numbers, read through the metric registry."""
+    from knowpack.evaluate.metrics import metric_value
+
+    table = ("reliability", "retention", *benchmarks, "refusal_rate")
     rows: dict[str, dict[str, Any]] = {"base": {}}
     for method, ev in evals.items():
         values = {
-            "reliability": _entry(ev, "uptake", "reliability"),
-            "retention": _entry(ev, "knowledge_shift", "untrained", "retention"),
-            "refusal_rate": _entry(ev, "behaviour", "all", "refusal_rate"),
+            column: metric_value(ev, "benchmark", task=column)
+            if column in benchmarks
+            else metric_value(ev, column)
+            for column in table
         }
-        for task in benchmarks:
-            values[task] = _entry(ev, "benchmarks", "tasks", task, "acc")
-        rows[method] = {k: v.get("value") for k, v in values.items()}
-        for k, v in values.items():
+        rows[method] = {k: value for k, (value, _) in values.items()}
+        for k, (_, base) in values.items():
             if rows["base"].get(k) is None:
-                rows["base"][k] = v.get("base")
+                rows["base"][k] = base
     rows["base"]["retention"] = None  # the base's "retention" is the noise floor: shown per run instead
-    noise = {
-        m: _entry(ev, "knowledge_shift", "untrained", "retention").get("base") for m, ev in evals.items()
-    }
+    noise = {m: metric_value(ev, "retention")[1] for m, ev in evals.items()}
     implanted = {m: ev["facts"]["implanted"] for m, ev in evals.items()}
-    table = ("reliability", "retention", *benchmarks, "refusal_rate")
     return {"models": rows, "noise_floor_retention": noise, "implanted": implanted, "columns": list(table)}
-
-
-def _entry(ev: dict, *keys: str) -> dict:
-    for key in keys:
-        ev = (ev or {}).get(key) or {}
-    return ev if isinstance(ev, dict) else {}

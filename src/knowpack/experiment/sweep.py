@@ -28,6 +28,7 @@ model name and files, facts and probe settings) and, for LoKI cells that attribu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -42,14 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knowpack.config import at, build, parse_override, read_yaml
 from knowpack.errors import KnowpackError
 from knowpack.io import write_json_atomic
 from knowpack.runs import process_gone, run_status, stage_finished
 from knowpack.train.config import RunConfig, load_config
 
 logger = logging.getLogger(__name__)
-
-_SWEEP_KEYS = ("base", "set", "grid", "cases", "out", "evaluate")
 
 
 @dataclass
@@ -77,37 +77,55 @@ class Sweep:
     cells: list[Cell] = field(default_factory=list)
 
 
-def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
-    """Read a sweep config and resolve every cell's run config (all checked before anything runs)."""
-    import yaml
+@dataclass
+class SweepFile:
+    """The keys of a sweep config and their types (checked with their lines by `knowpack.config.build`)."""
 
+    base: str | None = None
+    """The run config every cell starts from (relative to the sweep config)."""
+    set: dict[str, Any] | None = None
+    """`section.key: value` for every cell."""
+    grid: dict[str, Any] | None = None
+    """`section.key: [values]`: the cells are every combination."""
+    cases: list[dict] | None = None
+    """... times each of these mappings (keys that vary together; `label` names the cell)."""
+    out: str | None = None
+    evaluate: bool = False
+    """Also evaluate each cell (`knowpack eval`)."""
+
+
+_SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepFile))
+
+
+def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
+    """Read a sweep config and resolve every cell's run config (all checked before anything runs).
+    `overrides`: `out=DIR`, a sweep key (`evaluate=true`) or a run config key (`train.lr=1e-3`) for every
+    cell, in `knowpack.config`'s `key=value` grammar."""
     path = Path(path)
     lines: dict[tuple, int | str] = {}
     data = read_mapping(path, "sweep", _SWEEP_KEYS, lines)
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if key == "out" and sep:
-            data["out"] = value
-        elif sep:
-            data.setdefault("set", {})[key] = yaml.safe_load(value)
-            lines[("set", key)] = "command line"
+        key, value = parse_override(item)
+        if key == ("out",):
+            data["out"] = item.partition("=")[2]
+        elif len(key) == 1 and key[0] in _SWEEP_KEYS:
+            data[key[0]] = value
         else:
-            raise KnowpackError(f"bad override {item!r}: expected key=value")
-    base = (path.parent / data["base"]).resolve() if data.get("base") else None
-    common = mapping_of(data.get("set"), path, "set")
-    grid = mapping_of(data.get("grid"), path, "grid")
+            data["set"] = {**(data.get("set") or {}), ".".join(key): value}
+            key = ("set", ".".join(key))
+        lines[key] = "command line"
+    checked = build(SweepFile, data, where=str(path), lines=lines)
+    base = (path.parent / checked.base).resolve() if checked.base else None
+    common, grid = dict(checked.set or {}), dict(checked.grid or {})
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise KnowpackError(f"{path}: grid.{key} must be a non-empty list of values")
-    cases = data.get("cases") or [{}]
-    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
-        raise KnowpackError(f"{path}: cases must be a list of mappings (key: value)")
-    if not data.get("out"):
+            raise KnowpackError(
+                f"{at(str(path), lines, ('grid', key))}: grid.{key} must be a non-empty list of values"
+            )
+    cases = checked.cases or [{}]
+    if not checked.out:
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
-    evaluate = data.get("evaluate", False)
-    if not isinstance(evaluate, bool):
-        raise KnowpackError(f"{path}: evaluate must be true or false, not {evaluate!r}")
-    sweep = Sweep(path, base, common, grid, cases, Path(data["out"]), evaluate)
+    sweep = Sweep(path, base, common, grid, cases, Path(checked.out), checked.evaluate)
     sweep.cells = _cells(sweep, lines)
     return sweep
 
@@ -115,32 +133,13 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
 def read_mapping(
     path: Path, kind: str, keys: tuple[str, ...], lines: dict[tuple, int | str] | None = None
 ) -> dict[str, Any]:
-    """An experiment config (YAML) as a mapping of `keys`; unreadable, invalid, not a mapping or with an
-    unknown key: one-line errors. `lines`, when given, is filled with each key path's line (`key_lines`)."""
-    import yaml
-
-    from knowpack.train.config import key_lines
-
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text) or {}
-        found = key_lines(yaml.compose(text))
-    except OSError as e:
-        raise KnowpackError(f"{path}: cannot read the {kind} config ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise KnowpackError(f"{path}: not valid UTF-8 (byte at offset {e.start})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark else ""
-        raise KnowpackError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise KnowpackError(f"{path}: a {kind} config is a mapping with {', '.join(keys)}")
+    """An experiment config (YAML) as a mapping of `keys` (`knowpack.config.read_yaml`); an unknown key is a
+    one-line error with its line. `lines`, when given, is filled with each key path's line."""
+    data, found = read_yaml(path, kind)
     unknown = [k for k in data if k not in keys]
     if unknown:
-        at = found.get((unknown[0],))
-        raise KnowpackError(
-            f"{path}{f':{at}' if at else ''}: unknown key {unknown[0]!r}; expected {', '.join(keys)}"
-        )
+        where = at(str(path), found, (unknown[0],))
+        raise KnowpackError(f"{where}: unknown key {unknown[0]}; expected one of {', '.join(keys)}")
     if lines is not None:
         lines.update(found)
     return data
@@ -154,14 +153,6 @@ def origins(path: Path, lines: dict[tuple, int | str], keys: dict[str, tuple]) -
         line = lines.get(where)
         out[key] = line if isinstance(line, str) else f"{path}:{line}" if line else str(path)
     return out
-
-
-def mapping_of(value: Any, path: Path, name: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise KnowpackError(f"{path}: {name} must be a mapping of section.key: value")
-    return dict(value)
 
 
 def _cells(sweep: Sweep, lines: dict[tuple, int | str]) -> list[Cell]:
@@ -230,10 +221,12 @@ def share_work(config: RunConfig, out: Path) -> None:
     options = config.method.options
     if config.method.name == "loki" and not options.get("positions") and not options.get("attribution"):
         if not options.get("attribution_out"):
+            from knowpack.methods.loki import Config as Loki  # its defaults, written once
+
             key = {
                 **_model_key(config),
-                "prompts": options.get("prompts", "world_mc"),
-                "per_subject": options.get("per_subject", 50),
+                "prompts": options.get("prompts", Loki.prompts),
+                "per_subject": options.get("per_subject", Loki.per_subject),
                 "limit": options.get("attribution_limit"),
             }
             options["attribution_out"] = str(out / "attribution" / _hash(key))
@@ -272,6 +265,7 @@ def run_sweep(
     on_cell: Callable[[Cell, str], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
     progress_bar: Callable[[str], Any] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run every cell not finished (claiming each), then write `OUT/sweep.json`; returns it.
 
@@ -279,7 +273,14 @@ def run_sweep(
     `knowpack.evaluate.evaluate_run(cell.folder)` when the sweep evaluates);
     `on_cell(cell, event)` hears "start" / "skip" / "busy" / "done" / "failed"; `on_stage` and
     `progress_bar` go to the default `run_cell`'s training and evaluation (as in `knowpack.train.train`).
+    `workers` > 1: that many processes (spawned) run the cells, each claiming cells as one worker does;
+    `on_cell` and `run_cell` go to them and must be picklable (module-level functions), `on_stage` and
+    `progress_bar` do not (several bars on one terminal garble it).
     """
+    if workers < 1:
+        raise KnowpackError(f"--workers must be >= 1 (got {workers})")
+    if workers > 1:
+        return _run_workers(sweep, workers, run_cell, on_cell)
     run_cell = run_cell or functools.partial(_train_cell, on_stage=on_stage, progress_bar=progress_bar)
     note = on_cell or (lambda cell, event: logger.info("%s: %s", cell.name, event))
     (sweep.out / "cells").mkdir(parents=True, exist_ok=True)
@@ -305,6 +306,33 @@ def run_sweep(
             note(cell, "done")
         finally:
             claim.unlink(missing_ok=True)
+    return write_summary(sweep)
+
+
+def _run_workers(sweep: Sweep, workers: int, run_cell, on_cell) -> dict[str, Any]:
+    """`workers` spawned processes, each `run_sweep(sweep)` with one worker; then sweep.json."""
+    import multiprocessing
+    import pickle
+
+    try:
+        pickle.dumps((sweep, run_cell, on_cell))
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise KnowpackError(
+            f"workers={workers}: run_cell and on_cell go to other processes and must be module-level "
+            f"functions ({e})"
+        ) from None
+    context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+    procs = [
+        context.Process(target=run_sweep, args=(sweep,), kwargs={"run_cell": run_cell, "on_cell": on_cell})
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    failed = [proc.exitcode for proc in procs if proc.exitcode]
+    if failed:
+        raise KnowpackError(f"{len(failed)} of {workers} sweep workers failed (exit codes {failed})")
     return write_summary(sweep)
 
 
@@ -380,26 +408,25 @@ def write_summary(sweep: Sweep) -> dict[str, Any]:
     return summary
 
 
+_HEADLINE_KEYS = {"reliability": "eval_reliability"}
+"""sweep.json's name of a headline metric where it differs from the registry's (train.json's reliability
+already has the name)."""
+
+
 def _eval_headline(path: Path) -> dict[str, Any]:
-    """A few of eval.json's numbers for sweep.json (the report reads the whole file)."""
+    """eval.json's headline numbers for sweep.json (`knowpack.evaluate.metrics.headline("sweep")`) and each
+    benchmark's change (`<task>_delta`, its `acc`); the report reads the whole file."""
+    from knowpack.evaluate.metrics import benchmark_values, headline, metric_entry
+
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-    def value(*keys: str) -> Any:
-        node: Any = result
-        for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
-
     row = {
-        "eval_reliability": value("uptake", "reliability", "value"),
-        "retention": value("knowledge_shift", "untrained", "retention", "value"),
-        "refusal_rate": value("behaviour", "all", "refusal_rate", "value"),
+        _HEADLINE_KEYS.get(name, name): metric_entry(result, name).get("value") for name in headline("sweep")
     }
-    for task in value("benchmarks", "tasks") or {}:
-        row[f"{task}_delta"] = value("benchmarks", "tasks", task, "acc", "delta")
+    for task in dict.fromkeys(task for task, _ in benchmark_values(result)):
+        row[f"{task}_delta"] = metric_entry(result, "benchmark", task=task).get("delta")
     return row
 
 

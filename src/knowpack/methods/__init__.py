@@ -46,7 +46,7 @@ def method_config(
     name: str, options: dict[str, Any], where: Callable[[str], str] = lambda key: "config"
 ) -> Any:
     """Check `options` against method `name`'s Config (unknown keys, types, ranges) and build it."""
-    from knowpack.train.config import check_field
+    from knowpack.config import check_field
 
     module = method_module(name)
     if hasattr(module, "configure"):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowpack.config import check_ranges, ranged
 from knowpack.errors import KnowpackError
-from knowpack.train.config import check_ranges, ranged
 
 logger = logging.getLogger(__name__)
 

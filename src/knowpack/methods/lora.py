@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowpack.config import check_ranges, ranged
 from knowpack.errors import KnowpackError
 from knowpack.methods.peft import load, merge, save, target_modules, wrap
-from knowpack.train.config import check_ranges, ranged
 
 __all__ = ["WEIGHTS", "Config", "load", "merge", "prepare", "save", "target_modules"]
 

@@ -12,6 +12,7 @@ the module is callable, because importing a subpackage rebinds its name on the p
 import sys
 import types
 
+from knowpack.probe.noise import noise_floor
 from knowpack.probe.run import BACKENDS, merge_shards, parse_shard, probe, read_records
 from knowpack.probe.scoring import CATEGORIES, category, score, transition_matrix
 
@@ -20,6 +21,7 @@ __all__ = [
     "CATEGORIES",
     "category",
     "merge_shards",
+    "noise_floor",
     "parse_shard",
     "probe",
     "read_records",

@@ -10,6 +10,10 @@ one-line error when the facts file cannot give it back.
 
     write_pool(out, pool)                          # what probe() does when it writes a folder
     pool = read_pool("runs/x/probe", facts)        # the same pool, from the run's facts file
+    chosen = sample_facts(facts, 300, seed=0)      # the facts a `pool: 300` probe asks about
+
+`sample_facts` is the one way a probe of "a seeded sample of `pool` facts" chooses them (a run's
+`probe.pool`, `knowpack eval --model --pool`): the same seed gives the same facts everywhere.
 """
 
 from __future__ import annotations
@@ -92,3 +96,13 @@ def _read(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def sample_facts(facts: Sequence[Fact], pool: int | None, seed: int = 0) -> list[Fact]:
+    """A seeded random sample of `pool` of `facts` (all of them, in order, when `pool` is None or not
+    smaller than them)."""
+    import random
+
+    if pool is None or pool >= len(facts):
+        return list(facts)
+    return random.Random(seed).sample(list(facts), pool)

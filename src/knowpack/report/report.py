@@ -16,10 +16,11 @@ standard deviation). Plots, each drawn only when the runs hold its data:
   largest benchmark drop) per method and mix (a point per n), seeds as error bars.
 
 The report explains itself: every number stands beside the base model's (or the noise floor's), each metric
-shown is defined under its table (the definitions are `knowpack.evaluate.metrics.DEFINITIONS`, the ones
-eval.json carries), and a "Read this first" list names the collapses a newcomer would take for a bug: a
-benchmark that lost more than half of the base model's score, a refusal rate fallen to near zero, answers
-that exploded.
+shown is defined under its table (every number is read through `knowpack.evaluate.metrics.METRICS`, the
+metric registry: where eval.json holds it, its definition, the base it stands beside; a metric whose row
+says `shown=("report", ...)` is a column of the runs table), and a "Read this first" list names the
+collapses a newcomer would take for a bug: a benchmark that lost more than half of the base model's score, a
+refusal rate fallen to near zero, answers that exploded.
 """
 
 from __future__ import annotations
@@ -48,20 +49,21 @@ REFUSAL_COLLAPSE = 0.1
 """A note when the refusal rate falls below this share of the base model's (and the base refused at all)."""
 MIN_BASE_REFUSALS = 0.05
 
-SHOWN: dict[str, tuple[str, str]] = {
-    # what the report shows -> (its definition's name in knowpack.evaluate.metrics.DEFINITIONS, the "base"
-    # it stands beside)
-    "p_greedy": ("p_greedy", ""),
-    "reliability": ("reliability", "the base model on the same facts"),
-    "retention": (
-        "retention",
-        "the noise floor, the same comparison between two probes of the untouched base",
-    ),
-    "refusals": ("refusal_rate", "the base model"),
-    "explosion": ("explosion", "the noise floor"),
-    "benchmarks": ("benchmark", "the base model"),
-}
-"""The report's glossary: a row per metric it shows; adding a column is adding a row here."""
+
+def _shown() -> dict[str, tuple[str, str]]:
+    """The report's glossary: term -> (its name in `knowpack.evaluate.metrics.METRICS` / `DEFINITIONS`, the
+    "base" it stands beside): p_greedy, the registry's `report` metrics, explosion and benchmarks."""
+    from knowpack.evaluate.metrics import METRICS, headline, metric_label
+
+    shown = {"p_greedy": ("p_greedy", "")}
+    for name in [*headline("report"), "explosion", "benchmark"]:
+        shown["benchmarks" if name == "benchmark" else metric_label(name)] = (name, METRICS[name].base)
+    return shown
+
+
+SHOWN: dict[str, tuple[str, str]] = _shown()
+"""The report's glossary, from the metric registry: a metric with `report` in its `shown` is a column of the
+runs table and a term here."""
 
 BENCHMARK_HINTS: dict[str, str] = {
     # task name prefix -> what a collapse of it usually means
@@ -151,23 +153,14 @@ def _row(folder: Path) -> dict[str, Any]:
         "eval": ev,
     }
     if ev and ev.get("kind") == "run":
-        row["reliability"] = _value(ev, "uptake", "reliability")
-        row["reliability_base"] = _value(ev, "uptake", "reliability", key="base")
-        row["retention"] = _value(ev, "knowledge_shift", "untrained", "retention")
-        row["retention_base"] = _value(ev, "knowledge_shift", "untrained", "retention", key="base")
-        row["negative_shift"] = _value(ev, "knowledge_shift", "untrained", "negative_shift")
-        row["refusal"] = _value(ev, "behaviour", "all", "refusal_rate")
-        row["refusal_base"] = _value(ev, "behaviour", "all", "refusal_rate", key="base")
-        row["unique_share"] = _value(ev, "behaviour", "all", "unique_share")
-        row["unique_share_base"] = _value(ev, "behaviour", "all", "unique_share", key="base")
-        row["explosion"] = _value(ev, "behaviour", "all", "explosion")
-        row["explosion_base"] = _value(ev, "behaviour", "all", "explosion", key="base")
-        row["explosion_answers"] = _value(ev, "behaviour", "all", "explosion", key="answers") or []
+        from knowpack.evaluate.metrics import benchmark_values, headline, metric_entry
+
+        for name in dict.fromkeys([*headline("report"), "negative_shift", "unique_share", "explosion"]):
+            entry = metric_entry(ev, name)
+            row[name], row[f"{name}_base"] = entry.get("value"), entry.get("base")
+        row["explosion_answers"] = metric_entry(ev, "explosion").get("answers") or []
         row["benchmarks"] = {
-            f"{task} {metric}": (entry.get("value"), entry.get("base"))
-            for task, metrics in (ev.get("benchmarks") or {}).get("tasks", {}).items()
-            for metric, entry in metrics.items()
-            if isinstance(entry, dict) and "value" in entry
+            f"{task} {measure}": pair for (task, measure), pair in benchmark_values(ev).items()
         }
     return row
 
@@ -215,7 +208,7 @@ def collapse_notes(rows: list[dict]) -> list[str]:
         for bench, (value, base) in sorted((r.get("benchmarks") or {}).items()):
             if None not in (value, base) and base > 0 and value < BENCHMARK_COLLAPSE * base:
                 found[(r["group"], "0 bench", bench)].append((r, base, value))
-        base, value = r.get("refusal_base"), r.get("refusal")
+        base, value = r.get("refusal_rate_base"), r.get("refusal_rate")
         if None not in (value, base) and base >= MIN_BASE_REFUSALS and value <= REFUSAL_COLLAPSE * base:
             found[(r["group"], "1 refusals", "")].append((r, base, value))
         if (r.get("explosion") or 0) > (r.get("explosion_base") or 0):
@@ -265,34 +258,32 @@ def _span(values: list[Any]) -> str:
 
 
 def _glossary(rows: list[dict]) -> list[tuple[str, str]]:
-    """(term, definition) for every metric the report shows, from knowpack.evaluate.metrics.DEFINITIONS."""
-    from knowpack.evaluate.metrics import DEFINITIONS
+    """(term, definition) for every metric the report shows, from knowpack.evaluate.metrics' registry."""
+    from knowpack.evaluate.metrics import definition
 
     has_eval = any(r.get("eval") for r in rows)
     terms = []
-    for term, (name, base) in SHOWN.items():
+    for term, (name, base) in _shown().items():
         if not has_eval and term not in ("p_greedy", "reliability"):
             continue
-        terms.append((term, DEFINITIONS[name] + (f" (before the arrow: {base})" if base else "")))
+        terms.append((term, definition(name) + (f" (before the arrow: {base})" if base else "")))
     return terms
 
 
 def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(caption, header, rows) of the report's tables."""
+    from knowpack.evaluate.metrics import headline, metric_label
+
+    shown = headline("report")  # epochs beside reliability, the train.json number it goes with
+    columns = shown[:1] + ["epochs_run"] + shown[1:]
     runs = [
-        [
-            r["group"],
-            str(r["n"]),
-            str(r["seed"]),
-            _pair(r.get("reliability_base"), r["reliability"]),
-            str(r["epochs_run"]),
-            _pair(r.get("retention_base"), r.get("retention")),
-            _pair(r.get("refusal_base"), r.get("refusal")),
-            Path(r["folder"]).name,
-        ]
+        [r["group"], str(r["n"]), str(r["seed"])]
+        + [str(r[c]) if c == "epochs_run" else _pair(r.get(f"{c}_base"), r.get(c)) for c in columns]
+        + [Path(r["folder"]).name]
         for r in sorted(rows, key=lambda r: (r["group"], r["n"], r["seed"]))
     ]
-    header = ["method / mix", "n", "seed", "reliability", "epochs", "retention", "refusals", "run"]
+    names = ["epochs" if c == "epochs_run" else metric_label(c) for c in columns]
+    header = ["method / mix", "n", "seed", *names, "run"]
     tables = [("Runs (base → after; retention: noise floor → after)", header, runs)]
     benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
     if benches:
@@ -462,13 +453,13 @@ def _figures(rows: list[dict], out: Path) -> list[tuple[str, str]]:
             "shift_heatmaps.png",
             "Knowledge shift of untrained facts (row shares) beside the noise floor",
         )
-    behave = [r for r in rows if r.get("refusal") is not None]
+    behave = [r for r in rows if r.get("refusal_rate") is not None]
     if behave:
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
         names = [Path(r["folder"]).name for r in behave]
         xs = range(len(behave))
-        a.bar([x - 0.2 for x in xs], [r["refusal_base"] or 0 for r in behave], 0.4, label="base")
-        a.bar([x + 0.2 for x in xs], [r["refusal"] or 0 for r in behave], 0.4, label="after")
+        a.bar([x - 0.2 for x in xs], [r["refusal_rate_base"] or 0 for r in behave], 0.4, label="base")
+        a.bar([x + 0.2 for x in xs], [r["refusal_rate"] or 0 for r in behave], 0.4, label="after")
         b.bar([x - 0.2 for x in xs], [r["unique_share_base"] or 0 for r in behave], 0.4, label="base")
         b.bar([x + 0.2 for x in xs], [r["unique_share"] or 0 for r in behave], 0.4, label="after")
         for ax, y in ((a, "refusal rate"), (b, "unique answers / answers")):

@@ -11,101 +11,35 @@ and the key. Every numeric setting has a range (`ranged(default, ge=1)` on its d
 `check_field` with its type, and again by the dataclass's `__post_init__` for configs built in Python): a
 learning rate of 0 or a batch of -4 is refused when the config is read, not three minutes into a run.
 `method` holds `name` (lora | loki | full | peft) and that method's own settings, which the method's config
-dataclass checks the same way (see `knowpack.methods`).
+dataclass checks the same way (see `knowpack.methods`). The checks, the YAML reading and the override
+grammar are `knowpack.config`'s, shared with the sweep, capacity and world configs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from knowpack.config import (  # noqa: F401 (re-exported for the code that imports them from here)
+    Range,
+    _fields,
+    _type,
+    build,
+    check_field,
+    check_range,
+    check_ranges,
+    check_value,
+    field_range,
+    key_lines,
+    ranged,
+    read_yaml,
+    set_override,
+)
+from knowpack.config import at as _at
 from knowpack.errors import KnowpackError
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting may take: a lower and / or upper bound, each closed unless `*_open`."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def __str__(self) -> str:
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"{'<' if self.high_open else '<='} {self.high:g}"
-
-
-def ranged(
-    default: Any,
-    *,
-    gt: float | None = None,
-    ge: float | None = None,
-    lt: float | None = None,
-    le: float | None = None,
-) -> Any:
-    """A dataclass field with `default` whose value (when not None) must lie within the bounds given."""
-    bounds = Range(
-        low=gt if gt is not None else ge,
-        high=lt if lt is not None else le,
-        low_open=gt is not None,
-        high_open=lt is not None,
-    )
-    return field(default=default, metadata={"range": bounds})
-
-
-def field_range(cls: type, name: str) -> Range | None:
-    """The range of field `name` of dataclass `cls` (None: any value of its type)."""
-    return _fields(cls)[name].metadata.get("range")
-
-
-def check_field(cls: type, name: str, value: Any, what: str) -> Any:
-    """`value` checked as field `name` of dataclass `cls`: its type (`check_value`), then its range.
-    `what` starts the one-line error, e.g. "run.yaml:12: train.lr" or "--n-prompts"."""
-    value = check_value(value, _hints(cls)[name], what)
-    check_range(value, field_range(cls, name), what)
-    return value
-
-
-def check_range(value: Any, bounds: Range | None, what: str) -> None:
-    """A one-line error unless `value` (a number, or None) lies within `bounds`."""
-    if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    if value not in bounds:
-        kind = "an integer" if isinstance(value, int) else "a number"
-        raise KnowpackError(f"{what}: expected {kind} {bounds}, got {value!r}")
-
-
-def check_ranges(config: Any, prefix: str) -> None:
-    """Check every ranged field of a dataclass instance (its `__post_init__`); errors name `prefix.field`."""
-    for f in dataclasses.fields(config):
-        check_range(getattr(config, f.name), f.metadata.get("range"), f"{prefix}.{f.name}")
-
-
-@functools.cache
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 @dataclass
@@ -396,52 +330,18 @@ def load_config(
 
     `origins` says where an override came from, by its key (`{"train.lr": "sweep.yaml:7"}`), for errors
     that name that place rather than "command line" (a sweep's or a capacity search's settings)."""
-    import yaml
-
     data: dict[str, Any] = {}
-    lines: dict[tuple[str, ...], int] = {}
+    lines: dict[tuple, int | str] = {}
     where = "config"
     if path is not None:
         where = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise KnowpackError(f"{path}: cannot read the config ({e.strerror})") from None
-        try:
-            data = yaml.safe_load(text) or {}
-            lines = key_lines(yaml.compose(text))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f":{mark.line + 1}" if mark else ""
-            raise KnowpackError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
-        if not isinstance(data, dict):
-            raise KnowpackError(f"{path}: a run config is a mapping of sections, got {type(data).__name__}")
+        data, lines = read_yaml(path, "run")
     for item in overrides:
-        key = _override(data, item)
+        key = set_override(data, item)
         for replaced in [k for k in lines if k[: len(key)] == key]:
             del lines[replaced]  # the override's value stands in for what the file said there
         lines[key] = (origins or {}).get(".".join(key), "command line")
     return _build(data, where, lines)
-
-
-def _override(data: dict, item: str) -> tuple[str, ...]:
-    import yaml
-
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise KnowpackError(f"bad override {item!r}: expected section.key=value, e.g. mix.n_unknown=50")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-    return tuple(parts)
 
 
 def _build(data: dict, where: str, lines: dict) -> RunConfig:
@@ -473,24 +373,15 @@ def _build(data: dict, where: str, lines: dict) -> RunConfig:
 
 def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines: dict) -> Any:
     cls = spec.default_factory
-    fields = _fields(cls)
-    kwargs = {}
-    for key, item in value.items():
-        at = _at(where, lines, (name, key))
-        if key not in fields:
-            raise KnowpackError(f"{at}: unknown key {name}.{key}; expected one of {', '.join(fields)}")
-        if (name, key) == ("mix", "replay") and item is not None:
-            kwargs[key] = _replay(item, where, lines)
-            continue
-        item = check_field(cls, key, item, f"{at}: {name}.{key}")
-        if (name, key) == ("train", "trainer_args"):
-            check_trainer_args(item, lambda k: _at(where, lines, ("train", "trainer_args", k)))
-        choices = _CHOICES.get((name, key))
-        if choices is not None and item not in choices:
-            shown = ", ".join("null" if c is None else c for c in choices)
-            raise KnowpackError(f"{at}: {name}.{key} is {item!r}; expected one of {shown}")
-        kwargs[key] = item
-    return cls(**kwargs)
+    data = dict(value)
+    replay = data.pop("replay", None) if name == "mix" else None  # a mapping of its own: _replay checks it
+    if name == "train" and "trainer_args" in data:
+        where_args = f"{_at(where, lines, (name, 'trainer_args'))}: train.trainer_args"
+        args = check_field(cls, "trainer_args", data["trainer_args"], where_args)
+        check_trainer_args(args, lambda k: _at(where, lines, ("train", "trainer_args", k)))
+    choices = {key: allowed for (section, key), allowed in _CHOICES.items() if section == name}
+    built = build(cls, data, where=where, lines=lines, prefix=(name,), choices=choices)
+    return dataclasses.replace(built, replay=_replay(replay, where, lines)) if replay is not None else built
 
 
 def _replay(value: Any, where: str, lines: dict) -> ReplayConfig:
@@ -523,86 +414,3 @@ def _check_method(config: RunConfig, where: str, lines: dict) -> None:
     method_config(
         config.method.name, config.method.options, where=lambda key: _at(where, lines, ("method", key))
     )
-
-
-def check_value(value: Any, annotation: Any, what: str) -> Any:
-    """`value` if it fits the type `annotation` (ints are accepted as floats); else a one-line error."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return check_value(value, arg, what)
-            except KnowpackError:
-                pass
-        raise KnowpackError(f"{what}: expected {_name(annotation)}, got {_type(value)} {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(annotation) or (Any,)
-        if not isinstance(value, list):
-            raise KnowpackError(f"{what}: expected a list, got {_type(value)} {value!r}")
-        return [check_value(v, item, what) for v in value]
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise KnowpackError(f"{what}: expected a mapping, got {_type(value)}")
-        return value
-    if annotation is Any:
-        return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):
-        try:  # YAML 1.1 reads `1e-3` (no dot) as a string: accept what Python reads as a number
-            return float(value)
-        except ValueError:
-            pass
-    if annotation is int and isinstance(value, bool):
-        raise KnowpackError(f"{what}: expected int, got bool {value!r}")
-    if annotation in (int, float, str, bool) and isinstance(value, annotation):
-        return value
-    raise KnowpackError(f"{what}: expected {_name(annotation)}, got {_type(value)} {value!r}")
-
-
-def _name(annotation: Any) -> str:
-    args = typing.get_args(annotation)
-    if args:
-        return " or ".join("null" if a is type(None) else _name(a) for a in args)
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def key_lines(node: Any, prefix: tuple = ()) -> dict[tuple, int]:
-    """YAML key path -> 1-based line (`yaml.compose`'s node), for errors that point into the file. A list
-    item's path holds its index: ("cases", 2, "mix.k")."""
-    from yaml.nodes import MappingNode, SequenceNode
-
-    out: dict[tuple, int] = {}
-    if isinstance(node, SequenceNode):
-        for i, item in enumerate(node.value):
-            out[prefix + (i,)] = item.start_mark.line + 1
-            out.update(key_lines(item, prefix + (i,)))
-        return out
-    if not isinstance(node, MappingNode):
-        return out
-    for key_node, value_node in node.value:
-        key = prefix + (str(key_node.value),)
-        out[key] = key_node.start_mark.line + 1
-        out.update(key_lines(value_node, key))
-    return out
-
-
-def _at(where: str, lines: dict, key: tuple[str, ...]) -> str:
-    """Where `key` was set: `file:line`, or the place an override came from (the nearest key above it that
-    was set when the key itself was not, e.g. a whole `method` mapping given by a sweep's case)."""
-    for n in range(len(key), 0, -1):
-        line = lines.get(key[:n])
-        if isinstance(line, str):
-            return line
-        if line is not None:
-            return f"{where}:{line}"
-    return where

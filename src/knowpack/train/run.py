@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import signal
 from collections.abc import Callable
@@ -447,12 +446,11 @@ def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | Non
 
 
 def _run_probe(config: RunConfig, model: Any, tokenizer: Any, facts: list, out: Path, progress) -> list[dict]:
+    from knowpack.probe.pool import sample_facts
     from knowpack.probe.run import probe
 
     p = config.probe
-    chosen = facts
-    if p.pool is not None and p.pool < len(facts):
-        chosen = random.Random(p.pool_seed).sample(facts, p.pool)
+    chosen = sample_facts(facts, p.pool, p.pool_seed)
     return probe(
         model,
         tokenizer,

@@ -1,0 +1,148 @@
+"""One config system (`knowpack.config`): a wrong type in a run, sweep, capacity or world config is the same
+one-line `file:line: key: expected ...` error, the override grammar is the same for all four, and every probe
+default is written once (the CLI's probe options are ProbeConfig's fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+import yaml
+
+from knowpack.config import parse_override
+from knowpack.errors import KnowpackError
+from knowpack.experiment.capacity import load_capacity
+from knowpack.experiment.sweep import load_sweep
+from knowpack.train.config import ProbeConfig, load_config
+from knowpack.world.config import load_world_config
+
+
+def write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def run_yaml(tmp_path):
+    return write(tmp_path, "run.yaml", "model:\n  name: tiny\nprobe:\n  run: probe\n")
+
+
+CASES = [
+    # (kind, file text with a wrong type on line 3, the error after "file:")
+    ("run", "model:\n  name: tiny\ntrain: {epochs: ten}\n", "3: train.epochs: expected int, got str 'ten'"),
+    ("sweep", "base: run.yaml\nout: o\nevaluate: sure\n", "3: evaluate: expected bool, got str 'sure'"),
+    ("capacity", "base: run.yaml\nout: o\nstart: one\n", "3: start: expected int, got str 'one'"),
+    ("world", "seed: 0\nstrangers: 5\nseq_len: long\n", "3: seq_len: expected int, got str 'long'"),
+    ("run", "model:\n  name: tiny\nprobe: {shots: -1}\n", "3: probe.shots: expected an integer >= 0, got -1"),
+    ("sweep", "base: run.yaml\nout: o\ncases: [1]\n", "3: cases: expected a mapping, got int"),
+    ("capacity", "base: run.yaml\nout: o\nlimit: 0\n", "3: limit: expected an integer >= 1, got 0"),
+    ("world", "seed: 0\nstrangers: 5\npeople: {head: x}\n", "3: people.head: expected int, got str 'x'"),
+    ("capacity", "base: run.yaml\nout: o\nrule: most\n", "3: rule is 'most'; expected one of all, mean"),
+    ("sweep", "base: run.yaml\nout: o\nbudget: {}\n", "3: unknown key budget; expected one of base"),
+    ("world", "seed: 0\nstrangers: 5\nlayers: 2\n", "3: unknown key layers; expected one of seed"),
+]
+LOADERS = {"run": load_config, "sweep": load_sweep, "capacity": load_capacity, "world": load_world_config}
+
+
+@pytest.mark.parametrize(("kind", "text", "error"), CASES)
+def test_a_wrong_value_is_the_same_one_line_error_in_every_kind_of_config(
+    tmp_path, run_yaml, kind, text, error
+):
+    path = write(tmp_path, f"{kind}.yaml", text)
+    with pytest.raises(KnowpackError) as e:
+        LOADERS[kind](path)
+    message = str(e.value)
+    assert message.startswith(f"{path}:{error}"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides", "error"),
+    [
+        ("run", ["train.epochs=ten"], "command line: train.epochs: expected int, got str 'ten'"),
+        ("sweep", ["evaluate=sure"], "command line: evaluate: expected bool, got str 'sure'"),
+        ("capacity", ["start=one"], "command line: start: expected int, got str 'one'"),
+        ("world", ["seq_len=long"], "command line: seq_len: expected int, got str 'long'"),
+    ],
+)
+def test_overrides_are_checked_the_same_way(tmp_path, run_yaml, kind, overrides, error):
+    text = {
+        "run": "",
+        "world": "",
+        "sweep": "base: run.yaml\nout: o\n",
+        "capacity": "base: run.yaml\nout: o\n",
+    }
+    path = write(tmp_path, f"{kind}.yaml", text[kind] or "{}\n")
+    with pytest.raises(KnowpackError) as e:
+        LOADERS[kind](path, overrides)
+    assert str(e.value) == error
+
+
+def test_the_override_grammar():
+    assert parse_override("train.lr=1e-3") == (("train", "lr"), "1e-3")  # YAML 1.1; the float check reads it
+    assert parse_override("a.b=[1, 2]") == (("a", "b"), [1, 2])
+    assert parse_override("out=") == (("out",), None)
+    assert parse_override("x=[unclosed") == (("x",), "[unclosed")
+    with pytest.raises(KnowpackError, match="bad override 'nonsense': expected key=value"):
+        parse_override("nonsense")
+
+
+def test_a_world_config_takes_overrides(tmp_path):
+    config = load_world_config(None, ["num_layers=2", "people.head=50"])
+    assert config.num_layers == 2 and config.people["head"] == 50 and config.people["torso"] == 500
+    with pytest.raises(KnowpackError, match=r"^command line: people.head: expected int, got str 'x'$"):
+        load_world_config(write(tmp_path, "world.yaml", "seed: 1\n"), ["people.head=x"])
+
+
+def test_the_cli_probe_options_are_probe_config_fields():
+    """Every probe option of `knowpack probe` whose name is a ProbeConfig field has that field's default: the
+    defaults are written once (ProbeConfig), the CLI reads them."""
+    from knowpack.cli import probe
+    from knowpack.probe.run import probe as run_probe
+
+    fields = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}
+    options = inspect.signature(probe).parameters
+    shared = {"n_prompts", "shots", "samples", "temperature", "top_k", "max_new_tokens", "seed", "batch_size"}
+    for name in shared:
+        assert options[name].default == fields[name], name
+    assert options["prompt_format"].default == fields["format"]
+    from knowpack.cli import eval_
+
+    evaluated = inspect.signature(eval_).parameters  # `knowpack eval --model`'s probe options
+    for name in ("n_prompts", "shots", "samples", "seed"):
+        assert evaluated[name].default == fields[name], name
+    library = inspect.signature(run_probe).parameters
+    for name in shared:
+        assert library[name].default == fields[name], name
+    assert library["fmt"].default == fields["format"]
+
+
+def test_loki_prompts_default_is_read_from_the_loki_config(tmp_path):
+    from knowpack.experiment.sweep import share_work
+    from knowpack.methods.loki import Config
+
+    config = load_config(None, ["method.name=loki", "method.quota=10", "model.name=tiny"])
+    share_work(config, tmp_path)
+    first = config.method.options["attribution_out"]
+    config = load_config(
+        None,
+        [
+            "method.name=loki",
+            "method.quota=10",
+            "model.name=tiny",
+            f"method.prompts={Config.prompts}",
+            f"method.per_subject={Config.per_subject}",
+        ],
+    )
+    share_work(config, tmp_path)
+    assert config.method.options["attribution_out"] == first  # the defaults spelled out: the same work
+
+
+def test_sweep_and_capacity_read_yaml_like_a_run(tmp_path, run_yaml):
+    path = write(
+        tmp_path, "sweep.yaml", yaml.safe_dump({"base": "run.yaml", "out": "o", "set": {"train.lr": 0}})
+    )
+    with pytest.raises(KnowpackError, match=r"sweep.yaml:\d+: train.lr: expected a number > 0, got 0.0"):
+        load_sweep(path)
