@@ -231,3 +231,19 @@ def test_shared_prefix_attention_in_bf16_is_as_exact_as_sdpa():
         ours.append(float((got[i].transpose(0, 1).double() - exact).abs().max() / exact.abs().max()))
         sdpa.append(float((fused.double() - exact).abs().max() / exact.abs().max()))
     assert max(ours) <= 1.05 * max(sdpa) and max(ours) < 2**-8, (ours, sdpa)
+
+
+def test_the_cache_goes_by_its_current_keyword(tokenizer, caplog):
+    """transformers 5.x renamed `past_key_values` to `cache` (the old name warns, and goes in 5.40): the
+    engine and KVA pass the cache under the name the model's forward takes, and no deprecation is raised."""
+    import warnings
+
+    from knowpack.loki.kva import kva_scores
+
+    model = tiny_model("llama", tokenizer)
+    ids = encode(tokenizer, "Question: Where was Bo Chen born?\nAnswer:", "plain")
+    with warnings.catch_warnings(), caplog.at_level("WARNING"):
+        warnings.simplefilter("error", FutureWarning)
+        Engine(model, tokenizer, samples=1, max_new_tokens=3).generate([Request("a", ids, 4)])
+        kva_scores(model, ids)
+    assert "deprecated" not in caplog.text

@@ -1,7 +1,7 @@
 """Shared-prefix ("cascade") attention: rows that share a prompt prefix keep its keys and values once.
 
     with shared_prefix_attention(model):
-        model(input_ids=..., past_key_values=cache, prefixes=SharedPrefixes(kv, group), ...)
+        model(input_ids=..., cache=cache, prefixes=SharedPrefixes(kv, group), ...)
 
 The probe's rows share long few-shot prefixes (~210 tokens of a chat prompt) and differ in a short suffix.
 Copying the prefix's keys and values into every row's cache costs a copy per row, and attention over it is a
