@@ -127,8 +127,8 @@ def greedy(model, tokenizer, requests, device, max_new_tokens: int) -> None:
 
 
 def compare(a: dict, b: dict, n: int) -> tuple[float, float, float, int, float]:
-    from scipy.stats import chi2
-
+    """Mean and largest total-variation distance between the answer frequencies of `a` and `b` (n samples
+    a prompt each), and a chi-square test of homogeneity over all prompts: statistic, dof, p-value."""
     tvs, stat, dof = [], 0.0, 0
     for key in a:
         ca, cb = Counter(a[key]), Counter(b[key])
@@ -142,7 +142,14 @@ def compare(a: dict, b: dict, n: int) -> tuple[float, float, float, int, float]:
         cells = [c for c in [(ca[x], cb[x]) for x in big] + [rest] if sum(c) > 0]
         stat += sum((x - y) ** 2 / (x + y) for x, y in cells)  # two equal samples: sum of (O - E)^2 / E
         dof += len(cells) - 1
-    return float(np.mean(tvs)), max(tvs), stat, dof, float(chi2.sf(stat, dof)) if dof else 1.0
+    return float(np.mean(tvs)), max(tvs), stat, dof, chi2_sf(stat, dof)
+
+
+def chi2_sf(stat: float, dof: int) -> float:
+    """P(chi-square with `dof` degrees of freedom >= stat)."""
+    if dof == 0:
+        return 1.0
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(stat / 2)))
 
 
 def samples(model, tokenizer, requests, device, n: int, max_new_tokens: int) -> None:
@@ -203,7 +210,7 @@ def kva(model, tokenizer, n_prompts: int, n_naive: int) -> None:
     stats = {name: KVAStats(layers, rows) for name in ("bf16", "float32")}
     off = {"fast": [], "naive": [], "fast vs naive": []}
     for i, prompt in enumerate(load_prompts("world_mc", tokenizer)[:n_prompts]):
-        ids = prompt.encode(tokenizer)
+        ids = torch.tensor(prompt.encode(tokenizer), device=model.device)
         truth, fast = kva_scores(exact, ids).scores, kva_scores(model, ids).scores
         stats["bf16"].add(fast)
         stats["float32"].add(truth)
