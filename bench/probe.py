@@ -4,6 +4,7 @@
     .venv/bin/python bench/probe.py --setting organism --facts 28 --slick-facts 0   # quick CPU check, ~30 s
     .venv/bin/python bench/probe.py --setting llama-chat --max-new-tokens 8      # answers that end early
     .venv/bin/python bench/probe.py --device cuda --threads 0 --facts 1400 --slick-facts 140   # on a GPU
+    .venv/bin/python bench/probe.py --setting organism --dtype bfloat16 --facts 28 --slick-facts 0   # bf16
 
 Two settings:
 - `organism`: the bundled organism with its plain 4-shot prompts ("Question: ...\\nAnswer: ..." blocks).
@@ -57,12 +58,12 @@ PAPER = dict(batch_size=128)  # and max_new_tokens 32, --max-new-tokens
 SLICK = dict(temperature=0.5, top_k=40, samples=16)
 
 
-def organism(device: str):
-    model, tokenizer = knowpack.load_model("organism", device=device)
+def organism(device: str, dtype: str):
+    model, tokenizer = knowpack.load_model("organism", device=device, dtype=dtype)
     return model, tokenizer, "plain"
 
 
-def llama_chat(device: str):
+def llama_chat(device: str, dtype: str):
     """A random Llama-3-shaped model (seeded) and the organism's tokenizer with a Llama-3.1-style template."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(knowpack.organism_dir())
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL})
@@ -82,7 +83,7 @@ def llama_chat(device: str):
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).to(device).eval()
+    model = transformers.AutoModelForCausalLM.from_config(config).to(device, getattr(torch, dtype)).eval()
     model.generation_config.eos_token_id = eot
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, "chat"
@@ -128,7 +129,7 @@ def ours(model, tokenizer, facts, pool, fmt: str, samples: int, args):
 
 
 def measure(name: str, args, pool, emit) -> None:
-    model, tokenizer, fmt = SETTINGS[name](args.device)
+    model, tokenizer, fmt = SETTINGS[name](args.device, args.dtype)
     pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer, device=model.device)
     for mode, n in (("greedy", args.facts), ("slick", args.slick_facts)):
         if n == 0:
@@ -155,6 +156,7 @@ def measure(name: str, args, pool, emit) -> None:
         same = sum(a == b[0] for a, b in zip(ours_greedy, ref_greedy, strict=True))
         emit(
             setting=name,
+            dtype=args.dtype,
             mode=mode,
             max_new_tokens=args.max_new_tokens,
             facts=n,
@@ -187,6 +189,7 @@ def main() -> None:
         help="longest answer, both sides (32: the paper's; a smaller cap mimics answers that end early)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument(
         "--threads",
         type=int,
