@@ -3,9 +3,11 @@
     .venv/bin/python bench/bf16.py --model organism                       # ~12 min on 1 CPU core
     .venv/bin/python bench/bf16.py --model tiny --facts 20 --n-prompts 5  # a random tiny Llama, ~3 min
     .venv/bin/python bench/bf16.py --model organism --device cuda         # a GPU
+    .venv/bin/python bench/bf16.py --model PATH --facts 25 --n-prompts 3 --sample-prompts 0   # a checkpoint
 
-Models: `organism` (the bundled one, loaded in bf16) or `tiny` (tests/tiny.py's random 2-layer Llama with the
-organism's tokenizer, cast to bf16). Prompts: plain 4-shot probe prompts of a seeded sample of the organism's
+Models: `organism` (the bundled one, loaded in bf16), `tiny` (tests/tiny.py's random 2-layer Llama with the
+organism's tokenizer, cast to bf16), or a local checkpoint folder (loaded in bf16; KVA on the organism only).
+Prompts: plain 4-shot probe prompts of a seeded sample of the organism's
 facts (`--facts` x `--n-prompts`).
 - greedy: the engine's greedy answers (`Engine`, prefix reuse on) against `model.generate` on each prompt
   alone (the model's own attention, SDPA), and, as the floor of what two correct bf16 implementations agree
@@ -235,7 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", choices=["organism", "tiny"], default="organism")
+    parser.add_argument("--model", default="organism", help="organism, tiny, or a local checkpoint folder")
     parser.add_argument("--facts", type=int, default=200)
     parser.add_argument("--n-prompts", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=16)
@@ -248,11 +250,11 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    if args.model == "organism":
-        model, tokenizer = knowpack.load_model("organism", dtype="bfloat16", device=args.device)
-    else:
+    if args.model == "tiny":
         _, tokenizer = knowpack.load_model("organism")
         model = tiny_model("llama", tokenizer).to(args.device, torch.bfloat16)
+    else:
+        model, tokenizer = knowpack.load_model(args.model, dtype="bfloat16", device=args.device)
     model.set_attn_implementation("sdpa")
     pool = list(knowpack.load_facts("organism"))
     print(f"{args.model} in bf16, {args.device}, torch {torch.__version__}, {args.threads} threads")
@@ -268,7 +270,7 @@ def main() -> None:
     if args.sample_prompts:
         varied = [f for f in pool if f.bucket in ("torso", "tail")]
         facts = random.Random(1).sample(varied, args.sample_prompts)
-        max_new = args.max_new_tokens if args.model == "organism" else 1  # random answers: the first token
+        max_new = 1 if args.model == "tiny" else args.max_new_tokens  # random answers: the first token
         samples(model, tokenizer, requests_for(facts, pool, tokenizer, 1), args.device, args.samples, max_new)
     if args.kva_prompts and args.model == "organism":
         kva(model, tokenizer, args.kva_prompts, args.naive_prompts)
