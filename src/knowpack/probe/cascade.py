@@ -142,7 +142,7 @@ def attend(
     q = (query.float() * scaling).reshape(rows, kv_heads, -1, dim)
     scores = q @ key[:, :, :written].float().transpose(-1, -2)
     per_head = scores.view(rows, kv_heads, -1, length, written)
-    per_head.add_(attention_mask[:, :, None].float())  # one mask for every query head
+    per_head.add_(attention_mask[:, :, None])  # one mask for every query head, added in float32
     own, own_lse = _softmax_product(scores, value[:, :, :written].float())
 
     # The rows' queries into their chunks' slots, every chunk against its prefix in one product.
