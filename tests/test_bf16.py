@@ -91,7 +91,6 @@ def organism_tokenizer():
     return transformers.AutoTokenizer.from_pretrained(knowpack.organism_dir())
 
 
-@pytest.mark.slow
 def test_engine_in_bf16_on_a_tiny_random_llama_differs_from_generate_only_at_near_ties(organism_tokenizer):
     """A random model is the hard case: 2,048 logits of similar size, so its two best are often within a bf16
     step, and one flip changes the rest of the answer. Every disagreement must still start at a near-tie."""
@@ -101,7 +100,6 @@ def test_engine_in_bf16_on_a_tiny_random_llama_differs_from_generate_only_at_nea
     assert n - len(found) >= 0.7 * n  # 19 of 24 (BENCHMARKS.md)
 
 
-@pytest.mark.slow
 @pytest.mark.organism
 def test_engine_in_bf16_on_the_organism_equals_generate_but_at_near_ties():
     model, tokenizer = knowpack.load_model("organism", dtype="bfloat16")
@@ -130,7 +128,6 @@ def kva_distances(model, prompts):
     return {key: float(np.median([r[key] for r in rows])) for key in rows[0]}
 
 
-@pytest.mark.slow
 def test_fast_kva_in_bf16_is_as_close_to_float32_as_the_naive_reference():
     """Fast KVA and the L·m-pass reference differ in bf16 by the model's own bf16 noise, not by an error:
     each is as far from float32 arithmetic on the same weights as the other, and the two are closer to each
@@ -143,7 +140,6 @@ def test_fast_kva_in_bf16_is_as_close_to_float32_as_the_naive_reference():
     assert d["fast_vs_naive"] < 0.5 * min(d["fast"], d["naive"]), d
 
 
-@pytest.mark.slow
 @pytest.mark.organism
 def test_kva_selection_in_bf16_on_the_organism_overlaps_float32s():
     """LoKI's selection (layer-balanced, q = 10: 19 of 192 rows a layer) from bf16 attribution of the
@@ -163,7 +159,6 @@ def test_kva_selection_in_bf16_on_the_organism_overlaps_float32s():
     assert len(a[0]) == 19 and min(common) >= 16, common  # 17, 17, 18, 18
 
 
-@pytest.mark.slow
 @pytest.mark.organism
 def test_engine_samples_in_bf16_are_distributed_as_generates():
     """The engine's samples (temperature 0.5, top-k 40, Gumbel-max on a hash) against `generate`'s
