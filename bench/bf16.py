@@ -1,7 +1,7 @@
 """bf16 agreement: knowpack's probe engine and fast KVA against the plain ways, with the model in bf16.
 
-    .venv/bin/python bench/bf16.py --model organism                       # ~12 min on 1 CPU core
-    .venv/bin/python bench/bf16.py --model tiny --facts 20 --n-prompts 5  # a random tiny Llama, ~3 min
+    .venv/bin/python bench/bf16.py --model organism                       # ~11 min on 1 CPU core
+    .venv/bin/python bench/bf16.py --model tiny --facts 20 --n-prompts 5  # a random tiny Llama, ~1 min
     .venv/bin/python bench/bf16.py --model organism --device cuda         # a GPU
     .venv/bin/python bench/bf16.py --model PATH --facts 25 --n-prompts 3 --sample-prompts 0   # a checkpoint
 
