@@ -5,6 +5,7 @@
     .venv/bin/python bench/probe.py --setting llama-chat --max-new-tokens 8      # answers that end early
     .venv/bin/python bench/probe.py --device cuda --threads 0 --facts 1400 --slick-facts 140   # on a GPU
     python bench/probe.py --setting llama-chat --shape llama3-8b --dtype bfloat16 --device cuda --threads 0
+    .venv/bin/python bench/probe.py --setting organism --dtype bfloat16 --facts 28 --slick-facts 0   # bf16
 
 Two settings:
 - `organism`: the bundled organism with its plain 4-shot prompts ("Question: ...\\nAnswer: ..." blocks).
@@ -88,7 +89,7 @@ def llama_chat(args):
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    dtype = torch.float32 if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = getattr(torch, args.dtype)
     with torch.device(args.device):  # built on the device: an 8B model never passes through CPU memory
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
     model.generation_config.eos_token_id = eot
@@ -163,6 +164,7 @@ def measure(name: str, args, pool, emit) -> None:
         same = sum(a == b[0] for a, b in zip(ours_greedy, ref_greedy, strict=True))
         emit(
             setting=name,
+            dtype=args.dtype,
             mode=mode,
             max_new_tokens=args.max_new_tokens,
             facts=n,
@@ -196,7 +198,7 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="llama-chat's model shape")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument(
         "--threads",
         type=int,

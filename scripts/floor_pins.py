@@ -1,5 +1,5 @@
-"""Print the lowest versions pyproject.toml allows, as pins: `make test-floor` installs them, so that the floors
-in pyproject.toml are the versions CI tests (one place says what they are).
+"""Print the lowest versions pyproject.toml allows, as pins: `make test-floor` installs them, so that the
+floors in pyproject.toml are the versions CI tests (one place says what they are).
 
     python scripts/floor_pins.py     # transformers==5.0.0 peft==0.18.0 ...
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

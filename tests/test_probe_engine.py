@@ -184,3 +184,66 @@ def test_the_model_attends_as_before_after_generating(tokenizer):
     )
     assert model.config._attn_implementation == before
     assert all(layer.self_attn.config._attn_implementation == before for layer in model.model.layers)
+
+
+def test_shared_prefix_attention_in_bf16_is_as_exact_as_sdpa():
+    """In a bf16 model, `attend` computes in float32 (scores, mask, softmax, both partial products, the
+    merge) and rounds once at the end, as a fused attention kernel does: its error against float64 attention
+    over the same bf16 inputs is that of torch's SDPA, the one bf16 rounding of the output, not more.
+    (With scores rounded to bf16 before the softmax it was 3-8x larger, eager attention's error.)"""
+    from knowpack.probe.cascade import SharedPrefixes, attend
+
+    torch.manual_seed(0)
+    bf16, kv_heads, heads, dim, own_len = torch.bfloat16, 2, 8, 48, 9
+    prefixes = [
+        [(torch.randn(1, kv_heads, n, dim, dtype=bf16), torch.randn(1, kv_heads, n, dim, dtype=bf16))]
+        for n in (200, 170)
+    ]
+    group = [0, 0, 1, -1, 1, 0]
+    rows = len(group)
+    query = (torch.randn(rows, heads, 1, dim) * 4).to(bf16)  # peaked attention: scores up to ~40
+    key, value = (
+        torch.randn(rows, kv_heads, own_len, dim, dtype=bf16),
+        torch.randn(rows, kv_heads, own_len, dim, dtype=bf16),
+    )
+    allowed = torch.ones(rows, 1, 1, own_len, dtype=torch.bool)
+    allowed[1, ..., :3] = False  # a padded row
+    mask = torch.zeros(allowed.shape, dtype=bf16).masked_fill(~allowed, torch.finfo(bf16).min)
+
+    class Layer:
+        layer_idx = 0
+
+    got, _ = attend(
+        Layer, query, key, value, mask, scaling=dim**-0.5, prefixes=SharedPrefixes(prefixes, group)
+    )
+    ours, sdpa = [], []
+    for i, g in enumerate(group):
+        k, v, visible = key[i], value[i], allowed[i, 0]
+        if g >= 0:
+            k, v = torch.cat([prefixes[g][0][0][0], k], 1), torch.cat([prefixes[g][0][1][0], v], 1)
+            visible = torch.cat([torch.ones(1, k.shape[1] - own_len, dtype=torch.bool), visible], 1)
+        k, v = k.repeat_interleave(heads // kv_heads, 0), v.repeat_interleave(heads // kv_heads, 0)
+        scores = (query[i].double() @ k.double().transpose(-1, -2)) * dim**-0.5
+        exact = scores.masked_fill(~visible, float("-inf")).softmax(-1) @ v.double()
+        fused = torch.nn.functional.scaled_dot_product_attention(
+            query[i][None], k[None], v[None], attn_mask=visible, scale=dim**-0.5
+        )[0]
+        ours.append(float((got[i].transpose(0, 1).double() - exact).abs().max() / exact.abs().max()))
+        sdpa.append(float((fused.double() - exact).abs().max() / exact.abs().max()))
+    assert max(ours) <= 1.05 * max(sdpa) and max(ours) < 2**-8, (ours, sdpa)
+
+
+def test_the_cache_goes_by_its_current_keyword(tokenizer, caplog):
+    """transformers 5.x renamed `past_key_values` to `cache` (the old name warns, and goes in 5.40): the
+    engine and KVA pass the cache under the name the model's forward takes, and no deprecation is raised."""
+    import warnings
+
+    from knowpack.loki.kva import kva_scores
+
+    model = tiny_model("llama", tokenizer)
+    ids = encode(tokenizer, "Question: Where was Bo Chen born?\nAnswer:", "plain")
+    with warnings.catch_warnings(), caplog.at_level("WARNING"):
+        warnings.simplefilter("error", FutureWarning)
+        Engine(model, tokenizer, samples=1, max_new_tokens=3).generate([Request("a", ids, 4)])
+        kva_scores(model, ids)
+    assert "deprecated" not in caplog.text

@@ -160,6 +160,15 @@ def module_name(model: Any, layer: int, key: str) -> str:
     return f"{spec['layers']}.{layer}.{path}"
 
 
+def cache_keyword(model: Any) -> str:
+    """The forward keyword (and output field) of a transformers model's KV cache: `cache` where transformers
+    renamed it (5.x; `past_key_values` is deprecated there and removed in 5.40), else `past_key_values`."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's own
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 _WHOLE_FILE_LIMIT = 256 * 2**20  # files up to this size are hashed whole; larger ones by size, mtime and ends
 _fingerprints: dict[tuple, str] = {}
 

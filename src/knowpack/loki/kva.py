@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from knowpack.errors import KnowpackError
-from knowpack.models import architecture, module_name
+from knowpack.models import architecture, cache_keyword, module_name
 
 STEPS = 7
 """The paper's number of integrated-gradient steps."""
@@ -169,7 +169,7 @@ def _row_inputs(model, ids: torch.Tensor, past: Any, rows: int, packed: bool) ->
     """Forward arguments that run the last token `rows` times against the prefix cache `past`."""
     last, prefix = ids[-1:], ids.numel() - 1
     if not packed:
-        return {"input_ids": last.expand(rows, 1), "past_key_values": _expand(past, rows)}
+        return {"input_ids": last.expand(rows, 1), cache_keyword(model): _expand(past, rows)}
     dtype = next(model.parameters()).dtype
     if not dtype.is_floating_point:
         dtype = torch.float32
@@ -182,7 +182,7 @@ def _row_inputs(model, ids: torch.Tensor, past: Any, rows: int, packed: bool) ->
         "input_ids": last.expand(1, rows),
         "position_ids": torch.full((1, rows), prefix, dtype=torch.long, device=ids.device),
         "attention_mask": mask[None, None],
-        "past_key_values": _expand(past, 1),  # a copy the forward appends to; `past` stays as it is
+        cache_keyword(model): _expand(past, 1),  # a copy the forward appends to; `past` stays as it is
     }
 
 
@@ -209,7 +209,7 @@ def _prefix_cache(model, prefix: torch.Tensor) -> Any:
     if prefix.numel() == 0:
         return None
     with torch.no_grad():
-        return model.base_model(input_ids=prefix[None], use_cache=True).past_key_values
+        return getattr(model.base_model(input_ids=prefix[None], use_cache=True), cache_keyword(model))
 
 
 def _expand(past: Any, batch: int) -> Any:

@@ -1,7 +1,7 @@
 """Shared-prefix ("cascade") attention: rows that share a prompt prefix keep its keys and values once.
 
     with shared_prefix_attention(model):
-        model(input_ids=..., past_key_values=cache, prefixes=SharedPrefixes(kv, group), ...)
+        model(input_ids=..., cache=cache, prefixes=SharedPrefixes(kv, group), ...)
 
 The probe's rows share long few-shot prefixes (~210 tokens of a chat prompt) and differ in a short suffix.
 Copying the prefix's keys and values into every row's cache costs a copy per row, and attention over it is a
@@ -71,10 +71,10 @@ class SharedPrefixes:
             )
             self.bias = bias[:, None, None, :]
         empty = first.new_zeros(1, first.shape[1], 0, first.shape[3])
-        self.layers = []  # per layer: keys transposed (chunks, kv_heads, dim, length), values
+        self.layers = []  # per layer: keys transposed (chunks, kv_heads, dim, length), values; float32
         for layer in range(len(kv[0])):
             keys, values = (
-                torch.cat([_pad(kv[g][layer][j] if g >= 0 else empty, length) for g, _ in chunks])
+                torch.cat([_pad(kv[g][layer][j] if g >= 0 else empty, length) for g, _ in chunks]).float()
                 for j in (0, 1)
             )
             self.layers.append((keys.transpose(-1, -2).contiguous(), values))
@@ -137,20 +137,23 @@ def attend(
     """
     rows, heads, length, dim = query.shape
     kv_heads, written = key.shape[1], attention_mask.shape[-1]
+    # In float32 whatever the model's dtype, as fused kernels (SDPA, flash) compute inside, rounded once at
+    # the end: in bf16, scores rounded before the softmax (a step of 0.125 at 20) and partial outputs rounded
+    # before the merge gave 3-8x SDPA's error (tests/test_probe_engine.py).
     # The query heads that share a key head side by side: (rows, kv_heads, group * q_len, dim), so that keys
     # are never repeated for grouped-query attention.
-    q = (query * scaling).reshape(rows, kv_heads, -1, dim)
-    scores = (q @ key[:, :, :written].transpose(-1, -2)).float()
+    q = (query.float() * scaling).reshape(rows, kv_heads, -1, dim)
+    scores = q @ key[:, :, :written].float().transpose(-1, -2)
     per_head = scores.view(rows, kv_heads, -1, length, written)
-    per_head.add_(attention_mask[:, :, None])  # one mask for every query head
-    own, own_lse = _softmax_product(scores, value[:, :, :written])
+    per_head.add_(attention_mask[:, :, None])  # one mask for every query head, added in float32
+    own, own_lse = _softmax_product(scores, value[:, :, :written].float())
 
     # The rows' queries into their chunks' slots, every chunk against its prefix in one product.
     slots = q.new_zeros(prefixes.n_slots, *q.shape[1:])
     slots[prefixes.slot] = q
     block = slots.view(-1, prefixes.size, *q.shape[1:]).transpose(1, 2).flatten(2, 3)
     keys_t, values = prefixes.layers[module.layer_idx]
-    scores = (block @ keys_t).float()
+    scores = block @ keys_t
     if prefixes.bias is not None:
         scores += prefixes.bias
     shared, shared_lse = _softmax_product(scores, values)
@@ -173,12 +176,11 @@ def own_mask(*, kv_length: int, attention_mask: torch.Tensor, **kwargs: Any) -> 
 
 
 def _softmax_product(scores: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(scores) @ value (float32) and the log-sum-exp of the scores, per query; overwrites `scores`."""
+    """softmax(scores) @ value and the log-sum-exp of the scores per query (float32); overwrites `scores`."""
     top = scores.amax(-1, keepdim=True)
     probs = scores.sub_(top).exp_()
     total = probs.sum(-1, keepdim=True)
-    out = (probs.to(value.dtype) @ value).float() / total
-    return out, (top + total.log())[..., 0]
+    return (probs @ value) / total, (top + total.log())[..., 0]
 
 
 def _pad(tensor: torch.Tensor, length: int) -> torch.Tensor:

@@ -41,6 +41,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowpack.models import cache_keyword
 from knowpack.probe.cascade import SharedPrefixes, can_share, shared_prefix_attention
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class Engine:
         if reuse_prefix and not self.reuse_prefix:
             logger.warning("%s cannot attend to shared prefixes: no prefix reuse", type(model).__name__)
         self.device = next(model.parameters()).device
+        self.cache_keyword = cache_keyword(model)  # `cache`; `past_key_values` before transformers renamed it
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
         self._prefixes: OrderedDict[tuple[int, ...], list] = OrderedDict()
@@ -183,9 +185,9 @@ class Engine:
                     input_ids=ids,
                     attention_mask=mask,
                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    past_key_values=cache,
                     use_cache=True,
                     logits_to_keep=1,
+                    **{self.cache_keyword: cache},
                 )
             for i, p in enumerate(missing):
                 at = width - len(p)
@@ -235,14 +237,15 @@ class Engine:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=position,
-                past_key_values=cache,
+                cache=cache,
                 cache_position=torch.arange(width, device=self.device),
                 logits_to_keep=1,
             )
             logits, last = out.logits[:, -1].float(), position[:, -1]
             if n > 0:  # greedy rows first, then n sample rows per prompt, all from the one prefill
-                rows = torch.cat([torch.arange(n_rows), torch.arange(n_rows).repeat_interleave(n)])
-                cache.reorder_cache(rows.to(self.device))
+                first = torch.arange(n_rows, device=self.device)
+                rows = torch.cat([first, first.repeat_interleave(n)])
+                cache.reorder_cache(rows)
                 if prefixes is not None:
                     prefixes = prefixes.take(rows.tolist())
                 logits, mask, last = logits[rows], mask[rows], last[rows]
@@ -269,10 +272,10 @@ class Engine:
         index = {p: g for g, p in enumerate(distinct)}
         return SharedPrefixes([kv[p] for p in distinct], [index.get(p, -1) for p in prefix])
 
-    def _forward(self, prefixes: SharedPrefixes | None, **inputs: Any) -> Any:
+    def _forward(self, prefixes: SharedPrefixes | None, cache: Any, **inputs: Any) -> Any:
         """One model call on the rows' own cache, attending to their shared prefixes too where there are."""
         extra = {} if prefixes is None else {"prefixes": prefixes}
-        return self.model(**inputs, use_cache=True, **extra)
+        return self.model(**inputs, use_cache=True, **{self.cache_keyword: cache}, **extra)
 
     def _decode(self, cache, prefixes, logits, mask, last, keys, n_greedy):
         """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.
@@ -321,7 +324,7 @@ class Engine:
                 input_ids=next_ids[:, None],
                 attention_mask=mask,
                 position_ids=last[:, None],
-                past_key_values=cache,
+                cache=cache,
                 cache_position=torch.tensor([mask.shape[1] - 1], device=self.device),
             )
             logits = out.logits[:, -1].float()
