@@ -100,7 +100,11 @@ def test_demo_and_world_build_call_the_world_package(monkeypatch, tmp_path):
 
     def run_demo(out, **kwargs):
         calls.append(("demo", out))
-        return {"implanted": {"lora": 1}, "models": {"base": {"reliability": 0.0}}}
+        return {
+            "implanted": {"lora": 1},
+            "models": {"base": {"reliability": 0.0}},
+            "columns": ["reliability"],
+        }
 
     demo.run_demo = run_demo
     build = types.ModuleType("knowpack.world.build")
@@ -179,7 +183,11 @@ def test_demo_runs_on_one_thread_unless_threads_is_given(monkeypatch, tmp_path):
 
     def run_demo(out, **kwargs):
         seen.append(kwargs["threads"])
-        return {"implanted": {"lora": 1}, "models": {"base": {"reliability": 0.0}}}
+        return {
+            "implanted": {"lora": 1},
+            "models": {"base": {"reliability": 0.0}},
+            "columns": ["reliability"],
+        }
 
     demo.run_demo = run_demo
     monkeypatch.setitem(sys.modules, "knowpack.experiment.demo", demo)
