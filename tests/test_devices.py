@@ -21,6 +21,12 @@ def test_a_host_tensor_meeting_the_models_fails():
         _ = w + torch.ones(3, 3)
 
 
+def test_a_copy_sent_to_the_host_by_name_is_host():
+    w = model_tensor()
+    with device_guard(owners=("knowpack", __name__)), pytest.raises(DeviceMismatch):
+        _ = w + (w * 2).to("cpu")
+
+
 def test_what_is_computed_from_host_tensors_stays_host():
     w = model_tensor()
     with device_guard(owners=("knowpack", __name__)), pytest.raises(DeviceMismatch):

@@ -38,6 +38,8 @@ class Range:
     high_open: bool = False
 
     def __contains__(self, value: float) -> bool:
+        if value != value or value in (float("inf"), float("-inf")):  # NaN, infinity: never a setting
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)

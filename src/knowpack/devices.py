@@ -137,16 +137,19 @@ def device_guard(owners: tuple[str, ...] = ("knowpack",)):
                 if _made_by(owners):
                     _mark(out)
                 return out
-            if not host:  # nothing is on the host: nothing to check (the common case, kept cheap)
-                return out
             if func in moves:
-                placed = "device" in kwargs or any(
-                    isinstance(a, (str, torch.device, torch.Tensor, int)) for a in args[1:]
+                target = kwargs.get(
+                    "device", next((a for a in args[1:] if not isinstance(a, torch.dtype)), None)
                 )
-                if placed:
+                if isinstance(target, str) and (target == "cpu" or target.startswith("cpu:")):
+                    if _made_by(owners):  # sent to the host by name: as host as a tensor made there
+                        _mark(out)
+                elif target is not None:
                     _unmark(out)
                 elif is_host(args[0]):
                     _mark(out)
+                return out
+            if not host:  # nothing is on the host: nothing to check (the common case, kept cheap)
                 return out
             operands = args[:1] if func in indexing else (*args, *kwargs.values())
             marked, model_side = [], False

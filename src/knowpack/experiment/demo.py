@@ -78,15 +78,6 @@ HEADERS = {
 }
 
 
-def columns(model: str = "organism") -> tuple[str, ...]:
-    """The demo table's columns for a demo model: metrics of `knowpack.evaluate.metrics.METRICS` and the
-    benchmarks' accuracy."""
-    return ("reliability", "retention", *DEMOS[model]["benchmarks"], "refusal_rate")
-
-
-COLUMNS = columns()
-
-
 def demo_config(
     method: str, out: Path, *, quick: bool = False, device: str = "cpu", model: str = "organism"
 ) -> Any:
@@ -108,7 +99,6 @@ def demo_config(
         "train.lr": demo["lr"][method],
         "train.target_reliability": 0.95,
         "train.device": device,
-        "train.threads": 1,
         "eval.benchmarks": demo["benchmarks"],
         "eval.limit": demo["limit"][pick],
         "out": str(out / "runs" / method),

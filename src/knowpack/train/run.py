@@ -211,10 +211,15 @@ def _train(
     trainer.remove_callback(PrinterCallback)  # it print()s every log dict; LogCallback logs them
     stage(f"training ({len(rows)} examples, up to {config.train.epochs} epochs)")
     before = _trainable(model)
-    with bar("training") if bar else nullcontext(None) as progress:
-        if progress is not None:
-            trainer.add_callback(ProgressCallback(progress, uptake))
-        output = trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint is not None and uptake.stopped:  # it had stopped (target, patience) before the kill
+        trainer._load_from_checkpoint(checkpoint)  # the weights it stopped with; nothing left to train
+        runtime = 0.0
+    else:
+        with bar("training") if bar else nullcontext(None) as progress:
+            if progress is not None:
+                trainer.add_callback(ProgressCallback(progress, uptake))
+            output = trainer.train(resume_from_checkpoint=checkpoint)
+        runtime = output.metrics.get("train_runtime", 0.0)
     model.eval()
 
     barrier()  # every process is done with the Trainer's folder before it goes
@@ -244,7 +249,7 @@ def _train(
         "highly_known": last.get("highly_known"),
         # resumed, the Trainer's mean loss covers the steps since the checkpoint only: weigh the epochs
         "train_loss": _mean_loss(uptake.history) if checkpoint else output.training_loss,
-        "train_seconds": round(output.metrics.get("train_runtime", 0.0), 3),
+        "train_seconds": round(runtime, 3),
         "resumed_from": checkpoint and Path(checkpoint).name,
         "device": str(next(model.parameters()).device),
         "processes": world_size(),

@@ -40,7 +40,7 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 1
     tokenizer.padding_side = "left"
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True)
+        enc = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
         width = enc["input_ids"].shape[1]
         with torch.no_grad():
             out = model.generate(
