@@ -61,7 +61,7 @@ CASES = [
     # run config: every numeric setting has a range (issue 18)
     (["train", LORA, "train.lr=0", OUT], "command line: train.lr: expected a number > 0, got 0.0"),
     (["train", LORA, "train.lr=.nan", OUT], "command line: train.lr: expected a number > 0, got nan"),
-    (["train", LORA, "probe.temperature=.inf", OUT], "command line: probe.temperature: expected a number > 0"),
+    (["train", LORA, "probe.temperature=.inf", OUT], "probe.temperature: expected a number > 0"),
     (["train", LORA, "train.lr=-1", OUT], "train.lr: expected a number > 0, got -1.0"),
     (["train", LORA, "train.epochs=0", OUT], "train.epochs: expected an integer >= 1, got 0"),
     (["train", LORA, "train.batch_size=0", OUT], "train.batch_size: expected an integer >= 1, got 0"),

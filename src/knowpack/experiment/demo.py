@@ -55,7 +55,7 @@ DEMOS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
         "facts": "geo",
         "benchmarks": ["geo_mc"],
-        "pool": (80, 40),
+        "pool": (60, 40),
         "n_unknown": (10, 4),
         "epochs": 10,
         "batch_size": 4,  # 10 facts: 3 steps an epoch (16: one step, reliability 0.88 after 10 epochs)
