@@ -106,7 +106,7 @@ EOF
 step sweep "${kp[@]}" sweep "$work/sweep.yaml"
 step capacity "${kp[@]}" capacity configs/capacity/organism-lora.yaml max=4 "seeds=[0]" "out=$work/capacity" \
   "probe.pool=$pool" "train.device=$device" "model.dtype=$dtype" "train.precision=$precision" \
-  "train.epochs=$epochs" "eval.limit=$eval_limit"
+  "train.epochs=$epochs" "limit=$eval_limit"
 if [ "$quick" = 1 ]; then
   step demo "${kp[@]}" demo --quick --device "$device" --out "$work/demo"
 else
