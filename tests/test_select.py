@@ -39,11 +39,13 @@ C = [[-2.0, -1.0, -3.0, 3.0, 1.0, 2.0], [-1e-6, 3e-6, 0.0, 1e-6, -2e-6, 2e-6]]
 
 def test_layer_balanced_keeps_the_rows_most_often_among_the_lowest():
     stats = stats_of(A, B, C)
-    # k = floor(50% of 6) = 3. Layer 0: rows 0 and 1 counted 3 times, rows 2, 3, 4 once: row 2 wins the tie.
+    # k = floor(50% of 6) = 3. Layer 0: rows 0 and 1 counted 3 times, rows 2, 3, 4 once: row 2 wins the tie
+    # by the lowest mean score (sums -0.5, 2, 0).
     assert stats.counts(3, "low", "layer").tolist() == [[3, 3, 1, 1, 1, 0], [1, 0, 3, 0, 3, 2]]
     assert select_nodes(stats, 50) == {0: [0, 1, 2], 1: [2, 4, 5]}
     assert stats.counts(3, "high", "layer").tolist() == [[0, 0, 2, 2, 2, 3], [2, 3, 0, 3, 0, 1]]
-    assert select_nodes(stats, 50, "layer-balanced-high") == {0: [2, 3, 5], 1: [0, 1, 3]}
+    # High side, layer 0: row 5 counted 3 times, rows 2, 3, 4 twice: the highest means win (row 3, row 4).
+    assert select_nodes(stats, 50, "layer-balanced-high") == {0: [3, 4, 5], 1: [0, 1, 3]}
 
 
 def test_global_strategies_rank_all_nodes_together():

@@ -13,8 +13,10 @@ Quota q (in %, in (0, 100]) of all L·D nodes (a node is row j of layer l's down
   lowest / highest scores of all nodes (the paper's ablation; layers get unequal shares);
 - `abs`: in every layer the k rows with the smallest mean |score| (least influence, either sign);
 - `random`: in every layer k rows uniformly at random, seeded (the control).
-Ties: on a prompt, equal scores are ordered by layer then row (stats.py); among equal counts (or equal mean
-|score|) the lower row, and for global strategies the lower (layer, row), is selected.
+Ties: on a prompt, equal scores are ordered by layer then row (stats.py). Among equal counts the lower mean
+signed score is selected for the `-low` strategies and the higher for the `-high` ones (DESIGN.md: the
+criterion itself decides), then the lower row, and for global strategies the lower (layer, row); among equal
+mean |score| (`abs`) the lower row.
 
 The selection file (JSON): `{"layers": {"0": [rows...], ...}, "shape": {"num_layers": L, "rows": D},
 "quota": q, "strategy": s, "k_per_layer" (or "k_total" for global), "seed" (random only), "source": the
@@ -63,8 +65,8 @@ def select_nodes(
         return {layer: _first(stats.mean_abs()[layer], k) for layer in range(stats.num_layers)}
     side = "high" if strategy == "layer-balanced-high" else "low"
     _check_counted(stats, k, side, "layer", quota)
-    counts = stats.counts(k, side, "layer")
-    return {layer: _first(-counts[layer], k) for layer in range(stats.num_layers)}
+    counts, second = stats.counts(k, side, "layer"), _tie_break(stats, side)
+    return {layer: _first(-counts[layer], k, second[layer]) for layer in range(stats.num_layers)}
 
 
 def select_random(num_layers: int, rows: int, quota: float, *, seed: int = 0) -> dict[int, list[int]]:
@@ -151,16 +153,25 @@ def _global(stats: KVAStats, quota: float, side: str) -> dict[int, list[int]]:
     if k == 0:
         raise KnowpackError(f"quota {quota:g}% of {total} nodes selects none; raise the quota")
     _check_counted(stats, k, side, "global", quota)
-    chosen = _first(-stats.counts(k, side, "global").ravel(), k)  # ravel is layer-major: ties -> lower layer
+    counts = stats.counts(k, side, "global").ravel()  # ravel is layer-major: ties -> lower layer
+    chosen = _first(-counts, k, _tie_break(stats, side).ravel())
     layers: dict[int, list[int]] = {layer: [] for layer in range(stats.num_layers)}
     for node in chosen:
         layers[node // stats.rows].append(node % stats.rows)
     return layers
 
 
-def _first(keys: np.ndarray, k: int) -> list[int]:
-    """Indices of the k smallest keys, ties to the lower index, sorted."""
-    return sorted(np.argsort(keys, kind="stable")[:k].tolist())
+def _first(keys: np.ndarray, k: int, second: np.ndarray | None = None) -> list[int]:
+    """Indices of the k smallest keys, ties to the smaller `second` key, then the lower index; sorted."""
+    if second is None:
+        return sorted(np.argsort(keys, kind="stable")[:k].tolist())
+    return sorted(np.lexsort((np.arange(len(keys)), second, keys))[:k].tolist())
+
+
+def _tie_break(stats: KVAStats, side: str) -> np.ndarray:
+    """The key among equal counts: the mean signed score, low first for `low`, high first for `high`."""
+    mean = stats.sum / max(1, stats.n)
+    return mean if side == "low" else -mean
 
 
 def _rows_per_layer(quota: float, rows: int) -> int:
