@@ -132,7 +132,8 @@ def test_transition_matrix_counts_and_row_shares():
     assert m["n"] == 3 and m["unchanged"] == pytest.approx(2 / 3)
     assert m["counts"]["HighlyKnown"] == {"HighlyKnown": 1, "MaybeKnown": 1, "WeaklyKnown": 0, "Unknown": 0}
     assert m["shares"]["HighlyKnown"]["MaybeKnown"] == 0.5 and m["shares"]["Unknown"]["Unknown"] == 1.0
-    assert m["shares"]["WeaklyKnown"] == dict.fromkeys(m["shares"]["WeaklyKnown"], 0.0)
+    # No fact was WeaklyKnown before: its row's shares are undefined (None), not 0 (a metric over no facts).
+    assert m["shares"]["WeaklyKnown"] == dict.fromkeys(m["shares"]["WeaklyKnown"], None)
 
 
 def test_read_records_torn_line_and_corruption(tmp_path):

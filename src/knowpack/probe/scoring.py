@@ -81,7 +81,7 @@ def transition_matrix(before: Iterable[dict], after: Iterable[dict]) -> dict[str
     shares = {}
     for a, row in counts.items():
         total = sum(row.values())
-        shares[a] = {b: (n / total if total else 0.0) for b, n in row.items()}
+        shares[a] = {b: (n / total if total else None) for b, n in row.items()}  # no facts: None, not 0
     same = sum(counts[a][a] for a in CATEGORIES)
     return {
         "n": len(common),
