@@ -138,3 +138,21 @@ def run_overrides(world, out: Path) -> list[str]:
         "train.device=cpu",
         f"out={out}",
     ]
+
+
+def test_eval_model_samples_the_facts_a_run_with_the_same_pool_probes(monkeypatch, tmp_path):
+    """`eval --model --pool N` draws its facts with the run config's pool seed, not the probe seed, so the
+    same pool gives the facts `knowpack train` probes (probe.pool, probe.pool_seed)."""
+    import knowpack.evaluate.run as run
+    import knowpack.models
+    from knowpack.probe.pool import sample_facts
+    from knowpack.train.config import ProbeConfig
+
+    facts = list(load_facts("organism"))
+    seen = []
+    monkeypatch.setattr(knowpack.models, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(run, "evaluate_model", lambda lm, tok, chosen, **k: seen.append(chosen) or {})
+    run.evaluate_named_model("organism", facts, out=tmp_path, pool=20, seed=5)
+    run.evaluate_named_model("organism", facts, out=tmp_path, pool=20, pool_seed=3, seed=5)
+    assert seen[0] == sample_facts(facts, 20, ProbeConfig().pool_seed)  # whatever the probe seed
+    assert seen[1] == sample_facts(facts, 20, 3) != seen[0]

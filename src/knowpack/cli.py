@@ -692,6 +692,12 @@ def eval_(
     pool: Annotated[
         int | None, typer.Option("--pool", help="--model: probe a seeded sample of this many facts.")
     ] = None,
+    pool_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--pool-seed", help="--model: the sample's seed (default: a run config's probe.pool_seed)."
+        ),
+    ] = None,
     compare: Annotated[
         Path | None, typer.Option("--compare", help="--model: a probe folder to compare with (shift).")
     ] = None,
@@ -732,6 +738,7 @@ def eval_(
         raise KnowpackError("give a run folder, or --model, --facts and --out")
     _check_probe_options(n_prompts=n_prompts, shots=shots, samples=samples, seed=seed, batch_size=batch_size)
     _check_probe_options(pool=pool, option="--pool")
+    _check_probe_options(pool_seed=pool_seed, option="--pool-seed")
     settings = dict(n_prompts=n_prompts, shots=shots, samples=samples)
     if batch_size is not None:
         settings["batch_size"] = batch_size
@@ -740,6 +747,7 @@ def eval_(
         facts,
         out=out,
         pool=pool,
+        pool_seed=pool_seed,
         seed=seed,
         device=device,
         dtype=dtype,

@@ -294,6 +294,7 @@ def evaluate_named_model(
     *,
     out: str | Path,
     pool: int | None = None,
+    pool_seed: int | None = None,
     seed: int = 0,
     device: str | None = None,
     dtype: str = "auto",
@@ -301,14 +302,16 @@ def evaluate_named_model(
     **options: Any,
 ) -> dict[str, Any]:
     """`knowpack eval --model M --facts F`: load `model` (Hub id, folder or `organism`) and `facts` (a facts
-    file or `organism`, or the facts), probe a seeded sample of `pool` of them (`sample_facts`, `seed`; every
+    file or `organism`, or the facts), probe a seeded sample of `pool` of them (`sample_facts` with
+    `pool_seed`, None: the run config's default, so that the same pool gives the facts a run probes; every
     fact stays an exemplar) with probe seed `seed`, then `evaluate_model` (`options`: its keywords)."""
     from knowpack.facts import load_facts
     from knowpack.models import load_model
     from knowpack.probe.pool import sample_facts
+    from knowpack.train.config import ProbeConfig
 
     fact_set = list(load_facts(facts)) if isinstance(facts, (str, Path)) else list(facts)
-    chosen = sample_facts(fact_set, pool, seed)
+    chosen = sample_facts(fact_set, pool, ProbeConfig.pool_seed if pool_seed is None else pool_seed)
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
     settings = {"seed": seed, **(probe_kwargs or {})}
     return evaluate_model(
