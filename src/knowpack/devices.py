@@ -50,7 +50,7 @@ def rank() -> int:
 
 def is_main_process() -> bool:
     """True in the process that owns shared results (global rank 0, or the only process)."""
-    return int(os.environ.get("RANK", "0") or 0) == 0
+    return rank() == 0
 
 
 def process_device(device: str | None = None) -> str:

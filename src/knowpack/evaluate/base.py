@@ -52,9 +52,10 @@ def locked(folder: Path) -> Iterator[None]:
 def find_repeat(folder: Path, settings: dict | None, ids: set[str], seed: int) -> Path | None:
     """A finished repeat probe in `folder` with the base probe's `settings` but another seed, covering `ids`:
     `repeat-seed-<seed>` first, then any other; None when there is none."""
+    from knowpack.probe.noise import repeat_folder
     from knowpack.probe.run import read_records
 
-    candidates = [folder / f"repeat-seed-{seed}"]
+    candidates = [repeat_folder(folder, seed)]
     candidates += sorted(p for p in folder.glob("repeat-seed-*") if p != candidates[0])
     for path in candidates:
         try:
@@ -86,6 +87,7 @@ def noise_floor_records(
     """Records of a second probe of the untouched base (`model`) over `facts`, with `probe_kwargs` but
     `seed`, from `folder` when it holds one (see `find_repeat`), else probed into `folder/repeat-seed-<seed>`.
     Returns (records in the order of `facts`, its folder, whether it was reused)."""
+    from knowpack.probe.noise import NOISE_FLOOR_FILE, repeat_folder
     from knowpack.probe.run import probe, read_records
     from knowpack.probe.scoring import transition_matrix
 
@@ -100,13 +102,13 @@ def noise_floor_records(
         found = find_repeat(folder, settings, ids, seed)
         reused = found is not None
         if found is None:
-            found = folder / f"repeat-seed-{seed}"
+            found = repeat_folder(folder, seed)
             probe(model, tokenizer, facts, **{**probe_kwargs, "seed": seed}, out=found, progress=progress)
         by_id = {r["id"]: r for r in read_records(found / "records.jsonl")}
         records = [by_id[f.id] for f in facts]
-        if not (folder / "noise_floor.json").exists():
+        if not (folder / NOISE_FLOOR_FILE).exists():
             matrix = transition_matrix(base_records, records)
-            write_json_atomic(folder / "noise_floor.json", matrix)
+            write_json_atomic(folder / NOISE_FLOOR_FILE, matrix)
     logger.info("noise floor: %s (%s)", found, "reused" if reused else "probed")
     return records, found, reused
 

@@ -23,6 +23,11 @@ from knowpack.io import write_json_atomic
 NOISE_FLOOR_FILE = "noise_floor.json"
 
 
+def repeat_folder(out: str | Path, seed: int) -> Path:
+    """Where the repeat probe with `seed` of the probe in `out` lies."""
+    return Path(out) / f"repeat-seed-{seed}"
+
+
 def noise_floor(
     model: Any,
     tokenizer: Any,
@@ -44,7 +49,7 @@ def noise_floor(
         raise KnowpackError(f"--repeat-seed must differ from --seed ({seed}): the noise floor needs another")
     out = Path(out)
     results = []
-    for run_seed, run_out in ((seed, out), (repeat_seed, out / f"repeat-seed-{repeat_seed}")):
+    for run_seed, run_out in ((seed, out), (repeat_seed, repeat_folder(out, repeat_seed))):
         with progress_bar(f"probe (seed {run_seed})") if progress_bar else nullcontext(None) as progress:
             results.append(
                 probe(model, tokenizer, facts, seed=run_seed, out=run_out, progress=progress, **settings)
