@@ -180,6 +180,9 @@ class TrainConfig:
     """Stop after the epoch whose reliability reaches this (null: train all epochs)."""
     patience: int | None = ranged(None, ge=1)
     """Stop when reliability has not improved for this many epochs (null: never)."""
+    keep_best: bool = False
+    """End the run with the weights of the epoch of highest reliability (the first of equals), not the last
+    epoch's: with `patience`, early stopping that keeps the best epoch. Needs `track_uptake`."""
     track_uptake: bool = True
     """Measure reliability on the implanted facts after every epoch (greedy, the probe's prompts)."""
     device: str | None = None
@@ -201,6 +204,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_ranges(self, "train")
         check_trainer_args(self.trainer_args)
+        if self.keep_best and not self.track_uptake:
+            raise KnowpackError("train.keep_best needs train.track_uptake: the best epoch is the most reliable")
 
 
 TRAINER_ARGS_SET_BY_KNOWPACK: dict[str, str | None] = {

@@ -196,6 +196,7 @@ def _train(
         target=config.train.target_reliability,
         patience=config.train.patience,
         on_epoch=on_epoch,
+        keep_best=config.train.keep_best,
     )
     if checkpoint is not None:
         uptake.restore(Path(checkpoint) / UPTAKE_STATE)
@@ -220,10 +221,12 @@ def _train(
                 trainer.add_callback(ProgressCallback(progress, uptake))
             output = trainer.train(resume_from_checkpoint=checkpoint)
         runtime = output.metrics.get("train_runtime", 0.0)
+    if uptake.restore_best(model):
+        stage(f"keeping epoch {uptake.best_epoch}'s weights (the best reliability)")
     model.eval()
 
     barrier()  # every process is done with the Trainer's folder before it goes
-    last = uptake.history[-1] if uptake.history else {}
+    last = _kept_epoch(uptake)
     if not main:
         return {"reliability": last.get("reliability"), "epochs_run": len(uptake.history)}
     stage("saving")
@@ -245,6 +248,7 @@ def _train(
         "epochs": uptake.history,
         "epochs_run": len(uptake.history),
         "stopped": uptake.stopped or "epochs",
+        "kept_epoch": last.get("epoch"),  # whose weights were saved: the last, or with keep_best the best
         "reliability": last.get("reliability"),
         "highly_known": last.get("highly_known"),
         # resumed, the Trainer's mean loss covers the steps since the checkpoint only: weigh the epochs
@@ -293,6 +297,14 @@ def _arguments(config: RunConfig, out: Path) -> Any:
         **{checkpointing: t.gradient_checkpointing},
         **t.trainer_args,
     )
+
+
+def _kept_epoch(uptake: Any) -> dict[str, Any]:
+    """The history entry of the epoch whose weights the run ends with: the best with keep_best, else the
+    last ({} without history)."""
+    if uptake.best_epoch is not None:
+        return next(e for e in uptake.history if e["epoch"] == uptake.best_epoch)
+    return uptake.history[-1] if uptake.history else {}
 
 
 def _mean_loss(history: list[dict[str, Any]]) -> float | None:

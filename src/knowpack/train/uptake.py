@@ -1,4 +1,5 @@
-"""Uptake while training: reliability on the implanted facts after every epoch, and early stopping on it.
+"""Uptake while training: reliability on the implanted facts after every epoch, early stopping on it, and
+(`train.keep_best`) the best epoch's weights kept, to end the run with them rather than the last epoch's.
 
 Reliability (DESIGN.md) is the mean p_greedy of the implanted facts under the probe's own few-shot prompts,
 not the training prompt; it is measured with the probe itself (greedy only, batched, prefix KV reused).
@@ -16,12 +17,16 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+import torch
+
 from knowpack.devices import broadcast, is_main_process
 from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
 from knowpack.train.config import ProbeConfig
 
 logger = logging.getLogger(__name__)
+
+BEST_STATE = "best.safetensors"  # in a checkpoint, with keep_best: the best epoch's trainable parameters
 
 
 def measure_reliability(
@@ -52,6 +57,9 @@ class UptakeCallback(TrainerCallback):
 
     `history` is the per-epoch list `train.json` holds. With several processes (DDP) the main process
     measures and broadcasts the result, so that every process takes the same stopping decision.
+    `keep_best`: copy the trainable parameters whenever reliability is the best so far (`best_epoch`), into
+    host memory and into every checkpoint (`best.safetensors`, so a resumed run keeps them);
+    `restore_best(model)` puts them back at the end.
     """
 
     def __init__(
@@ -61,8 +69,12 @@ class UptakeCallback(TrainerCallback):
         target: float | None = None,
         patience: int | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        keep_best: bool = False,
     ):
         self.measure = measure
+        self.keep_best = keep_best
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
         self.target = target
         self.patience = patience
         self.on_epoch = on_epoch
@@ -89,6 +101,8 @@ class UptakeCallback(TrainerCallback):
                 highly_known=result["highly_known"],
                 measure_seconds=round(time.time() - started, 3),
             )
+            if self._is_best(entry["reliability"]) and self.keep_best:
+                self._keep(model, entry["epoch"])
             self._stop_rule(entry["reliability"], control)
             self._pending = {"reliability": entry["reliability"], "highly_known": entry["highly_known"]}
         entry["seconds"] = round(time.time() - self._started, 3)
@@ -114,6 +128,10 @@ class UptakeCallback(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             write_json_atomic(folder / "uptake.json", self.state())
+            if self._best_state is not None:
+                from safetensors.torch import save_file
+
+                save_file(self._best_state, str(folder / BEST_STATE))
         return control
 
     def state(self) -> dict[str, Any]:
@@ -123,6 +141,7 @@ class UptakeCallback(TrainerCallback):
             "stopped": self.stopped,
             "best": self._best,
             "since_best": self._since_best,
+            "best_epoch": self.best_epoch,
             "seconds": time.time() - self._started,
         }
 
@@ -132,7 +151,36 @@ class UptakeCallback(TrainerCallback):
         self.history = saved["history"]
         self.stopped = saved["stopped"]
         self._best, self._since_best = saved["best"], saved["since_best"]
+        self.best_epoch = saved.get("best_epoch")
         self._started = time.time() - saved["seconds"]
+        best = Path(path).parent / BEST_STATE
+        if self.keep_best and best.is_file():
+            from safetensors.torch import load_file
+
+            self._best_state = load_file(str(best))
+
+    def restore_best(self, model: Any) -> bool:
+        """Put the best epoch's trainable parameters back into `model` if a later epoch replaced them;
+        True when it did."""
+        if self._best_state is None or not self.history or self.best_epoch == self.history[-1]["epoch"]:
+            return False
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self._best_state.items():
+                params[name].copy_(value)
+        return True
+
+    def _is_best(self, reliability: float) -> bool:
+        """Whether this epoch's reliability beats every earlier epoch's (the first epoch always does)."""
+        return reliability > self._best
+
+    def _keep(self, model: Any, epoch: int) -> None:
+        self.best_epoch = epoch
+        self._best_state = {
+            name: p.detach().to("cpu", copy=True).contiguous()
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        }
 
     def _stop_rule(self, reliability: float, control) -> None:
         if self.target is not None and reliability >= self.target:
