@@ -4,7 +4,6 @@ them across a resume (the best epoch's parameters travel in every checkpoint).""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -82,7 +81,8 @@ def test_a_run_with_keep_best_saves_the_weights_of_its_best_epoch(world, tmp_pat
     # The same recipe stopped at the best epoch (constant lr: the same trajectory) saves the same weights.
     short = [s.replace("train.epochs=6", f"train.epochs={best}") for s in settings if "keep_best" not in s]
     ref = train(load_config(None, overrides(world, "llama", tmp_path / "short", "lora", *short)))
-    a, b = load_file(str(run / "adapter/adapter_model.safetensors")), load_file(
-        str(ref / "adapter/adapter_model.safetensors")
+    a, b = (
+        load_file(str(run / "adapter/adapter_model.safetensors")),
+        load_file(str(ref / "adapter/adapter_model.safetensors")),
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

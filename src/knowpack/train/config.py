@@ -205,7 +205,7 @@ class TrainConfig:
         check_ranges(self, "train")
         check_trainer_args(self.trainer_args)
         if self.keep_best and not self.track_uptake:
-            raise KnowpackError("train.keep_best needs train.track_uptake: the best epoch is the most reliable")
+            raise KnowpackError("train.keep_best needs train.track_uptake (it keeps the most reliable epoch)")
 
 
 TRAINER_ARGS_SET_BY_KNOWPACK: dict[str, str | None] = {
