@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import knowpack
 from knowpack.cli import app
+from knowpack.errors import KnowpackError
 from knowpack.evaluate import evaluate_run
 from knowpack.facts import Fact, save_facts
 from knowpack.probe import read_records
@@ -369,3 +370,43 @@ def test_eval_of_full_and_loki_runs(world, tmp_path, method, extra):
     assert ev["knowledge_shift"]["all"]["positive_shift"]["base"] is not None  # the noise floor
     assert ev["benchmarks"]["tasks"]["world_mc"]["acc"]["base"] is not None
     assert (run / "eval" / "probe" / "records.jsonl").is_file() and (run / "eval.json").is_file()
+
+
+def test_a_run_is_read_against_its_training_control(world):
+    """A control (the same recipe on 2 of the HighlyKnown f5-f7) is evaluated first, then every shift and
+    behaviour entry of the run carries `control`: its value and the control's on the facts neither trained on,
+    as `metrics.against_control` gives them from the two re-probes."""
+    from knowpack.evaluate import metrics as m
+
+    root, model, probe = world["root"], world["model"], world["probe"]
+    run = make_run(root, model, probe, "ctl-run", "mix.n_unknown=2")
+    control = make_run(root, model, probe, "ctl", "mix.n_unknown=2", "mix.control=true")
+    mix = json.loads((control / "mix.json").read_text())
+    assert mix["control"] is True and set(mix["implanted"]) <= {"f5", "f6", "f7"}
+    assert not (control / "eval.json").exists()
+    ev = evaluate_run(run, control=control, noise_floor=False)
+    assert (control / "eval.json").is_file()  # evaluated first, the same way
+    block = ev["knowledge_shift"]["baselines"]["training_control"]
+    assert block["run"] == str(control) and block["recipe"]["train.lr"] == 0.01
+    assert block["epochs_run"] == {"run": 1, "control": 1}
+
+    before = read_records(probe / "records.jsonl")
+    after = read_records(run / "eval" / "probe" / "records.jsonl")
+    theirs = read_records(control / "eval" / "probe" / "records.jsonl")
+    trained = {json.loads(x)["fact_id"] for x in (run / "mix.jsonl").read_text().splitlines()}
+    untrained = {f"f{i}" for i in range(8)} - trained - set(mix["implanted"])
+    expected = m.against_control(before, after, theirs, untrained)
+    for name in ("retention", "negative_shift", "positive_shift"):
+        assert ev["knowledge_shift"]["untrained"][name]["control"] == expected[name], name
+        assert m.metric_value(ev, name, against="training_control") == (
+            expected[name]["value"],
+            expected[name]["base"],
+        )
+    assert ev["behaviour"]["untrained"]["refusal_rate"]["control"] == expected["refusal_rate"]
+    assert expected["retention"]["n"] == len(untrained)
+
+    other = make_run(root, model, probe, "ctl-lr", "mix.n_unknown=2", "mix.control=true", "train.lr=0.02")
+    with pytest.raises(KnowpackError, match=r"another recipe than the run \(train.lr 0.02 vs 0.01\)"):
+        evaluate_run(run, control=other, noise_floor=False)
+    with pytest.raises(KnowpackError, match="is not a control run"):
+        evaluate_run(run, control=world["run"], noise_floor=False)
