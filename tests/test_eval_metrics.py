@@ -134,8 +134,8 @@ def test_confidence_is_mean_probability_of_greedy_answers():
 
 
 def test_compare_knowledge_sets_every_number_beside_the_measurement_null():
-    repeat = [rec("a", HK), rec("b", HK), rec("c", UK), rec("d", UK), rec("e", UK), rec("f", UK)]
-    out = m.compare_knowledge(BEFORE, AFTER, {"a", "b", "c", "d", "e", "f"}, repeat)
+    null = [rec("a", HK), rec("b", HK), rec("c", UK), rec("d", UK), rec("e", UK), rec("f", UK)]
+    out = m.compare_knowledge(BEFORE, AFTER, {"a", "b", "c", "d", "e", "f"}, null)
     assert out["n"] == 6
     pos, neg = out["positive_shift"], out["negative_shift"]
     assert pos["metric"] == "positive_shift" and pos["value"] == 0.5 and pos["base"] == 0.0
