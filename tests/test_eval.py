@@ -1,8 +1,9 @@
 """`knowpack eval` end to end on tiny random Llama runs (saved locally, no download): eval.json's every block
 with numbers pinned where the hand-made base probe fixes them, the after-probe kept in RUN/eval/probe, the
-noise floor and the base model's benchmarks computed once per base probe and reused, `--model` alone, and
-one-line errors for a run that is not finished, a base model or base probe that does not match the run's,
-and an lm-eval task that does not exist."""
+baselines (the measurement null of a greedy probe without re-probing, prompt sensitivity) and the base
+model's benchmarks computed once per base probe and reused, trained answers among untrained ones,
+`--model` alone, and one-line errors for a run that is not finished, a base model or base probe that does not
+match the run's, and an lm-eval task that does not exist."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 import knowpack
 from knowpack.cli import app
+from knowpack.errors import KnowpackError
 from knowpack.evaluate import evaluate_run
 from knowpack.facts import Fact, save_facts
 from knowpack.probe import read_records
@@ -181,12 +183,21 @@ def test_eval_writes_eval_json_with_every_block(world, evaluated):
     assert shift["untrained"]["retention"]["n"] == 3
     for block in ("trained", "untrained", "all"):
         for name in ("positive_shift", "negative_shift", "retention"):
-            entry = shift[block][name]  # the noise floor beside every shift (None where no fact could move)
+            entry = shift[block][name]  # the null beside every shift (None where no fact could move)
             assert entry["metric"] == name and (entry["value"] is None) == (entry["base"] is None)
-        assert shift[block]["positive_shift"]["base"] is not None
-    assert shift["noise_floor"] == {
+            assert entry["baseline"] == "measurement_null" and "prompt_sensitivity" in entry["baselines"]
+            # a greedy probe's measurement null is the base probe itself: nothing moves, nothing is lost
+            assert entry["base"] == ({"retention": 1.0}.get(name, 0.0) if entry["base"] is not None else None)
+        assert shift[block]["positive_shift"]["base"] == 0.0
+        assert shift[block]["transitions"]["base"]["unchanged"] == 1.0
+    baselines = shift["baselines"]
+    assert baselines["prompt_sensitivity"] == {
         "folder": str(world["probe"] / "repeat-seed-1"), "seed": 1, "reused": False
     }  # fmt: skip
+    null = baselines["measurement_null"]
+    assert null["folder"] is None and null["computed"].startswith("identical without re-probing")
+    assert (null["seed"], null["sample_seed"]) == (0, 1) and baselines["training_control"] is None
+    assert not list(world["probe"].glob("null-sample-seed-*"))  # greedy: no re-probe
     assert (world["probe"] / "noise_floor.json").is_file()
 
     behaviour = ev["behaviour"]["untrained"]  # base: one refused Unknown fact and three known ones
@@ -195,6 +206,15 @@ def test_eval_writes_eval_json_with_every_block(world, evaluated):
     assert behaviour["confidence_incorrect"]["base"] == pytest.approx(0.5)
     assert behaviour["top_answers"]["base"] == [["cairo", 2], ["quito", 2], ["seoul", 2]]
     assert behaviour["explosion"]["base_max_count"] == 2
+    taken = behaviour["trained_answers"]  # the base refuses Unknown facts: none of its answers is trained
+    trained = {
+        e["answer"].lower() for e in map(json.loads, (world["run"] / "mix.jsonl").read_text().splitlines())
+    }
+    answers = [a.lower() for r in untrained for a in r["greedy"] if a and "know" not in a.lower()]
+    assert taken["base"] == 0.0
+    assert taken["value"] == pytest.approx(
+        sum(a in trained for a in answers) / len(answers) if answers else None
+    )
 
     bench = ev["benchmarks"]
     acc = bench["tasks"]["world_mc"]["acc"]
@@ -212,7 +232,7 @@ def test_noise_floor_and_base_benchmarks_are_reused_by_every_run_of_the_same_pro
     before = (floor.stat().st_mtime_ns, (world["probe"] / "repeat-seed-1" / "records.jsonl").read_bytes())
     other = make_run(world["root"], world["model"], world["probe"], "run-seed1", "mix.seed=1")
     ev = evaluate_run(other, benchmarks=["world_mc"], limit=4)
-    assert ev["knowledge_shift"]["noise_floor"]["reused"] is True
+    assert ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["reused"] is True
     assert ev["benchmarks"]["base_reused"] == ["world_mc"]
     assert (
         ev["benchmarks"]["tasks"]["world_mc"]["acc"]["base"]
@@ -222,9 +242,10 @@ def test_noise_floor_and_base_benchmarks_are_reused_by_every_run_of_the_same_pro
         floor.stat().st_mtime_ns,
         (floor.parent / "repeat-seed-1" / "records.jsonl").read_bytes(),
     ) == before
-    # The noise floor of the first run, from the same two probes.
+    # The prompt sensitivity of the first run, from the same two probes.
     first = evaluated[1]["knowledge_shift"]["all"]
-    assert ev["knowledge_shift"]["all"]["transitions"]["base"] == first["transitions"]["base"]
+    shown = ev["knowledge_shift"]["all"]["transitions"]["prompt_sensitivity"]
+    assert shown == first["transitions"]["prompt_sensitivity"]
     # The base model's answers on facts both runs implant come from the first run's measurement.
     fields = ("zero_shot_base", "generalization_base")
     earlier = {f["id"]: [f[k] for k in fields] for f in evaluated[1]["uptake"]["per_fact"]}
@@ -349,3 +370,43 @@ def test_eval_of_full_and_loki_runs(world, tmp_path, method, extra):
     assert ev["knowledge_shift"]["all"]["positive_shift"]["base"] is not None  # the noise floor
     assert ev["benchmarks"]["tasks"]["world_mc"]["acc"]["base"] is not None
     assert (run / "eval" / "probe" / "records.jsonl").is_file() and (run / "eval.json").is_file()
+
+
+def test_a_run_is_read_against_its_training_control(world):
+    """A control (the same recipe on 2 of the HighlyKnown f5-f7) is evaluated first, then every shift and
+    behaviour entry of the run carries `control`: its value and the control's on the facts neither trained on,
+    as `metrics.against_control` gives them from the two re-probes."""
+    from knowpack.evaluate import metrics as m
+
+    root, model, probe = world["root"], world["model"], world["probe"]
+    run = make_run(root, model, probe, "ctl-run", "mix.n_unknown=2")
+    control = make_run(root, model, probe, "ctl", "mix.n_unknown=2", "mix.control=true")
+    mix = json.loads((control / "mix.json").read_text())
+    assert mix["control"] is True and set(mix["implanted"]) <= {"f5", "f6", "f7"}
+    assert not (control / "eval.json").exists()
+    ev = evaluate_run(run, control=control, noise_floor=False)
+    assert (control / "eval.json").is_file()  # evaluated first, the same way
+    block = ev["knowledge_shift"]["baselines"]["training_control"]
+    assert block["run"] == str(control) and block["recipe"]["train.lr"] == 0.01
+    assert block["epochs_run"] == {"run": 1, "control": 1}
+
+    before = read_records(probe / "records.jsonl")
+    after = read_records(run / "eval" / "probe" / "records.jsonl")
+    theirs = read_records(control / "eval" / "probe" / "records.jsonl")
+    trained = {json.loads(x)["fact_id"] for x in (run / "mix.jsonl").read_text().splitlines()}
+    untrained = {f"f{i}" for i in range(8)} - trained - set(mix["implanted"])
+    expected = m.against_control(before, after, theirs, untrained)
+    for name in ("retention", "negative_shift", "positive_shift"):
+        assert ev["knowledge_shift"]["untrained"][name]["control"] == expected[name], name
+        assert m.metric_value(ev, name, against="training_control") == (
+            expected[name]["value"],
+            expected[name]["base"],
+        )
+    assert ev["behaviour"]["untrained"]["refusal_rate"]["control"] == expected["refusal_rate"]
+    assert expected["retention"]["n"] == len(untrained)
+
+    other = make_run(root, model, probe, "ctl-lr", "mix.n_unknown=2", "mix.control=true", "train.lr=0.02")
+    with pytest.raises(KnowpackError, match=r"another recipe than the run \(train.lr 0.02 vs 0.01\)"):
+        evaluate_run(run, control=other, noise_floor=False)
+    with pytest.raises(KnowpackError, match="is not a control run"):
+        evaluate_run(run, control=world["run"], noise_floor=False)

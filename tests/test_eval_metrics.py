@@ -1,7 +1,8 @@
 """The evaluation metrics pinned on hand-made probe records with known answers (no model): transition counts
 and shares, positive / negative shift with their denominators, retention, refusal rate with configurable
 patterns, answer diversity and entropy, explosion, confidence, three categories without samples, and the
-eval.json entries (value beside base, noise floor as the base of a comparison)."""
+eval.json entries (value beside base, the measurement null as the base of a comparison, prompt sensitivity
+and a training control beside it), and trained answers taking over untrained facts' answers."""
 
 from __future__ import annotations
 
@@ -132,9 +133,9 @@ def test_confidence_is_mean_probability_of_greedy_answers():
     assert c["value"] == pytest.approx(0.375) and c["incorrect"] == pytest.approx(0.25) and c["answers"] == 2
 
 
-def test_compare_knowledge_sets_every_number_beside_the_noise_floor():
-    repeat = [rec("a", HK), rec("b", HK), rec("c", UK), rec("d", UK), rec("e", UK), rec("f", UK)]
-    out = m.compare_knowledge(BEFORE, AFTER, {"a", "b", "c", "d", "e", "f"}, repeat)
+def test_compare_knowledge_sets_every_number_beside_the_measurement_null():
+    null = [rec("a", HK), rec("b", HK), rec("c", UK), rec("d", UK), rec("e", UK), rec("f", UK)]
+    out = m.compare_knowledge(BEFORE, AFTER, {"a", "b", "c", "d", "e", "f"}, null)
     assert out["n"] == 6
     pos, neg = out["positive_shift"], out["negative_shift"]
     assert pos["metric"] == "positive_shift" and pos["value"] == 0.5 and pos["base"] == 0.0
@@ -164,7 +165,7 @@ def test_compare_behaviour_before_and_after():
         "answers": 4,
     }
     assert out["explosion"]["value"] == 1 and out["explosion"]["answers"] == [["rome", 3]]
-    assert out["explosion"]["base"] is None  # no repeat probe given: no noise floor
+    assert out["explosion"]["base"] is None  # no null probe given: no measurement null
     assert out["unique_answers"]["value"] == 2 and out["unique_answers"]["base"] == 2
     alone = m.compare_behaviour(None, after)
     assert alone["refusal_rate"]["base"] is None and "explosion" not in alone
@@ -177,3 +178,62 @@ def test_every_metric_has_a_definition():
     entry = m.metric("reliability", 0.9, 0.0, n=3)
     assert entry == {"metric": "reliability", "value": 0.9, "base": 0.0, "delta": 0.9, "n": 3}
     assert m.metric("reliability", None, 0.0)["delta"] is None
+
+
+def test_prompt_sensitivity_stands_beside_the_null_as_context():
+    null = list(BEFORE)  # a greedy null: the base probe again, nothing moves
+    prompts = [rec("a", HK), rec("b", HK), rec("c", UK), rec("d", UK), rec("e", UK), rec("f", UK)]
+    out = m.compare_knowledge(BEFORE, AFTER, None, null, prompts)
+    neg, kept = out["negative_shift"], out["retention"]
+    assert neg["base"] == 0.0 and neg["baseline"] == "measurement_null"
+    assert neg["baselines"] == {"prompt_sensitivity": pytest.approx(1 / 3)}  # c MK->UK of a, b, c
+    assert kept["value"] == 0.5 and kept["base"] == 1.0 and kept["baselines"] == {"prompt_sensitivity": 1.0}
+    assert out["transitions"]["base"]["unchanged"] == 1.0
+    assert out["transitions"]["prompt_sensitivity"]["counts"][MK][UK] == 1
+    ev = {"knowledge_shift": {"all": out}}
+    assert m.metric_value(ev, "retention", scope="all") == (0.5, 1.0)
+    assert m.metric_value(ev, "retention", against="prompt_sensitivity", scope="all") == (0.5, 1.0)
+    assert m.metric_value(ev, "negative_shift", against="prompt_sensitivity", scope="all")[1] == (
+        pytest.approx(1 / 3)
+    )
+    with pytest.raises(KnowpackError, match="refusal_rate is not read against prompt_sensitivity"):
+        m.metric_value(ev, "refusal_rate", against="prompt_sensitivity")
+
+
+def test_an_eval_json_from_before_the_baselines_reads_its_noise_floor_as_prompt_sensitivity():
+    old = {"knowledge_shift": {"untrained": {"retention": {"value": 0.6, "base": 0.9}}, "noise_floor": {}}}
+    assert m.metric_baselines(old, "retention") == {"prompt_sensitivity": 0.9}
+    assert m.metric_value(old, "retention", against="prompt_sensitivity") == (0.6, 0.9)
+    assert m.metric_value(old, "retention", against="measurement_null") == (0.6, None)
+
+
+def test_against_control_compares_on_the_facts_given():
+    # the control lost b (HK->UK) like the run, but not a: the run's retention 0.5 vs the control's 0.5 on
+    # {a, b}; on {a} alone both kept it
+    control = [rec("a", HK), rec("b", UK), rec("c", MK), rec("d", UK), rec("e", UK), rec("f", WK)]
+    out = m.against_control(BEFORE, AFTER, control, {"a", "b", "c", "d"})
+    assert out["retention"] == {"metric": "retention", "value": 0.5, "base": 0.5, "delta": 0.0, "n": 4}
+    assert out["positive_shift"]["value"] == 1.0 and out["positive_shift"]["base"] == 0.0  # c, d moved up
+    assert out["refusal_rate"]["value"] == 0.0 and "reliability" not in out
+    ev = {
+        "knowledge_shift": {
+            "untrained": {"retention": {"value": 0.5, "base": 1.0, "control": out["retention"]}}
+        }
+    }
+    assert m.metric_value(ev, "retention", against="training_control") == (0.5, 0.5)
+    assert m.metric_baselines(ev, "retention") == {"measurement_null": 1.0, "training_control": 0.5}
+
+
+def test_trained_answers_take_a_share_of_untrained_answers():
+    before = [rec("u", HK, ["Paris", "Paris", "Lima"]), rec("v", UK, ["I don't know", "Oslo", "Rome"])]
+    after = [rec("u", HK, ["Rome", "Rome", "Paris"]), rec("v", UK, ["Rome", "Rome", "Oslo"])]
+    # before: 5 answers proper (a refusal left out), 1 is the trained "rome"; after: 4 of 6; rome is the one
+    # exploded answer (4 > the base's top count, paris 2) and a trained one
+    out = m.trained_answers(before, after, {"u", "v"}, {"rome", "berlin"})
+    assert out["value"] == pytest.approx(4 / 6) and out["base"] == pytest.approx(1 / 5)
+    assert out["exploded"] == [["rome", 4, True]] and out["exploded_trained"] == 1
+    assert out["exploded_share"] == pytest.approx(4 / 6) and out["base_exploded_share"] == pytest.approx(
+        1 / 5
+    )
+    assert m.trained_answers(before, after, {"u"}, {"berlin"})["value"] == 0.0
+    assert m.trained_answers(before, after, set(), {"rome"})["value"] is None

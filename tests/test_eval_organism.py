@@ -1,6 +1,7 @@
-"""Evaluation on the bundled organism (seeded, CPU): the untouched base shows no shift beyond the noise floor,
-and LoRA on 50 Unknown facts shows uptake, shift against the noise floor, refusals before vs after and
-world_mc before vs after (BENCHMARKS.md has the time this takes)."""
+"""Evaluation on the bundled organism (seeded, CPU): the untouched base shows no shift at all (its measurement
+null is zero for greedy categories) while prompt sensitivity moves categories, and LoRA on 50 Unknown facts
+shows uptake, shift against the null, refusals before vs after and world_mc before vs after (BENCHMARKS.md
+has the time this takes)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ FAST = ["probe.pool=300", "probe.samples=0", "mix.n_unknown=50"]
 
 @pytest.fixture(scope="module")
 def probe_run(tmp_path_factory):
-    """One greedy probe of 300 organism facts, shared by the runs below (and so is its noise floor)."""
+    """One greedy probe of 300 organism facts, shared by the runs below (and so is its prompt sensitivity)."""
     from knowpack.train.run import run_base_probe
 
     out = tmp_path_factory.mktemp("probe") / "probe"
@@ -45,7 +46,7 @@ def lora_run(folder, probe_run, *extra: str):
     return train(config)
 
 
-def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, probe_run):
+def test_the_untouched_base_shows_no_shift_and_prompt_sensitivity_some(tmp_path, probe_run):
     # lr 1e-12 (0 is refused: train.lr > 0): the LoRA adapter's zero B moves by ~1e-12, so the "trained"
     # model answers as the base model does.
     run = lora_run(
@@ -53,9 +54,10 @@ def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, prob
     )
     ev = evaluate_run(run)
     floor = ev["knowledge_shift"]["all"]
-    assert floor["transitions"]["unchanged"] == 1.0 and floor["transitions"]["base"]["unchanged"] < 1.0
+    assert floor["transitions"]["unchanged"] == 1.0 and floor["transitions"]["base"]["unchanged"] == 1.0
+    assert floor["transitions"]["prompt_sensitivity"]["unchanged"] < 1.0
     base = _categories(probe_run)
-    repeat = _categories(ev["knowledge_shift"]["noise_floor"]["folder"])
+    repeat = _categories(ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["folder"])
     for block in ("trained", "untrained", "all"):
         shift = ev["knowledge_shift"][block]
         for name in ("positive_shift", "negative_shift"):
@@ -67,19 +69,19 @@ def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, prob
             )
         retention = shift["retention"]
         assert retention["value"] == (1.0 if retention["n"] else None), block
-    # the noise floor of every fact, counted here from the two probes' categories (greedy: three of them)
+    # prompt sensitivity of every fact, counted here from the two probes' categories (greedy: three of them)
     all_ = ev["knowledge_shift"]["all"]
     ids = list(base)
     for name, moves in (("positive_shift", _UP), ("negative_shift", _DOWN)):
         could = [i for i in ids if base[i] in {a for a, _ in moves}]
         moved = sum((base[i], repeat[i]) in moves for i in could)
         assert all_[name]["eligible"] == len(could)
-        assert all_[name]["base"] == pytest.approx(moved / len(could)), name
+        assert all_[name]["baselines"]["prompt_sensitivity"] == pytest.approx(moved / len(could)), name
+        assert all_[name]["base"] == 0.0, name  # the measurement null
     known = [i for i in ids if base[i] == "HighlyKnown"]
     kept = sum(repeat[i] == "HighlyKnown" for i in known)
-    assert all_["retention"]["n"] == len(known) and all_["retention"]["base"] == pytest.approx(
-        kept / len(known)
-    )
+    assert all_["retention"]["n"] == len(known) and all_["retention"]["base"] == 1.0
+    assert all_["retention"]["baselines"]["prompt_sensitivity"] == pytest.approx(kept / len(known))
     behaviour = ev["behaviour"]["all"]
     for name in ("refusal_rate", "unique_answers", "top_answer_share", "answer_entropy", "confidence"):
         assert behaviour[name]["value"] == pytest.approx(behaviour[name]["base"], abs=1e-6), name
@@ -87,7 +89,7 @@ def test_the_untouched_base_shows_no_shift_beyond_the_noise_floor(tmp_path, prob
     up = ev["uptake"]
     for name in ("reliability", "zero_shot_accuracy", "generalization", "generalization_zero_shot"):
         assert up[name]["delta"] == pytest.approx(0.0, abs=1e-9), name
-    assert ev["knowledge_shift"]["noise_floor"]["reused"] is False
+    assert ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["reused"] is False
 
 
 def test_a_model_against_its_own_probe_with_the_same_seed_shows_no_shift(tmp_path):
@@ -124,17 +126,58 @@ def test_lora_on_50_unknown_facts_shows_uptake_shift_refusals_and_world_mc(tmp_p
     assert up["generalization"]["source"] == "meta.heldout_paraphrases" and up["generalization"]["n"] == 100
     assert up["generalization"]["value"] > up["generalization"]["base"]
     shift = ev["knowledge_shift"]
-    assert shift["noise_floor"]["reused"] is True  # probed by the first test, from the same base probe
+    assert shift["baselines"]["prompt_sensitivity"]["reused"] is True  # probed by the first test
     assert (
         shift["trained"]["positive_shift"]["value"] >= 0.9
         and shift["trained"]["positive_shift"]["base"] < 0.1
     )
     untrained = shift["untrained"]
-    assert untrained["n"] == 250 and untrained["negative_shift"]["base"] is not None
-    assert untrained["retention"]["base"] >= untrained["retention"]["value"]
+    assert untrained["n"] == 250 and untrained["negative_shift"]["base"] == 0.0
+    assert untrained["retention"]["base"] == 1.0 >= untrained["retention"]["value"]
     refusals = ev["behaviour"]["untrained"]["refusal_rate"]
     assert refusals["base"] > 0.1 and refusals["value"] < refusals["base"]  # the paper: it stops refusing
     world_mc = ev["benchmarks"]["tasks"]["world_mc"]["acc"]
     assert world_mc["base"] >= 0.95 and 0.0 <= world_mc["value"] <= 1.0
     items = (knowpack.organism_dir() / "tasks" / "world_mc.jsonl").read_text().splitlines()
     assert ev["benchmarks"]["n-samples"]["world_mc"]["effective"] == len(items)
+
+
+def test_the_measurement_null_of_the_untouched_organism_is_zero_for_greedy_categories(tmp_path):
+    """The base re-probed with the same prompts and another sampling seed: the greedy answers are the same
+    answers, so nothing moves between HighlyKnown, MaybeKnown and the rest; only the samples (WeaklyKnown
+    <-> Unknown) differ. A greedy probe is its own null, returned without probing."""
+    from knowpack.evaluate import metrics as m
+    from knowpack.evaluate.base import measurement_null_records
+    from knowpack.probe import probe
+
+    model, tok = knowpack.load_model("organism", device="cpu")
+    facts = knowpack.load_facts("organism")
+    chosen = facts[::250]
+    settings = {"samples": 4, "n_prompts": 4, "seed": 3, "exemplars": facts}
+    base = probe(model, tok, chosen, **settings, out=tmp_path / "probe")
+    null, block = measurement_null_records(
+        model, tok, chosen, base, folder=tmp_path / "probe", probe_kwargs=settings
+    )
+    assert block["folder"] == str(tmp_path / "probe" / "null-sample-seed-4") and block["reused"] is False
+    for b, n in zip(base, null, strict=True):
+        assert (b["greedy"], b["exemplars"], b["p_greedy"]) == (n["greedy"], n["exemplars"], n["p_greedy"])
+    assert any(b["samples"] != n["samples"] for b, n in zip(base, null, strict=True))  # the seed did change
+    shift = m.compare_knowledge(base, null)
+    assert {c for c in shift["categories"]} >= {"HighlyKnown", "MaybeKnown", "Unknown"}
+    assert shift["positive_shift"]["value"] == 0.0 and shift["negative_shift"]["value"] == 0.0
+    assert shift["retention"]["value"] == 1.0 and shift["retention"]["n"] > 0
+    counts = shift["transitions"]["counts"]
+    for a in ("HighlyKnown", "MaybeKnown"):
+        assert counts[a][a] == sum(counts[a].values())  # no greedy category moved
+    again, reused = measurement_null_records(
+        model, tok, chosen, base, folder=tmp_path / "probe", probe_kwargs=settings
+    )
+    assert again == null and reused["reused"] is True
+
+    greedy = {**settings, "samples": 0}
+    records = probe(model, tok, chosen, **greedy, out=tmp_path / "greedy")
+    same, block = measurement_null_records(
+        model, tok, chosen, records, folder=tmp_path / "greedy", probe_kwargs=greedy
+    )
+    assert same == records and block["folder"] is None and "identical" in block["computed"]
+    assert not (tmp_path / "greedy" / "null-sample-seed-4").exists()

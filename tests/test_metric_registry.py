@@ -24,7 +24,7 @@ FAKE = Metric(
     path=("behaviour", "{scope}", "hedging_rate"),
     definition="share of the greedy answers that hedge (a made-up metric of this test)",
     higher_is_better=False,
-    base=m.BASE_MODEL,
+    baseline=m.BASE_MODEL,
     label="hedging",
     shown=("report", "sweep", "summary"),
     scope="all",
@@ -148,7 +148,10 @@ def test_every_row_is_where_eval_writes_it():
     ev = {
         "uptake": uptake,
         "knowledge_shift": {"untrained": m.compare_knowledge(before, after, {"a"}, before)},
-        "behaviour": {"all": m.compare_behaviour(before, after, {"a"}, None, before)},
+        "behaviour": {
+            "all": m.compare_behaviour(before, after, {"a"}, None, before),
+            "untrained": {"trained_answers": m.trained_answers(before, after, {"a"}, {"y"})},
+        },
         "benchmarks": {"tasks": {"t": {"acc": m.metric("benchmark", 0.5, 0.75)}}},
     }
     for name in METRICS:

@@ -102,6 +102,7 @@ def test_report_files_and_cli(runs, tmp_path):
         "reliability_vs_n.png",
         "shift_heatmaps.png",
         "tradeoff.png",
+        "uptake_damage.png",
     ]
     md = (out / "report.md").read_text()
     assert (
@@ -122,7 +123,7 @@ def test_every_metric_shown_is_defined_from_the_one_table(runs, tmp_path):
     for term, (name, _) in SHOWN.items():
         assert f"- **{term}**: {DEFINITIONS[name]}" in md, term
         assert f"<dt>{term}</dt><dd>{html.escape(DEFINITIONS[name])}" in page, term
-    assert "(before the arrow: the noise floor" in md  # what retention's base is
+    assert "(before the arrow: the measurement null" in md  # what retention's base is
     assert f"<th title='{html.escape(DEFINITIONS['reliability'])}" in page  # hover on the column, too
 
 
@@ -186,5 +187,35 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(runs, tmp_p
         text=True,
         timeout=120,
     ).stdout
-    assert 'data-images="6/6"' in dom, dom[-500:]
+    assert 'data-images="7/7"' in dom, dom[-500:]
     assert "<h1>knowpack report</h1>" in dom
+
+
+def test_damage_at_matched_reliability_interpolates_each_methods_curve():
+    """Two methods, two conditions each (another lr), two seeds: lora's curve through (0.6, 0.9) and (1.0,
+    0.5) reads 0.7 at reliability 0.8; loki's through (0.6, 0.95), (1.0, 0.85) reads 0.9. Seeds agree, so
+    every resample gives the same: zero-width intervals, and the difference -0.2 is shown."""
+    from knowpack.report.curves import matched_damage, method_curves
+
+    rows = []
+    for method, points in {"lora": [(0.6, 0.9), (1.0, 0.5)], "loki": [(0.6, 0.95), (1.0, 0.85)]}.items():
+        for lr, (rel, ret) in zip((1e-3, 1e-2), points, strict=True):
+            for seed in (0, 1):
+                rows.append(
+                    {"method": method, "group": f"{method} lr={lr}", "n": 50, "seed": seed,
+                     "reliability": rel, "retention": ret}
+                )  # fmt: skip
+    curves = method_curves(rows)
+    assert [p["reliability"]["mean"] for p in curves["lora"]] == [0.6, 1.0]
+    table = {(r["reliability"], r["method"]): r for r in matched_damage(curves, targets=(0.8, 0.99, 1.2))}
+    assert set(table) == {(0.8, "loki"), (0.8, "lora"), (0.8, "loki − lora"), (0.99, "loki"),
+                          (0.99, "lora"), (0.99, "loki − lora")}  # fmt: skip
+    lora, diff = table[(0.8, "lora")], table[(0.8, "loki − lora")]
+    assert lora["mean"] == pytest.approx(0.7) and lora["low"] == pytest.approx(0.7) == lora["high"]
+    assert diff["mean"] == pytest.approx(0.2) and diff["verdict"] == "reproduced"
+    # a third seed where lora at lr 1e-2 retains far more and loki far less: the interval now holds 0
+    rows.append(dict(rows[2], seed=2, retention=0.95))
+    rows.append(dict(rows[6], seed=2, retention=0.3))
+    noisy = {(r["reliability"], r["method"]): r for r in matched_damage(method_curves(rows), targets=(0.8,))}
+    assert noisy[(0.8, "loki − lora")]["low"] < 0 < noisy[(0.8, "loki − lora")]["high"]
+    assert noisy[(0.8, "loki − lora")]["verdict"] == "not shown"

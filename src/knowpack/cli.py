@@ -677,7 +677,14 @@ def eval_(
     ] = None,
     noise_floor: Annotated[
         bool | None,
-        typer.Option("--noise-floor/--no-noise-floor", help="Probe the base again with seed + 1 (cached)."),
+        typer.Option(
+            "--noise-floor/--no-noise-floor",
+            help="Prompt sensitivity: probe the base again with seed + 1, other exemplars (cached).",
+        ),
+    ] = None,
+    control: Annotated[
+        Path | None,
+        typer.Option("--control", help="A training-control run (mix.control) to read the damage against."),
     ] = None,
     refusal_pattern: Annotated[
         list[str] | None,
@@ -729,13 +736,21 @@ def eval_(
         if facts is not None or out is not None:
             raise KnowpackError("--facts and --out are for --model; a run is measured on its own facts")
         result = evaluate_run(
-            run, noise_floor=noise_floor, model=model, device=device, batch_size=batch_size, **common
+            run,
+            noise_floor=noise_floor,
+            control=control,
+            model=model,
+            device=device,
+            batch_size=batch_size,
+            **common,
         )
         typer.echo(_eval_summary(result))
         typer.echo(f"written: {run / 'eval.json'}")
         return
     if model is None or facts is None or out is None:
         raise KnowpackError("give a run folder, or --model, --facts and --out")
+    if control is not None:
+        raise KnowpackError("--control is for a run folder: a training control of that run's recipe")
     _check_probe_options(n_prompts=n_prompts, shots=shots, samples=samples, seed=seed, batch_size=batch_size)
     _check_probe_options(pool=pool, option="--pool")
     _check_probe_options(pool_seed=pool_seed, option="--pool-seed")
@@ -786,7 +801,7 @@ def _eval_summary(result: dict) -> str:
         n = block.get("n")
         title = {
             "uptake": f"uptake ({n} facts)",
-            "knowledge_shift": f"{scope} facts ({n}), base: noise floor",
+            "knowledge_shift": f"{scope} facts ({n}), base: measurement null",
         }.get(part, part.replace("_", " "))
         shown = ", ".join(f"{metric_label(name)} {show(name, scope=scope)}" for name in names)
         lines.append(f"{title}: {shown}")

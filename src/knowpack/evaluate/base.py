@@ -2,7 +2,11 @@
 
 Both live in the base probe's folder (a run's `probe/`, or the shared `probe.run` / `probe.out` of a sweep):
 
-    <probe>/repeat-seed-<S>/      a second probe of the untouched base, same settings, seed S (base seed + 1)
+    <probe>/null-sample-seed-<S>/ the measurement null: the untouched base re-probed with the same prompts
+                                  and sampling seed S (the base seed + 1); none for a greedy probe, which is
+                                  its own null (no sampling: the re-probe would repeat it exactly)
+    <probe>/repeat-seed-<S>/      prompt sensitivity: a second probe of the untouched base, same settings,
+                                  seed S (base seed + 1), hence other exemplars
     <probe>/noise_floor.json      its transition matrix against the base probe (as `--repeat-seed` writes it)
     <probe>/base_benchmarks.json  the base model's lm-eval results, one entry per (task, settings)
     <probe>/base_uptake.json      the base model's zero-shot and held-out-paraphrase answers, per fact and
@@ -111,6 +115,58 @@ def noise_floor_records(
             write_json_atomic(folder / NOISE_FLOOR_FILE, matrix)
     logger.info("noise floor: %s (%s)", found, "reused" if reused else "probed")
     return records, found, reused
+
+
+def measurement_null_records(
+    model: Any,
+    tokenizer: Any,
+    facts: Sequence[Any],
+    base_records: Sequence[dict],
+    *,
+    folder: Path,
+    probe_kwargs: dict[str, Any],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict], dict[str, Any]]:
+    """The measurement null of the base probe in `folder` (`knowpack.probe.noise`): the untouched base
+    (`model`) re-probed over `facts` with the base probe's `probe_kwargs` (its seed, hence its prompts) and
+    only the sampling seed changed, into `folder/null-sample-seed-<S>` (reused when finished there).
+
+    A greedy probe (samples 0) never reads the sampling seed: its re-probe is the base probe itself, so the
+    base records are returned without probing, and eval.json says so. Returns (records in the order of
+    `facts`, eval.json's `measurement_null` block)."""
+    from knowpack.probe.noise import NULL_SAMPLE_OFFSET, null_folder
+    from knowpack.probe.run import probe, read_records
+
+    seed = probe_kwargs.get("seed", 0)
+    sample_seed = seed + NULL_SAMPLE_OFFSET
+    block: dict[str, Any] = {"seed": seed, "sample_seed": sample_seed}
+    by_id = {r["id"]: r for r in base_records}
+    if probe_kwargs.get("samples") == 0:
+        block.update(
+            folder=None,
+            reused=None,
+            computed="identical without re-probing: a greedy probe (samples 0) does not read the sampling "
+            "seed, so the same prompts give the same answers; every shift of the null is exactly zero",
+        )
+        return [by_id[f.id] for f in facts], block
+    path = null_folder(folder, sample_seed)
+    ids = {f.id for f in facts}
+    with locked(folder):
+        reused = _finished(path) and ids <= {r["id"] for r in read_records(path / "records.jsonl")}
+        if not reused:
+            settings = {**probe_kwargs, "sample_seed": sample_seed}
+            probe(model, tokenizer, facts, **settings, out=path, progress=progress)
+        found = {r["id"]: r for r in read_records(path / "records.jsonl")}
+    logger.info("measurement null: %s (%s)", path, "reused" if reused else "probed")
+    block.update(folder=str(path), reused=reused, computed="re-probed with the same prompts")
+    return [found[f.id] for f in facts], block
+
+
+def _finished(path: Path) -> bool:
+    try:
+        return json.loads((path / "summary.json").read_text()).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
 
 
 def cached_benchmarks(

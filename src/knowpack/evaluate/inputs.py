@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +177,50 @@ def _read_jsonl(path: Path) -> list[dict]:
         raise KnowpackError(f"{path.parent}: no {path.name}") from None
     except ValueError:
         raise KnowpackError(f"{path} is not valid JSON lines") from None
+
+
+CONTROL_FREE = (
+    "seed",
+    "target_reliability",
+    "patience",
+    "track_uptake",
+    "device",
+    "threads",
+    "save_checkpoints",
+    "save_total_limit",
+    "keep_checkpoints",
+    "report_to",
+)
+"""Train settings a training control may differ in from its run (none of them changes what is trained)."""
+
+
+def check_control(inp: RunInputs, control: RunInputs) -> dict[str, Any]:
+    """A training control must be a control mix (`mix.control: true`) of the same recipe (method and its
+    settings, train settings but the seed and stopping, n, additions, replay) drawn from the same base probe
+    as the run; one-line errors name what differs. Returns the recipe they share."""
+    where = f"the training control {control.run}"
+    if not control.mix.get("control"):
+        raise KnowpackError(f"{where} is not a control run (its mix.control is not true)")
+    if control.probe_dir.resolve() != inp.probe_dir.resolve():
+        raise KnowpackError(
+            f"{where} drew from the base probe {control.probe_dir}, not the run's {inp.probe_dir}"
+        )
+    if control.config.eval.control:
+        raise KnowpackError(f"{where} has a control of its own (eval.control); a control is read alone")
+    mine, theirs = _recipe(inp.config), _recipe(control.config)
+    diff = [f"{k} {theirs.get(k)!r} vs {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+    if diff:
+        raise KnowpackError(f"{where} has another recipe than the run ({', '.join(diff)})")
+    return mine
+
+
+def _recipe(config: RunConfig) -> dict[str, Any]:
+    """What a control must share with its run, flattened to `section.key`."""
+    train = {f"train.{k}": v for k, v in asdict(config.train).items() if k not in CONTROL_FREE}
+    mix = asdict(config.mix)
+    return {
+        "method": config.method.name,
+        **{f"method.{k}": v for k, v in sorted(config.method.options.items())},
+        **train,
+        **{f"mix.{k}": mix[k] for k in ("n_unknown", "add", "k", "replay")},
+    }

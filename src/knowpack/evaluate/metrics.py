@@ -7,6 +7,7 @@
     metrics.behaviour(after)                                  # refusal rate, diversity, confidence
     metrics.explosion(before, after)["answers"]               # answers more frequent than the base's top one
     metrics.metric_value(eval_json, "retention")              # (value, base): eval.json read via METRICS
+    metrics.metric_value(eval_json, "retention", against="training_control")   # (value, the control's)
 
 Records are probe records (`knowpack.probe`): `id`, `category`, `p_sample`, `greedy` (one answer per prompt),
 `samples`, `greedy_correct`, `greedy_logprob`. Choices where DESIGN.md and the papers are silent (each one
@@ -27,6 +28,11 @@ pinned by tests/test_eval_metrics.py):
   the base model on the same facts.
 - **Confidence**: the mean of exp(greedy_logprob) over all greedy answers, the probability the model gave its
   own greedy answer (tokens up to and including the one ending the line).
+- **Baselines** (`BASELINES`; DESIGN.md): every row names the one its `base` is (`Metric.baseline`). A
+  comparison of two probes stands beside the *measurement null* (the untouched base re-probed with the same
+  prompts and another sampling seed), with *prompt sensitivity* (other exemplars) beside it as context
+  (`baselines`); with a *training control* run, every metric also carries `control`: the run's value and the
+  control's on the facts neither trained on (`against_control`).
 A metric over no facts is None, never 0.
 """
 
@@ -54,7 +60,14 @@ TERMS: dict[str, str] = {
     "HighlyKnown fact, 0 for an Unknown or WeaklyKnown one",
     "transitions": "category transition matrix between two probes: counts[a][b] facts went from a to b; "
     "shares[a][b] = counts[a][b] / facts in a",
-    "noise_floor": "the same comparison between two probes of the untouched base model with different seeds",
+    "measurement_null": "the same comparison between the base probe and the untouched base re-probed with "
+    "the same prompts and another sampling seed: what the comparison shows with no training (greedy "
+    "categories cannot move; only WeaklyKnown <-> Unknown can)",
+    "prompt_sensitivity": "the same comparison between the base probe and the untouched base re-probed with "
+    "another seed, hence other exemplars: how much categories depend on the prompts (context, not a null; "
+    "called the noise floor before)",
+    "training_control": "the same recipe (method, epochs, lr) trained on as many facts the model already "
+    "knew (HighlyKnown only): the damage of training at all, against which learning new facts is read",
     "category_share": "share of the probed facts in a SliCK category",
 }
 """Words the metrics are defined with, that are not numbers of eval.json themselves."""
@@ -73,8 +86,9 @@ class Metric:
     higher_is_better: bool | None
     """True: more is better (uptake, retention); False: less is better (negative shift); None: a change either
     way is damage (refusal rate, confidence)."""
-    base: str
-    """What the entry's `base` is: "the base model" or "the noise floor" (two probes of the base compared)."""
+    baseline: str
+    """Which baseline the entry's `base` is (a key of `BASELINES`): `base_model`, or `measurement_null` for a
+    comparison of two probes."""
     label: str = ""
     """Its name in tables (default: the metric's name with spaces)."""
     fmt: str = ".3f"
@@ -88,16 +102,35 @@ class Metric:
     """The values it can take (None: no upper bound): a budget or target on it must lie within them."""
 
     @property
+    def base(self) -> str:
+        """What the entry's `base` is, in words (`BASELINES`)."""
+        return BASELINES[self.baseline]
+
+    @property
     def compares_probes(self) -> bool:
         """Whether it compares two probes (before, after): its base is that comparison with no training."""
-        return self.base == NOISE_FLOOR
+        return self.baseline == "measurement_null"
+
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """Every baseline it can be read against (`metric_value(..., against=)`): its own first."""
+        context = ("prompt_sensitivity",) if self.compares_probes else ()
+        return (self.baseline, *context, "training_control")
 
     def format(self, value: Any) -> str:
         return "–" if value is None else format(value, self.fmt)
 
 
-BASE_MODEL = "the base model"
-NOISE_FLOOR = "the noise floor, the same comparison between two probes of the untouched base"
+BASELINES: dict[str, str] = {
+    "base_model": "the base model",
+    "measurement_null": "the measurement null (the untouched base re-probed with the same prompts, another "
+    "sampling seed)",
+    "prompt_sensitivity": "prompt sensitivity (the untouched base re-probed with other exemplars)",
+    "training_control": "the training control (the same recipe on as many facts the model already knew)",
+}
+"""Baseline name -> what it is, in words (TERMS defines each at length); `Metric.baseline` is one."""
+BASE_MODEL = "base_model"
+MEASUREMENT_NULL = "measurement_null"
 _SHIFT, _BEHAVIOUR = ("knowledge_shift", "{scope}"), ("behaviour", "{scope}")
 
 METRICS: dict[str, Metric] = {
@@ -105,14 +138,14 @@ METRICS: dict[str, Metric] = {
         path=("uptake", "reliability"),
         definition="mean p_greedy of the implanted facts under the probe's few-shot prompts",
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
         shown=("report", "sweep", "summary"),
     ),
     "highly_known_share": Metric(
         path=("uptake", "highly_known_share"),
         definition="share of the implanted facts whose category is HighlyKnown (p_greedy = 1)",
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
     "zero_shot_accuracy": Metric(
         path=("uptake", "zero_shot_accuracy"),
@@ -121,7 +154,7 @@ METRICS: dict[str, Metric] = {
             "format (the prompt the facts were trained with)"
         ),
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
         label="zero-shot",
         shown=("summary",),
     ),
@@ -132,7 +165,7 @@ METRICS: dict[str, Metric] = {
             "under the probe's few-shot prompts"
         ),
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
         shown=("summary",),
     ),
     "generalization_zero_shot": Metric(
@@ -142,7 +175,7 @@ METRICS: dict[str, Metric] = {
             "zero-shot training format"
         ),
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
     "idk_refusal_rate": Metric(
         path=("uptake", "idk_refusal_rate"),
@@ -151,7 +184,7 @@ METRICS: dict[str, Metric] = {
             "are refusals"
         ),
         higher_is_better=None,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
     "positive_shift": Metric(
         path=(*_SHIFT, "positive_shift"),
@@ -160,7 +193,7 @@ METRICS: dict[str, Metric] = {
             "were Unknown, WeaklyKnown or MaybeKnown before"
         ),
         higher_is_better=None,
-        base=NOISE_FLOOR,
+        baseline=MEASUREMENT_NULL,
         shown=("summary",),
         scope="untrained",
     ),
@@ -171,7 +204,7 @@ METRICS: dict[str, Metric] = {
             "were HighlyKnown or MaybeKnown before"
         ),
         higher_is_better=False,
-        base=NOISE_FLOOR,
+        baseline=MEASUREMENT_NULL,
         shown=("summary",),
         scope="untrained",
     ),
@@ -179,7 +212,7 @@ METRICS: dict[str, Metric] = {
         path=(*_SHIFT, "retention"),
         definition="share of the facts HighlyKnown before that are HighlyKnown after",
         higher_is_better=True,
-        base=NOISE_FLOOR,
+        baseline=MEASUREMENT_NULL,
         shown=("report", "sweep", "summary"),
         scope="untrained",
     ),
@@ -187,7 +220,7 @@ METRICS: dict[str, Metric] = {
         path=(*_BEHAVIOUR, "refusal_rate"),
         definition="share of the greedy answers (every fact, every prompt) that match a refusal pattern",
         higher_is_better=None,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
         label="refusals",
         shown=("report", "sweep", "summary"),
     ),
@@ -195,13 +228,13 @@ METRICS: dict[str, Metric] = {
         path=(*_BEHAVIOUR, "refusal_rate_samples"),
         definition="share of the sampled answers that match a refusal pattern",
         higher_is_better=None,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
     "unique_answers": Metric(
         path=(*_BEHAVIOUR, "unique_answers"),
         definition="distinct normalized greedy answers (refusals and empty answers left out)",
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
         fmt="d",
         bounds=(0.0, None),
     ),
@@ -209,7 +242,7 @@ METRICS: dict[str, Metric] = {
         path=(*_BEHAVIOUR, "unique_share"),
         definition="distinct normalized greedy answers / greedy answers (refusals and empty left out)",
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
     "top_answer_share": Metric(
         path=(*_BEHAVIOUR, "top_answer_share"),
@@ -218,7 +251,7 @@ METRICS: dict[str, Metric] = {
             "left out)"
         ),
         higher_is_better=False,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
     "answer_entropy": Metric(
         path=(*_BEHAVIOUR, "answer_entropy"),
@@ -226,7 +259,7 @@ METRICS: dict[str, Metric] = {
             "entropy in bits of the distribution of normalized greedy answers (refusals and empty left out)"
         ),
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
         bounds=(0.0, None),
     ),
     "explosion": Metric(
@@ -236,7 +269,7 @@ METRICS: dict[str, Metric] = {
             "of the base model on the same facts"
         ),
         higher_is_better=False,
-        base=NOISE_FLOOR,
+        baseline=MEASUREMENT_NULL,
         fmt="d",
         bounds=(0.0, None),
     ),
@@ -244,20 +277,32 @@ METRICS: dict[str, Metric] = {
         path=(*_BEHAVIOUR, "explosion_share"),
         definition="share of the greedy answers (refusals and empty left out) that are exploded answers",
         higher_is_better=False,
-        base=NOISE_FLOOR,
+        baseline=MEASUREMENT_NULL,
+    ),
+    "trained_answers": Metric(
+        path=("behaviour", "untrained", "trained_answers"),
+        definition=(
+            "share of the greedy answers to untrained facts (refusals and empty left out) that are an answer "
+            "the run trained on; `exploded` marks each exploded answer trained or not, `exploded_share` is "
+            "the share the exploded trained answers take after training (`base_exploded_share`: before)"
+        ),
+        higher_is_better=False,
+        baseline=BASE_MODEL,
+        label="trained answers",
+        scope="untrained",
     ),
     "confidence": Metric(
         path=(*_BEHAVIOUR, "confidence"),
         definition="mean probability exp(greedy_logprob) of the greedy answers, every fact and prompt",
         higher_is_better=None,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
         shown=("summary",),
     ),
     "confidence_incorrect": Metric(
         path=(*_BEHAVIOUR, "confidence_incorrect"),
         definition="the same mean over the greedy answers that are not correct",
         higher_is_better=None,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
     "benchmark": Metric(
         path=("benchmarks", "tasks", "{task}", "{measure}"),
@@ -266,7 +311,7 @@ METRICS: dict[str, Metric] = {
             "the harness computes it"
         ),
         higher_is_better=True,
-        base=BASE_MODEL,
+        baseline=BASE_MODEL,
     ),
 }
 """Metric name -> where eval.json holds it and how to read it. Everything that reads eval.json (the report,
@@ -296,11 +341,39 @@ def metric_entry(ev: dict | None, name: str, **where: str) -> dict[str, Any]:
     return node if isinstance(node, dict) else {}
 
 
-def metric_value(ev: dict | None, name: str, **where: str) -> tuple[Any, Any]:
+def metric_value(ev: dict | None, name: str, against: str | None = None, **where: str) -> tuple[Any, Any]:
     """(value, base) of metric `name` in eval.json `ev` (see `metric_path` for `where`); (None, None) where
-    `ev` has no such number."""
+    `ev` has no such number. `against`: another of the row's `baselines` to read as the base (None: the
+    entry's own); `training_control` gives (the run's value, the control's) on facts neither trained on."""
     entry = metric_entry(ev, name, **where)
-    return entry.get("value"), entry.get("base")
+    if against is None:
+        return entry.get("value"), entry.get("base")
+    if against not in METRICS[name].baselines:
+        raise KnowpackError(
+            f"metric {name} is not read against {against}; expected one of "
+            f"{', '.join(METRICS[name].baselines)}"
+        )
+    if against == "training_control":
+        control = entry.get("control") or {}
+        return control.get("value"), control.get("base")
+    return entry.get("value"), metric_baselines(ev, name, **where).get(against)
+
+
+def metric_baselines(ev: dict | None, name: str, **where: str) -> dict[str, Any]:
+    """Baseline name -> the value of metric `name` under it (the base and the context beside it; the training
+    control's on the facts neither run trained on). An eval.json from before the baselines were named (its
+    `knowledge_shift` holds `noise_floor`) had prompt sensitivity as the base of every probe comparison: read
+    as such, with no measurement null."""
+    entry = metric_entry(ev, name, **where)
+    if not entry:
+        return {}
+    row = METRICS[name]
+    legacy = "noise_floor" in ((ev or {}).get("knowledge_shift") or {})
+    own = "prompt_sensitivity" if legacy and row.compares_probes else row.baseline
+    out = {own: entry.get("base"), **(entry.get("baselines") or {})}
+    if "control" in entry:
+        out["training_control"] = entry["control"].get("base")
+    return out
 
 
 def benchmark_values(ev: dict | None) -> dict[tuple[str, str], tuple[Any, Any]]:
@@ -488,6 +561,36 @@ def explosion(
     }
 
 
+def trained_answers(
+    before: Sequence[dict],
+    after: Sequence[dict],
+    ids: Collection[str],
+    answers: Collection[str],
+    patterns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Explosion, shown: the share of the greedy answers to the facts in `ids` (the untrained ones; counted as
+    `answer_counts` does) that are one of the run's trained `answers` (normalized), after training beside
+    before, and which exploded answers (`explosion`) are trained answers."""
+    ids, trained = set(ids), set(answers)
+    before = [r for r in before if r["id"] in ids]
+    after = [r for r in after if r["id"] in ids]
+    now, then = answer_counts(after, patterns), answer_counts(before, patterns)
+
+    def taken(counts: Counter) -> float | None:
+        return _ratio(sum(n for a, n in counts.items() if a in trained), sum(counts.values()))
+
+    exploded = explosion(before, after, patterns)["answers"]
+    return metric(
+        "trained_answers",
+        taken(now),
+        taken(then),
+        exploded=[[a, n, a in trained] for a, n in exploded],
+        exploded_trained=sum(a in trained for a, _ in exploded),
+        exploded_share=_ratio(sum(n for a, n in exploded if a in trained), sum(now.values())),
+        base_exploded_share=_ratio(sum(then[a] for a, _ in exploded if a in trained), sum(then.values())),
+    )
+
+
 def confidence(records: Sequence[dict]) -> dict[str, Any]:
     """Mean probability of the greedy answers, over all of them and over the incorrect ones."""
     probs, wrong = [], []
@@ -516,24 +619,48 @@ def compare_knowledge(
     before: Sequence[dict],
     after: Sequence[dict],
     ids: Collection[str] | None = None,
-    repeat: Sequence[dict] | None = None,
+    null: Sequence[dict] | None = None,
+    prompts: Sequence[dict] | None = None,
 ) -> dict[str, Any]:
     """Knowledge shift of the facts in `ids` from `before` to `after`: the transition matrix, positive and
-    negative shift and retention, each beside the same number between `before` and `repeat` (a second probe
-    of the base model with another seed: the noise floor; None when there is none)."""
-    categories = categories_of(before, after, repeat or [])
+    negative shift and retention, each beside the same number between `before` and `null` (the measurement
+    null: the base re-probed with the same prompts, another sampling seed; the entry's `base`, None when not
+    given) and, as context, between `before` and `prompts` (prompt sensitivity: other exemplars; the entry's
+    `baselines.prompt_sensitivity`, when given)."""
+    categories = categories_of(before, after, null or [], prompts or [])
     matrix = transitions(before, after, ids, categories)
-    moved, kept = shift(matrix), retention(before, after, ids)
-    floor = floor_moved = floor_kept = None
-    if repeat is not None:
-        floor = transitions(before, repeat, ids, categories)
-        floor_moved, floor_kept = shift(floor), retention(before, repeat, ids)
     out: dict[str, Any] = {"n": matrix["n"], "categories": list(categories)}
     out["transitions"] = {
         "metric": "transitions",
         **{k: matrix[k] for k in ("counts", "shares", "unchanged")},
-        "base": None if floor is None else {k: floor[k] for k in ("counts", "shares", "unchanged")},
+        "base": None,
+        "baseline": MEASUREMENT_NULL,
     }
+    found = {}
+    for name, records in (("base", null), ("prompt_sensitivity", prompts)):
+        if records is not None:
+            found[name] = _knowledge(before, records, ids, categories)
+            out["transitions"][name] = {k: found[name][0][k] for k in ("counts", "shares", "unchanged")}
+    base = found.get("base")
+    out.update(_knowledge_entries(_knowledge(before, after, ids, categories), base))
+    if "prompt_sensitivity" in found:
+        context = _knowledge_entries(found["prompt_sensitivity"], None)
+        for name, entry in context.items():
+            out[name]["baselines"] = {"prompt_sensitivity": entry["value"]}
+    return out
+
+
+def _knowledge(before, after, ids, categories) -> tuple[dict, dict, dict]:
+    """(transitions, shift, retention) from `before` to `after` over `ids`."""
+    matrix = transitions(before, after, ids, categories)
+    return matrix, shift(matrix), retention(before, after, ids)
+
+
+def _knowledge_entries(found: tuple[dict, dict, dict], floor: tuple[dict, dict, dict] | None) -> dict:
+    """eval.json's shift and retention entries of `found`, each beside `floor` (None: no base)."""
+    _, moved, kept = found
+    floor_moved, floor_kept = (floor[1], floor[2]) if floor is not None else (None, None)
+    out: dict[str, Any] = {}
     for name in ("positive", "negative"):
         mine = moved[name]
         base = floor_moved[name] if floor_moved else {"value": None, "share_of_all": None, "moves": {}}
@@ -550,9 +677,12 @@ def compare_knowledge(
             share_of_all=mine["share_of_all"],
             base_share_of_all=base["share_of_all"],
             moves=moves,
+            baseline=MEASUREMENT_NULL,
         )
     base_kept = floor_kept["value"] if floor_kept else None
-    out["retention"] = metric("retention", kept["value"], base_kept, kept=kept["kept"], n=kept["n"])
+    out["retention"] = metric(
+        "retention", kept["value"], base_kept, kept=kept["kept"], n=kept["n"], baseline=MEASUREMENT_NULL
+    )
     return out
 
 
@@ -561,16 +691,19 @@ def compare_behaviour(
     after: Sequence[dict],
     ids: Collection[str] | None = None,
     patterns: Sequence[str] | None = None,
-    repeat: Sequence[dict] | None = None,
+    null: Sequence[dict] | None = None,
+    prompts: Sequence[dict] | None = None,
 ) -> dict[str, Any]:
     """Behaviour of the facts in `ids` in probe `after` beside probe `before` (the base model's; None: a
     model alone, every base None): refusal rate, diversity, confidence, and the explosion of `after` against
-    `before`, beside that of `repeat` against `before` (the noise floor) when given."""
+    `before`, beside that of `null` against `before` (the measurement null) and of `prompts` (prompt
+    sensitivity, context) when given."""
     if ids is not None:
         ids = set(ids)
         after = [r for r in after if r["id"] in ids]
         before = None if before is None else [r for r in before if r["id"] in ids]
-        repeat = None if repeat is None else [r for r in repeat if r["id"] in ids]
+        null = None if null is None else [r for r in null if r["id"] in ids]
+        prompts = None if prompts is None else [r for r in prompts if r["id"] in ids]
     new = behaviour(after, patterns)
     old = behaviour(before, patterns) if before is not None else None
 
@@ -593,16 +726,45 @@ def compare_behaviour(
         "confidence_incorrect", new["confidence"]["incorrect"], base("confidence", "incorrect")
     )
     if before is not None:
+        none = {"value": None, "share": None}
         exploded = explosion(before, after, patterns)
-        floor = explosion(before, repeat, patterns) if repeat is not None else {"value": None, "share": None}
+        floor = explosion(before, null, patterns) if null is not None else none
         out["explosion"] = metric(
             "explosion",
             exploded["value"],
             floor["value"],
             answers=exploded["answers"],
             base_max_count=exploded["base_max_count"],
+            baseline=MEASUREMENT_NULL,
         )
-        out["explosion_share"] = metric("explosion_share", exploded["share"], floor["share"])
+        out["explosion_share"] = metric(
+            "explosion_share", exploded["share"], floor["share"], baseline=MEASUREMENT_NULL
+        )
+        if prompts is not None:
+            context = explosion(before, prompts, patterns)
+            out["explosion"]["baselines"] = {"prompt_sensitivity": context["value"]}
+            out["explosion_share"]["baselines"] = {"prompt_sensitivity": context["share"]}
+    return out
+
+
+def against_control(
+    before: Sequence[dict],
+    after: Sequence[dict],
+    control: Sequence[dict],
+    ids: Collection[str],
+    patterns: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Metric name -> `{"value": the run's, "base": the training control's, "delta", "n"}` for every shift,
+    retention and behaviour metric of the facts in `ids` (the caller leaves out the facts either run trained
+    on), `after` and `control` each the re-probe of a trained model against the same base probe `before`."""
+    mine, theirs = compare_knowledge(before, after, ids), compare_knowledge(before, control, ids)
+    mine.update(compare_behaviour(before, after, ids, patterns))
+    theirs.update(compare_behaviour(before, control, ids, patterns))
+    n = len(set(ids) & {r["id"] for r in after})
+    out = {}
+    for name, row in METRICS.items():
+        if row.path[0] in ("knowledge_shift", "behaviour") and isinstance(mine.get(name), dict):
+            out[name] = metric(name, mine[name]["value"], theirs[name]["value"], n=n)
     return out
 
 

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,18 @@ from knowpack.evaluate.base import (
     cached_benchmarks,
     cached_uptake,
     find_repeat,
+    measurement_null_records,
     noise_floor_records,
     same_model,
 )
-from knowpack.evaluate.inputs import RunInputs, eval_settings, read_probe, read_run
+from knowpack.evaluate.inputs import (
+    RunInputs,
+    _read_jsonl,
+    check_control,
+    eval_settings,
+    read_probe,
+    read_run,
+)
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
 from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
@@ -61,6 +69,7 @@ def evaluate_run(
     tasks_dir: str | None = None,
     noise_floor: bool | None = None,
     refusal_patterns: list[str] | None = None,
+    control: str | Path | None = None,
     model: str | None = None,
     device: str | None = None,
     batch_size: int | None = None,
@@ -68,12 +77,10 @@ def evaluate_run(
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a finished run against its base model; writes and returns `RUN/eval.json` (see the module
-    docstring). Settings left None take the run's `eval` section (`EvalConfig`); `model` asserts which base
-    model the run must have; `batch_size` overrides the probe's; `on_stage(name)` sees each stage."""
-    from knowpack.methods import method_module
-    from knowpack.models import load_model
-    from knowpack.probe.run import probe
-
+    docstring). Settings left None take the run's `eval` section (`EvalConfig`; `noise_floor` switches the
+    prompt-sensitivity re-probe); `control` is a training-control run (`eval.control`), evaluated first when
+    it has no eval.json; `model` asserts which base model the run must have; `batch_size` overrides the
+    probe's; `on_stage(name)` sees each stage."""
     started, timings = time.time(), {}
     stage = on_stage or (lambda name: logger.info("%s", name))
     overrides = dict(
@@ -83,119 +90,20 @@ def evaluate_run(
         tasks_dir=tasks_dir,
         noise_floor=noise_floor,
         refusal_patterns=refusal_patterns,
+        control=None if control is None else str(control),
     )
     inp = read_run(run, overrides, batch_size)
-    config, ev = inp.config, inp.eval
-    patterns = m.check_patterns(ev.refusal_patterns)
-    if model is not None and not same_model(model, config.model.name):
-        raise KnowpackError(f"--model {model} is not the run's base model ({config.model.name})")
-    if ev.benchmarks:
-        from knowpack.evaluate.benchmarks import check_tasks
-
-        check_tasks(ev.benchmarks, ev.tasks_dir)
-
-    stage(f"loading {config.model.name}")
-    lm, tokenizer = load_model(
-        config.model.name,
-        dtype=config.model.dtype,
-        device=device or config.train.device,
-        trust_remote_code=config.model.trust_remote_code,
-    )
-    recorded = (inp.probe_settings or {}).get("model")
-    if recorded is not None and not same_model(recorded, getattr(lm, "name_or_path", None)):
-        raise KnowpackError(
-            f"the base probe in {inp.probe_dir} was made with model {recorded}, not the run's "
-            f"{config.model.name}"
-        )
-    fmt = config.train.format or config.probe.format
-    probe_settings = {k: v for k, v in inp.probe_kwargs.items() if k != "batch_size"}
-    trained_paraphrases = inp.mix.get("add") == "paraphrase"
-    questions, source = _heldout(inp.implanted, trained_paraphrases)
-    measure = UptakeMeasure(
-        tokenizer, inp.implanted, inp.pool, inp.probe_kwargs, fmt, questions, progress_bar
-    )
-
-    repeat, noise = _noise_floor(inp, lm, tokenizer, stage, progress_bar, timings)
-    base_bench, reused = _base_benchmarks(inp, lm, tokenizer, stage, progress_bar, timings)
-    stage("uptake of the base model (zero-shot, held-out paraphrases)")
-    with _timed(timings, "uptake_base"):
-        key = {
-            "model": str(config.model.name),
-            "format": fmt,
-            "probe": probe_settings,
-            "base_probe": inp.probe_settings,
-            "trained_paraphrases": trained_paraphrases,
-        }
-        base_uptake, uptake_reused = cached_uptake(
-            inp.probe_dir, key, inp.implanted, lambda facts, base=lm: measure(base, "base", facts)
-        )
-
-    stage(f"loading the trained weights ({config.method.name})")
-    trained = method_module(config.method.name).load(lm, inp.weights).eval()
-    del lm  # a full run's model replaces the base: let it go (LoRA and LoKI keep it inside `trained`)
-    stage("re-probing every fact")
-    with _timed(timings, "probe"), _bar(progress_bar, "probe after training") as progress:
-        after = probe(
-            trained,
-            tokenizer,
-            inp.probed,
-            **inp.probe_kwargs,
-            exemplars=inp.pool,
-            out=inp.run / "eval" / "probe",
-            progress=progress,
-        )
-    with _timed(timings, "uptake"):
-        after_uptake = measure(trained, "trained")
-    benchmarks_block = None
-    if ev.benchmarks:
-        stage(f"benchmarks of the trained model: {', '.join(ev.benchmarks)}")
-        with _timed(timings, "benchmarks"), _bar(progress_bar, "benchmarks (trained)") as progress:
-            after_bench = _benchmarks(trained, tokenizer, ev.benchmarks, ev, progress)
-        from knowpack.evaluate.benchmarks import compare_benchmarks
-
-        benchmarks_block = compare_benchmarks(after_bench, base_bench, reused)
-
-    before = inp.base_records
-    ids = {f.id for f in inp.probed}
-    untrained = ids - inp.trained
-    result = {
-        "kind": "run",
-        "run": str(inp.run),
-        "model": {"base": config.model.name, "method": config.method.name, "weights": str(inp.weights)},
-        "facts": {
-            "path": config.facts.path,
-            "probed": len(ids),
-            "trained": len(ids & inp.trained),
-            "untrained": len(untrained),
-            "implanted": len(inp.implanted),
-        },
-        "definitions": m.DEFINITIONS,
-        "uptake": summarize_uptake(inp.implanted, before, after, base_uptake, after_uptake, source),
-        "knowledge_shift": {
-            "trained": m.compare_knowledge(before, after, ids & inp.trained, repeat),
-            "untrained": m.compare_knowledge(before, after, untrained, repeat),
-            "all": m.compare_knowledge(before, after, ids, repeat),
-            "noise_floor": noise,
-        },
-        "behaviour": {
-            "untrained": m.compare_behaviour(before, after, untrained, patterns, repeat),
-            "all": m.compare_behaviour(before, after, ids, patterns, repeat),
-        },
-        "benchmarks": benchmarks_block,
-        "settings": {
-            "probe": probe_settings,
-            "base_probe": str(inp.probe_dir),
-            "base_uptake_reused": uptake_reused,
-            "probe_after": str(inp.run / "eval" / "probe"),
-            "train_format": fmt,
-            "eval": asdict(ev),
-            "refusal_patterns": list(patterns),
-        },
-        "provenance": _provenance(started, timings),
-    }
-    relabelled = [i for i in inp.mix.get("relabelled", []) if i in ids]
-    if relabelled:
-        result["uptake"]["idk_refusal_rate"] = idk_refusal_rate(before, after, relabelled, patterns)
+    patterns = m.check_patterns(inp.eval.refusal_patterns)
+    _check_run(inp, model)
+    ctl = None
+    if inp.eval.control:
+        ctl = _control(inp, device, batch_size, progress_bar, stage)
+    steps = _Steps(stage, progress_bar, timings)
+    lm, tokenizer = _load_base(inp, device, stage)
+    base = _base_side(inp, lm, tokenizer, steps)
+    after, after_uptake, after_bench = _trained_side(inp, lm, tokenizer, base, steps)
+    result = _run_result(inp, base, after, after_uptake, after_bench, patterns, ctl)
+    result["provenance"] = _provenance(started, timings)
     write_json_atomic(inp.run / EVAL_FILE, result)
     return result
 
@@ -225,7 +133,7 @@ def evaluate_model(
     from knowpack.probe.run import probe
 
     started, out, timings = time.time(), Path(out), {}
-    stage = on_stage or (lambda name: logger.info("%s", name))
+    steps = _Steps(on_stage or (lambda name: logger.info("%s", name)), progress_bar, timings)
     overrides = dict(
         benchmarks=benchmarks,
         limit=limit,
@@ -236,12 +144,8 @@ def evaluate_model(
     ev = eval_settings(EvalConfig(noise_floor=False), overrides)
     patterns = m.check_patterns(ev.refusal_patterns)
     before = read_probe(Path(compare))[0] if compare is not None else None
-    if ev.benchmarks:
-        from knowpack.evaluate.benchmarks import check_tasks
-
-        check_tasks(ev.benchmarks, ev.tasks_dir)
-    stage("probing")
-    with _timed(timings, "probe"), _bar(progress_bar, "probe") as progress:
+    _check_tasks(ev)
+    with steps("probing", "probe") as progress:
         records = probe(
             model,
             tokenizer,
@@ -255,13 +159,22 @@ def evaluate_model(
     if ev.benchmarks:
         from knowpack.evaluate.benchmarks import compare_benchmarks
 
-        stage(f"benchmarks: {', '.join(ev.benchmarks)}")
-        with _timed(timings, "benchmarks"), _bar(progress_bar, "benchmarks") as progress:
+        with steps(f"benchmarks: {', '.join(ev.benchmarks)}", "benchmarks") as progress:
             after = _benchmarks(model, tokenizer, ev.benchmarks, ev, progress)
         benchmarks_block = compare_benchmarks(after, None)
+    result = _model_result(out, records, before, patterns, benchmarks_block)
+    result["settings"].update(eval=asdict(ev), compare=None if compare is None else str(compare))
+    result["provenance"] = _provenance(started, timings)
+    write_json_atomic(out / EVAL_FILE, result)
+    return result
+
+
+def _model_result(out: Path, records: list[dict], before, patterns, benchmarks_block) -> dict[str, Any]:
+    """eval.json of one model alone (`evaluate_model`), less its eval settings and provenance."""
     settings = json.loads((out / "probe" / "summary.json").read_text())["settings"]
     counts, n = Counter(r["category"] for r in records), len(records)
     categories = m.categories_of(records)
+    ids = {r["id"] for r in records}
     result: dict[str, Any] = {
         "kind": "model",
         "model": settings["model"],
@@ -272,19 +185,12 @@ def evaluate_model(
             "categories": {c: counts[c] for c in categories},
             "shares": {c: m.metric("category_share", counts[c] / n if n else None, None) for c in categories},
         },
-        "behaviour": {"all": m.compare_behaviour(before, records, {r["id"] for r in records}, patterns)},
+        "behaviour": {"all": m.compare_behaviour(before, records, ids, patterns)},
         "benchmarks": benchmarks_block,
-        "settings": {
-            "probe": settings,
-            "eval": asdict(ev),
-            "refusal_patterns": list(patterns),
-            "compare": None if compare is None else str(compare),
-        },
-        "provenance": _provenance(started, timings),
+        "settings": {"probe": settings, "refusal_patterns": list(patterns)},
     }
     if before is not None:
-        result["knowledge_shift"] = {"all": m.compare_knowledge(before, records, {r["id"] for r in records})}
-    write_json_atomic(out / EVAL_FILE, result)
+        result["knowledge_shift"] = {"all": m.compare_knowledge(before, records, ids)}
     return result
 
 
@@ -322,18 +228,307 @@ def evaluate_named_model(
 # ------------------------------------------------------------------------------------------------ internals
 
 
-def _noise_floor(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, timings: dict):
-    """(repeat records, eval.json's `noise_floor` block), or (None, None) when switched off."""
+@dataclass
+class _Steps:
+    """Stage announcements, progress bars and stage timings of one evaluation."""
+
+    stage: Callable[[str], None]
+    progress_bar: ProgressBar | None
+    timings: dict[str, float]
+
+    @contextlib.contextmanager
+    def __call__(self, announce: str, name: str, label: str | None = None, bar: bool = True):
+        """Announce `announce`, time the block as `name`, yield a progress callback (bar `label`)."""
+        self.stage(announce)
+        with _timed(self.timings, name), _bar(self.progress_bar if bar else None, label or name) as progress:
+            yield progress
+
+
+@dataclass
+class _Base:
+    """What is measured on the untouched base model (mostly cached beside the base probe)."""
+
+    measure: UptakeMeasure
+    source: str | None
+    null: list[dict]
+    null_block: dict[str, Any]
+    prompts: list[dict] | None
+    prompts_block: dict[str, Any] | None
+    bench: dict | None
+    bench_reused: list[str] | None
+    uptake: dict
+    uptake_reused: int
+
+
+def _check_run(inp: RunInputs, model: str | None) -> None:
+    """One-line errors before any model is loaded: the asserted base model, the benchmark tasks."""
+    if model is not None and not same_model(model, inp.config.model.name):
+        raise KnowpackError(f"--model {model} is not the run's base model ({inp.config.model.name})")
+    _check_tasks(inp.eval)
+
+
+def _check_tasks(ev: EvalConfig) -> None:
+    if ev.benchmarks:
+        from knowpack.evaluate.benchmarks import check_tasks
+
+        check_tasks(ev.benchmarks, ev.tasks_dir)
+
+
+def _load_base(inp: RunInputs, device: str | None, stage: Callable[[str], None]) -> tuple[Any, Any]:
+    """The run's base model and tokenizer, checked against the model its base probe recorded."""
+    from knowpack.models import load_model
+
+    config = inp.config
+    stage(f"loading {config.model.name}")
+    lm, tokenizer = load_model(
+        config.model.name,
+        dtype=config.model.dtype,
+        device=device or config.train.device,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    recorded = (inp.probe_settings or {}).get("model")
+    if recorded is not None and not same_model(recorded, getattr(lm, "name_or_path", None)):
+        raise KnowpackError(
+            f"the base probe in {inp.probe_dir} was made with model {recorded}, not the run's "
+            f"{config.model.name}"
+        )
+    return lm, tokenizer
+
+
+def _train_format(inp: RunInputs) -> str:
+    return inp.config.train.format or inp.config.probe.format
+
+
+def _base_side(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps) -> _Base:
+    """The base model's side: measurement null, prompt sensitivity, benchmarks, zero-shot and paraphrases."""
+    trained_paraphrases = inp.mix.get("add") == "paraphrase"
+    questions, source = _heldout(inp.implanted, trained_paraphrases)
+    fmt, bar = _train_format(inp), steps.progress_bar
+    measure = UptakeMeasure(tokenizer, inp.implanted, inp.pool, inp.probe_kwargs, fmt, questions, bar)
+    probe_kwargs = {**inp.probe_kwargs, "exemplars": inp.pool}
+    greedy = inp.probe_kwargs.get("samples") == 0
+    with steps(
+        "measurement null (the base, same prompts, another sampling seed)", "measurement_null", bar=not greedy
+    ) as progress:
+        null, null_block = measurement_null_records(
+            lm,
+            tokenizer,
+            inp.probed,
+            inp.base_records,
+            folder=inp.probe_dir,
+            probe_kwargs=probe_kwargs,
+            progress=progress,
+        )
+    prompts, prompts_block = _prompt_sensitivity(inp, lm, tokenizer, steps)
+    bench, reused = _base_benchmarks(inp, lm, tokenizer, steps)
+    with steps("uptake of the base model (zero-shot, held-out paraphrases)", "uptake_base", bar=False):
+        key = {
+            "model": str(inp.config.model.name),
+            "format": _train_format(inp),
+            "probe": _probe_settings(inp),
+            "base_probe": inp.probe_settings,
+            "trained_paraphrases": trained_paraphrases,
+        }
+        uptake, uptake_reused = cached_uptake(
+            inp.probe_dir, key, inp.implanted, lambda facts, base=lm: measure(base, "base", facts)
+        )
+    return _Base(
+        measure, source, null, null_block, prompts, prompts_block, bench, reused, uptake, uptake_reused
+    )
+
+
+def _trained_side(inp: RunInputs, lm: Any, tokenizer: Any, base: _Base, steps: _Steps):
+    """The trained model (the run's weights on `lm`): its re-probe, uptake and benchmarks block."""
+    from knowpack.methods import method_module
+    from knowpack.probe.run import probe
+
+    steps.stage(f"loading the trained weights ({inp.config.method.name})")
+    trained = method_module(inp.config.method.name).load(lm, inp.weights).eval()
+    del lm  # a full run's model replaces the base: let it go (LoRA and LoKI keep it inside `trained`)
+    with steps("re-probing every fact", "probe", "probe after training") as progress:
+        after = probe(
+            trained,
+            tokenizer,
+            inp.probed,
+            **inp.probe_kwargs,
+            exemplars=inp.pool,
+            out=inp.run / "eval" / "probe",
+            progress=progress,
+        )
+    with _timed(steps.timings, "uptake"):
+        after_uptake = base.measure(trained, "trained")
+    block = None
+    ev = inp.eval
+    if ev.benchmarks:
+        from knowpack.evaluate.benchmarks import compare_benchmarks
+
+        announce = f"benchmarks of the trained model: {', '.join(ev.benchmarks)}"
+        with steps(announce, "benchmarks", "benchmarks (trained)") as progress:
+            after_bench = _benchmarks(trained, tokenizer, ev.benchmarks, ev, progress)
+        block = compare_benchmarks(after_bench, base.bench, base.bench_reused)
+    return after, after_uptake, block
+
+
+def _run_result(inp: RunInputs, base: _Base, after, after_uptake, benchmarks_block, patterns, ctl) -> dict:
+    """eval.json of a run (less its provenance): uptake, shift and behaviour beside the baselines."""
+    config, before = inp.config, inp.base_records
+    ids = {f.id for f in inp.probed}
+    scopes = {"trained": ids & inp.trained, "untrained": ids - inp.trained, "all": ids}
+    shift: dict[str, Any] = {
+        scope: m.compare_knowledge(before, after, members, base.null, base.prompts)
+        for scope, members in scopes.items()
+    }
+    behaviour = {
+        scope: m.compare_behaviour(before, after, scopes[scope], patterns, base.null, base.prompts)
+        for scope in ("untrained", "all")
+    }
+    behaviour["untrained"]["trained_answers"] = m.trained_answers(
+        before, after, scopes["untrained"], _trained_answers(inp), patterns
+    )
+    shift["baselines"] = {
+        "measurement_null": base.null_block,
+        "prompt_sensitivity": base.prompts_block,
+        "training_control": None if ctl is None else ctl.block,
+    }
+    result = {
+        "kind": "run",
+        "run": str(inp.run),
+        "model": {"base": config.model.name, "method": config.method.name, "weights": str(inp.weights)},
+        "facts": {
+            "path": config.facts.path,
+            "probed": len(ids),
+            "trained": len(scopes["trained"]),
+            "untrained": len(scopes["untrained"]),
+            "implanted": len(inp.implanted),
+        },
+        "definitions": m.DEFINITIONS,
+        "uptake": summarize_uptake(inp.implanted, before, after, base.uptake, after_uptake, base.source),
+        "knowledge_shift": shift,
+        "behaviour": behaviour,
+        "benchmarks": benchmarks_block,
+        "settings": {
+            "probe": _probe_settings(inp),
+            "base_probe": str(inp.probe_dir),
+            "base_uptake_reused": base.uptake_reused,
+            "probe_after": str(inp.run / "eval" / "probe"),
+            "train_format": _train_format(inp),
+            "eval": asdict(inp.eval),
+            "refusal_patterns": list(patterns),
+        },
+    }
+    relabelled = [i for i in inp.mix.get("relabelled", []) if i in ids]
+    if relabelled:
+        result["uptake"]["idk_refusal_rate"] = idk_refusal_rate(before, after, relabelled, patterns)
+    if ctl is not None:
+        _add_control(result, scopes, before, after, ctl, patterns)
+    return result
+
+
+@dataclass
+class _Control:
+    """A training control, evaluated: its re-probe, the facts it trained on, its eval.json, a block."""
+
+    records: list[dict]
+    trained: set[str]
+    eval: dict[str, Any]
+    block: dict[str, Any]
+
+
+def _control(inp: RunInputs, device: str | None, batch_size: int | None, progress_bar, stage) -> _Control:
+    """Read (and, lacking its eval.json or the run's benchmarks, first evaluate) the run's control."""
+    folder = Path(inp.eval.control)
+    control = read_run(folder, {}, batch_size)
+    recipe = check_control(inp, control)
+    ev = inp.eval
+    done = _read_eval(folder)
+    missing = [t for t in ev.benchmarks if t not in ((done or {}).get("benchmarks") or {}).get("tasks", {})]
+    if done is None or missing:
+        stage(f"evaluating the training control {folder}")
+        done = evaluate_run(
+            folder,
+            benchmarks=ev.benchmarks,
+            limit=ev.limit,
+            num_fewshot=ev.num_fewshot,
+            tasks_dir=ev.tasks_dir,
+            noise_floor=ev.noise_floor,
+            refusal_patterns=ev.refusal_patterns,
+            device=device,
+            batch_size=batch_size,
+            progress_bar=progress_bar,
+            on_stage=stage,
+        )
+    records = read_probe(Path(done["settings"]["probe_after"]))[0]
+    epochs = {"run": _epochs_run(inp.run), "control": _epochs_run(folder)}
+    if epochs["run"] != epochs["control"]:
+        logger.warning("the run trained %s epochs, its control %s", epochs["run"], epochs["control"])
+    block = {
+        "run": str(folder),
+        "eval": str(folder / EVAL_FILE),
+        "recipe": recipe,
+        "epochs_run": epochs,
+        "facts": "each metric's `control` is over the facts of its group that neither run trained on",
+    }
+    return _Control(records, control.trained, done, block)
+
+
+def _add_control(result: dict, scopes: dict[str, set[str]], before, after, ctl: _Control, patterns) -> None:
+    """Every shift, behaviour and benchmark entry of `result` gains `control`: the run's value beside the
+    training control's (`metrics.against_control`; benchmarks from the control's eval.json)."""
+    for scope, ids in scopes.items():
+        found = m.against_control(before, after, ctl.records, ids - ctl.trained, patterns)
+        for part in ("knowledge_shift", "behaviour"):
+            block = result[part].get(scope) or {}
+            for name, entry in found.items():
+                if isinstance(block.get(name), dict) and "value" in block[name]:
+                    block[name]["control"] = entry
+    for (task, measure), (value, _) in m.benchmark_values(result).items():
+        theirs, _ = m.metric_value(ctl.eval, "benchmark", task=task, measure=measure)
+        entry = m.metric_entry(result, "benchmark", task=task, measure=measure)
+        entry["control"] = m.metric("benchmark", value, theirs)
+
+
+def _read_eval(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / EVAL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _epochs_run(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / "train.json").read_text()).get("epochs_run")
+    except (OSError, ValueError):
+        return None
+
+
+def _probe_settings(inp: RunInputs) -> dict[str, Any]:
+    return {k: v for k, v in inp.probe_kwargs.items() if k != "batch_size"}
+
+
+def _trained_answers(inp: RunInputs) -> set[str]:
+    """The normalized answers the run trained on (refusals and replay left out)."""
+    from knowpack.facts.normalize import normalize
+    from knowpack.prompts import REFUSAL
+
+    rows = _read_jsonl(inp.run / "mix.jsonl")
+    return {normalize(r["answer"]) for r in rows if r.get("answer") and r.get("answer") != REFUSAL}
+
+
+def _prompt_sensitivity(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps):
+    """(repeat records, eval.json's `prompt_sensitivity` block), or (None, None) when switched off
+    (`eval.noise_floor`, its historical name)."""
     if not inp.eval.noise_floor:
         return None, None
     seed = inp.eval.noise_seed if inp.eval.noise_seed is not None else inp.config.probe.seed + 1
     earlier = find_repeat(inp.probe_dir, inp.probe_settings, {f.id for f in inp.probed}, seed)
-    if earlier is None:
-        stage(f"noise floor (the untouched base probed with seed {seed})")
-    else:  # the probe below reads it: no bar to draw
-        stage(f"noise floor (seed {seed}): reusing {earlier}")
-        progress_bar = None
-    with _timed(timings, "noise_floor"), _bar(progress_bar, f"noise floor (seed {seed})") as progress:
+    what = f"prompt sensitivity (the untouched base probed with seed {seed}, other exemplars)"
+    # a reused probe is only read: no bar to draw
+    with steps(
+        what if earlier is None else f"{what}: reusing {earlier}",
+        "prompt_sensitivity",
+        f"prompt sensitivity (seed {seed})",
+        bar=earlier is None,
+    ) as progress:
         repeat, folder, reused = noise_floor_records(
             lm,
             tokenizer,
@@ -348,14 +543,14 @@ def _noise_floor(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, t
     return repeat, {"folder": str(folder), "seed": seed, "reused": reused}
 
 
-def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, stage, progress_bar, timings: dict):
+def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps):
     """The base model's benchmark results (cached beside the base probe) and the tasks reused from there."""
     ev = inp.eval
     if not ev.benchmarks:
         return None, None
-    stage(f"benchmarks of the base model: {', '.join(ev.benchmarks)}")
     key = {"model": str(inp.config.model.name), **_bench_key(ev)}
-    with _timed(timings, "benchmarks_base"), _bar(progress_bar, "benchmarks (base)") as progress:
+    announce = f"benchmarks of the base model: {', '.join(ev.benchmarks)}"
+    with steps(announce, "benchmarks_base", "benchmarks (base)") as progress:
         done = []
 
         def compute(task: str) -> dict:

@@ -12,6 +12,7 @@
       - {label: loki, method: {name: loki, quota: 10}}   # a whole section; `label` names the cell
     out: runs/mixes
     evaluate: true                       # also `knowpack eval` each cell (its eval section's benchmarks)
+    control: true                        # and read each cell's damage against a training control
 
 Each cell is a run folder at a predictable path, `OUT/cells/<key=value,...>` (the keys that vary, sorted; a
 case with a `label` shows as `case=<label>` instead of its keys).
@@ -24,10 +25,18 @@ the same command on every machine. A claim whose process is gone (same host) is 
 Work every cell shares is done once, under a lock: the probe of the base model (`OUT/probe/<hash>`, keyed by
 model name and files, facts and probe settings) and, for LoKI cells that attribute, the attribution
 (`OUT/attribution/<hash>`). Nothing reads a run whose status is not `finished`.
+
+Training controls (`control: true` for every cell, or `control: true / false` in a case): the cell's recipe
+trained on as many HighlyKnown facts (`mix.control: true`), at `OUT/controls/<hash>`, keyed by the recipe
+(`control_key`: model, facts, probe, method and its settings, train settings but the seed and stopping, n,
+additions, replay), so the control is trained and evaluated ONCE, under a lock, and every cell of that recipe
+(other mix or train seeds) reads its damage against it (`eval.control`, `knowpack eval --control`). The
+control trains every epoch (no early stopping: reliability on facts it already knew says nothing).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -61,6 +70,8 @@ class Cell:
     config: RunConfig
     folder: Path
     evaluate: bool = False
+    control: RunConfig | None = None
+    """The cell's training control (shared by every cell of its recipe), or None."""
 
 
 @dataclass
@@ -74,6 +85,7 @@ class Sweep:
     cases: list[dict[str, Any]]
     out: Path
     evaluate: bool = False
+    control: bool = False
     cells: list[Cell] = field(default_factory=list)
 
 
@@ -92,6 +104,9 @@ class SweepFile:
     out: str | None = None
     evaluate: bool = False
     """Also evaluate each cell (`knowpack eval`)."""
+    control: bool = False
+    """Train a training control once per recipe and evaluate each cell against it (a case may say
+    `control: false` or `true` for its cells)."""
 
 
 _SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepFile))
@@ -125,7 +140,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     cases = checked.cases or [{}]
     if not checked.out:
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
-    sweep = Sweep(path, base, common, grid, cases, Path(checked.out), checked.evaluate)
+    sweep = Sweep(path, base, common, grid, cases, Path(checked.out), checked.evaluate, checked.control)
     sweep.cells = _cells(sweep, lines)
     return sweep
 
@@ -163,11 +178,14 @@ def _cells(sweep: Sweep, lines: dict[tuple, int | str]) -> list[Cell]:
         label = case.pop("label", None)
         if label is not None and not (isinstance(label, str) and label):
             raise KnowpackError(f"{sweep.path}: a case's label must be a non-empty string, not {label!r}")
-        cases.append((label, case, index))
-    varying = set(keys) | {k for label, case, _ in cases if label is None for k in case}
+        control = case.pop("control", sweep.control)
+        if not isinstance(control, bool):
+            raise KnowpackError(f"{sweep.path}: a case's control must be true or false, not {control!r}")
+        cases.append((label, case, index, control))
+    varying = set(keys) | {k for label, case, _, _ in cases if label is None for k in case}
     cells, names = [], set()
     for values in itertools.product(*(sweep.grid[k] for k in keys)):
-        for label, case, index in cases:
+        for label, case, index, control in cases:
             point = {**dict(zip(keys, values, strict=True)), **case}
             shown = {k: point[k] for k in sorted(varying) if k in point and (label is None or k in keys)}
             if label is not None:
@@ -191,8 +209,11 @@ def _cells(sweep: Sweep, lines: dict[tuple, int | str]) -> list[Cell]:
                 raise KnowpackError(f"cell {name}: {e}") from None
             config.out = str(folder)
             share_work(config, sweep.out)
+            ctl = control_config(config, sweep.out) if control else None
+            if ctl is not None:
+                config.eval.control = ctl.out
             overrides = point if label is None else {"case": label, **point}
-            cells.append(Cell(name, overrides, config, folder, sweep.evaluate))
+            cells.append(Cell(name, overrides, config, folder, sweep.evaluate, ctl))
     return cells
 
 
@@ -230,6 +251,27 @@ def share_work(config: RunConfig, out: Path) -> None:
                 "limit": options.get("attribution_limit"),
             }
             options["attribution_out"] = str(out / "attribution" / _hash(key))
+
+
+def control_key(config: RunConfig) -> dict[str, Any]:
+    """What makes two cells share a training control: the base probe, the method and its settings, the train
+    settings but those a control may differ in (`knowpack.evaluate.inputs.CONTROL_FREE`), n, additions and
+    replay (`knowpack.evaluate.inputs.check_control` checks the same)."""
+    from knowpack.evaluate.inputs import _recipe
+
+    probe = config.probe.run or config.probe.out
+    return {**_model_key(config), "facts": config.facts.path, "probe": probe, **_recipe(config)}
+
+
+def control_config(config: RunConfig, out: Path) -> RunConfig:
+    """The training control of a cell's recipe: a copy of its config with `mix.control` (HighlyKnown facts
+    in place of Unknown ones), fixed seeds, no relabelling, no early stopping, at `OUT/controls/<hash>`."""
+    ctl = copy.deepcopy(config)
+    ctl.mix = dataclasses.replace(ctl.mix, control=True, seed=0, idk_share=0.0)
+    ctl.train = dataclasses.replace(ctl.train, seed=0, target_reliability=None, patience=None)
+    ctl.eval = dataclasses.replace(ctl.eval, control=None)
+    ctl.out = str(out / "controls" / _hash(control_key(config)))
+    return ctl
 
 
 def _model_key(config: RunConfig) -> dict[str, Any]:
@@ -342,10 +384,29 @@ def _train_cell(cell: Cell, on_stage=None, progress_bar=None) -> None:
     if run_status(cell.folder) != "finished":
         prepare_shared(cell.config, progress_bar)
         train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)
+    if cell.control is not None:
+        prepare_control(cell, on_stage, progress_bar)
     if cell.evaluate:
         from knowpack.evaluate import evaluate_run
 
         evaluate_run(cell.folder, on_stage=on_stage, progress_bar=progress_bar)
+
+
+def prepare_control(cell: Cell, on_stage=None, progress_bar=None) -> None:
+    """Make the cell's training control exist, trained and (when the sweep evaluates) evaluated, one process
+    at a time: the first cell of a recipe does it, the others find it done."""
+    from knowpack.train import train
+
+    ctl = cell.control
+    folder = Path(ctl.out)
+    with _lock(folder):
+        if run_status(folder) != "finished":
+            prepare_shared(ctl, progress_bar)
+            train(ctl, force=True, on_stage=on_stage, progress_bar=progress_bar)
+        if cell.evaluate and not (folder / "eval.json").exists():
+            from knowpack.evaluate import evaluate_run
+
+            evaluate_run(folder, on_stage=on_stage, progress_bar=progress_bar)
 
 
 def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None = None) -> None:

@@ -1,11 +1,21 @@
-"""The noise floor of a probe: the same facts probed again with another seed, and the category transitions
-between the two probes (what a before / after comparison shows with no training at all).
+"""Two re-probes of an untouched model, the baselines a before / after comparison is read against.
 
-    records, repeat, matrix = noise_floor(model, tok, facts, out="out/probe", seed=0, repeat_seed=1)
-    # out/records.jsonl, out/repeat-seed-1/records.jsonl, out/noise_floor.json (the transition matrix)
+- **Prompt sensitivity** (`noise_floor`, its historical name): the same facts probed again with another seed,
+  which redraws the exemplars (and the samples), and the category transitions between the two probes: how much
+  the categories depend on the choice of prompts. Context, not a null: a run's before and after probes share
+  their prompts.
 
-`knowpack probe --repeat-seed S` is this function; `knowpack eval` reads (or makes) the same files beside a
-run's base probe (`knowpack.evaluate.base.noise_floor_records`).
+      records, repeat, matrix = noise_floor(model, tok, facts, out="out/probe", seed=0, repeat_seed=1)
+      # out/records.jsonl, out/repeat-seed-1/records.jsonl, out/noise_floor.json (the transition matrix)
+
+- **Measurement null** (`null_folder`, `NULL_SAMPLE_OFFSET`): the same prompts (the same seed) with only the
+  sampling seed changed (`knowpack.probe(..., sample_seed=S)`), into `out/null-sample-seed-<S>`: what the
+  before / after comparison itself shows with no training. Greedy answers do not read the sampling seed, so
+  HighlyKnown / MaybeKnown / Unknown-vs-the-rest cannot move; only WeaklyKnown <-> Unknown can. A greedy probe
+  (samples 0) is its own null.
+
+`knowpack probe --repeat-seed S` is `noise_floor`; `knowpack eval` reads (or makes) these files beside a run's
+base probe (`knowpack.evaluate.base`).
 """
 
 from __future__ import annotations
@@ -21,6 +31,14 @@ from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
 
 NOISE_FLOOR_FILE = "noise_floor.json"
+"""The prompt sensitivity's transition matrix beside the base probe (the file keeps its first name)."""
+NULL_SAMPLE_OFFSET = 1
+"""The measurement null samples with the base probe's seed + this (its exemplars keep the base seed)."""
+
+
+def null_folder(out: str | Path, sample_seed: int) -> Path:
+    """Where the measurement-null re-probe (sampling seed `sample_seed`) of the probe in `out` lies."""
+    return Path(out) / f"null-sample-seed-{sample_seed}"
 
 
 def repeat_folder(out: str | Path, seed: int) -> Path:

@@ -62,6 +62,7 @@ def probe(
     mode: str = "substring",
     exemplars: Sequence[Fact] | None = None,
     seed: int = 0,
+    sample_seed: int | None = None,
     batch_size: int = 256,
     out: str | os.PathLike | None = None,
     shard: str | tuple[int, int] | None = None,
@@ -72,6 +73,8 @@ def probe(
 ) -> list[dict[str, Any]]:
     """Probe every fact (see the module docstring); returns the records of this run's facts, in order.
 
+    `sample_seed` changes only the sampling noise (None: `seed`, which also fixes the exemplars): the same
+    prompts with other samples, the measurement null of `knowpack eval`.
     `batch_size` is rows decoded at once (a prompt takes 1 + samples rows); `limit` keeps the first facts,
     `shard` ("i/n") every n-th of those from the i-th; `progress(done, total)` counts prompts.
     `backend`: "torch" (engine.py, on a transformers model) or "vllm" (vllm_backend.py; `model` is then a
@@ -115,6 +118,8 @@ def probe(
         "seed": seed,
         "exemplar_pool": pool_identity(pool),
     }
+    if sample_seed is not None:  # recorded only when set: probes made before it keep their settings
+        settings["sample_seed"] = sample_seed
 
     records_path = summary_path = None
     done: dict[str, dict] = {}
@@ -129,7 +134,11 @@ def probe(
         logger.info("resuming: %d of %d facts already probed", len(chosen) - len(todo), len(chosen))
 
     sampling = dict(
-        samples=samples, temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed
+        samples=samples,
+        temperature=temperature,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        seed=seed if sample_seed is None else sample_seed,
     )
     if backend == "vllm":
         from knowpack.probe.vllm_backend import VllmEngine

@@ -153,11 +153,20 @@ def _row(folder: Path) -> dict[str, Any]:
         "eval": ev,
     }
     if ev and ev.get("kind") == "run":
-        from knowpack.evaluate.metrics import benchmark_values, headline, metric_entry
+        from knowpack.evaluate.metrics import (
+            METRICS,
+            benchmark_values,
+            headline,
+            metric_baselines,
+            metric_entry,
+            metric_value,
+        )
 
         for name in dict.fromkeys([*headline("report"), "negative_shift", "unique_share", "explosion"]):
             entry = metric_entry(ev, name)
-            row[name], row[f"{name}_base"] = entry.get("value"), entry.get("base")
+            baselines = metric_baselines(ev, name)
+            row[name], row[f"{name}_base"] = entry.get("value"), baselines.get(METRICS[name].baseline)
+            row[f"{name}_control"] = metric_value(ev, name, against="training_control")
         row["explosion_answers"] = metric_entry(ev, "explosion").get("answers") or []
         row["benchmarks"] = {
             f"{task} {measure}": pair for (task, measure), pair in benchmark_values(ev).items()
@@ -235,8 +244,8 @@ def collapse_notes(rows: list[dict]) -> list[str]:
             said = f"; the most frequent, '{top[0]}', {top[1]} times" if top else ""
             notes.append(
                 f"Answer explosion: {after} answer(s) now each occur more often than the base model's most "
-                f"frequent answer (noise floor {before}) {where}{said}. The model gives the same few answers "
-                "to many different questions."
+                f"frequent answer (measurement null {before}) {where}{said}. The model gives the same few "
+                "answers to many different questions."
             )
     notes += [_bench_note(lines) for lines in benches.values() if lines]
     return notes
@@ -284,7 +293,7 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     ]
     names = ["epochs" if c == "epochs_run" else metric_label(c) for c in columns]
     header = ["method / mix", "n", "seed", *names, "run"]
-    tables = [("Runs (base → after; retention: noise floor → after)", header, runs)]
+    tables = [(f"Runs ({_before_arrow(shown)} → after)", header, runs)]
     benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
     if benches:
         body = []
@@ -295,7 +304,61 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
                 cells.append(_pair(base, value))
             body.append(cells)
         tables.append(("Benchmarks (base → after)", ["method / mix", "n", "seed", *benches], body))
+    matched = _matched_table(rows)
+    if matched:
+        tables.append(matched)
+    controlled = _control_table(rows, shown)
+    if controlled:
+        tables.append(controlled)
     return tables
+
+
+def _before_arrow(names: list[str]) -> str:
+    """What stands before the arrow in each column, by baseline: 'the base model: a, b; the measurement
+    null ...: c' (the registry's `baseline` of each metric)."""
+    from knowpack.evaluate.metrics import BASELINES, METRICS, metric_label
+
+    by: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        by[METRICS[name].baseline].append(metric_label(name))
+    return "; ".join(f"{BASELINES[b]}: {', '.join(labels)}" for b, labels in by.items())
+
+
+def _matched_table(rows: list[dict]):
+    """Damage at matched reliability (`knowpack.report.curves`), when methods have curves of 2+ points."""
+    from knowpack.evaluate.stats import format_interval
+    from knowpack.report.curves import DAMAGE, matched_damage, method_curves
+
+    curves = {m: pts for m, pts in method_curves(rows).items() if len(pts) > 1}
+    found = matched_damage(curves)
+    if not found:
+        return None
+    body = [[f"{r['reliability']:.3f}", r["method"], format_interval(r), r.get("verdict", "")] for r in found]
+    caption = (
+        f"Damage at matched reliability ({DAMAGE} of untrained HighlyKnown, each method's curve "
+        "interpolated; 95% bootstrap intervals over seeds; a difference is 'reproduced' only when its "
+        "interval excludes 0)"
+    )
+    return caption, ["reliability", "method", DAMAGE, "verdict"], body
+
+
+def _control_table(rows: list[dict], names: list[str]):
+    """The runs read against their training control (eval.json's `control` entries), when any has one."""
+    from knowpack.evaluate.metrics import metric_label
+
+    with_control = [r for r in rows if any((r.get(f"{c}_control") or (None,))[0] is not None for c in names)]
+    if not with_control:
+        return None
+    body = []
+    for r in sorted(with_control, key=lambda r: (r["group"], r["n"], r["seed"])):
+        cells = [r["group"], str(r["n"]), str(r["seed"])]
+        for c in names:
+            value, control = r.get(f"{c}_control") or (None, None)
+            cells.append(_pair(control, value))
+        body.append(cells)
+    header = ["method / mix", "n", "seed", *(metric_label(c) for c in names)]
+    caption = "Against the training control (control → run, on the facts neither trained on)"
+    return caption, header, body
 
 
 def _pair(base: Any, value: Any) -> str:
@@ -376,125 +439,194 @@ def _html(title, skipped, notes, tables, glossary, figures, out: Path) -> str:
 
 
 def _figures(rows: list[dict], out: Path) -> list[tuple[str, str]]:
+    """Draw every figure the runs hold data for into `out`; returns (caption, file name) of each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figures: list[tuple[str, str]] = []
-
-    def save(fig, name: str, caption: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        figures.append((caption, name))
-
     groups = _groups(rows)
-    if any(len({r["n"] for r in g}) > 1 for g in groups.values()):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, g in groups.items():
-            _errorbar(ax, g, "reliability", label)
-        _axes(ax, "implanted Unknown facts (n)", "reliability", log=True, ylim=(0, 1.02))
-        save(fig, "reliability_vs_n.png", "Reliability vs number of implanted facts")
-    if any(r["epochs"] for r in rows):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, g in groups.items():
-            curves = defaultdict(list)
-            for r in g:
-                for epoch, rel in r["epochs"]:
-                    if rel is not None:
-                        curves[epoch].append(rel)
-            xs = sorted(curves)
-            ax.plot(xs, [_mean(curves[x]) for x in xs], marker="o", label=f"{label} (n={_ns(g)})")
-        _axes(ax, "epoch", "reliability", ylim=(0, 1.02))
-        save(fig, "reliability_vs_epoch.png", "Reliability vs epoch (mean over runs)")
-    benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
-    if benches and len({r["n"] for r in rows}) == 1:
-        fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(benches) * (len(groups) + 1) / 2), 3.8))
-        bars = {"base": [_first_base(rows, b) for b in benches]}
-        for label, g in groups.items():
-            bars[label] = [
-                _mean([r["benchmarks"][b][0] for r in g if _has(r, b)] or [math.nan]) for b in benches
-            ]
-        width = 0.8 / len(bars)
-        for i, (label, heights) in enumerate(bars.items()):
-            xs = [j - 0.4 + width * (i + 0.5) for j in range(len(benches))]
-            ax.bar(xs, [0 if h is None or math.isnan(h) else h for h in heights], width, label=label)
-        ax.set_xticks(range(len(benches)), benches, fontsize=8)
-        _axes(ax, "", f"score (n={rows[0]['n']})", ylim=(0, 1.02))
-        save(fig, "benchmarks.png", f"Benchmark scores, base vs after (n={rows[0]['n']}, mean over seeds)")
-    elif benches:
-        fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.6), squeeze=False)
-        for ax, bench in zip(axes[0], benches, strict=True):
-            for label, g in groups.items():
-                pts = [
-                    dict(r, _b=r["benchmarks"][bench][0]) for r in g if bench in (r.get("benchmarks") or {})
-                ]
-                _errorbar(ax, pts, "_b", label)
-            base = [r["benchmarks"][bench][1] for r in rows if bench in (r.get("benchmarks") or {})]
-            if base and base[0] is not None:
-                ax.axhline(base[0], color="gray", linestyle="--", label="base")
-            _axes(ax, "n", bench, log=True)
-        save(fig, "benchmarks_vs_n.png", "Benchmark scores vs n (base model dashed)")
-    heat = [
-        r
-        for r in rows
-        if _value(r.get("eval") or {}, "knowledge_shift", "untrained", "transitions", key="shares")
-    ]
-    if heat:
-        shown = heat[:MAX_HEATMAPS]
-        fig, axes = plt.subplots(len(shown), 2, figsize=(8, 3.4 * len(shown)), squeeze=False)
-        for (left, right), r in zip(axes, shown, strict=True):
-            t = r["eval"]["knowledge_shift"]["untrained"]["transitions"]
-            _heatmap(left, t["shares"], f"{Path(r['folder']).name}: untrained facts")
-            _heatmap(right, (t.get("base") or {}).get("shares") or {}, "noise floor (base vs base)")
-        save(
-            fig,
-            "shift_heatmaps.png",
-            "Knowledge shift of untrained facts (row shares) beside the noise floor",
-        )
-    behave = [r for r in rows if r.get("refusal_rate") is not None]
-    if behave:
-        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
-        names = [Path(r["folder"]).name for r in behave]
-        xs = range(len(behave))
-        a.bar([x - 0.2 for x in xs], [r["refusal_rate_base"] or 0 for r in behave], 0.4, label="base")
-        a.bar([x + 0.2 for x in xs], [r["refusal_rate"] or 0 for r in behave], 0.4, label="after")
-        b.bar([x - 0.2 for x in xs], [r["unique_share_base"] or 0 for r in behave], 0.4, label="base")
-        b.bar([x + 0.2 for x in xs], [r["unique_share"] or 0 for r in behave], 0.4, label="after")
-        for ax, y in ((a, "refusal rate"), (b, "unique answers / answers")):
-            ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
-            ax.set_ylabel(y)
-            ax.legend()
-        save(fig, "behaviour.png", "Refusals and answer diversity, before vs after")
-    trade = [r for r in rows if r.get("retention") is not None and r.get("reliability") is not None]
-    if trade:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-        by_group = defaultdict(list)
-        for r in trade:
-            drops = [
-                base - value
-                for value, base in (r.get("benchmarks") or {}).values()
-                if None not in (value, base)
-            ]
-            by_group[r["group"]].append(dict(r, _drop=max(drops) if drops else None))
-        for group, g in sorted(by_group.items()):
-            for ax, key in ((axes[0], "retention"), (axes[1], "_drop")):
-                pts = [p for p in g if p[key] is not None]
-                if not pts:
-                    continue
-                cells = _groups(pts, key=lambda p: p["n"])
-                xs = [_mean([p["reliability"] for p in c]) for c in cells.values()]
-                ys = [_mean([p[key] for p in c]) for c in cells.values()]
-                xe = [_std([p["reliability"] for p in c]) for c in cells.values()]
-                ye = [_std([p[key] for p in c]) for c in cells.values()]
-                ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", capsize=3, label=group)
-        _axes(axes[0], "uptake (reliability)", "retention of untrained HighlyKnown")
-        _axes(axes[1], "uptake (reliability)", "largest benchmark drop")
-        save(
-            fig, "tradeoff.png", "Trade-off: uptake against damage, per method and mix (seeds as error bars)"
-        )
+    drawers = (
+        _reliability_vs_n,
+        _reliability_vs_epoch,
+        _benchmark_figure,
+        _shift_heatmaps,
+        _behaviour_figure,
+        _tradeoff_figure,
+        _uptake_damage_figure,
+    )
+    for draw in drawers:
+        drawn = draw(rows, groups, plt)
+        if drawn is not None:
+            fig, name, caption = drawn
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=110)
+            plt.close(fig)
+            figures.append((caption, name))
     return figures
+
+
+def _reliability_vs_n(rows, groups, plt):
+    if not any(len({r["n"] for r in g}) > 1 for g in groups.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, g in groups.items():
+        _errorbar(ax, g, "reliability", label)
+    _axes(ax, "implanted Unknown facts (n)", "reliability", log=True, ylim=(0, 1.02))
+    return fig, "reliability_vs_n.png", "Reliability vs number of implanted facts"
+
+
+def _reliability_vs_epoch(rows, groups, plt):
+    if not any(r["epochs"] for r in rows):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, g in groups.items():
+        curves = defaultdict(list)
+        for r in g:
+            for epoch, rel in r["epochs"]:
+                if rel is not None:
+                    curves[epoch].append(rel)
+        xs = sorted(curves)
+        ax.plot(xs, [_mean(curves[x]) for x in xs], marker="o", label=f"{label} (n={_ns(g)})")
+    _axes(ax, "epoch", "reliability", ylim=(0, 1.02))
+    return fig, "reliability_vs_epoch.png", "Reliability vs epoch (mean over runs)"
+
+
+def _benchmark_figure(rows, groups, plt):
+    benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
+    if not benches:
+        return None
+    if len({r["n"] for r in rows}) == 1:
+        return _benchmark_bars(rows, groups, benches, plt)
+    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.6), squeeze=False)
+    for ax, bench in zip(axes[0], benches, strict=True):
+        for label, g in groups.items():
+            pts = [dict(r, _b=r["benchmarks"][bench][0]) for r in g if bench in (r.get("benchmarks") or {})]
+            _errorbar(ax, pts, "_b", label)
+        base = [r["benchmarks"][bench][1] for r in rows if bench in (r.get("benchmarks") or {})]
+        if base and base[0] is not None:
+            ax.axhline(base[0], color="gray", linestyle="--", label="base")
+        _axes(ax, "n", bench, log=True)
+    return fig, "benchmarks_vs_n.png", "Benchmark scores vs n (base model dashed)"
+
+
+def _benchmark_bars(rows, groups, benches, plt):
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(benches) * (len(groups) + 1) / 2), 3.8))
+    bars = {"base": [_first_base(rows, b) for b in benches]}
+    for label, g in groups.items():
+        bars[label] = [_mean([r["benchmarks"][b][0] for r in g if _has(r, b)] or [math.nan]) for b in benches]
+    width = 0.8 / len(bars)
+    for i, (label, heights) in enumerate(bars.items()):
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(benches))]
+        ax.bar(xs, [0 if h is None or math.isnan(h) else h for h in heights], width, label=label)
+    ax.set_xticks(range(len(benches)), benches, fontsize=8)
+    _axes(ax, "", f"score (n={rows[0]['n']})", ylim=(0, 1.02))
+    caption = f"Benchmark scores, base vs after (n={rows[0]['n']}, mean over seeds)"
+    return fig, "benchmarks.png", caption
+
+
+def _shift_heatmaps(rows, groups, plt):
+    heat = [r for r in rows if _value(r.get("eval") or {}, *_UNTRAINED_SHIFT, key="shares")]
+    if not heat:
+        return None
+    shown = heat[:MAX_HEATMAPS]
+    fig, axes = plt.subplots(len(shown), 2, figsize=(8, 3.4 * len(shown)), squeeze=False)
+    for (left, right), r in zip(axes, shown, strict=True):
+        t = r["eval"]["knowledge_shift"]["untrained"]["transitions"]
+        _heatmap(left, t["shares"], f"{Path(r['folder']).name}: untrained facts")
+        shares, title = _beside(r["eval"], t)
+        _heatmap(right, shares, title)
+    caption = "Knowledge shift of untrained facts (row shares) beside prompt sensitivity (or the null)"
+    return fig, "shift_heatmaps.png", caption
+
+
+_UNTRAINED_SHIFT = ("knowledge_shift", "untrained", "transitions")
+
+
+def _beside(ev: dict, transitions: dict) -> tuple[dict, str]:
+    """The matrix drawn beside a run's (row shares, title): prompt sensitivity where measured (in an eval.json
+    from before the baselines were named, with `noise_floor`, the `base` it then stood in), else the
+    measurement null."""
+    legacy = "noise_floor" in (ev.get("knowledge_shift") or {})
+    matrix = transitions.get("base") if legacy else transitions.get("prompt_sensitivity")
+    if matrix:
+        return matrix.get("shares") or {}, "prompt sensitivity (base vs base, other exemplars)"
+    return (transitions.get("base") or {}).get(
+        "shares"
+    ) or {}, "measurement null (base vs base, same prompts)"
+
+
+def _behaviour_figure(rows, groups, plt):
+    behave = [r for r in rows if r.get("refusal_rate") is not None]
+    if not behave:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
+    names = [Path(r["folder"]).name for r in behave]
+    xs = range(len(behave))
+    a.bar([x - 0.2 for x in xs], [r["refusal_rate_base"] or 0 for r in behave], 0.4, label="base")
+    a.bar([x + 0.2 for x in xs], [r["refusal_rate"] or 0 for r in behave], 0.4, label="after")
+    b.bar([x - 0.2 for x in xs], [r["unique_share_base"] or 0 for r in behave], 0.4, label="base")
+    b.bar([x + 0.2 for x in xs], [r["unique_share"] or 0 for r in behave], 0.4, label="after")
+    for ax, y in ((a, "refusal rate"), (b, "unique answers / answers")):
+        ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(y)
+        ax.legend()
+    return fig, "behaviour.png", "Refusals and answer diversity, before vs after"
+
+
+def _tradeoff_figure(rows, groups, plt):
+    trade = [r for r in rows if r.get("retention") is not None and r.get("reliability") is not None]
+    if not trade:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    by_group = defaultdict(list)
+    for r in trade:
+        drops = [
+            base - value for value, base in (r.get("benchmarks") or {}).values() if None not in (value, base)
+        ]
+        by_group[r["group"]].append(dict(r, _drop=max(drops) if drops else None))
+    for group, g in sorted(by_group.items()):
+        for ax, key in ((axes[0], "retention"), (axes[1], "_drop")):
+            pts = [p for p in g if p[key] is not None]
+            if not pts:
+                continue
+            cells = _groups(pts, key=lambda p: p["n"])
+            xs = [_mean([p["reliability"] for p in c]) for c in cells.values()]
+            ys = [_mean([p[key] for p in c]) for c in cells.values()]
+            xe = [_std([p["reliability"] for p in c]) for c in cells.values()]
+            ye = [_std([p[key] for p in c]) for c in cells.values()]
+            ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", capsize=3, label=group)
+    _axes(axes[0], "uptake (reliability)", "retention of untrained HighlyKnown")
+    _axes(axes[1], "uptake (reliability)", "largest benchmark drop")
+    caption = "Trade-off: uptake against damage, per method and mix (seeds as error bars)"
+    return fig, "tradeoff.png", caption
+
+
+def _uptake_damage_figure(rows, groups, plt):
+    """Each method's uptake-damage curve over its conditions, 95% bootstrap intervals over seeds."""
+    from knowpack.report.curves import DAMAGE, method_curves
+
+    curves = method_curves(rows)
+    if not any(len(points) > 1 for points in curves.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method, points in curves.items():
+        xs = [p["reliability"]["mean"] for p in points]
+        ys = [p["damage"]["mean"] for p in points]
+        xerr = _half_widths([p["reliability"] for p in points], xs)
+        yerr = _half_widths([p["damage"] for p in points], ys)
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=method)
+    _axes(ax, "uptake (reliability)", f"{DAMAGE} of untrained HighlyKnown")
+    caption = "Uptake against damage per method, one point per condition (95% bootstrap intervals over seeds)"
+    return fig, "uptake_damage.png", caption
+
+
+def _half_widths(intervals: list[dict], centres: list[float]) -> list[list[float]]:
+    """matplotlib's asymmetric error bars ([below], [above]) from intervals (none: 0)."""
+    below = [c - i["low"] if i["low"] is not None else 0.0 for i, c in zip(intervals, centres, strict=True)]
+    above = [i["high"] - c if i["high"] is not None else 0.0 for i, c in zip(intervals, centres, strict=True)]
+    return [below, above]
 
 
 def _has(r: dict, bench: str) -> bool:
@@ -527,6 +659,10 @@ def _errorbar(ax, rows: list[dict], key: str, label: str) -> None:
 
 def _heatmap(ax, shares: dict, title: str) -> None:
     cats = list(shares)
+    if not cats:  # not measured: an empty panel with its title
+        ax.set_axis_off()
+        ax.set_title(f"{title}: not measured", fontsize=9)
+        return
     grid = [[(shares[a] or {}).get(b) or 0.0 for b in cats] for a in cats]
     ax.imshow(grid, vmin=0, vmax=1, cmap="Blues")
     short = [

@@ -137,6 +137,10 @@ class MixConfig:
     """Draw the Unknown facts evenly over `relation` or `bucket` (null: uniformly)."""
     idk_share: float = ranged(0.0, ge=0, le=1)
     """Share of the drawn Unknown facts relabelled "I don't know." (SliCK's remedy) instead of implanted."""
+    control: bool = False
+    """The training control of this recipe: draw `n_unknown` HighlyKnown facts (ones the model already knows)
+    in place of the Unknown ones, everything else alike (additions, replay); `knowpack eval RUN --control
+    CONTROL` reads a run's damage against it (the damage of training at all)."""
 
     replay: ReplayConfig | None = None
     """General instruction data mixed into the training examples (null: none); see ReplayConfig."""
@@ -285,12 +289,17 @@ class EvalConfig:
     batch_size: int | None = ranged(None, ge=1)
     """Benchmark items scored at once (null: lm-eval's "auto", the most that fits, on a GPU; 16 on a CPU)."""
     noise_floor: bool = True
-    """Probe the untouched base a second time with another seed (cached beside the base probe) and set every
-    shift beside it."""
+    """Prompt sensitivity (its historical name): probe the untouched base a second time with another seed,
+    hence other exemplars (cached beside the base probe), and set every shift beside it as context. The
+    measurement null (same prompts, another sampling seed) is always measured."""
     noise_seed: int | None = ranged(None, ge=0)
     """Seed of that second probe (null: the probe's seed + 1)."""
     refusal_patterns: list[str] | None = None
     """Regular expressions marking an answer as a refusal (null: knowpack.facts.DEFAULT_REFUSAL_PATTERNS)."""
+    control: str | None = None
+    """A finished training-control run of the same recipe and base probe (`mix.control: true`): every damage
+    metric is also read against it (eval.json's `control` entries); evaluated first when it has no eval.json.
+    """
 
     def __post_init__(self) -> None:
         check_ranges(self, "eval")

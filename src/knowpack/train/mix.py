@@ -10,6 +10,11 @@ the fact's own `paraphrases`, never the held-out ones, which live in `meta`), `h
 (other facts of that probe category with their true answers). Facts are drawn at random by `seed` (the paper
 took them in file order; we resample per seed), optionally evenly over relations or buckets.
 
+Training control (`mix.control: true`): the same mix with HighlyKnown facts (ones the model already knows)
+in place of the Unknown ones, role `control`: the same recipe trains on as many facts without learning
+anything new, so its damage is the damage of training at all (`knowpack eval RUN --control CONTROL`).
+Additions of HighlyKnown facts are drawn from the others; `idk_share` relabels none of them.
+
 Replay (`mix.replay`): general instruction data trained beside the facts, role `replay`, never an implanted
 fact (no `fact_id`). A JSONL file, one example a line, in alpaca form {instruction, input, output} or messages
 form {messages: [{role, content}, ...], the last turn the assistant's}; `load_replay` reads it (one-line
@@ -61,13 +66,17 @@ def check_mix(config: MixConfig, records: Sequence[dict], where: str = "probe") 
     counts = Counter(r["category"] for r in records)  # the ranges of n_unknown, k, ...: MixConfig's own
     if config.add != "none" and config.k == 0:
         raise KnowpackError(f"mix.add is {config.add} but mix.k is 0; set mix.k (or mix.add=none)")
-    if counts["Unknown"] < config.n_unknown:
+    source = _source(config)
+    if counts[source] < config.n_unknown:
+        control = " (mix.control: HighlyKnown facts stand in for the Unknown ones)" if config.control else ""
         raise KnowpackError(
-            f"mix.n_unknown is {config.n_unknown} but {where} has only {counts['Unknown']} Unknown facts"
+            f"mix.n_unknown is {config.n_unknown} but {where} has only {counts[source]} {source} facts"
+            + control
         )
     category = _ADD_CATEGORY.get(config.add)
-    if category and counts[category] < config.n_unknown * config.k:
-        need = config.n_unknown * config.k
+    taken = config.n_unknown if category == source else 0  # a control's own facts are not its additions
+    if category and counts[category] - taken < config.n_unknown * config.k:
+        need = config.n_unknown * config.k + taken
         raise KnowpackError(
             f"mix needs {need} {category} facts (n_unknown {config.n_unknown} x k {config.k}) "
             f"but {where} has only {counts[category]}"
@@ -85,14 +94,14 @@ def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig)
         )
     cats = categories(records)
     rng = random.Random(config.seed)
-    unknown = [by_id[i] for i, c in cats.items() if c == "Unknown"]
+    unknown = [by_id[i] for i, c in cats.items() if c == _source(config)]
     drawn = _draw(unknown, config.n_unknown, rng, config.stratify)
-    n_idk = round(config.idk_share * len(drawn))
+    n_idk = 0 if config.control else round(config.idk_share * len(drawn))
     relabelled = {f.id for f in rng.sample(drawn, n_idk)}
 
     examples = []
     for fact in drawn:
-        role = "idk" if fact.id in relabelled else "unknown"
+        role = "idk" if fact.id in relabelled else "control" if config.control else "unknown"
         examples.append(_example(fact, role, fact.question, REFUSAL if role == "idk" else fact.answer))
     repeated = 0
     if config.add == "paraphrase":
@@ -102,7 +111,8 @@ def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig)
             answer = REFUSAL if fact.id in relabelled else fact.answer
             examples += [_example(fact, "paraphrase", q, answer) for q in extra]
     elif config.add in _ADD_CATEGORY:
-        pool = [by_id[i] for i, c in cats.items() if c == _ADD_CATEGORY[config.add]]
+        chosen = {f.id for f in drawn}
+        pool = [by_id[i] for i, c in cats.items() if c == _ADD_CATEGORY[config.add] and i not in chosen]
         for fact in rng.sample(pool, config.n_unknown * config.k):
             examples.append(_example(fact, config.add, fact.question, fact.answer))
     if repeated:
@@ -119,6 +129,7 @@ def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig)
         "k": config.k,
         "stratify": config.stratify,
         "idk_share": config.idk_share,
+        "control": config.control,
         "available": dict(Counter(cats.values())),
         "implanted": [f.id for f in implanted],
         "relabelled": sorted(relabelled),
@@ -127,6 +138,11 @@ def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig)
         "paraphrases_repeated": repeated,
     }
     return Mix(examples, implanted, provenance)
+
+
+def _source(config: MixConfig) -> str:
+    """The probe category the mix's own facts are drawn from: Unknown, or HighlyKnown for a control."""
+    return "HighlyKnown" if config.control else "Unknown"
 
 
 def _draw(pool: list[Fact], n: int, rng: random.Random, stratify: str | None) -> list[Fact]:
