@@ -36,6 +36,8 @@ def test_quick_demo_end_to_end(tmp_path):
         known = [i for i in before if i not in trained and before[i] == "HighlyKnown"]
         kept = sum(after[i] == "HighlyKnown" for i in known)
         assert models[m]["retention"] == pytest.approx(kept / len(known)), m
+        assert summary["retention_measurement_null"][m] == 1.0  # a greedy probe: nothing can move
+        assert 0 < summary["retention_prompt_sensitivity"][m] < 1  # other exemplars move some facts
     mixes = [json.loads((out / "runs" / m / "mix.json").read_text())["implanted"] for m in ("lora", "loki")]
     assert mixes[0] == mixes[1]  # the same facts for both methods
     for m in ("lora", "loki"):

@@ -2,20 +2,21 @@
 or (`--model smollm2-135m`) the real SmolLM2-135M-Instruct on real facts from GeoNames.
 
     probe 300 facts -> draw 50 Unknown facts -> implant them with LoRA and with LoKI -> evaluate both against
-    the organism (uptake, knowledge shift beside the noise floor, refusals, world benchmarks) -> report
+    the organism (uptake, knowledge shift beside its baselines, refusals, world benchmarks) -> report
 
 `DEMOS` has a row per bundled model: its facts, benchmarks, how many facts to probe and implant, learning
 rates and the LoKI attribution prompts. SmolLM2's row probes 60 geo facts, implants 10 (LoRA at lr 1e-3, as
 issue 14 measured 5e-3 collapse its answers) and scores geo_mc.
 
-Files in `out`: `probe/` (the organism's probe and its noise floor), `runs/lora/` and `runs/loki/` (run
-folders with `eval.json`), `report.html` / `report.md` / PNGs, and `summary.json`: per model (base, LoRA,
-LoKI) reliability, retention, world_mc, world TruthfulQA MC1 / MC2 and refusal rate, and `notes`, the
-report's "Read this first" (collapses that look like bugs and are measured effects of training).
+Files in `out`: `probe/` (the base probe and its prompt-sensitivity re-probe), `runs/lora/` and
+`runs/loki/` (run folders with `eval.json`), `report.html` / `report.md` / PNGs, and `summary.json`: per
+model (base, LoRA, LoKI) reliability, retention, world_mc, world TruthfulQA MC1 / MC2 and refusal rate;
+retention's measurement null and prompt sensitivity per run; and `notes`, the report's "Read this first"
+(collapses that look like bugs and are measured effects of training).
 
 The demo probes greedily (`samples=0`, the knowledge-packing paper's three categories) so that the three
-probes it needs (base, noise floor, after training) take seconds, and scores the first 200 items of each world
-benchmark; `knowpack train` presets probe with 16 samples and `knowpack eval` scores every item.
+probes it needs (base, prompt sensitivity, after training) take seconds, and scores the first 200 items of
+each world benchmark; `knowpack train` presets probe with 16 samples and `knowpack eval` scores every item.
 `quick=True` is the shortened demo the tests run.
 
 It runs on one CPU thread unless told otherwise: on a shared 2-core machine two OpenMP threads spin-wait on
@@ -190,7 +191,15 @@ def _summary(evals: dict[str, dict], benchmarks: list[str]) -> dict[str, Any]:
         for k, (_, base) in values.items():
             if rows["base"].get(k) is None:
                 rows["base"][k] = base
-    rows["base"]["retention"] = None  # the base's "retention" is the noise floor: shown per run instead
-    noise = {m: metric_value(ev, "retention")[1] for m, ev in evals.items()}
+    rows["base"]["retention"] = None  # a base's retention is its baselines': shown per run instead
+    # The measurement null (a greedy probe's is 1.0: nothing can move) and, as context, prompt sensitivity.
+    null = {m: metric_value(ev, "retention")[1] for m, ev in evals.items()}
+    prompts = {m: metric_value(ev, "retention", against="prompt_sensitivity")[1] for m, ev in evals.items()}
     implanted = {m: ev["facts"]["implanted"] for m, ev in evals.items()}
-    return {"models": rows, "noise_floor_retention": noise, "implanted": implanted, "columns": list(table)}
+    return {
+        "models": rows,
+        "retention_measurement_null": null,
+        "retention_prompt_sensitivity": prompts,
+        "implanted": implanted,
+        "columns": list(table),
+    }
