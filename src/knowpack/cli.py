@@ -484,7 +484,7 @@ def attribute(
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")] = "auto",
 ) -> None:
     """LoKI's knowledge vector attribution (KVA) of every down_proj row, counted for selection."""
-    from knowpack.loki.attribution import merge_shards
+    from knowpack.methods.loki.attribution import merge_shards
 
     if merge:
         summary = merge_shards(out)
@@ -511,8 +511,8 @@ def attribute(
         from knowpack.probe import parse_shard
 
         parse_shard(shard)  # bad specs fail before the model loads
-    from knowpack.loki.attribution import attribute as run_attribute
-    from knowpack.loki.prompts import load_prompts
+    from knowpack.methods.loki.attribution import attribute as run_attribute
+    from knowpack.methods.loki.prompt_sets import load_prompts
     from knowpack.models import architecture, load_model
 
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
@@ -544,7 +544,7 @@ def attribute(
 
 
 def _quota_list(text: str | None) -> list[float]:
-    from knowpack.loki.stats import check_quota
+    from knowpack.methods.loki.stats import check_quota
 
     return [check_quota(part) for part in (text or "").replace(" ", "").split(",") if part]
 
@@ -566,9 +566,9 @@ def select(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random strategy.")] = 0,
 ) -> None:
     """Select the down_proj rows LoKI trains, from an attribution (writes a selection JSON)."""
-    from knowpack.loki.attribution import load_attribution
-    from knowpack.loki.select import STRATEGIES, select_nodes, write_selection
-    from knowpack.loki.stats import check_quota
+    from knowpack.methods.loki.attribution import load_attribution
+    from knowpack.methods.loki.select import STRATEGIES, select_nodes, write_selection
+    from knowpack.methods.loki.stats import check_quota
 
     check_quota(quota)
     if strategy not in STRATEGIES:

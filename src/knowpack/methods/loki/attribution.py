@@ -1,7 +1,7 @@
 """`attribute()`: KVA over a prompt set, aggregated online into what selection needs; resumable, shardable.
 
     from knowpack import load_model
-    from knowpack.loki import attribute, load_prompts, merge_shards
+    from knowpack.methods.loki import attribute, load_prompts, merge_shards
     model, tok = load_model("organism")
     stats = attribute(model, tok, load_prompts("world_mc", tok), out="out/kva")      # -> KVAStats
     attribute(model, tok, prompts, out="out/kva", shard="0/4"); ...; merge_shards("out/kva")
@@ -38,9 +38,9 @@ import numpy as np
 
 from knowpack.errors import KnowpackError
 from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
-from knowpack.loki.kva import STEPS, down_projs, kva_scores
-from knowpack.loki.prompts import Prompt
-from knowpack.loki.stats import KVAStats
+from knowpack.methods.loki.kva import STEPS, down_projs, kva_scores
+from knowpack.methods.loki.prompt_sets import Prompt
+from knowpack.methods.loki.stats import KVAStats
 from knowpack.models import model_name
 from knowpack.probe.run import parse_shard
 from knowpack.runs import versions

@@ -1,6 +1,6 @@
 """Knowledge vector attribution (KVA) for one prompt, exactly as LoKI defines it, without its cost.
 
-    from knowpack.loki import kva_scores
+    from knowpack.methods.loki import kva_scores
     result = kva_scores(model, tokenizer("Question: ...")["input_ids"])
     result.scores          # [num_layers, d_model] float64: Attr_{l,j} of row j of layer l's down_proj.weight
 

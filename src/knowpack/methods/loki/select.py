@@ -1,6 +1,6 @@
 """Which down_proj rows LoKI trains: selection from an attribution, and the selection file.
 
-    from knowpack.loki import select_nodes, write_selection, read_selection
+    from knowpack.methods.loki import select_nodes, write_selection, read_selection
     layers = select_nodes("out/kva", quota=10)                       # {layer: [sorted rows]}, LoKI's default
     write_selection("sel.json", layers, shape=(32, 4096), quota=10, strategy="layer-balanced")
     layers = read_selection("sel.json", model=model)                 # checks the file fits the model
@@ -34,7 +34,7 @@ import numpy as np
 
 from knowpack.errors import KnowpackError
 from knowpack.io import write_text_atomic
-from knowpack.loki.stats import KVAStats, check_quota, rows_for_quota
+from knowpack.methods.loki.stats import KVAStats, check_quota, rows_for_quota
 
 STRATEGIES = ("layer-balanced", "layer-balanced-high", "global-low", "global-high", "abs", "random")
 
@@ -53,7 +53,7 @@ def select_nodes(
     if isinstance(attribution, KVAStats):
         stats = attribution
     else:
-        from knowpack.loki.attribution import load_attribution
+        from knowpack.methods.loki.attribution import load_attribution
 
         stats, _ = load_attribution(attribution)
     if strategy == "random":
