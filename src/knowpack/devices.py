@@ -231,3 +231,14 @@ def broadcast(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch's operations (`knowpack --threads`)."""
+    from knowpack.errors import KnowpackError
+
+    if threads < 1:
+        raise KnowpackError("--threads must be >= 1")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from knowpack.config import check_ranges, ranged
 from knowpack.errors import KnowpackError
 
+STEPS = 7
+"""The paper's number of integrated-gradient steps of KVA (`knowpack attribute --steps`)."""
+
 
 @dataclass
 class Config:

@@ -41,10 +41,8 @@ import numpy as np
 import torch
 
 from knowpack.errors import KnowpackError
+from knowpack.methods.loki.config import STEPS
 from knowpack.models import architecture, cache_keyword, module_name
-
-STEPS = 7
-"""The paper's number of integrated-gradient steps."""
 
 
 @dataclass

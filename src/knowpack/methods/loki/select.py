@@ -69,6 +69,37 @@ def select_nodes(
     return {layer: _first(-counts[layer], k, second[layer]) for layer in range(stats.num_layers)}
 
 
+def select_to_file(
+    attribution: str | os.PathLike,
+    out: str | os.PathLike,
+    quota: float,
+    strategy: str = "layer-balanced",
+    *,
+    seed: int = 0,
+) -> tuple[dict[int, list[int]], KVAStats]:
+    """`knowpack select`: select from a finished attribution folder and write the selection file `out`, with
+    where the rows came from (the attribution, its prompts and steps, the model); returns the rows per layer
+    and the attribution's stats."""
+    from knowpack.methods.loki.attribution import load_attribution
+
+    quota = check_quota(quota)
+    if strategy not in STRATEGIES:
+        raise KnowpackError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    stats, meta = load_attribution(attribution)
+    layers = select_nodes(stats, quota, strategy, seed=seed)
+    settings = meta["settings"]
+    write_selection(
+        out, layers, shape=(stats.num_layers, stats.rows), quota=quota, strategy=strategy,
+        seed=seed if strategy == "random" else None,
+        source={
+            "attribution": str(attribution), "prompts": settings["prompts"], "n_prompts": stats.n,
+            "steps": settings["steps"],
+        },
+        model=settings["model"],
+    )  # fmt: skip
+    return layers, stats
+
+
 def select_random(num_layers: int, rows: int, quota: float, *, seed: int = 0) -> dict[int, list[int]]:
     """k = floor(q·rows/100) rows per layer, uniformly at random (default_rng(seed), layer by layer)."""
     k = _rows_per_layer(check_quota(quota), rows)

@@ -1,0 +1,142 @@
+"""`knowpack eval`: uptake and damage of a run against its base, or of one model alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from knowpack.cli.console import progress_bar
+from knowpack.cli.options import Device, config_option
+from knowpack.errors import KnowpackError
+from knowpack.train.config import EvalConfig, ProbeConfig
+
+P = ProbeConfig
+
+
+def eval_(
+    run: Annotated[Path | None, typer.Argument(help="Run folder (compared with its base model).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Evaluate this model alone (with a RUN: the base it must have)."),
+    ] = None,
+    facts: Annotated[str | None, typer.Option("--facts", "-f", help="Facts for --model.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder for --model: eval.json.")] = None,
+    benchmarks: Annotated[
+        str | None,
+        typer.Option(
+            "--benchmarks", help="lm-eval tasks, e.g. world_mc,mmlu (default: the run's eval section)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, config_option(EvalConfig, "limit")] = EvalConfig.limit,
+    num_fewshot: Annotated[int | None, config_option(EvalConfig, "num_fewshot")] = EvalConfig.num_fewshot,
+    tasks_dir: Annotated[str | None, config_option(EvalConfig, "tasks_dir")] = EvalConfig.tasks_dir,
+    noise_floor: Annotated[
+        bool | None,
+        typer.Option("--noise-floor/--no-noise-floor", help="Probe the base again with seed + 1 (cached)."),
+    ] = None,
+    refusal_pattern: Annotated[
+        list[str] | None,
+        typer.Option("--refusal-pattern", help="A regex that marks a refusal (repeat; default: knowpack's)."),
+    ] = None,
+    samples: Annotated[
+        int, config_option(P, "samples", help="--model: samples per prompt (0: 3 categories).")
+    ] = (P.samples),
+    n_prompts: Annotated[int, config_option(P, "n_prompts", help="--model: few-shot prompts per fact.")] = (
+        P.n_prompts
+    ),
+    shots: Annotated[int, config_option(P, "shots", help="--model: exemplars per prompt.")] = P.shots,
+    seed: Annotated[int, config_option(P, "seed", help="--model: probe seed.")] = P.seed,
+    pool: Annotated[
+        int | None, config_option(P, "pool", help="--model: probe a seeded sample of this many facts.")
+    ] = None,
+    pool_seed: Annotated[
+        int | None,
+        config_option(
+            P, "pool_seed", help="--model: the sample's seed (default: a run config's probe.pool_seed)."
+        ),
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="--model: a probe folder to compare with (shift).")
+    ] = None,
+    device: Device = None,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="--model: auto, float32, bfloat16 or float16.")
+    ] = "auto",
+    batch_size: Annotated[
+        int | None, config_option(P, "batch_size", help="Sequences decoded at once by the probe.")
+    ] = None,
+) -> None:
+    """Uptake and damage of a run against its base (RUN/eval.json), or of one model alone (OUT/eval.json)."""
+    from knowpack.evaluate import evaluate_named_model, evaluate_run
+
+    common = dict(
+        benchmarks=[t for t in (benchmarks or "").replace(" ", "").split(",") if t] or None,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        tasks_dir=tasks_dir,
+        refusal_patterns=refusal_pattern,
+        progress_bar=progress_bar,
+        on_stage=lambda name: typer.echo(f"[{name}]", err=True),
+    )
+    if run is not None:
+        if facts is not None or out is not None:
+            raise KnowpackError("--facts and --out are for --model; a run is measured on its own facts")
+        result = evaluate_run(
+            run, noise_floor=noise_floor, model=model, device=device, batch_size=batch_size, **common
+        )
+        written = run / "eval.json"
+    else:
+        if model is None or facts is None or out is None:
+            raise KnowpackError("give a run folder, or --model, --facts and --out")
+        probe_kwargs = dict(n_prompts=n_prompts, shots=shots, samples=samples)
+        if batch_size is not None:
+            probe_kwargs["batch_size"] = batch_size
+        result = evaluate_named_model(
+            model, facts, out=out, pool=pool, pool_seed=pool_seed, seed=seed, device=device, dtype=dtype,
+            probe_kwargs=probe_kwargs, compare=compare, **common,
+        )  # fmt: skip
+        written = out / "eval.json"
+    typer.echo(eval_summary(result))
+    typer.echo(f"written: {written}")
+
+
+def eval_summary(result: dict) -> str:
+    """A few lines of eval.json: value (base) of the registry's `summary` metrics, a line per part of
+    eval.json (uptake, knowledge shift, behaviour), then the benchmarks."""
+    from knowpack.evaluate.metrics import METRICS, benchmark_values, headline, metric_label, metric_value
+
+    def show(name: str, **where: str) -> str:
+        value, base = metric_value(result, name, **where)
+        if value is None:
+            return "n/a"
+        return METRICS[name].format(value) + ("" if base is None else f" (base {METRICS[name].format(base)})")
+
+    parts: dict[str, list[str]] = {}
+    for name in headline("summary"):
+        parts.setdefault(METRICS[name].path[0], []).append(name)
+    scope = "untrained" if "untrained" in (result.get("behaviour") or {}) else "all"
+    lines = []
+    for part, names in parts.items():
+        block = result.get(part)
+        if not block:
+            continue
+        if "{scope}" in METRICS[names[0]].path:
+            block = block.get(scope) or {}
+            if not block:
+                continue
+        n = block.get("n")
+        title = {
+            "uptake": f"uptake ({n} facts)",
+            "knowledge_shift": f"{scope} facts ({n}), base: noise floor",
+        }.get(part, part.replace("_", " "))
+        shown = ", ".join(f"{metric_label(name)} {show(name, scope=scope)}" for name in names)
+        lines.append(f"{title}: {shown}")
+    if "probe" in result:
+        lines.append(f"probe: {result['probe']['categories']}")
+    tasks: dict[str, list[str]] = {}
+    for task, measure in benchmark_values(result):
+        tasks.setdefault(task, []).append(f"{measure} {show('benchmark', task=task, measure=measure)}")
+    lines += [f"{task}: {', '.join(shown)}" for task, shown in tasks.items()]
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""`knowpack probe`: what the model knows (SliCK categories), optionally with the repeat-seed noise floor."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from knowpack.cli.console import progress_bar
+from knowpack.cli.options import Dtype, Facts, Model, Shard, config_option
+from knowpack.train.config import ProbeConfig
+
+P = ProbeConfig
+
+
+def probe(
+    out: Annotated[Path, typer.Option("--out", help="Output folder: records.jsonl, summary.json.")],
+    model: Model = "organism",
+    facts: Facts = "organism",
+    n_prompts: Annotated[int, config_option(P, "n_prompts")] = P.n_prompts,
+    shots: Annotated[int, config_option(P, "shots")] = P.shots,
+    samples: Annotated[int, config_option(P, "samples")] = P.samples,
+    temperature: Annotated[float, config_option(P, "temperature", help="Sampling temperature.")] = (
+        P.temperature
+    ),
+    top_k: Annotated[int, config_option(P, "top_k")] = P.top_k,
+    max_new_tokens: Annotated[int, config_option(P, "max_new_tokens", help="Longest answer, in tokens.")] = (
+        P.max_new_tokens
+    ),
+    prompt_format: Annotated[
+        str, config_option(P, "format", help="Prompt format: plain or chat.")
+    ] = P.format,
+    mode: Annotated[str, typer.Option("--mode", help="Correctness: substring (the paper's) or exact.")] = (
+        "substring"
+    ),
+    exemplars: Annotated[
+        str | None, typer.Option("--exemplars", help="Facts file of exemplars (default: the facts).")
+    ] = None,
+    seed: Annotated[int, config_option(P, "seed", help="Seed for exemplars and sampling.")] = P.seed,
+    batch_size: Annotated[
+        int, config_option(P, "batch_size", help="Sequences decoded at once (torch backend).")
+    ] = (P.batch_size),
+    limit: Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")] = None,
+    shard: Shard = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
+    ] = False,
+    repeat_seed: Annotated[
+        int | None,
+        config_option(
+            P,
+            "seed",
+            "--repeat-seed",
+            help="Probe again with this seed into OUT/repeat-seed-S and write OUT/noise_floor.json "
+            "(category transitions with no training).",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto (torch backend).")
+    ] = None,
+    dtype: Dtype = "auto",
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack\\[vllm]'; GPU).",
+        ),
+    ] = "torch",
+) -> None:
+    """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
+    from knowpack.probe import merge_shards, probe_named_model
+
+    if merge:
+        summary = merge_shards(out)
+        typer.echo(f"merged {summary['shards']} shards: {summary['facts']} facts in {out / 'records.jsonl'}")
+        return
+    result = probe_named_model(
+        model, facts, out=out, exemplars=exemplars, repeat_seed=repeat_seed, device=device, dtype=dtype,
+        backend=backend, progress_bar=progress_bar, n_prompts=n_prompts, shots=shots, samples=samples,
+        temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode,
+        seed=seed, batch_size=batch_size, limit=limit, shard=shard,
+    )  # fmt: skip
+    _probe_line(out, result.records)
+    if result.matrix is not None:
+        from knowpack.probe.noise import repeat_folder
+
+        _probe_line(repeat_folder(out, repeat_seed), result.repeat)
+        kept = result.matrix["unchanged"]
+        typer.echo(f"noise floor (seed {seed} vs {repeat_seed}): {kept:.1%} kept their category")
+
+
+def _probe_line(out: Path, records: list[dict]) -> None:
+    from knowpack.probe import CATEGORIES
+
+    counts = Counter(r["category"] for r in records)
+    table = ", ".join(f"{c} {counts[c]}" for c in CATEGORIES)
+    typer.echo(f"{out}: {len(records)} facts: {table}")
