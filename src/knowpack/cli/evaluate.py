@@ -12,61 +12,71 @@ from knowpack.cli.options import Device, config_option
 from knowpack.errors import KnowpackError
 from knowpack.train.config import EvalConfig, ProbeConfig
 
-P = ProbeConfig
+P, E = ProbeConfig, EvalConfig
+
+# The options, declared once here so that the signature below reads as a list.
+Run = Annotated[Path | None, typer.Argument(help="Run folder (compared with its base model).")]
+AloneModel = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Evaluate this model alone (with a RUN: the base it must have)."),
+]
+AloneFacts = Annotated[str | None, typer.Option("--facts", "-f", help="Facts for --model.")]
+Out = Annotated[Path | None, typer.Option("--out", help="Output folder for --model: eval.json.")]
+Benchmarks = Annotated[
+    str | None,
+    typer.Option("--benchmarks", help="lm-eval tasks, e.g. world_mc,mmlu (default: the run's eval section)."),
+]
+NoiseFloor = Annotated[
+    bool | None,
+    typer.Option("--noise-floor/--no-noise-floor", help="Probe the base again with seed + 1 (cached)."),
+]
+RefusalPatterns = Annotated[
+    list[str] | None,
+    typer.Option("--refusal-pattern", help="A regex that marks a refusal (repeat; default: knowpack's)."),
+]
+Samples = Annotated[int, config_option(P, "samples", help="--model: samples per prompt (0: 3 categories).")]
+NPrompts = Annotated[int, config_option(P, "n_prompts", help="--model: few-shot prompts per fact.")]
+Shots = Annotated[int, config_option(P, "shots", help="--model: exemplars per prompt.")]
+Seed = Annotated[int, config_option(P, "seed", help="--model: probe seed.")]
+Pool = Annotated[
+    int | None, config_option(P, "pool", help="--model: probe a seeded sample of this many facts.")
+]
+PoolSeed = Annotated[
+    int | None,
+    config_option(
+        P, "pool_seed", help="--model: the sample's seed (default: a run config's probe.pool_seed)."
+    ),
+]
+Compare = Annotated[
+    Path | None, typer.Option("--compare", help="--model: a probe folder to compare with (shift).")
+]
+AloneDtype = Annotated[str, typer.Option("--dtype", help="--model: auto, float32, bfloat16 or float16.")]
+BatchSize = Annotated[
+    int | None, config_option(P, "batch_size", help="Sequences decoded at once by the probe.")
+]
 
 
 def eval_(
-    run: Annotated[Path | None, typer.Argument(help="Run folder (compared with its base model).")] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Evaluate this model alone (with a RUN: the base it must have)."),
-    ] = None,
-    facts: Annotated[str | None, typer.Option("--facts", "-f", help="Facts for --model.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder for --model: eval.json.")] = None,
-    benchmarks: Annotated[
-        str | None,
-        typer.Option(
-            "--benchmarks", help="lm-eval tasks, e.g. world_mc,mmlu (default: the run's eval section)."
-        ),
-    ] = None,
-    limit: Annotated[int | None, config_option(EvalConfig, "limit")] = EvalConfig.limit,
-    num_fewshot: Annotated[int | None, config_option(EvalConfig, "num_fewshot")] = EvalConfig.num_fewshot,
-    tasks_dir: Annotated[str | None, config_option(EvalConfig, "tasks_dir")] = EvalConfig.tasks_dir,
-    noise_floor: Annotated[
-        bool | None,
-        typer.Option("--noise-floor/--no-noise-floor", help="Probe the base again with seed + 1 (cached)."),
-    ] = None,
-    refusal_pattern: Annotated[
-        list[str] | None,
-        typer.Option("--refusal-pattern", help="A regex that marks a refusal (repeat; default: knowpack's)."),
-    ] = None,
-    samples: Annotated[
-        int, config_option(P, "samples", help="--model: samples per prompt (0: 3 categories).")
-    ] = (P.samples),
-    n_prompts: Annotated[int, config_option(P, "n_prompts", help="--model: few-shot prompts per fact.")] = (
-        P.n_prompts
-    ),
-    shots: Annotated[int, config_option(P, "shots", help="--model: exemplars per prompt.")] = P.shots,
-    seed: Annotated[int, config_option(P, "seed", help="--model: probe seed.")] = P.seed,
-    pool: Annotated[
-        int | None, config_option(P, "pool", help="--model: probe a seeded sample of this many facts.")
-    ] = None,
-    pool_seed: Annotated[
-        int | None,
-        config_option(
-            P, "pool_seed", help="--model: the sample's seed (default: a run config's probe.pool_seed)."
-        ),
-    ] = None,
-    compare: Annotated[
-        Path | None, typer.Option("--compare", help="--model: a probe folder to compare with (shift).")
-    ] = None,
+    run: Run = None,
+    model: AloneModel = None,
+    facts: AloneFacts = None,
+    out: Out = None,
+    benchmarks: Benchmarks = None,
+    limit: Annotated[int | None, config_option(E, "limit")] = E.limit,
+    num_fewshot: Annotated[int | None, config_option(E, "num_fewshot")] = E.num_fewshot,
+    tasks_dir: Annotated[str | None, config_option(E, "tasks_dir")] = E.tasks_dir,
+    noise_floor: NoiseFloor = None,
+    refusal_pattern: RefusalPatterns = None,
+    samples: Samples = P.samples,
+    n_prompts: NPrompts = P.n_prompts,
+    shots: Shots = P.shots,
+    seed: Seed = P.seed,
+    pool: Pool = None,
+    pool_seed: PoolSeed = None,
+    compare: Compare = None,
     device: Device = None,
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="--model: auto, float32, bfloat16 or float16.")
-    ] = "auto",
-    batch_size: Annotated[
-        int | None, config_option(P, "batch_size", help="Sequences decoded at once by the probe.")
-    ] = None,
+    dtype: AloneDtype = "auto",
+    batch_size: BatchSize = None,
 ) -> None:
     """Uptake and damage of a run against its base (RUN/eval.json), or of one model alone (OUT/eval.json)."""
     from knowpack.evaluate import evaluate_named_model, evaluate_run

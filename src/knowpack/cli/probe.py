@@ -14,60 +14,65 @@ from knowpack.train.config import ProbeConfig
 
 P = ProbeConfig
 
+# The options, declared once here so that the signature below reads as a list.
+Out = Annotated[Path, typer.Option("--out", help="Output folder: records.jsonl, summary.json.")]
+Temperature = Annotated[float, config_option(P, "temperature", help="Sampling temperature.")]
+MaxNewTokens = Annotated[int, config_option(P, "max_new_tokens", help="Longest answer, in tokens.")]
+Format = Annotated[str, config_option(P, "format", help="Prompt format: plain or chat.")]
+Mode = Annotated[str, typer.Option("--mode", help="Correctness: substring (the paper's) or exact.")]
+Exemplars = Annotated[
+    str | None, typer.Option("--exemplars", help="Facts file of exemplars (default: the facts).")
+]
+Seed = Annotated[int, config_option(P, "seed", help="Seed for exemplars and sampling.")]
+BatchSize = Annotated[int, config_option(P, "batch_size", help="Sequences decoded at once (torch backend).")]
+Limit = Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")]
+Merge = Annotated[
+    bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
+]
+RepeatSeed = Annotated[
+    int | None,
+    config_option(
+        P,
+        "seed",
+        "--repeat-seed",
+        help="Probe again with this seed into OUT/repeat-seed-S and write OUT/noise_floor.json "
+        "(category transitions with no training).",
+    ),
+]
+TorchDevice = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto (torch backend).")
+]
+Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack\\[vllm]'; GPU).",
+    ),
+]
+
 
 def probe(
-    out: Annotated[Path, typer.Option("--out", help="Output folder: records.jsonl, summary.json.")],
+    out: Out,
     model: Model = "organism",
     facts: Facts = "organism",
     n_prompts: Annotated[int, config_option(P, "n_prompts")] = P.n_prompts,
     shots: Annotated[int, config_option(P, "shots")] = P.shots,
     samples: Annotated[int, config_option(P, "samples")] = P.samples,
-    temperature: Annotated[float, config_option(P, "temperature", help="Sampling temperature.")] = (
-        P.temperature
-    ),
+    temperature: Temperature = P.temperature,
     top_k: Annotated[int, config_option(P, "top_k")] = P.top_k,
-    max_new_tokens: Annotated[int, config_option(P, "max_new_tokens", help="Longest answer, in tokens.")] = (
-        P.max_new_tokens
-    ),
-    prompt_format: Annotated[
-        str, config_option(P, "format", help="Prompt format: plain or chat.")
-    ] = P.format,
-    mode: Annotated[str, typer.Option("--mode", help="Correctness: substring (the paper's) or exact.")] = (
-        "substring"
-    ),
-    exemplars: Annotated[
-        str | None, typer.Option("--exemplars", help="Facts file of exemplars (default: the facts).")
-    ] = None,
-    seed: Annotated[int, config_option(P, "seed", help="Seed for exemplars and sampling.")] = P.seed,
-    batch_size: Annotated[
-        int, config_option(P, "batch_size", help="Sequences decoded at once (torch backend).")
-    ] = (P.batch_size),
-    limit: Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")] = None,
+    max_new_tokens: MaxNewTokens = P.max_new_tokens,
+    prompt_format: Format = P.format,
+    mode: Mode = "substring",
+    exemplars: Exemplars = None,
+    seed: Seed = P.seed,
+    batch_size: BatchSize = P.batch_size,
+    limit: Limit = None,
     shard: Shard = None,
-    merge: Annotated[
-        bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
-    ] = False,
-    repeat_seed: Annotated[
-        int | None,
-        config_option(
-            P,
-            "seed",
-            "--repeat-seed",
-            help="Probe again with this seed into OUT/repeat-seed-S and write OUT/noise_floor.json "
-            "(category transitions with no training).",
-        ),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto (torch backend).")
-    ] = None,
+    merge: Merge = False,
+    repeat_seed: RepeatSeed = None,
+    device: TorchDevice = None,
     dtype: Dtype = "auto",
-    backend: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack\\[vllm]'; GPU).",
-        ),
-    ] = "torch",
+    backend: Backend = "torch",
 ) -> None:
     """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
     from knowpack.probe import merge_shards, probe_named_model

@@ -89,7 +89,44 @@ def probe(
         model, tokenizer, name = _vllm_model(model, tokenizer, seed)
     else:
         name = model_name(model)
-    settings = {
+    settings = _settings(
+        name, backend, pool, n_prompts=n_prompts, shots=shots, samples=samples, temperature=temperature,
+        top_k=top_k, max_new_tokens=max_new_tokens, fmt=fmt, mode=mode, seed=seed,
+    )  # fmt: skip
+    records_path, summary_path, done = _open_folder(out, shard and (index, count), settings, pool)
+    todo = [f for f in chosen if f.id not in done]
+    if done:
+        logger.info("resuming: %d of %d facts already probed", len(chosen) - len(todo), len(chosen))
+
+    sampling = dict(
+        samples=samples, temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed
+    )
+    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, sampling)
+    new = _probe_into(
+        todo, list(done.values()), settings, (records_path, summary_path), pool, engine, tokenizer, progress,
+        chunk=max(64, 8 * max(1, batch_size // (1 + samples))),
+    )  # fmt: skip
+    return [done.get(f.id) or new[f.id] for f in chosen]
+
+
+def _settings(
+    name: str | None,
+    backend: str,
+    pool: list[Fact],
+    *,
+    n_prompts: int,
+    shots: int,
+    samples: int,
+    temperature: float,
+    top_k: int,
+    max_new_tokens: int,
+    fmt: str,
+    mode: str,
+    seed: int,
+) -> dict[str, Any]:
+    """What a probe was made with (summary.json's `settings`; a resumed probe must match); sampling's
+    settings are None when there is no sampling."""
+    return {
         "model": name,
         "backend": backend,
         "n_prompts": n_prompts,
@@ -103,34 +140,42 @@ def probe(
         "seed": seed,
         "exemplar_pool": pool_identity(pool),
     }
-    records_path, summary_path, done = _open_folder(out, shard and (index, count), settings, pool)
-    todo = [f for f in chosen if f.id not in done]
-    if done:
-        logger.info("resuming: %d of %d facts already probed", len(chosen) - len(todo), len(chosen))
 
-    sampling = dict(
-        samples=samples, temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed
-    )
-    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, sampling)
+
+def _probe_into(
+    todo: list[Fact],
+    done: list[dict],
+    settings: dict,
+    paths: tuple[Path | None, Path | None],
+    pool: list[Fact],
+    engine: Any,
+    tokenizer: Any,
+    progress: Callable[[int, int], None] | None,
+    *,
+    chunk: int,
+) -> dict[str, dict]:
+    """Probe `todo` (`_probe_facts`) with the summary file saying `running`, then `finished` (or `failed`,
+    where bad input stops the probe); returns the new records by id."""
+    records_path, summary_path = paths
     started, stats = time.time(), Counter()
     if summary_path is not None:
-        write_json_atomic(summary_path, _summary(list(done.values()), settings, "running", stats, 0.0))
+        write_json_atomic(summary_path, _summary(done, settings, "running", stats, 0.0))
     try:
         new = _probe_facts(
-            todo, pool, engine, tokenizer, records_path, stats, progress, n_prompts=n_prompts, shots=shots,
-            seed=seed, fmt=fmt, mode=mode, chunk=max(64, 8 * max(1, batch_size // (1 + samples))),
+            todo, pool, engine, tokenizer, records_path, stats, progress, n_prompts=settings["n_prompts"],
+            shots=settings["shots"], seed=settings["seed"], fmt=settings["format"], mode=settings["mode"],
+            chunk=chunk,
         )  # fmt: skip
     except KnowpackError:  # bad input found while building prompts (an exemplar pool too small): say so
         if summary_path is not None:
             failed = _summary(read_records(records_path), settings, "failed", stats, time.time() - started)
             write_json_atomic(summary_path, failed)
         raise
-
     seconds = time.time() - started
     if summary_path is not None:
         everything = read_records(records_path)
         write_json_atomic(summary_path, _summary(everything, settings, "finished", stats, seconds))
-    return [done.get(f.id) or new[f.id] for f in chosen]
+    return new
 
 
 def _check_arguments(*, backend: str, mode: str, temperature: float, samples: int, **numbers: Any) -> None:
