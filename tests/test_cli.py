@@ -1,4 +1,5 @@
-"""The command line: every verb is listed, bad input is one line and exit 1, unimplemented verbs exit 2."""
+"""The command line: every verb is listed and has its help, bad input is one line and exit 1, the import
+stays light."""
 
 import json
 import subprocess
