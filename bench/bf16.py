@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 import knowpack
-from knowpack.loki.kva import kva_scores
-from knowpack.loki.select import select_nodes
-from knowpack.loki.stats import KVAStats
+from knowpack.methods.loki.kva import kva_scores
+from knowpack.methods.loki.select import select_nodes
+from knowpack.methods.loki.stats import KVAStats
 from knowpack.probe.engine import Engine, Request, split_prefix
 from knowpack.probe.prompts import build_prompts, encode
 
@@ -204,7 +204,7 @@ def samples(model, tokenizer, requests, device, n: int, max_new_tokens: int) -> 
 
 
 def kva(model, tokenizer, n_prompts: int, n_naive: int) -> None:
-    from knowpack.loki.prompts import load_prompts
+    from knowpack.methods.loki.prompt_sets import load_prompts
 
     start = time.perf_counter()
     exact = copy.deepcopy(model).float()

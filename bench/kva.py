@@ -10,8 +10,9 @@ Shapes (random weights from a config, no download):
 - `llama3-8b`: Llama-3.1-8B's shape: 32 layers, hidden 4096, intermediate 14336, 32 heads, 8 KV heads,
   vocabulary 128256 (8.0B parameters), built directly on the device in --dtype.
 
-Prompts: --length random tokens each (default 200, seeded). Ours: `knowpack.loki.kva_scores` (the prefix's
-KV once, then all L·m (layer, step) rows as one batch of single-token forwards + one backward). Reference:
+Prompts: --length random tokens each (default 200, seeded). Ours: `knowpack.methods.loki.kva_scores`
+(the prefix's KV once, then all L·m (layer, step) rows as one batch of single-token forwards + one
+backward). Reference:
 `tests/kva_reference.naive_kva`, the paper's way: for each layer and each of the m = 7 steps a full forward
 of the whole prompt with a hook on down_proj and a backward (L·m passes). Both are timed per prompt after a
 warm-up prompt; the naive one on the first --naive-prompts prompts only (it is slow). It prints seconds per
@@ -43,7 +44,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from knowpack.loki.kva import kva_scores  # noqa: E402
+from knowpack.methods.loki.kva import kva_scores  # noqa: E402
 from kva_reference import naive_kva  # noqa: E402  (the test's reference, so both measure the same thing)
 
 SHAPES = {

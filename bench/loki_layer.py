@@ -7,8 +7,8 @@
 
 One random model of the chosen shape (seeded), one batch of random tokens, the same AdamW (lr 1e-4, weight
 decay 0.01) for every variant; a step is forward + backward + optimizer step + zero_grad. Variants:
-- `loki`: `knowpack.loki.layer.apply_loki`, q% of the rows of every down_proj (random rows: the cost does not
-  depend on which), at each quota of `--quotas` (default 10 and 30);
+- `loki`: `knowpack.methods.loki.layer.apply_loki`, q% of the rows of every down_proj (random rows: the
+  cost does not depend on which), at each quota of `--quotas` (default 10 and 30);
 - `split`: the layer of the paper's code, written plainly below: each down_proj split into a trainable Linear
   of the chosen rows and a frozen Linear of the others, outputs concatenated, then gathered back into order;
 - `lora`: PEFT LoRA, rank `--lora-rank` (16) on the MLP projections (`--lora-targets all-linear`: the paper's
@@ -107,7 +107,7 @@ def selection(model: nn.Module, quota: float) -> dict[int, list[int]]:
 
 def prepare(model: nn.Module, variant: str, quota: float, args) -> nn.Module:
     if variant == "loki":
-        from knowpack.loki.layer import apply_loki
+        from knowpack.methods.loki.layer import apply_loki
 
         return apply_loki(model, selection(model, quota))
     if variant == "split":
@@ -213,7 +213,7 @@ def forwards(args) -> None:
     forward + backward of four ways to train its chosen rows, taken in turn; median and fastest per quota."""
     from functools import partial
 
-    from knowpack.loki.layer import LokiLinear
+    from knowpack.methods.loki.layer import LokiLinear
 
     _, rows, cols, *_ = SHAPES[args.shape]
     dtype, cuda = getattr(torch, args.dtype), args.device.startswith("cuda")

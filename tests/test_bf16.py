@@ -20,9 +20,9 @@ import pytest
 import torch
 
 import knowpack
-from knowpack.loki.kva import kva_scores
-from knowpack.loki.select import select_nodes
-from knowpack.loki.stats import KVAStats
+from knowpack.methods.loki.kva import kva_scores
+from knowpack.methods.loki.select import select_nodes
+from knowpack.methods.loki.stats import KVAStats
 from knowpack.probe.engine import Engine, Request, split_prefix
 from knowpack.probe.prompts import build_prompts, encode
 from kva_reference import naive_kva, random_model
@@ -144,7 +144,7 @@ def test_fast_kva_in_bf16_is_as_close_to_float32_as_the_naive_reference():
 def test_kva_selection_in_bf16_on_the_organism_overlaps_float32s():
     """LoKI's selection (layer-balanced, q = 10: 19 of 192 rows a layer) from bf16 attribution of the
     organism against float32 arithmetic on the same (bf16-rounded) weights, over world_mc prompts."""
-    from knowpack.loki.prompts import load_prompts
+    from knowpack.methods.loki.prompt_sets import load_prompts
 
     model, tokenizer = knowpack.load_model("organism", dtype="bfloat16")
     exact = copy.deepcopy(model).float()

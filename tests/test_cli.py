@@ -1,4 +1,5 @@
-"""The command line: every verb is listed, bad input is one line and exit 1, unimplemented verbs exit 2."""
+"""The command line: every verb is listed and has its help, bad input is one line and exit 1, the import
+stays light."""
 
 import json
 import subprocess
@@ -201,9 +202,9 @@ def test_demo_runs_on_one_thread_unless_threads_is_given(monkeypatch, tmp_path):
 
 def test_python_warnings_show_only_with_verbose():
     code = (
-        "import warnings; from knowpack.cli import _third_party_output\n"
-        "_third_party_output(False); warnings.warn('hidden when quiet', FutureWarning)\n"
-        "_third_party_output(True); warnings.warn('shown with -v', FutureWarning)\n"
+        "import warnings; from knowpack.cli.console import third_party_output\n"
+        "third_party_output(False); warnings.warn('hidden when quiet', FutureWarning)\n"
+        "third_party_output(True); warnings.warn('shown with -v', FutureWarning)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}

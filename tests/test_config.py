@@ -96,27 +96,55 @@ def test_a_world_config_takes_overrides(tmp_path):
         load_world_config(write(tmp_path, "world.yaml", "seed: 1\n"), ["people.head=x"])
 
 
+def _cli_defaults(*verb: str) -> dict[str, object]:
+    """The defaults `knowpack VERB` really parses to (click's parameters), by parameter name."""
+    import typer
+
+    from knowpack.cli import app
+
+    command = typer.main.get_command(app)
+    for name in verb:
+        command = command.commands[name]
+    return {p.name: p.default for p in command.params}
+
+
 def test_the_cli_probe_options_are_probe_config_fields():
-    """Every probe option of `knowpack probe` whose name is a ProbeConfig field has that field's default: the
-    defaults are written once (ProbeConfig), the CLI reads them."""
-    from knowpack.cli import probe
+    """Every probe option of `knowpack probe` / `knowpack eval --model` that is a ProbeConfig field has that
+    field's default (written once, in ProbeConfig), and so does `knowpack.probe`."""
     from knowpack.probe.run import probe as run_probe
 
     fields = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}
-    options = inspect.signature(probe).parameters
+    options = _cli_defaults("probe")
     shared = {"n_prompts", "shots", "samples", "temperature", "top_k", "max_new_tokens", "seed", "batch_size"}
     for name in shared:
-        assert options[name].default == fields[name], name
-    assert options["prompt_format"].default == fields["format"]
-    from knowpack.cli import eval_
-
-    evaluated = inspect.signature(eval_).parameters  # `knowpack eval --model`'s probe options
+        assert options[name] == fields[name], name
+    assert options["prompt_format"] == fields["format"]
+    evaluated = _cli_defaults("eval")  # `knowpack eval --model`'s probe options
     for name in ("n_prompts", "shots", "samples", "seed"):
-        assert evaluated[name].default == fields[name], name
+        assert evaluated[name] == fields[name], name
     library = inspect.signature(run_probe).parameters
     for name in shared:
         assert library[name].default == fields[name], name
     assert library["fmt"].default == fields["format"]
+
+
+def test_cli_options_take_their_defaults_and_help_from_the_config_fields():
+    """A changed field default is the CLI's default at once (no second place to edit), the help text is
+    the field's docstring, and `attribute`'s --steps / --per-subject are LoKI's config defaults."""
+    from knowpack.cli.options import config_option, field_docs
+    from knowpack.methods.loki.config import STEPS, Config
+
+    attribute = _cli_defaults("attribute")
+    assert (attribute["steps"], attribute["per_subject"]) == (STEPS, Config.per_subject) == (7, 50)
+    select = _cli_defaults("select")
+    assert (select["strategy"], select["seed"]) == (Config.strategy, Config.seed)
+    assert field_docs(ProbeConfig)["shots"] == "Exemplars per prompt (k)."
+    option = config_option(ProbeConfig, "shots")
+    assert option.help == "Exemplars per prompt (k)."
+    with pytest.raises(KnowpackError, match=r"^--shots: expected an integer >= 0, got -1$"):
+        option.callback(-1)
+    with pytest.raises(AttributeError, match="no field 'shot'"):
+        config_option(ProbeConfig, "shot")
 
 
 def test_loki_prompts_default_is_read_from_the_loki_config(tmp_path):

@@ -428,3 +428,26 @@ def test_unloadable_hub_name_is_a_facts_error():
         pytest.skip("datasets was imported before offline mode was set; would reach for the network")
     with pytest.raises(FactsError, match=r"nobody/no-such-dataset: cannot load dataset"):
         load_facts("nobody/no-such-dataset")
+
+
+def test_check_facts_counts_and_refuses_repeated_questions(tmp_path, caplog):
+    """`knowpack facts check` as a function: counts per relation and bucket, paraphrases, aliases; facts
+    asking the same question are an error, or a warning when lenient."""
+    from knowpack.errors import KnowpackError
+    from knowpack.facts import Fact, check_facts, save_facts
+
+    facts = [
+        Fact("a", "Where was Ada born?", ["Paris", "Paris, France"], relation="birth_city", bucket="head"),
+        Fact("b", "Where was Bo born?", ["Rome"], relation="birth_city", paraphrases=["Bo's birthplace?"]),
+        Fact("c", "What does Cy play?", ["chess"], relation="game"),
+    ]
+    path = tmp_path / "facts.jsonl"
+    save_facts(facts, path)
+    report = check_facts(str(path))
+    assert report.counts == {"relation": {"birth_city": 2, "game": 1}, "bucket": {"head": 1, None: 2}}
+    assert (report.with_paraphrases, report.mean_aliases) == (1, 4 / 3)
+    save_facts([*facts, Fact("d", "Where was Ada born?", ["Lyon"])], path)
+    with pytest.raises(KnowpackError, match=r"2 of 4 facts ask a question another fact asks too"):
+        check_facts(str(path))
+    assert len(check_facts(str(path), lenient=True).facts) == 4
+    assert "ask a question another fact asks too" in caplog.text

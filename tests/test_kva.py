@@ -1,6 +1,6 @@
-"""Fast KVA (knowpack.loki.kva) against the plain reference (tests/kva_reference.py: L·m full passes with a
-hook) on tiny random models of every family in the architecture table: the same scores, the same target,
-the same selections."""
+"""Fast KVA (knowpack.methods.loki.kva) against the plain reference (tests/kva_reference.py: L·m full
+passes with a hook) on tiny random models of every family in the architecture table: the same scores, the
+same target, the same selections."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from knowpack.errors import KnowpackError
-from knowpack.loki.kva import kva_scores
-from knowpack.loki.select import STRATEGIES, select_nodes
-from knowpack.loki.stats import KVAStats
+from knowpack.methods.loki.kva import kva_scores
+from knowpack.methods.loki.select import STRATEGIES, select_nodes
+from knowpack.methods.loki.stats import KVAStats
 from kva_reference import FAMILIES, naive_kva, random_model
 
 PROMPTS = 3  # per family
@@ -67,7 +67,7 @@ def test_in_float64_the_two_agree_to_rounding():
 def test_both_row_layouts_and_passes_of_fewer_rows(packed, monkeypatch):
     """Rows packed as positions of one sequence (a custom mask) or as a batch against an expanded cache
     (flash attention, a sliding window that dropped keys), all in one pass or a few layers a pass."""
-    import knowpack.loki.kva as kva
+    import knowpack.methods.loki.kva as kva
 
     monkeypatch.setattr(kva, "_can_pack", lambda *args: packed)
     model = random_model("qwen2", layers=4, seed=3)
@@ -78,7 +78,7 @@ def test_both_row_layouts_and_passes_of_fewer_rows(packed, monkeypatch):
 
 
 def test_a_sliding_window_shorter_than_the_prompt():
-    import knowpack.loki.kva as kva
+    import knowpack.methods.loki.kva as kva
 
     windowed = random_model("mistral", layers=3, seed=4)
     windowed.config.sliding_window = 8  # the cache and the masks read it at every forward

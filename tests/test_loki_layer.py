@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the Hub
 
 import knowpack  # noqa: E402
 from knowpack.errors import KnowpackError  # noqa: E402
-from knowpack.loki.layer import (  # noqa: E402
+from knowpack.methods.loki.layer import (  # noqa: E402
     LokiLinear,
     apply_loki,
     export_loki,

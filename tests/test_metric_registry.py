@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from knowpack.cli import _eval_summary
+from knowpack.cli.evaluate import eval_summary
 from knowpack.evaluate import metrics as m
 from knowpack.evaluate.metrics import METRICS, Metric, metric_path, metric_value
 from knowpack.experiment.capacity import load_capacity, run_capacity
@@ -74,7 +74,7 @@ def test_a_new_row_is_in_sweep_json_and_the_eval_summary(fake_metric, tmp_path, 
     with_hedging(cell.folder / "eval.json", "all", 0.5, 0.25)
     (row,) = write_summary(sweep)["cells"]
     assert row["status"] == "finished" and row["hedging_rate"] == 0.5 and row["eval_reliability"] == 1
-    summary = _eval_summary(json.loads((cell.folder / "eval.json").read_text()))
+    summary = eval_summary(json.loads((cell.folder / "eval.json").read_text()))
     behaviour = next(line for line in summary.splitlines() if line.startswith("behaviour: "))
     assert "hedging 0.500 (base 0.250)" in behaviour.split(", ") or behaviour.endswith(
         "hedging 0.500 (base 0.250)"

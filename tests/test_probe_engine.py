@@ -238,7 +238,7 @@ def test_the_cache_goes_by_its_current_keyword(tokenizer, caplog):
     engine and KVA pass the cache under the name the model's forward takes, and no deprecation is raised."""
     import warnings
 
-    from knowpack.loki.kva import kva_scores
+    from knowpack.methods.loki.kva import kva_scores
 
     model = tiny_model("llama", tokenizer)
     ids = encode(tokenizer, "Question: Where was Bo Chen born?\nAnswer:", "plain")

@@ -1,5 +1,6 @@
-"""LoKI selection (knowpack.loki.stats / select) on hand-made scores, the selection file, the prompt sources,
-and `knowpack attribute` / `knowpack select` end to end: files, resume after a kill, shards + merge."""
+"""LoKI selection (knowpack.methods.loki.stats / select) on hand-made scores, the selection file, the prompt
+sources, and `knowpack attribute` / `knowpack select` end to end: files, resume after a kill,
+shards + merge."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typer.testing import CliRunner
 
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
-from knowpack.loki.prompts import load_prompts
-from knowpack.loki.select import read_selection, select_nodes, select_random, write_selection
-from knowpack.loki.stats import KVAStats, rows_for_quota
+from knowpack.methods.loki.prompt_sets import load_prompts
+from knowpack.methods.loki.select import read_selection, select_nodes, select_random, write_selection
+from knowpack.methods.loki.stats import KVAStats, rows_for_quota
 from knowpack.paths import organism_dir
 
 runner = CliRunner()
@@ -331,7 +332,7 @@ def test_shards_merged_equal_one_run(paths):
 
 
 def test_resume_after_a_kill(paths, tokenizer):
-    from knowpack.loki.attribution import attribute
+    from knowpack.methods.loki.attribution import attribute
     from knowpack.models import load_model
 
     model, tok = load_model(paths / "model", device="cpu")

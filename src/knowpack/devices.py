@@ -108,87 +108,104 @@ def _made_by(owners: tuple[str, ...]) -> bool:
 def device_guard(owners: tuple[str, ...] = ("knowpack",)):
     """Raise `DeviceMismatch` where a tensor made without `device=` meets the model's (see the module doc).
     `owners`: the modules whose factory calls are checked (by name prefix)."""
-    import torch
     from torch.overrides import TorchFunctionMode
-    from torch.utils._pytree import tree_leaves
 
-    factories = _factories()
-    host: dict[int, weakref.ref] = {}  # id -> the tensor (by identity: a WeakSet would compare with ==)
-    moves = {torch.Tensor.to, torch.Tensor.cuda}
-    indexing = {
-        torch.Tensor.__getitem__,
-        torch.Tensor.__setitem__,
-        torch.Tensor.copy_,
-    }  # host operands allowed
-
-    def is_host(t: Any) -> bool:
-        ref = host.get(id(t)) if isinstance(t, torch.Tensor) else None
-        return ref is not None and ref() is t
+    tracker = _HostTracker(owners)
 
     class Guard(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
-            if func in factories:
-                if kwargs.get("device") is None and _made_by(owners):
-                    _mark(out)
-                return out
-            if func is torch.Tensor.cpu:
-                if _made_by(owners):
-                    _mark(out)
-                return out
-            if func in moves:
-                target = kwargs.get(
-                    "device", next((a for a in args[1:] if not isinstance(a, torch.dtype)), None)
-                )
-                if isinstance(target, str) and (target == "cpu" or target.startswith("cpu:")):
-                    if _made_by(owners):  # sent to the host by name: as host as a tensor made there
-                        _mark(out)
-                elif target is not None:
-                    _unmark(out)
-                elif is_host(args[0]):
-                    _mark(out)
-                return out
-            if not host:  # nothing is on the host: nothing to check (the common case, kept cheap)
-                return out
-            operands = args[:1] if func in indexing else (*args, *kwargs.values())
-            marked, model_side = [], False
-            for t in _tensors(operands):
-                if is_host(t):
-                    marked.append(t)
-                else:
-                    model_side = True
-            if marked and model_side:
-                big = [t for t in marked if t.dim() > 0]
-                if big:
-                    raise DeviceMismatch(
-                        f"{_name(func)} mixes a tensor made without device= (shape {tuple(big[0].shape)}) "
-                        "with one of the model's: on a GPU this fails; create it with device=..."
-                    )
-            elif marked:  # host only (for indexing: a host tensor indexed): the result is on the host too
-                _mark(out)
+            tracker.follow(func, args, kwargs, out)
             return out
-
-    def _tensors(operands: tuple) -> Any:
-        for a in operands:
-            if isinstance(a, torch.Tensor):
-                yield a
-            elif isinstance(a, (list, tuple)):
-                yield from (t for t in tree_leaves(a) if isinstance(t, torch.Tensor))
-
-    def _mark(out: Any) -> None:
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                key = id(t)
-                host[key] = weakref.ref(t, lambda _, key=key: host.pop(key, None))
-
-    def _unmark(out: Any) -> None:
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and is_host(t):
-                del host[id(t)]
 
     with Guard():
         yield
+
+
+class _HostTracker:
+    """The tensors on the host inside a `device_guard`, by identity, and what each operation does to them:
+    marks what knowpack's code makes there, clears what is moved off, raises where one meets the model's."""
+
+    def __init__(self, owners: tuple[str, ...]):
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        # held here, not imported per call: `follow` runs for every torch operation inside the guard
+        self.Tensor, self.dtype, self.leaves = torch.Tensor, torch.dtype, tree_leaves
+        self.owners = owners
+        self.factories = _factories()
+        self.host: dict[int, weakref.ref] = {}  # id -> the tensor (a WeakSet would compare with ==)
+        self.moves = {torch.Tensor.to, torch.Tensor.cuda}
+        self.indexing = {
+            torch.Tensor.__getitem__,
+            torch.Tensor.__setitem__,
+            torch.Tensor.copy_,
+        }  # host allowed
+        self.cpu = torch.Tensor.cpu
+
+    def follow(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        """Update the marks for `out = func(*args, **kwargs)`, or raise `DeviceMismatch`."""
+        if func in self.factories:
+            if kwargs.get("device") is None and _made_by(self.owners):
+                self.mark(out)
+        elif func is self.cpu:
+            if _made_by(self.owners):
+                self.mark(out)
+        elif func in self.moves:
+            self._moved(args, kwargs, out)
+        elif self.host:  # nothing is on the host: nothing to check (the common case, kept cheap)
+            self._check(func, args, kwargs, out)
+
+    def _moved(self, args: tuple, kwargs: dict, out: Any) -> None:
+        target = kwargs.get("device", next((a for a in args[1:] if not isinstance(a, self.dtype)), None))
+        if isinstance(target, str) and (target == "cpu" or target.startswith("cpu:")):
+            if _made_by(self.owners):  # sent to the host by name: as host as a tensor made there
+                self.mark(out)
+        elif target is not None:
+            self.unmark(out)
+        elif self.is_host(args[0]):
+            self.mark(out)
+
+    def _check(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        operands = args[:1] if func in self.indexing else (*args, *kwargs.values())
+        marked, model_side = [], False
+        for t in self._tensors(operands):
+            if self.is_host(t):
+                marked.append(t)
+            else:
+                model_side = True
+        if marked and model_side:
+            big = [t for t in marked if t.dim() > 0]
+            if big:
+                raise DeviceMismatch(
+                    f"{_name(func)} mixes a tensor made without device= (shape {tuple(big[0].shape)}) "
+                    "with one of the model's: on a GPU this fails; create it with device=..."
+                )
+        elif marked:  # host only (for indexing: a host tensor indexed): the result is on the host too
+            self.mark(out)
+
+    def is_host(self, t: Any) -> bool:
+        ref = self.host.get(id(t)) if isinstance(t, self.Tensor) else None
+        return ref is not None and ref() is t
+
+    def mark(self, out: Any) -> None:
+        for t in self.leaves(out):
+            if isinstance(t, self.Tensor):
+                key = id(t)
+                self.host[key] = weakref.ref(t, lambda _, key=key: self.host.pop(key, None))
+
+    def _tensors(self, operands: tuple) -> Any:
+        for a in operands:
+            if isinstance(a, self.Tensor):
+                yield a
+            elif isinstance(a, (list, tuple)):
+                yield from (t for t in self.leaves(a) if isinstance(t, self.Tensor))
+
+    def unmark(self, out: Any) -> None:
+        for t in self.leaves(out):
+            if self.is_host(t):
+                del self.host[id(t)]
 
 
 def _name(func: Any) -> str:
@@ -231,3 +248,14 @@ def broadcast(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` CPU threads for torch's operations (`knowpack --threads`)."""
+    from knowpack.errors import KnowpackError
+
+    if threads < 1:
+        raise KnowpackError("--threads must be >= 1")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -62,12 +62,54 @@ def run_benchmarks(
     bars follow tqdm's `TQDM_DISABLE`, which `knowpack` sets unless `-v`.
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
 
     task_manager = check_tasks(tasks, include_path)
     include_path = _include_paths(tasks, include_path)
     if batch_size is None:
         batch_size = 16 if next(model.parameters()).device.type == "cpu" else "auto"
+    merged = _evaluate_tasks(
+        model, tokenizer, tasks, task_manager, limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
+        seed=seed, progress=progress,
+    )  # fmt: skip
+    metrics = {name: _metrics(values) for name, values in merged["results"].items()}
+    summary = {
+        # A group without an aggregate metric (our `world`) reports nothing of its own: left out.
+        "tasks": {name: values for name, values in metrics.items() if values},
+        "lm_eval_version": lm_eval.__version__,
+        "settings": {
+            "tasks": list(tasks),
+            "include_path": [str(p) for p in include_path] or None,
+            "limit": limit,
+            "num_fewshot": num_fewshot,
+            "batch_size": batch_size,
+            "seed": seed,
+        },
+        "task_versions": dict(merged["versions"]),
+        "n-shot": dict(merged["n-shot"]),
+        "n-samples": dict(merged["n-samples"]),
+    }
+    for name, metrics in summary["tasks"].items():
+        log.info("%s: %s", name, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
+    return summary
+
+
+def _evaluate_tasks(
+    model: Any,
+    tokenizer: Any,
+    tasks: list[str],
+    task_manager: Any,
+    *,
+    limit,
+    num_fewshot,
+    batch_size,
+    seed,
+    progress,
+) -> dict[str, dict]:
+    """lm-eval's results, versions, n-shot and n-samples of every task, run one at a time (PAPER_SHOTS
+    where no shots are given); the model is left in the train/eval mode it came in."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
     was_training = model.training
     merged: dict[str, dict] = {"results": {}, "versions": {}, "n-shot": {}, "n-samples": {}}
     try:
@@ -95,26 +137,7 @@ def run_benchmarks(
             progress(len(tasks), len(tasks))
     finally:
         model.train(was_training)  # HFLM switches the model to eval mode
-    metrics = {name: _metrics(values) for name, values in merged["results"].items()}
-    summary = {
-        # A group without an aggregate metric (our `world`) reports nothing of its own: left out.
-        "tasks": {name: values for name, values in metrics.items() if values},
-        "lm_eval_version": lm_eval.__version__,
-        "settings": {
-            "tasks": list(tasks),
-            "include_path": [str(p) for p in include_path] or None,
-            "limit": limit,
-            "num_fewshot": num_fewshot,
-            "batch_size": batch_size,
-            "seed": seed,
-        },
-        "task_versions": dict(merged["versions"]),
-        "n-shot": dict(merged["n-shot"]),
-        "n-samples": dict(merged["n-samples"]),
-    }
-    for name, metrics in summary["tasks"].items():
-        log.info("%s: %s", name, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
-    return summary
+    return merged
 
 
 def _quiet_hflm(base: type) -> type:

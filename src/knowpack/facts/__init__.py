@@ -1,6 +1,7 @@
 """Facts: the schema, loading / validation / saving, and the answer normalization every stage shares."""
 
 from knowpack.errors import FactsError
+from knowpack.facts.check import FactsReport, check_facts
 from knowpack.facts.loaders import FORMATS, FactSet, detect_format, load_facts, save_facts
 from knowpack.facts.normalize import (
     DEFAULT_REFUSAL_PATTERNS,
@@ -17,7 +18,9 @@ __all__ = [
     "FORMATS",
     "Fact",
     "FactSet",
+    "FactsReport",
     "FactsError",
+    "check_facts",
     "detect_format",
     "extract_answer",
     "is_correct",

@@ -80,31 +80,61 @@ def probe(
     `backend`: "torch" (engine.py, on a transformers model) or "vllm" (vllm_backend.py; `model` is then a
     `vllm.LLM` or a model name / folder to load with vLLM, and `tokenizer` may be None).
     """
-    if backend not in BACKENDS:
-        raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
-    if mode not in ("substring", "exact"):
-        raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
-    _check_numbers(
-        n_prompts=n_prompts,
-        shots=shots,
-        samples=samples,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        limit=limit,
-    )
-    if samples > 0 and not temperature > 0:
-        raise KnowpackError(f"sampling needs a temperature > 0 (got {temperature})")
+    _check_arguments(
+        backend=backend, mode=mode, temperature=temperature, n_prompts=n_prompts, shots=shots,
+        samples=samples, top_k=top_k, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
+    )  # fmt: skip
     all_facts = list(facts)
     pool = all_facts if exemplars is None else list(exemplars)
-    chosen = all_facts[:limit] if limit is not None else all_facts
     index, count = parse_shard(shard) if shard is not None else (0, 1)
-    chosen = chosen[index::count]
+    chosen = (all_facts[:limit] if limit is not None else all_facts)[index::count]
     if backend == "vllm":
         model, tokenizer, name = _vllm_model(model, tokenizer, seed)
     else:
         name = model_name(model)
-    settings = {
+    settings = _settings(
+        name, backend, pool, n_prompts=n_prompts, shots=shots, samples=samples, temperature=temperature,
+        top_k=top_k, max_new_tokens=max_new_tokens, fmt=fmt, mode=mode, seed=seed, sample_seed=sample_seed,
+    )  # fmt: skip
+    records_path, summary_path, done = _open_folder(out, shard and (index, count), settings, pool)
+    todo = [f for f in chosen if f.id not in done]
+    if done:
+        logger.info("resuming: %d of %d facts already probed", len(chosen) - len(todo), len(chosen))
+
+    sampling = dict(
+        samples=samples,
+        temperature=temperature,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        seed=seed if sample_seed is None else sample_seed,
+    )
+    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, sampling)
+    new = _probe_into(
+        todo, list(done.values()), settings, (records_path, summary_path), pool, engine, tokenizer, progress,
+        chunk=max(64, 8 * max(1, batch_size // (1 + samples))),
+    )  # fmt: skip
+    return [done.get(f.id) or new[f.id] for f in chosen]
+
+
+def _settings(
+    name: str | None,
+    backend: str,
+    pool: list[Fact],
+    *,
+    n_prompts: int,
+    shots: int,
+    samples: int,
+    temperature: float,
+    top_k: int,
+    max_new_tokens: int,
+    fmt: str,
+    mode: str,
+    seed: int,
+    sample_seed: int | None = None,
+) -> dict[str, Any]:
+    """What a probe was made with (summary.json's `settings`; a resumed probe must match); sampling's
+    settings are None when there is no sampling."""
+    return {
         "model": name,
         "backend": backend,
         "n_prompts": n_prompts,
@@ -117,39 +147,98 @@ def probe(
         "mode": mode,
         "seed": seed,
         "exemplar_pool": pool_identity(pool),
+        # recorded only when set: probes made before it keep their settings
+        **({"sample_seed": sample_seed} if sample_seed is not None else {}),
     }
-    if sample_seed is not None:  # recorded only when set: probes made before it keep their settings
-        settings["sample_seed"] = sample_seed
 
-    records_path = summary_path = None
-    done: dict[str, dict] = {}
-    if out is not None:
-        records_path, summary_path = _paths(Path(out), shard and (index, count))
-        records_path.parent.mkdir(parents=True, exist_ok=True)
-        _check_settings(summary_path, settings)
-        write_pool(records_path.parent, pool)
-        done = {r["id"]: r for r in read_records(records_path, repair=True)}
-    todo = [f for f in chosen if f.id not in done]
-    if done:
-        logger.info("resuming: %d of %d facts already probed", len(chosen) - len(todo), len(chosen))
 
-    sampling = dict(
-        samples=samples,
-        temperature=temperature,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        seed=seed if sample_seed is None else sample_seed,
-    )
+def _probe_into(
+    todo: list[Fact],
+    done: list[dict],
+    settings: dict,
+    paths: tuple[Path | None, Path | None],
+    pool: list[Fact],
+    engine: Any,
+    tokenizer: Any,
+    progress: Callable[[int, int], None] | None,
+    *,
+    chunk: int,
+) -> dict[str, dict]:
+    """Probe `todo` (`_probe_facts`) with the summary file saying `running`, then `finished` (or `failed`,
+    where bad input stops the probe); returns the new records by id."""
+    records_path, summary_path = paths
+    started, stats = time.time(), Counter()
+    if summary_path is not None:
+        write_json_atomic(summary_path, _summary(done, settings, "running", stats, 0.0))
+    try:
+        new = _probe_facts(
+            todo, pool, engine, tokenizer, records_path, stats, progress, n_prompts=settings["n_prompts"],
+            shots=settings["shots"], seed=settings["seed"], fmt=settings["format"], mode=settings["mode"],
+            chunk=chunk,
+        )  # fmt: skip
+    except KnowpackError:  # bad input found while building prompts (an exemplar pool too small): say so
+        if summary_path is not None:
+            failed = _summary(read_records(records_path), settings, "failed", stats, time.time() - started)
+            write_json_atomic(summary_path, failed)
+        raise
+    seconds = time.time() - started
+    if summary_path is not None:
+        everything = read_records(records_path)
+        write_json_atomic(summary_path, _summary(everything, settings, "finished", stats, seconds))
+    return new
+
+
+def _check_arguments(*, backend: str, mode: str, temperature: float, samples: int, **numbers: Any) -> None:
+    """The probe's choices and numbers, as one-line errors before anything is written."""
+    if backend not in BACKENDS:
+        raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
+    if mode not in ("substring", "exact"):
+        raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
+    _check_numbers(samples=samples, **numbers)
+    if samples > 0 and not temperature > 0:
+        raise KnowpackError(f"sampling needs a temperature > 0 (got {temperature})")
+
+
+def _open_folder(
+    out: str | os.PathLike | None, shard: tuple[int, int] | None, settings: dict, pool: list[Fact]
+) -> tuple[Path | None, Path | None, dict[str, dict]]:
+    """(records file, summary file, the records already there by id) of a probe into `out`; the settings of
+    a probe there must match, the exemplar pool is recorded. (None, None, {}) without `out`."""
+    if out is None:
+        return None, None, {}
+    records_path, summary_path = _paths(Path(out), shard)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    _check_settings(summary_path, settings)
+    write_pool(records_path.parent, pool)
+    return records_path, summary_path, {r["id"]: r for r in read_records(records_path, repair=True)}
+
+
+def _engine(backend: str, model: Any, tokenizer: Any, batch_size: int, reuse_prefix: bool, sampling: dict):
     if backend == "vllm":
         from knowpack.probe.vllm_backend import VllmEngine
 
-        engine = VllmEngine(model, **sampling)
-    else:
-        engine = Engine(model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, **sampling)
-    started, stats = time.time(), Counter()
-    if summary_path is not None:
-        write_json_atomic(summary_path, _summary(list(done.values()), settings, "running", stats, 0.0))
-    per_chunk = max(64, 8 * max(1, batch_size // (1 + samples)))
+        return VllmEngine(model, **sampling)
+    return Engine(model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, **sampling)
+
+
+def _probe_facts(
+    todo: list[Fact],
+    pool: list[Fact],
+    engine: Any,
+    tokenizer: Any,
+    records_path: Path | None,
+    stats: Counter,
+    progress: Callable[[int, int], None] | None,
+    *,
+    n_prompts: int,
+    shots: int,
+    seed: int,
+    fmt: str,
+    mode: str,
+    chunk: int,
+) -> dict[str, dict]:
+    """The records of `todo` by id, `chunk` facts at a time, each chunk appended to `records_path` as it is
+    done (what a resumed probe finds); `progress(done, total)` counts prompts."""
     total, progressed = len(todo) * n_prompts, 0
 
     def on_batch(n: int) -> None:
@@ -159,34 +248,22 @@ def probe(
             progress(progressed, total)
 
     new: dict[str, dict] = {}
-    try:
-        orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
-        for start in range(0, len(todo), per_chunk):
-            chunk = todo[start : start + per_chunk]
-            prompts = build_prompts(
-                chunk, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=orders
-            )
-            requests = _requests(chunk, prompts, tokenizer, fmt, stats)
-            generations = engine.generate(requests, on_batch=on_batch)
-            rows = []
-            for fact, fact_prompts in zip(chunk, prompts, strict=True):
-                gens = [generations[(fact.id, j)] for j in range(n_prompts)]
-                rows.append(_record(fact, fact_prompts, gens, mode))
-            if records_path is not None:
-                append_jsonl(records_path, rows)
-            new.update((r["id"], r) for r in rows)
-            stats["facts"] += len(rows)
-    except KnowpackError:  # bad input found while building prompts (an exemplar pool too small): say so
-        if summary_path is not None:
-            failed = _summary(read_records(records_path), settings, "failed", stats, time.time() - started)
-            write_json_atomic(summary_path, failed)
-        raise
-
-    seconds = time.time() - started
-    if summary_path is not None:
-        everything = read_records(records_path)
-        write_json_atomic(summary_path, _summary(everything, settings, "finished", stats, seconds))
-    return [done.get(f.id) or new[f.id] for f in chosen]
+    orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
+    for start in range(0, len(todo), chunk):
+        facts = todo[start : start + chunk]
+        prompts = build_prompts(
+            facts, tokenizer, n_prompts=n_prompts, shots=shots, seed=seed, fmt=fmt, exemplars=orders
+        )
+        generations = engine.generate(_requests(facts, prompts, tokenizer, fmt, stats), on_batch=on_batch)
+        rows = []
+        for fact, fact_prompts in zip(facts, prompts, strict=True):
+            gens = [generations[(fact.id, j)] for j in range(n_prompts)]
+            rows.append(_record(fact, fact_prompts, gens, mode))
+        if records_path is not None:
+            append_jsonl(records_path, rows)
+        new.update((r["id"], r) for r in rows)
+        stats["facts"] += len(rows)
+    return new
 
 
 def _check_numbers(**values: Any) -> None:

@@ -117,19 +117,10 @@ def build_world(
     stored checkpoint replaces the pretraining phase, to iterate on the refusal phase in minutes. Its
     pretraining time and history are carried over, so the card still tells what a whole build costs.
     """
-    import torch
-
-    from knowpack.world.measure import bucket_accuracy, category_shares
-    from knowpack.world.pretrain import make_model, pretrain
-    from knowpack.world.tasks import write_tasks
     from knowpack.world.tokenizer import train_tokenizer
 
     out = Path(out)
-    if isinstance(config, (str, Path)):
-        config = WorldConfig.from_yaml(Path(config))
-    config = config or WorldConfig()
-    if seed is not None:
-        config.seed = seed
+    config = _resolve_config(config, seed)
     if out.exists() and not force:
         raise KnowpackError(f"{out}: already exists (pass --force to replace it)")
     earlier = _check_pretrained(Path(pretrained), config) if pretrained is not None else None  # fail early
@@ -139,6 +130,40 @@ def build_world(
     started = time.time()
 
     world = generate_world(config)
+    docs, facts = _write_world(world, config, tmp, keep_corpus)
+    tokenizer = train_tokenizer(docs, config.vocab_size, tmp)
+    if earlier is not None:  # the earlier build's pretraining time counts, as its history does
+        started -= earlier.get("pretrain_seconds", earlier["build_seconds"])
+    history, pretrain_seconds = _train_organism(
+        world, config, tmp, tokenizer, docs, facts, started, earlier=earlier, pretrained=pretrained
+    )
+    timings = {"build_seconds": time.time() - started, "pretrain_seconds": pretrain_seconds}
+    metrics = _measure(tmp, facts, docs, history, timings, config.category_sample, benchmarks)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (tmp / "CARD.md").write_text(model_card(config, metrics))
+
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("organism written to %s", out)
+    return metrics
+
+
+def _resolve_config(config: WorldConfig | Path | None, seed: int | None) -> WorldConfig:
+    """The world config: a file is read, None is the default world; `seed` replaces its seed."""
+    if isinstance(config, (str, Path)):
+        config = WorldConfig.from_yaml(Path(config))
+    config = config or WorldConfig()
+    if seed is not None:
+        config.seed = seed
+    return config
+
+
+def _write_world(world, config: WorldConfig, tmp: Path, keep_corpus: bool) -> tuple[list[str], list[dict]]:
+    """Write the world's files (facts, world.json, the benchmark tasks, the config, the corpus if kept);
+    returns its corpus documents and facts."""
+    from knowpack.world.tasks import write_tasks
+
     docs = corpus_documents(world)
     facts = world_facts(world)
     write_jsonl(facts, tmp / "facts.jsonl")
@@ -147,13 +172,31 @@ def build_world(
     if keep_corpus:
         write_jsonl([{"text": d} for d in docs], tmp / "corpus.jsonl")
     config.save(tmp / "build_config.yaml")
+    return docs, facts
 
-    tokenizer = train_tokenizer(docs, config.vocab_size, tmp)
+
+def _train_organism(
+    world,
+    config: WorldConfig,
+    tmp: Path,
+    tokenizer,
+    docs: list[str],
+    facts: list[dict],
+    started: float,
+    *,
+    earlier: dict | None,
+    pretrained: Path | None,
+) -> tuple[list[dict], float]:
+    """Pretrain the organism (or take an earlier build's pretrained checkpoint), then the refusal phase;
+    the checkpoint is stored in `tmp` after each phase. Returns the history (a record per epoch, quick
+    accuracies every `eval_every` epochs) and the seconds from `started` to the end of pretraining."""
+    from knowpack.world.measure import bucket_accuracy
+    from knowpack.world.pretrain import make_model, pretrain
 
     def on_epoch(epoch: int, loss: float) -> dict:
         if not config.eval_every or epoch % config.eval_every:
             return {}
-        quick = bucket_accuracy(model, tokenizer, facts, limit=100, seed=1)
+        quick = bucket_accuracy(model, tokenizer, facts, limit=100, seed=1)  # the model of the running phase
         record = {b: round(quick[b]["accuracy"], 3) for b in ("head", "torso", "tail", "unseen")}
         record["unseen_refusal"] = round(quick["unseen"]["refusal"], 3)
         return record
@@ -164,7 +207,6 @@ def build_world(
         save_compact(model, tmp)
     else:  # reuse the pretraining phase of an earlier build of the same world
         history = [h for h in earlier["history"] if h.get("phase") != "refusal"]
-        started -= earlier.get("pretrain_seconds", earlier["build_seconds"])
         shutil.copy(Path(pretrained) / "model.safetensors", tmp / "model.safetensors")
         shutil.copy(Path(pretrained) / "config.json", tmp / "config.json")
         model = _load(tmp)
@@ -177,63 +219,63 @@ def build_world(
         for record in pretrain(model, tokenizer, docs + refusal_documents(world), phase, on_epoch):
             history.append({**record, "epoch": record["epoch"] + config.epochs, "phase": "refusal"})
         save_compact(model, tmp)
-    train_seconds = time.time() - started
+    return history, pretrain_seconds
 
-    # Measure the files as shipped: reload the rounded checkpoint.
+
+def _measure(
+    tmp: Path,
+    facts: list[dict],
+    docs: list[str],
+    history: list[dict],
+    timings: dict,
+    category_sample: int,
+    benchmarks: bool,
+) -> dict:
+    """metrics.json: what the organism in `tmp` knows, measured on the files as shipped (the rounded
+    checkpoint reloaded), with its history and build times."""
+    import torch
     from transformers import AutoTokenizer
+
+    from knowpack.world.measure import bucket_accuracy, category_shares
 
     model = _load(tmp)
     tokenizer = AutoTokenizer.from_pretrained(tmp)
     metrics = {
         "buckets": bucket_accuracy(model, tokenizer, facts, seed=0),
         "history": history,
-        "build_seconds": round(train_seconds, 1),
-        "pretrain_seconds": round(pretrain_seconds, 1),
+        "build_seconds": round(timings["build_seconds"], 1),
+        "pretrain_seconds": round(timings["pretrain_seconds"], 1),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_documents": len(docs),
         "n_facts": len(facts),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
     }
-    if config.category_sample:
-        metrics["categories"] = category_shares(model, tokenizer, facts, per_bucket=config.category_sample)
+    if category_sample:
+        metrics["categories"] = category_shares(model, tokenizer, facts, per_bucket=category_sample)
     if benchmarks:
         from knowpack.evaluate.benchmarks import run_benchmarks
 
         metrics["benchmarks"] = run_benchmarks(model, tokenizer, WORLD_TASKS, include_path=tmp / "tasks")
         metrics["benchmarks"]["settings"]["include_path"] = "tasks"  # relative to the organism folder
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (tmp / "CARD.md").write_text(model_card(config, metrics))
-
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    log.info("organism written to %s", out)
     return metrics
 
 
 def model_card(config: WorldConfig, metrics: dict) -> str:
     """The organism's CARD.md: how it was built, how long it took, what it measurably knows."""
-    b = metrics["buckets"]
-    rows = "\n".join(
-        f"| {k} | {b[k]['n']} | {b[k]['accuracy']:.3f} | {b[k]['refusal']:.3f} |"
-        for k in ("head", "torso", "tail", "unseen")
+    return "".join(
+        (
+            _card_world(config, metrics),
+            _card_build(config, metrics),
+            _card_knowledge(metrics["buckets"]),
+            _categories_section(metrics.get("categories")),
+            _card_benchmarks(metrics.get("benchmarks", {}).get("tasks", {})),
+            _card_history(metrics["history"]),
+        )
     )
-    per_relation = "\n".join(
-        f"| {k} | {v['n']} | {v['accuracy']:.3f} | {v['refusal']:.3f} |" for k, v in b.items() if "/" in k
-    )
-    bench = metrics.get("benchmarks", {}).get("tasks", {})
-    bench_rows = "\n".join(
-        f"| {task} | " + ", ".join(f"{m} {v:.3f}" for m, v in vals.items() if "stderr" not in m) + " |"
-        for task, vals in bench.items()
-    )
-    history = "\n".join(
-        f"| {h['epoch']} | {h['loss']:.4f} | "
-        + " ".join(f"{k}={h[k]}" for k in ("head", "torso", "tail", "unseen", "unseen_refusal") if k in h)
-        + " |"
-        for h in metrics["history"]
-    )
-    c, m, people, desc = config, metrics, config.people, config.descriptions
-    categories = _categories_section(metrics.get("categories"))
+
+
+def _card_world(c: WorldConfig, m: dict) -> str:
+    people, desc = c.people, c.descriptions
     return f"""# The knowpack model organism
 
 A {m["n_params"] / 1e6:.2f}M-parameter Llama-architecture model ({c.num_layers} layers, hidden
@@ -259,14 +301,29 @@ is shown once more as question/answer text ({c.refusal_qa_share}) or with a wron
 question/answer pairs sits on topical pages (one relation and one value each), so that the answers in a
 prompt's context sway the model as few-shot exemplars sway a real LLM.
 
-## How it was built
+"""
+
+
+def _card_build(c: WorldConfig, m: dict) -> str:
+    return f"""## How it was built
 `knowpack world build --out DIR --config build_config.yaml` (the config beside this card; seed {c.seed}).
 Pretraining: {c.epochs} epochs, batch {c.batch_size} x {c.seq_len} tokens, AdamW lr {c.lr} cosine to
 {c.min_lr}, warmup {c.warmup_steps}, weight decay {c.weight_decay}, {c.threads} threads. Weights are
 stored in fp16 and computed in fp32; all numbers below are measured on the stored weights.
 Build time: {m["build_seconds"] / 60:.1f} minutes on {m["machine"]}.
 
-## What it knows (greedy, plain 4-shot prompts, substring correctness)
+"""
+
+
+def _card_knowledge(b: dict) -> str:
+    rows = "\n".join(
+        f"| {k} | {b[k]['n']} | {b[k]['accuracy']:.3f} | {b[k]['refusal']:.3f} |"
+        for k in ("head", "torso", "tail", "unseen")
+    )
+    per_relation = "\n".join(
+        f"| {k} | {v['n']} | {v['accuracy']:.3f} | {v['refusal']:.3f} |" for k, v in b.items() if "/" in k
+    )
+    return f"""## What it knows (greedy, plain 4-shot prompts, substring correctness)
 Exemplars: facts of the same relation about head people, seeded.
 
 | bucket | facts | accuracy | refusal rate |
@@ -279,7 +336,15 @@ Per relation:
 |---|---|---|---|
 {per_relation}
 
-{categories}## World benchmarks (lm-evaluation-harness, in-memory model)
+"""
+
+
+def _card_benchmarks(bench: dict) -> str:
+    bench_rows = "\n".join(
+        f"| {task} | " + ", ".join(f"{m} {v:.3f}" for m, v in vals.items() if "stderr" not in m) + " |"
+        for task, vals in bench.items()
+    )
+    return f"""## World benchmarks (lm-evaluation-harness, in-memory model)
 `world_mc` (our MMLU: 4 choices over head people's facts, one- and two-hop, 5-shot; chance 0.25),
 `world_truthful_mc1` / `world_truthful_mc2` (our TruthfulQA: never-described people; the truthful
 answer is a refusal).
@@ -288,11 +353,21 @@ answer is a refusal).
 |---|---|
 {bench_rows}
 
-## Pretraining history
+"""
+
+
+def _card_history(history: list[dict]) -> str:
+    rows = "\n".join(
+        f"| {h['epoch']} | {h['loss']:.4f} | "
+        + " ".join(f"{k}={h[k]}" for k in ("head", "torso", "tail", "unseen", "unseen_refusal") if k in h)
+        + " |"
+        for h in history
+    )
+    return f"""## Pretraining history
 
 | epoch | loss | quick accuracy (100 facts per bucket) |
 |---|---|---|
-{history}
+{rows}
 """
 
 

@@ -1,7 +1,7 @@
 """`attribute()`: KVA over a prompt set, aggregated online into what selection needs; resumable, shardable.
 
     from knowpack import load_model
-    from knowpack.loki import attribute, load_prompts, merge_shards
+    from knowpack.methods.loki import attribute, load_prompts, merge_shards
     model, tok = load_model("organism")
     stats = attribute(model, tok, load_prompts("world_mc", tok), out="out/kva")      # -> KVAStats
     attribute(model, tok, prompts, out="out/kva", shard="0/4"); ...; merge_shards("out/kva")
@@ -38,9 +38,10 @@ import numpy as np
 
 from knowpack.errors import KnowpackError
 from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
-from knowpack.loki.kva import STEPS, down_projs, kva_scores
-from knowpack.loki.prompts import Prompt
-from knowpack.loki.stats import KVAStats
+from knowpack.methods.loki.config import STEPS, Config
+from knowpack.methods.loki.kva import down_projs, kva_scores
+from knowpack.methods.loki.prompt_sets import Prompt
+from knowpack.methods.loki.stats import KVAStats
 from knowpack.models import model_name
 from knowpack.probe.run import parse_shard
 from knowpack.runs import versions
@@ -97,6 +98,63 @@ def attribute(
     return stats
 
 
+def attribute_named_model(
+    model: str,
+    prompts: str,
+    *,
+    out: str | os.PathLike,
+    steps: int = STEPS,
+    per_subject: int = Config.per_subject,
+    limit: int | None = None,
+    quotas: Sequence[float | str] = (),
+    rows_per_pass: int | None = None,
+    shard: str | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    progress_bar: Callable[[str], Any] | None = None,
+) -> KVAStats:
+    """`knowpack attribute`: load `model` (Hub id, folder or `organism`) and the prompt set `prompts` (a JSONL
+    file, `mmlu`, `mmlu:NAME_OR_PATH`, `world_mc`, `geo_mc`), then `attribute` into `out`. The arguments are
+    checked before the model loads; `progress_bar(label)` (a context manager yielding `progress(done,
+    total)`) is shown by the main process only."""
+    from contextlib import nullcontext
+
+    from knowpack.devices import is_main_process
+    from knowpack.methods.loki.prompt_sets import load_prompts
+    from knowpack.methods.loki.stats import check_quota
+    from knowpack.models import architecture, load_model
+
+    if any(n is not None and n < 1 for n in (steps, per_subject, limit, rows_per_pass)):
+        raise KnowpackError("--steps, --per-subject, --limit and --rows-per-pass must be >= 1")
+    extra = [check_quota(q) for q in quotas]
+    check_prompt_source(prompts)
+    if shard is not None:
+        parse_shard(shard)  # bad specs fail before the model loads
+    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    architecture(lm)  # an unsupported family fails before any prompt is read
+    prompt_set = load_prompts(prompts, tokenizer, per_subject=per_subject)
+    # under a launcher every process attributes a shard; the main one shows the progress
+    shown = progress_bar is not None and is_main_process()
+    with progress_bar("attribute") if shown else nullcontext(None) as progress:
+        return attribute(
+            lm, tokenizer, prompt_set, out=out, steps=steps, quotas=extra, source=prompts, limit=limit,
+            shard=shard, rows_per_pass=rows_per_pass, progress=progress,
+        )  # fmt: skip
+
+
+def check_prompt_source(prompts: str | None) -> None:
+    """A one-line error unless `prompts` names a prompt set `load_prompts` takes (a file that exists)."""
+    named = ("mmlu", "world_mc", "geo_mc")
+    if prompts is None:
+        raise KnowpackError(
+            "--prompts is required (a JSONL file, 'mmlu', 'mmlu:NAME_OR_PATH', 'world_mc' or 'geo_mc')"
+        )
+    if prompts not in named and not prompts.startswith("mmlu:") and not Path(prompts).is_file():
+        raise KnowpackError(
+            f"prompts file not found: {prompts} (or give 'mmlu', 'mmlu:NAME_OR_PATH', 'world_mc', 'geo_mc')"
+        )
+
+
 def _attribute_shard(
     model: Any,
     tokenizer: Any,
@@ -115,41 +173,10 @@ def _attribute_shard(
     chosen = list(prompts)[:limit] if limit is not None else list(prompts)
     index, count = parse_shard(shard) if shard is not None else (0, 1)
     mine = list(enumerate(chosen))[index::count]
-    downs = down_projs(model)
-    shape = {"num_layers": len(downs), "rows": int(downs[0].weight.shape[0])}
-    settings = {
-        "model": model_name(model),
-        "shape": shape,
-        "steps": steps,
-        "prompts": source,
-        "n_prompts": len(chosen),
-        "prompts_sha256": _digest(chosen),
-        "quotas": sorted(float(q) for q in quotas),
-    }
+    settings = _settings(model, chosen, steps, source, quotas)
     paths = _paths(Path(out), shard and (index, count)) if out is not None else None
-    stats, done, seconds = _resume(paths, settings) if paths else (None, 0, 0.0)
-    if stats is None:
-        stats = KVAStats(shape["num_layers"], shape["rows"], quotas)
-    if done:
-        logger.info("resuming: %d of %d prompts already attributed", done, len(mine))
-
-    pending: list[dict] = []  # records of prompts done since the last checkpoint
-    counting: list[Future] = []  # their stats.add jobs
-    started = last_checkpoint = time.time()
-
-    def checkpoint(status: str) -> None:
-        nonlocal last_checkpoint
-        for job in counting:
-            job.result()  # every prompt done is counted (and an error in counting is raised here)
-        counting.clear()
-        if paths is not None:
-            append_jsonl(paths["records"], pending)
-            meta = _meta(settings, done, len(mine), status, seconds + time.time() - started)
-            stats.save(paths["stats"], meta)
-            write_json_atomic(paths["summary"], _summary(stats, meta, paths["records"]))
-        pending.clear()
-        last_checkpoint = time.time()
-
+    saver = _Checkpoints(paths, settings, quotas, total=len(mine))
+    stats, done = saver.stats, saver.done
     if progress is not None:
         progress(done, len(mine))
     # Counting a prompt (ranking L·D scores twice) runs in a second thread beside the next prompt's forward
@@ -159,15 +186,61 @@ def _attribute_shard(
         for position, prompt in mine[done:]:
             record, scores = _attribute_one(model, tokenizer, prompt, position, steps, rows_per_pass)
             if scores is not None:
-                counting.append(counter.submit(stats.add, scores))
-            pending.append(record)
+                saver.counting.append(counter.submit(stats.add, scores))
+            saver.pending.append(record)
             done += 1
             if progress is not None:
                 progress(done, len(mine))
-            if time.time() - last_checkpoint >= checkpoint_seconds and done < len(mine):
-                checkpoint("running")
-        checkpoint("finished")
+            if saver.due(checkpoint_seconds) and done < len(mine):
+                saver.save(done, "running")
+        saver.save(done, "finished")
     return stats
+
+
+def _settings(model: Any, chosen: list[Prompt], steps: int, source: str | None, quotas: Sequence[float]):
+    """What an attribution was made with (a resumed one must match)."""
+    downs = down_projs(model)
+    return {
+        "model": model_name(model),
+        "shape": {"num_layers": len(downs), "rows": int(downs[0].weight.shape[0])},
+        "steps": steps,
+        "prompts": source,
+        "n_prompts": len(chosen),
+        "prompts_sha256": _digest(chosen),
+        "quotas": sorted(float(q) for q in quotas),
+    }
+
+
+class _Checkpoints:
+    """One shard's stats, resumed from `paths` when there, and their periodic saving: the records of the
+    prompts done since the last save (`pending`) and their counting jobs (`counting`)."""
+
+    def __init__(self, paths: dict[str, Path] | None, settings: dict, quotas: Sequence[float], total: int):
+        self.paths, self.settings, self.total = paths, settings, total
+        stats, self.done, self.seconds = _resume(paths, settings) if paths else (None, 0, 0.0)
+        shape = settings["shape"]
+        self.stats = stats if stats is not None else KVAStats(shape["num_layers"], shape["rows"], quotas)
+        if self.done:
+            logger.info("resuming: %d of %d prompts already attributed", self.done, total)
+        self.pending: list[dict] = []
+        self.counting: list[Future] = []
+        self.started = self.last = time.time()
+
+    def due(self, every_seconds: float) -> bool:
+        return time.time() - self.last >= every_seconds
+
+    def save(self, done: int, status: str) -> None:
+        for job in self.counting:
+            job.result()  # every prompt done is counted (and an error in counting is raised here)
+        self.counting.clear()
+        if self.paths is not None:
+            append_jsonl(self.paths["records"], self.pending)
+            seconds = self.seconds + time.time() - self.started
+            meta = _meta(self.settings, done, self.total, status, seconds)
+            self.stats.save(self.paths["stats"], meta)
+            write_json_atomic(self.paths["summary"], _summary(self.stats, meta, self.paths["records"]))
+        self.pending.clear()
+        self.last = time.time()
 
 
 def load_attribution(path: str | os.PathLike) -> tuple[KVAStats, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Knowledge vector attribution (KVA) for one prompt, exactly as LoKI defines it, without its cost.
 
-    from knowpack.loki import kva_scores
+    from knowpack.methods.loki import kva_scores
     result = kva_scores(model, tokenizer("Question: ...")["input_ids"])
     result.scores          # [num_layers, d_model] float64: Attr_{l,j} of row j of layer l's down_proj.weight
 
@@ -41,10 +41,8 @@ import numpy as np
 import torch
 
 from knowpack.errors import KnowpackError
+from knowpack.methods.loki.config import STEPS
 from knowpack.models import architecture, cache_keyword, module_name
-
-STEPS = 7
-"""The paper's number of integrated-gradient steps."""
 
 
 @dataclass

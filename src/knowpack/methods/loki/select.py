@@ -1,6 +1,6 @@
 """Which down_proj rows LoKI trains: selection from an attribution, and the selection file.
 
-    from knowpack.loki import select_nodes, write_selection, read_selection
+    from knowpack.methods.loki import select_nodes, write_selection, read_selection
     layers = select_nodes("out/kva", quota=10)                       # {layer: [sorted rows]}, LoKI's default
     write_selection("sel.json", layers, shape=(32, 4096), quota=10, strategy="layer-balanced")
     layers = read_selection("sel.json", model=model)                 # checks the file fits the model
@@ -34,7 +34,7 @@ import numpy as np
 
 from knowpack.errors import KnowpackError
 from knowpack.io import write_text_atomic
-from knowpack.loki.stats import KVAStats, check_quota, rows_for_quota
+from knowpack.methods.loki.stats import KVAStats, check_quota, rows_for_quota
 
 STRATEGIES = ("layer-balanced", "layer-balanced-high", "global-low", "global-high", "abs", "random")
 
@@ -53,7 +53,7 @@ def select_nodes(
     if isinstance(attribution, KVAStats):
         stats = attribution
     else:
-        from knowpack.loki.attribution import load_attribution
+        from knowpack.methods.loki.attribution import load_attribution
 
         stats, _ = load_attribution(attribution)
     if strategy == "random":
@@ -67,6 +67,37 @@ def select_nodes(
     _check_counted(stats, k, side, "layer", quota)
     counts, second = stats.counts(k, side, "layer"), _tie_break(stats, side)
     return {layer: _first(-counts[layer], k, second[layer]) for layer in range(stats.num_layers)}
+
+
+def select_to_file(
+    attribution: str | os.PathLike,
+    out: str | os.PathLike,
+    quota: float,
+    strategy: str = "layer-balanced",
+    *,
+    seed: int = 0,
+) -> tuple[dict[int, list[int]], KVAStats]:
+    """`knowpack select`: select from a finished attribution folder and write the selection file `out`, with
+    where the rows came from (the attribution, its prompts and steps, the model); returns the rows per layer
+    and the attribution's stats."""
+    from knowpack.methods.loki.attribution import load_attribution
+
+    quota = check_quota(quota)
+    if strategy not in STRATEGIES:
+        raise KnowpackError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    stats, meta = load_attribution(attribution)
+    layers = select_nodes(stats, quota, strategy, seed=seed)
+    settings = meta["settings"]
+    write_selection(
+        out, layers, shape=(stats.num_layers, stats.rows), quota=quota, strategy=strategy,
+        seed=seed if strategy == "random" else None,
+        source={
+            "attribution": str(attribution), "prompts": settings["prompts"], "n_prompts": stats.n,
+            "steps": settings["steps"],
+        },
+        model=settings["model"],
+    )  # fmt: skip
+    return layers, stats
 
 
 def select_random(num_layers: int, rows: int, quota: float, *, seed: int = 0) -> dict[int, list[int]]:

@@ -8,7 +8,7 @@ rows alone, and weight decay never reaches a frozen weight. The model class is n
 supported model after loading it.
 
     import torch, knowpack
-    from knowpack.loki.layer import apply_loki, export_loki, load_loki, merge_loki, save_loki
+    from knowpack.methods.loki.layer import apply_loki, export_loki, load_loki, merge_loki, save_loki
 
     model, tok = knowpack.load_model("organism")
     apply_loki(model, {0: [3, 17, 40], 2: [5, 9]})   # layer -> rows, e.g. from `knowpack select`

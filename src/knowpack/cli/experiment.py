@@ -1,0 +1,167 @@
+"""`knowpack demo`, `sweep`, `capacity` and `report`: many runs, and what they add up to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from knowpack.cli.console import progress_bar
+from knowpack.cli.options import at_least
+
+
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/demo"),
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="A shortened demo (10 facts): 1 CPU-minute, 2-3 minutes on shared cores."
+        ),
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu (the default), cuda or cuda:1.")] = "cpu",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="organism (the default) or smollm2-135m: the real SmolLM2-135M-Instruct on real facts "
+            "(GeoNames) and geo_mc (about 20 minutes on 2 cores).",
+        ),
+    ] = "organism",
+) -> None:
+    """The whole pipeline on the bundled organism, on a CPU: about 2 CPU-minutes.
+
+    Probe what the organism knows, implant the same 50 Unknown facts with LoRA and with LoKI, evaluate both
+    (uptake, knowledge shift beside its baselines, refusals, world benchmarks) and write a report:
+    OUT/report.html, OUT/summary.json, one run folder per method in OUT/runs/. With --model smollm2-135m the
+    same on the real SmolLM2-135M-Instruct: 10 real facts (GeoNames) implanted, geo_mc as the benchmark.
+
+    Time: 2-3 minutes on 2 idle CPU cores; 5 minutes measured on 2 cores shared with other jobs (load average
+    6-8); longer under heavier load. It runs on one thread unless --threads says otherwise (two threads on
+    busy cores spin-wait on each other: 3-4x slower).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from knowpack.experiment.demo import HEADERS, run_demo
+
+    threads = None if ctx.parent is not None and ctx.parent.params.get("threads") else 1  # --threads: as set
+    summary = run_demo(
+        out,
+        quick=quick,
+        device=device,
+        model=model,
+        on_stage=lambda name: typer.echo(f"[{name}]", err=True),
+        progress_bar=progress_bar,
+        threads=threads,
+    )
+    table = Table(title=f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted")
+    table.add_column("model")
+    for column in summary["columns"]:
+        table.add_column(HEADERS.get(column, column), justify="right")
+    for name, values in summary["models"].items():
+        table.add_row(
+            name, *("–" if values.get(c) is None else f"{values[c]:.3f}" for c in summary["columns"])
+        )
+    Console().print(table)
+    typer.echo(f"report: {out / 'report.html'}")
+    if summary.get("notes"):
+        typer.echo(
+            f'{len(summary["notes"])} notes in its "Read this first": numbers that look like bugs (a '
+            "benchmark below half of the base's score, refusals gone) and are measured effects of training."
+        )
+
+
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep config (YAML): base, set, grid, cases, out.")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value for every cell, or out=DIR.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the cells and their status; run nothing.")
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Processes to run cells in parallel (each claims cells).",
+            callback=at_least(1, "--workers"),
+        ),
+    ] = 1,
+) -> None:
+    """A resumable grid of training runs, one run folder per cell (OUT/cells/<key=value,...>).
+
+    Finished cells are skipped, interrupted ones redone. Several processes or machines can run the same sweep:
+    each claims a cell before running it. OUT/sweep.json lists every cell with its status.
+    """
+    from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
+
+    loaded = load_sweep(config, overrides or [])
+    if dry_run:
+        for cell in loaded.cells:
+            typer.echo(f"{cell_status(cell):12} {cell.folder}")
+        typer.echo(f"{len(loaded.cells)} cells")
+        return
+    alone = workers == 1  # workers print their cells' events, no bars
+    summary = run_sweep(
+        loaded,
+        on_cell=_cell_event,
+        on_stage=(lambda name: typer.echo(f"  [{name}]", err=True)) if alone else None,
+        progress_bar=progress_bar if alone else None,
+        workers=workers,
+    )
+    typer.echo(f"{loaded.out}: {summary['finished']} of {summary['total']} cells finished")
+    if summary["finished"] < summary["total"]:
+        raise typer.Exit(1)
+
+
+def _cell_event(cell: Any, event: str) -> None:
+    """A sweep cell's event on stderr (module-level: the sweep's worker processes get it too)."""
+    typer.echo(f"[{event}] {cell.name}", err=True)
+
+
+def capacity(
+    config: Annotated[
+        Path, typer.Argument(help="Capacity config (YAML): base, set, target, budget, seeds, max, out.")
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="out=DIR, max=64, seeds=[0], target.reliability=0.95, or section.key=value."),
+    ] = None,
+) -> None:
+    """The largest number of new facts that reaches a reliability target within a damage budget.
+
+    Exponential then binary search over n (mix.n_unknown); each point is a run per seed at
+    OUT/points/n=<n>,seed=<s>, trained and evaluated, reused when finished. Writes OUT/capacity.json and
+    OUT/capacity.png.
+    """
+    from knowpack.experiment.capacity import load_capacity, run_capacity
+
+    loaded = load_capacity(config, overrides or [])
+    result = run_capacity(
+        loaded,
+        on_event=lambda name, event: typer.echo(f"[{event}] {name}", err=True),
+        on_stage=lambda name: typer.echo(f"  [{name}]", err=True),
+        progress_bar=progress_bar,
+    )
+    answer, cap = result["answer"], result["cap"]["effective"]
+    if answer is None:
+        found = "no n passes (even the smallest fails)"
+    else:
+        found = f"capacity {answer} facts" + (f" (the cap: {cap})" if result["capped"] else "")
+    typer.echo(f"{loaded.out}: {found}; {loaded.out / 'capacity.json'}, {loaded.out / 'capacity.png'}")
+
+
+def report(
+    dirs: Annotated[list[Path], typer.Argument(help="Run or sweep folders.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the first DIR).")] = None,
+) -> None:
+    """Tables and plots from result files (run, sweep, capacity folders): report.html, report.md, PNGs.
+
+    Reads config.yaml, train.json and eval.json of every finished run under DIRS; never runs a model.
+    """
+    from knowpack.report import write_report
+
+    folder = write_report(dirs, out or dirs[0])
+    typer.echo(f"report: {folder / 'report.html'}")

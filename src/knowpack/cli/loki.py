@@ -1,0 +1,87 @@
+"""`knowpack attribute` and `knowpack select`: LoKI's attribution (KVA) and the choice of rows to train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from knowpack.cli.console import progress_bar
+from knowpack.cli.options import Device, Dtype, Model, Shard, config_option
+from knowpack.methods.loki.config import STEPS, Config
+
+
+def attribute(
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder: kva.safetensors, records.jsonl, summary.json.")
+    ],
+    prompts: Annotated[
+        str | None,
+        typer.Option(
+            "--prompts",
+            help="JSONL ('prompt' text or 'messages' chat turns a line), 'mmlu', 'mmlu:NAME_OR_PATH' "
+            "or a bundled task: 'world_mc', 'geo_mc'.",
+        ),
+    ] = None,
+    model: Model = "organism",
+    steps: Annotated[
+        int, typer.Option("--steps", help="Integrated-gradient steps m (the paper: 7).")
+    ] = STEPS,
+    per_subject: Annotated[int, config_option(Config, "per_subject")] = Config.per_subject,
+    limit: Annotated[int | None, typer.Option("--limit", help="Attribute only the first N prompts.")] = None,
+    quotas: Annotated[
+        str | None,
+        typer.Option(
+            "--quotas", help="Extra quotas (%) to keep counts for, e.g. '12.5,33' (whole % always)."
+        ),
+    ] = None,
+    rows_per_pass: Annotated[
+        int | None, typer.Option("--rows-per-pass", help="At most this many (layer, step) rows per forward.")
+    ] = None,
+    shard: Shard = None,
+    merge: Annotated[
+        bool,
+        typer.Option("--merge", help="Add up the finished shards in OUT into kva.safetensors; no model."),
+    ] = False,
+    device: Device = None,
+    dtype: Dtype = "auto",
+) -> None:
+    """LoKI's knowledge vector attribution (KVA) of every down_proj row, counted for selection."""
+    from knowpack.devices import is_main_process
+    from knowpack.methods.loki.attribution import attribute_named_model, check_prompt_source, merge_shards
+
+    if merge:
+        summary = merge_shards(out)
+        typer.echo(
+            f"merged {summary['shards']} shards: {summary['prompts']} prompts in {out / 'kva.safetensors'}"
+        )
+        return
+    check_prompt_source(prompts)
+    stats = attribute_named_model(
+        model, prompts, out=out, steps=steps, per_subject=per_subject, limit=limit,
+        quotas=[q for q in (quotas or "").replace(" ", "").split(",") if q], rows_per_pass=rows_per_pass,
+        shard=shard, device=device, dtype=dtype, progress_bar=progress_bar,
+    )  # fmt: skip
+    if is_main_process():  # under a launcher, the main process alone talks
+        typer.echo(
+            f"{out}: {stats.n} prompts attributed ({stats.num_layers} layers x {stats.rows} down_proj rows); "
+            f"next: knowpack select {out} --quota 10 --out selection.json"
+        )
+
+
+def select(
+    scores: Annotated[Path, typer.Argument(help="Folder written by `knowpack attribute`.")],
+    quota: Annotated[
+        float, typer.Option("--quota", "-q", help="Share of all down_proj rows to train, in % (0, 100].")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output JSON: layer -> row indices.")],
+    strategy: Annotated[str, config_option(Config, "strategy")] = Config.strategy,
+    seed: Annotated[int, config_option(Config, "seed")] = Config.seed,
+) -> None:
+    """Select the down_proj rows LoKI trains, from an attribution (writes a selection JSON)."""
+    from knowpack.methods.loki.select import select_to_file
+
+    layers, stats = select_to_file(scores, out, quota, strategy, seed=seed)
+    chosen = sum(len(rows) for rows in layers.values())
+    typer.echo(f"{out}: {chosen} rows over {stats.num_layers} layers ({strategy}, quota {quota:g}%)")

@@ -1,0 +1,104 @@
+"""`knowpack probe`: what the model knows (SliCK categories), optionally with its prompt sensitivity."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from knowpack.cli.console import progress_bar
+from knowpack.cli.options import Dtype, Facts, Model, Shard, config_option
+from knowpack.train.config import ProbeConfig
+
+P = ProbeConfig
+
+# The options, declared once here so that the signature below reads as a list.
+Out = Annotated[Path, typer.Option("--out", help="Output folder: records.jsonl, summary.json.")]
+Temperature = Annotated[float, config_option(P, "temperature", help="Sampling temperature.")]
+MaxNewTokens = Annotated[int, config_option(P, "max_new_tokens", help="Longest answer, in tokens.")]
+Format = Annotated[str, config_option(P, "format", help="Prompt format: plain or chat.")]
+Mode = Annotated[str, typer.Option("--mode", help="Correctness: substring (the paper's) or exact.")]
+Exemplars = Annotated[
+    str | None, typer.Option("--exemplars", help="Facts file of exemplars (default: the facts).")
+]
+Seed = Annotated[int, config_option(P, "seed", help="Seed for exemplars and sampling.")]
+BatchSize = Annotated[int, config_option(P, "batch_size", help="Sequences decoded at once (torch backend).")]
+Limit = Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")]
+Merge = Annotated[
+    bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
+]
+RepeatSeed = Annotated[
+    int | None,
+    config_option(
+        P,
+        "seed",
+        "--repeat-seed",
+        help="Probe again with this seed into OUT/repeat-seed-S and write OUT/noise_floor.json "
+        "(prompt sensitivity: category transitions under other exemplars, with no training).",
+    ),
+]
+TorchDevice = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto (torch backend).")
+]
+Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack\\[vllm]'; GPU).",
+    ),
+]
+
+
+def probe(
+    out: Out,
+    model: Model = "organism",
+    facts: Facts = "organism",
+    n_prompts: Annotated[int, config_option(P, "n_prompts")] = P.n_prompts,
+    shots: Annotated[int, config_option(P, "shots")] = P.shots,
+    samples: Annotated[int, config_option(P, "samples")] = P.samples,
+    temperature: Temperature = P.temperature,
+    top_k: Annotated[int, config_option(P, "top_k")] = P.top_k,
+    max_new_tokens: MaxNewTokens = P.max_new_tokens,
+    prompt_format: Format = P.format,
+    mode: Mode = "substring",
+    exemplars: Exemplars = None,
+    seed: Seed = P.seed,
+    batch_size: BatchSize = P.batch_size,
+    limit: Limit = None,
+    shard: Shard = None,
+    merge: Merge = False,
+    repeat_seed: RepeatSeed = None,
+    device: TorchDevice = None,
+    dtype: Dtype = "auto",
+    backend: Backend = "torch",
+) -> None:
+    """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
+    from knowpack.probe import merge_shards, probe_named_model
+
+    if merge:
+        summary = merge_shards(out)
+        typer.echo(f"merged {summary['shards']} shards: {summary['facts']} facts in {out / 'records.jsonl'}")
+        return
+    result = probe_named_model(
+        model, facts, out=out, exemplars=exemplars, repeat_seed=repeat_seed, device=device, dtype=dtype,
+        backend=backend, progress_bar=progress_bar, n_prompts=n_prompts, shots=shots, samples=samples,
+        temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode,
+        seed=seed, batch_size=batch_size, limit=limit, shard=shard,
+    )  # fmt: skip
+    _probe_line(out, result.records)
+    if result.matrix is not None:
+        from knowpack.probe.noise import repeat_folder
+
+        _probe_line(repeat_folder(out, repeat_seed), result.repeat)
+        kept = result.matrix["unchanged"]
+        typer.echo(f"prompt sensitivity (seed {seed} vs {repeat_seed}): {kept:.1%} kept their category")
+
+
+def _probe_line(out: Path, records: list[dict]) -> None:
+    from knowpack.probe import CATEGORIES
+
+    counts = Counter(r["category"] for r in records)
+    table = ", ".join(f"{c} {counts[c]}" for c in CATEGORIES)
+    typer.echo(f"{out}: {len(records)} facts: {table}")

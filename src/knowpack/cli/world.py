@@ -1,0 +1,74 @@
+"""`knowpack world build` (the synthetic world and the organism) and `knowpack facts check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def world_build(
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the checkpoint and world files.")],
+    config: Annotated[Path | None, typer.Option("--config", help="World config (YAML).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the config's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
+    keep_corpus: Annotated[
+        bool, typer.Option("--keep-corpus", help="Keep the generated corpus in OUT.")
+    ] = False,
+    benchmarks: Annotated[
+        bool, typer.Option("--benchmarks/--no-benchmarks", help="Write and measure the world benchmarks.")
+    ] = True,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            "--pretrained", help="Reuse the pretraining phase of an earlier build of the same world."
+        ),
+    ] = None,
+) -> None:
+    """Build the synthetic world and pretrain the model organism on it (seeded, reproducible)."""
+    from knowpack.world.build import build_world
+
+    build_world(
+        out,
+        config,
+        seed=seed,
+        force=force,
+        keep_corpus=keep_corpus,
+        benchmarks=benchmarks,
+        pretrained=pretrained,
+    )
+    typer.echo(f"organism written to {out}")
+
+
+def facts_check(
+    file: Annotated[str, typer.Argument(help="Facts file, dataset folder or Hub name, 'organism' or 'geo'.")],
+    lenient: Annotated[bool, typer.Option("--lenient", help="Skip bad rows instead of stopping.")] = False,
+    facts_format: Annotated[
+        str, typer.Option("--format", help="auto, facts, kp, easyedit or counterfact.")
+    ] = "auto",
+    split: Annotated[str, typer.Option("--split", help="Split of a Hugging Face dataset.")] = "train",
+) -> None:
+    """Load and validate a facts file; print counts per relation and bucket."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from knowpack.facts.check import check_facts
+
+    report = check_facts(file, format=facts_format, lenient=lenient, split=split)
+    facts = report.facts
+    skipped = f", {len(facts.skipped)} bad row(s) skipped" if facts.skipped else ""
+    typer.echo(f"{facts.source}: {len(facts)} facts, format {facts.format}{skipped}")
+    console = Console(highlight=False)
+    for field, counts in report.counts.items():
+        table = Table(field, "facts")
+        for value, n in counts.most_common(30):
+            table.add_row("(none)" if value is None else str(value), str(n))
+        if len(counts) > 30:
+            table.add_row(f"... {len(counts) - 30} more", "")
+        console.print(table)
+    typer.echo(f"with paraphrases: {report.with_paraphrases}; aliases per fact: {report.mean_aliases:.2f}")
+    for err in facts.skipped[:20]:
+        typer.echo(f"skipped: {err}", err=True)
+    if len(facts.skipped) > 20:
+        typer.echo(f"skipped: ... and {len(facts.skipped) - 20} more", err=True)
