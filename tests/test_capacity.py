@@ -167,8 +167,8 @@ def test_budget_reasons_and_the_cap(tmp_path, fake_base):
     assert capped["answer"] == 5 and capped["capped"] and capped["tried"] == [1, 2, 4, 5]
 
 
-def test_a_retention_drop_budget_is_measured_from_the_noise_floor(tmp_path, fake_base):
-    # fake_point's noise floor retention is 0.98: retention 1 - n/100 is within 0.05 of it up to n = 7
+def test_a_retention_drop_budget_is_measured_from_its_base(tmp_path, fake_base):
+    # fake_point's base retention (its measurement null) is 0.98: 1 - n/100 is within 0.05 up to n = 7
     path = write_capacity(tmp_path, fake_base, seeds=[0], budget={"retention_drop": 0.05})
     result = run_capacity(
         load_capacity(path), run_point=fake_point([], lambda n, s: 1.0, lambda n: 1 - n / 100)
@@ -274,3 +274,29 @@ def test_capacity_cli_end_to_end_on_a_tiny_model(tmp_path, tiny_base):
         again.exit_code == 0 and again.stderr.count("[start]") == 1 and "[start] n=2,seed=0" in again.stderr
     )
     assert (point / "eval.json").is_file() and (point / "train.json").stat().st_mtime_ns == trained
+
+
+def test_rule_share_runs_every_seed_and_the_answer_states_its_confidence(tmp_path, fake_base):
+    def reliability(n, seed):  # every seed holds 4 facts; seeds 0-3 hold 8; seeds 0-1 hold 16
+        return 1.0 if n <= 4 or (n <= 8 and seed < 4) or (n <= 16 and seed < 2) else 0.5
+
+    path = write_capacity(tmp_path, fake_base, rule="share", min_share=0.8, seeds=[0, 1, 2, 3, 4])
+    calls = []
+    result = run_capacity(load_capacity(path), run_point=fake_point(calls, reliability))
+    assert result["answer"] == 8 and result["tried"] == [1, 2, 4, 8, 16, 12, 10, 9]
+    assert len(calls) == 8 * 5  # every seed of every point, failing points too
+    points = {p["n"]: p for p in result["points"]}
+    assert points[8]["pass"] and points[8]["why"] == [] and points[8]["seed_failures"] == [
+        "seed 4: reliability 0.5 < 0.9"
+    ]
+    assert points[9]["why"][0] == "2 of 5 seeds pass (< 0.8)"
+    rate = points[8]["pass_rate"]
+    assert (rate["passed"], rate["total"]) == (4, 5)
+    assert (round(rate["low"], 3), round(rate["high"], 3)) == (0.376, 0.964)  # Wilson, as tabulated
+    confidence = result["confidence"]
+    assert confidence["answer"] == 8 and confidence["first_failing"] == 9
+    assert confidence["statement"] == (
+        "n = 8: 4 of 5 seeds pass (95% interval of the pass rate 0.38-0.96); "
+        "n = 9: 2 of 5 seeds pass (95% interval of the pass rate 0.12-0.77)"
+    )
+    assert json.loads((tmp_path / "out" / "capacity.json").read_text())["confidence"] == confidence

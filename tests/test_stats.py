@@ -90,3 +90,14 @@ def test_interpolate_and_format():
     assert stats.format_interval({"mean": 0.62, "low": 0.58, "high": 0.66}) == "0.620 [0.580, 0.660]"
     assert stats.format_interval({"mean": 0.62, "low": None, "n": 1}) == "0.620 (1 seed)"
     assert stats.format_interval({"mean": None}) == "–"
+
+
+def test_pass_rate_interval_is_wilsons():
+    from knowpack.evaluate.stats import pass_rate_interval
+
+    # Wilson score intervals at 95%, as tabulated (e.g. Newcombe 1998, table I): 4/5, 5/5, 0/5
+    for passed, total, low, high in [(4, 5, 0.3755, 0.9638), (5, 5, 0.5655, 1.0), (0, 5, 0.0, 0.4345)]:
+        got = pass_rate_interval(passed, total)
+        assert got["rate"] == passed / total
+        assert (round(got["low"], 4), round(got["high"], 4)) == (low, high)
+    assert pass_rate_interval(0, 0)["rate"] is None

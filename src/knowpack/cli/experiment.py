@@ -151,6 +151,7 @@ def capacity(
     else:
         found = f"capacity {answer} facts" + (f" (the cap: {cap})" if result["capped"] else "")
     typer.echo(f"{loaded.out}: {found}; {loaded.out / 'capacity.json'}, {loaded.out / 'capacity.png'}")
+    typer.echo(f"confidence over seeds: {result['confidence']['statement']}")
 
 
 def report(

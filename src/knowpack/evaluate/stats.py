@@ -94,6 +94,20 @@ def verdict(interval: dict[str, Any], direction: str) -> str:
     return "reproduced" if shown else "not shown"
 
 
+def pass_rate_interval(passed: int, total: int, *, z: float = 1.959964) -> dict[str, Any]:
+    """The share of `total` seeds that passed and its Wilson score interval (95% for the default z):
+    {"rate", "low", "high", "passed", "total"}; rate and bounds None with no seeds. Wilson rather than the
+    bootstrap: pass / fail per seed is a binomial count, and with 5 seeds all passing the bootstrap would
+    say [1, 1], while Wilson says [0.57, 1]."""
+    if total <= 0:
+        return {"rate": None, "low": None, "high": None, "passed": passed, "total": total}
+    p, z2 = passed / total, z * z
+    center = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = z * np.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
+    low, high = max(0.0, float(center - half)), min(1.0, float(center + half))
+    return {"rate": p, "low": low, "high": high, "passed": passed, "total": total}
+
+
 def interpolate(xs: Sequence[float], ys: Sequence[float], at: float) -> float | None:
     """Linear interpolation of the curve (xs, ys) at x = `at` (points sorted by x; equal xs averaged);
     None outside the range of xs (no extrapolation: a method never measured there has no value there)."""

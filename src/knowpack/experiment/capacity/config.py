@@ -24,7 +24,7 @@ from knowpack.experiment.sweep import (
 from knowpack.train.config import Range, check_range, load_config
 
 _SEARCHED = ("mix.n_unknown", "mix.seed", "train.seed", "out")  # the search sets these for every point
-RULES = ("all", "mean")
+RULES = ("all", "mean", "share")
 
 TARGETS: tuple[str, ...] = tuple(
     name for name, row in METRICS.items() if row.path[0] == "uptake" and row.higher_is_better
@@ -32,8 +32,9 @@ TARGETS: tuple[str, ...] = tuple(
 """Uptake metrics of the registry (`knowpack.evaluate.metrics.METRICS`): each at least its target."""
 BUDGET_KINDS = {True: "at_least", False: "at_most", None: "change"}
 """How a budget on a registry metric applies, by its direction (`higher_is_better`). `NAME_drop` instead
-bounds the drop below the metric's base (the base model, or the noise floor: `retention_drop` means the same
-for a model whose HighlyKnown facts flip on their own now and then); any other key is an lm-eval task, `TASK`
+bounds the drop below the metric's base (the base model, or for the probe's metrics the measurement null: the
+base re-probed with the same prompts, 1.0 for retention under a greedy probe, below it where sampling flips
+facts on their own); any other key is an lm-eval task, `TASK`
 (its `acc`) or `TASK/METRIC`: at most that drop vs the base model."""
 BUDGET_SCOPE = "untrained"
 """The facts a budget on a per-group metric (shift, behaviour) reads: the damage is to untrained facts."""
@@ -92,7 +93,10 @@ class CapacityFile:
     seeds: list[int] = field(default_factory=lambda: [0])
     """Each point is a run per seed (mix.seed and train.seed)."""
     rule: str = "all"
-    """A point passes when every seed does (all) or the seeds' mean does (mean)."""
+    """A point passes when every seed does (all), the seeds' mean does (mean), or at least `min_share` of
+    the seeds do (share: every seed is run, and the answer carries its pass rate)."""
+    min_share: float = ranged(0.8, gt=0, le=1)
+    """With rule share: the share of seeds that must pass."""
     start: int = ranged(1, ge=1)
     max: int | None = None
     """The largest n tried (also capped by the Unknown facts the base probe has)."""
@@ -117,6 +121,7 @@ class Capacity:
     """The targets first, then the budget."""
     seeds: list[int]
     rule: str
+    min_share: float
     start: int
     max: int | None
     tasks: list[str]
@@ -160,6 +165,7 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
         checks=checks,
         seeds=seeds,
         rule=rule,
+        min_share=checked.min_share,
         start=start,
         max=cap,
         tasks=tasks,

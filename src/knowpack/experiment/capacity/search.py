@@ -13,6 +13,7 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.metrics import METRICS
+from knowpack.evaluate.stats import pass_rate_interval
 from knowpack.experiment.capacity.config import Capacity, axis_label, point_cell
 from knowpack.experiment.capacity.plot import plot_capacity
 from knowpack.experiment.sweep import (
@@ -137,7 +138,7 @@ def _measure_point(s: Capacity, n: int, run_point: RunPoint, note, poll: float) 
                 busy.append(seed)
                 continue
             runs[seed] = result
-            if s.rule == "all" and not result["pass"]:
+            if s.rule == "all" and not result["pass"]:  # share and mean run every seed
                 return runs
         pending = busy
         if pending:
@@ -200,26 +201,61 @@ def _measure_run(s: Capacity, cell: Cell, ev: dict) -> dict:
 
 
 def _verdict(s: Capacity, n: int, runs: dict[int, dict]) -> dict[str, Any]:
-    """A point's pass / fail by the rule, with the reasons (per seed for `all`, of the means for `mean`)."""
+    """A point's pass / fail by the rule, with the reasons (per seed for `all` and `share`, of the means
+    for `mean`), and the share of its measured seeds that pass with its Wilson interval (`pass_rate`)."""
     rows = [runs[seed] for seed in s.seeds if seed in runs]
     mean = {}
     for c in s.checks:
         values = [r["metrics"][c.name]["measured"] for r in rows]
         mean[c.name] = None if None in values else sum(values) / len(values)
+    rate = pass_rate_interval(sum(r["pass"] for r in rows), len(rows))
+    seed_failures = [f"seed {r['seed']}: {w}" for r in rows for w in r["why"]]
+    failed = [c.name for c in s.checks if any(c.judge(r["metrics"][c.name]["measured"]) for r in rows)]
     if s.rule == "mean":
         failed = [c.name for c in s.checks if c.judge(mean[c.name])]
         why = [w for c in s.checks if (w := c.judge(mean[c.name]))]
+    elif s.rule == "share":
+        enough = rate["rate"] is not None and rate["rate"] >= s.min_share - 1e-12
+        why = [] if enough else [f"{rate['passed']} of {rate['total']} seeds pass (< {s.min_share:g})"]
+        why += seed_failures if why else []
     else:
-        failed = [c.name for c in s.checks if any(c.judge(r["metrics"][c.name]["measured"]) for r in rows)]
-        why = [f"seed {r['seed']}: {w}" for r in rows for w in r["why"]]
+        why = seed_failures
     return {
         "n": n,
         "pass": not why,
         "why": why,
+        "seed_failures": seed_failures,
         "failed": failed,
         "mean": mean,
+        "pass_rate": rate,
         "runs": rows,
         "seeds_skipped": [seed for seed in s.seeds if seed not in runs],
+    }
+
+
+def confidence(points: dict[int, dict], answer: int | None, rule: str) -> dict[str, Any]:
+    """How sure the answer is over seeds: the pass rate (with its Wilson interval) at the answer and at the
+    smallest n tried above it that failed, and a sentence saying so. With rule `all` a failing point stops
+    at its first failing seed, so its rate is over the seeds it ran (`share` runs them all)."""
+    above = [n for n in sorted(points) if answer is None or n > answer]
+    failing = next((n for n in above if not points[n]["pass"]), None)
+    at, nxt = (points.get(answer) or {}).get("pass_rate"), (points.get(failing) or {}).get("pass_rate")
+
+    def said(n: int, rate: dict) -> str:
+        return (
+            f"n = {n}: {rate['passed']} of {rate['total']} seeds pass "
+            f"(95% interval of the pass rate {rate['low']:.2f}-{rate['high']:.2f})"
+        )
+
+    parts = [said(answer, at) if at else "no n passes"]
+    if nxt:
+        parts.append(said(failing, nxt) + (" (stopped at its first failing seed)" if rule == "all" else ""))
+    return {
+        "answer": answer,
+        "pass_rate": at,
+        "first_failing": failing,
+        "first_failing_pass_rate": nxt,
+        "statement": "; ".join(parts),
     }
 
 
@@ -251,7 +287,9 @@ def _write(
         "cap": {"max": s.max, "supply": supply, "effective": cap},
         "tried": tried if tried is not None else list(points),
         "rule": s.rule,
+        "min_share": s.min_share if s.rule == "share" else None,
         "seeds": s.seeds,
+        "confidence": confidence(points, answer, s.rule) if status == "finished" else None,
         "checks": [
             {
                 "name": c.name,
