@@ -286,9 +286,11 @@ def test_rule_share_runs_every_seed_and_the_answer_states_its_confidence(tmp_pat
     assert result["answer"] == 8 and result["tried"] == [1, 2, 4, 8, 16, 12, 10, 9]
     assert len(calls) == 8 * 5  # every seed of every point, failing points too
     points = {p["n"]: p for p in result["points"]}
-    assert points[8]["pass"] and points[8]["why"] == [] and points[8]["seed_failures"] == [
-        "seed 4: reliability 0.5 < 0.9"
-    ]
+    assert (
+        points[8]["pass"]
+        and points[8]["why"] == []
+        and points[8]["seed_failures"] == ["seed 4: reliability 0.5 < 0.9"]
+    )
     assert points[9]["why"][0] == "2 of 5 seeds pass (< 0.8)"
     rate = points[8]["pass_rate"]
     assert (rate["passed"], rate["total"]) == (4, 5)
