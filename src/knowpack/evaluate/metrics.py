@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,6 +318,24 @@ METRICS: dict[str, Metric] = {
 sweep.json, capacity budgets, the demo, `knowpack eval`'s summary) goes through `metric_value`; adding a
 metric is a row here and the function that computes it (called with `metric(name, value, base)`)."""
 
+COMPARED: dict[str, Callable[..., dict[str, Any]]] = {}
+"""Metric name -> its function of two probes, `f(before, after, ids) -> {"value", ...}`, registered with
+`@compared(name)`: `compare_knowledge` puts every one into each knowledge_shift block, beside the measurement
+null and prompt sensitivity. A metric of this kind is its METRICS row and its decorated function."""
+
+
+def compared(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Register a function of two probes as the computation of metric `name` (a knowledge_shift row)."""
+    if name not in METRICS or METRICS[name].path[0] != "knowledge_shift":
+        raise KeyError(f"{name!r} is not a knowledge_shift row of METRICS")
+
+    def register(function: Callable[..., dict]) -> Callable[..., dict]:
+        COMPARED[name] = function
+        return function
+
+    return register
+
+
 DEFINITIONS: dict[str, str] = {**TERMS, **{name: row.definition for name, row in METRICS.items()}}
 """Name -> definition, as eval.json's `definitions` holds them (DESIGN.md, "Definitions")."""
 
@@ -477,6 +495,7 @@ def shift(matrix: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@compared("retention")
 def retention(before: Sequence[dict], after: Sequence[dict], ids: Collection[str] | None = None) -> dict:
     """Share of the facts (in `ids`, when given) HighlyKnown in `before` that are HighlyKnown in `after`."""
     second = {r["id"]: r["category"] for r in after}
@@ -641,25 +660,37 @@ def compare_knowledge(
         if records is not None:
             found[name] = _knowledge(before, records, ids, categories)
             out["transitions"][name] = {k: found[name][0][k] for k in ("counts", "shares", "unchanged")}
-    base = found.get("base")
-    out.update(_knowledge_entries(_knowledge(before, after, ids, categories), base))
+    out.update(_knowledge_entries(_knowledge(before, after, ids, categories), found.get("base")))
     if "prompt_sensitivity" in found:
         context = _knowledge_entries(found["prompt_sensitivity"], None)
         for name, entry in context.items():
             out[name]["baselines"] = {"prompt_sensitivity": entry["value"]}
+    for name, function in COMPARED.items():
+        out[name] = _compared_entry(name, function, before, after, ids, null, prompts)
     return out
 
 
-def _knowledge(before, after, ids, categories) -> tuple[dict, dict, dict]:
-    """(transitions, shift, retention) from `before` to `after` over `ids`."""
+def _compared_entry(name, function, before, after, ids, null, prompts) -> dict[str, Any]:
+    """The entry of a registered two-probe metric: after vs before, its base the same between before and the
+    measurement null (None without), prompt sensitivity under `baselines` when given."""
+    found = dict(function(before, after, ids))
+    base = function(before, null, ids)["value"] if null is not None else None
+    entry = metric(name, found.pop("value"), base, **found, baseline=MEASUREMENT_NULL)
+    if prompts is not None:
+        entry["baselines"] = {"prompt_sensitivity": function(before, prompts, ids)["value"]}
+    return entry
+
+
+def _knowledge(before, after, ids, categories) -> tuple[dict, dict]:
+    """(transitions, shift) from `before` to `after` over `ids`."""
     matrix = transitions(before, after, ids, categories)
-    return matrix, shift(matrix), retention(before, after, ids)
+    return matrix, shift(matrix)
 
 
-def _knowledge_entries(found: tuple[dict, dict, dict], floor: tuple[dict, dict, dict] | None) -> dict:
-    """eval.json's shift and retention entries of `found`, each beside `floor` (None: no base)."""
-    _, moved, kept = found
-    floor_moved, floor_kept = (floor[1], floor[2]) if floor is not None else (None, None)
+def _knowledge_entries(found: tuple[dict, dict], floor: tuple[dict, dict] | None) -> dict:
+    """eval.json's shift entries of `found`, each beside `floor` (None: no base)."""
+    moved = found[1]
+    floor_moved = floor[1] if floor is not None else None
     out: dict[str, Any] = {}
     for name in ("positive", "negative"):
         mine = moved[name]
@@ -679,10 +710,6 @@ def _knowledge_entries(found: tuple[dict, dict, dict], floor: tuple[dict, dict, 
             moves=moves,
             baseline=MEASUREMENT_NULL,
         )
-    base_kept = floor_kept["value"] if floor_kept else None
-    out["retention"] = metric(
-        "retention", kept["value"], base_kept, kept=kept["kept"], n=kept["n"], baseline=MEASUREMENT_NULL
-    )
     return out
 
 
