@@ -237,3 +237,24 @@ def test_trained_answers_take_a_share_of_untrained_answers():
     )
     assert m.trained_answers(before, after, {"u"}, {"berlin"})["value"] == 0.0
     assert m.trained_answers(before, after, set(), {"rome"})["value"] is None
+
+
+def test_soft_retention_is_the_mean_p_greedy_after_of_the_facts_highly_known_before():
+    def probe(**p):  # id -> p_greedy; HighlyKnown at 1.0
+        return [{**rec(i, HK if v == 1.0 else (UK if v == 0.0 else MK)), "p_greedy": v} for i, v in p.items()]
+
+    before = probe(a=1.0, b=1.0, c=1.0, d=0.5, e=0.0)
+    after = probe(a=1.0, b=0.9, c=0.0, d=1.0, e=1.0)
+    null = probe(a=1.0, b=1.0, c=0.9, d=0.5, e=0.0)
+    prompts = probe(a=0.8, b=1.0, c=1.0, d=0.0, e=0.0)
+    assert m.retention_soft(before, after)["value"] == pytest.approx((1.0 + 0.9 + 0.0) / 3)
+    assert m.retention_soft(before, after, ids={"a", "b"})["value"] == pytest.approx(0.95)
+    assert m.retention_soft(before, after, ids={"d", "e"}) == {"value": None, "n": 0}  # none HighlyKnown
+    entry = m.compare_knowledge(before, after, None, null, prompts)["retention_soft"]
+    assert entry["value"] == pytest.approx(1.9 / 3) and entry["base"] == pytest.approx(2.9 / 3)
+    assert entry["baselines"] == {"prompt_sensitivity": pytest.approx(2.8 / 3)}
+    assert entry["baseline"] == "measurement_null" and entry["n"] == 3
+    assert m.compare_knowledge(before, after, None, null, prompts)["retention"]["value"] == pytest.approx(
+        1 / 3
+    )
+    assert "retention_soft" in m.headline("report") and "retention_soft" in m.headline("sweep")

@@ -216,6 +216,18 @@ METRICS: dict[str, Metric] = {
         shown=("report", "sweep", "summary"),
         scope="untrained",
     ),
+    "retention_soft": Metric(
+        path=(*_SHIFT, "retention_soft"),
+        definition=(
+            "mean p_greedy after of the facts HighlyKnown before: a fact that slips from all of its "
+            "prompts to all but one costs 1/N_ex here, and all of it in retention"
+        ),
+        higher_is_better=True,
+        baseline=MEASUREMENT_NULL,
+        label="soft retention",
+        shown=("report", "sweep"),
+        scope="untrained",
+    ),
     "refusal_rate": Metric(
         path=(*_BEHAVIOUR, "refusal_rate"),
         definition="share of the greedy answers (every fact, every prompt) that match a refusal pattern",
@@ -505,6 +517,21 @@ def retention(before: Sequence[dict], after: Sequence[dict], ids: Collection[str
         known = [i for i in known if i in ids]
     kept = sum(second[i] == HK for i in known)
     return {"value": _ratio(kept, len(known)), "kept": kept, "n": len(known)}
+
+
+@compared("retention_soft")
+def retention_soft(
+    before: Sequence[dict], after: Sequence[dict], ids: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Mean p_greedy in `after` of the facts (in `ids`, when given) HighlyKnown in `before` (records with
+    no p_greedy left out)."""
+    second = {r["id"]: r["p_greedy"] for r in after if r.get("p_greedy") is not None}
+    known = [r["id"] for r in before if r["category"] == HK and r["id"] in second]
+    if ids is not None:
+        ids = set(ids)
+        known = [i for i in known if i in ids]
+    total = sum(second[i] for i in known)
+    return {"value": total / len(known) if known else None, "n": len(known)}
 
 
 def check_patterns(patterns: Sequence[str] | None) -> tuple[str, ...]:
