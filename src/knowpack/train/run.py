@@ -138,13 +138,12 @@ def _train(
     on_epoch,
     bar,
 ) -> dict[str, Any]:
-    from transformers import PrinterCallback, set_seed
+    """Load, probe (unless `probe.run` gave the records), mix, prepare the method, fit with the uptake
+    callback, keep the best epoch (`keep_best`), save: the body of `train`, in every process."""
+    from transformers import set_seed
 
     from knowpack.models import load_model
-    from knowpack.probe.pool import pool_identity, read_pool
-    from knowpack.train.callbacks import LogCallback, ProgressCallback, Trainer
-    from knowpack.train.data import Collator, encode_examples
-    from knowpack.train.uptake import UptakeCallback, measure_reliability
+    from knowpack.train.data import encode_examples
 
     stage(f"loading {config.model.name}")
     model, tokenizer = load_model(
@@ -155,26 +154,8 @@ def _train(
     )
     main = is_main_process()
     if records is None:
-        stage("probing (what does the model know?)")
-        if main:
-            with bar("probe") if bar else nullcontext(None) as progress:
-                records = _run_probe(config, model, tokenizer, facts, out, progress)
-        barrier()
-        if not main:  # the main process has probed: read its records
-            from knowpack.probe.run import read_records
-
-            records = read_records(Path(config.probe.out or out / "probe") / "records.jsonl")
-        check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
-        pool = read_pool(config.probe.out or out / "probe", facts)
-    mix = build_mix(facts, records, config.mix)
-    if replay is not None:
-        add_replay(mix, replay, config.mix)
-    mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
-    mix.provenance["exemplar_pool"] = pool_identity(pool)
-    if main:
-        write_jsonl_atomic(out / "mix.jsonl", mix.examples)
-        write_json_atomic(out / "mix.json", mix.provenance)
-
+        records, pool = _probe_in_run(config, model, tokenizer, facts, out, stage, bar)
+    mix = _mix(config, facts, records, pool, replay, out, main)
     fmt = config.train.format or config.probe.format
     rows = encode_examples(mix.examples, tokenizer, fmt=fmt, loss_on=config.train.loss_on)
     method = method_module(config.method.name)
@@ -182,45 +163,15 @@ def _train(
     set_seed(config.train.seed)
     stage(f"preparing {config.method.name}")
     model = method.prepare(model, options, context)
-    callbacks = context.get("callbacks", [])  # what a method needs besides the Trainer (AdaLoRA's budget)
     if config.train.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input grad
-
-    def measure(m: Any) -> dict[str, Any]:
-        return measure_reliability(
-            m, tokenizer, mix.implanted, exemplars=pool, probe=config.probe, mode=config.facts.mode
-        )
-
-    uptake = UptakeCallback(
-        measure if config.train.track_uptake and mix.implanted else None,
-        target=config.train.target_reliability,
-        patience=config.train.patience,
-        on_epoch=on_epoch,
-        keep_best=config.train.keep_best,
-    )
+    uptake = _uptake(config, tokenizer, mix, pool, on_epoch)
     if checkpoint is not None:
         uptake.restore(Path(checkpoint) / UPTAKE_STATE)
         stage(f"resuming from {Path(checkpoint).name} (epoch {len(uptake.history)})")
-    trainer = Trainer(
-        model=model,
-        args=_arguments(config, out),
-        train_dataset=_Rows(rows),
-        data_collator=Collator(tokenizer.pad_token_id),
-        callbacks=[uptake, LogCallback(), *callbacks],
-        uptake=uptake,
-    )
-    trainer.remove_callback(PrinterCallback)  # it print()s every log dict; LogCallback logs them
-    stage(f"training ({len(rows)} examples, up to {config.train.epochs} epochs)")
     before = _trainable(model)
-    if checkpoint is not None and uptake.stopped:  # it had stopped (target, patience) before the kill
-        trainer._load_from_checkpoint(checkpoint)  # the weights it stopped with; nothing left to train
-        runtime = 0.0
-    else:
-        with bar("training") if bar else nullcontext(None) as progress:
-            if progress is not None:
-                trainer.add_callback(ProgressCallback(progress, uptake))
-            output = trainer.train(resume_from_checkpoint=checkpoint)
-        runtime = output.metrics.get("train_runtime", 0.0)
+    stage(f"training ({len(rows)} examples, up to {config.train.epochs} epochs)")
+    runtime, loss = _fit(config, model, tokenizer, rows, uptake, context, out, checkpoint, bar)
     if uptake.restore_best(model):
         stage(f"keeping epoch {uptake.best_epoch}'s weights (the best reliability)")
     model.eval()
@@ -230,17 +181,15 @@ def _train(
     if not main:
         return {"reliability": last.get("reliability"), "epochs_run": len(uptake.history)}
     stage("saving")
-    weights = out / method.WEIGHTS
-    tmp = out / f".{method.WEIGHTS}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    method.save(model, tmp, options, context)
-    shutil.rmtree(weights, ignore_errors=True)
-    tmp.rename(weights)
-    if not config.train.keep_checkpoints:
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    shutil.rmtree(out / "initial_adapter", ignore_errors=True)
+    _save(method, model, out, options, context, config)
+    summary = _summary(config, model, rows, mix, before, uptake, last, checkpoint, runtime, loss)
+    write_json_atomic(out / "train.json", summary)
+    return {"reliability": summary["reliability"], "epochs_run": summary["epochs_run"]}
 
-    summary = {
+
+def _summary(config, model, rows, mix, before, uptake, last, checkpoint, runtime, loss) -> dict[str, Any]:
+    """train.json: the mix's size, the per-epoch history, why it stopped and whose weights were kept."""
+    return {
         "method": config.method.name,
         "examples": len(rows),
         "implanted": len(mix.implanted),
@@ -251,16 +200,108 @@ def _train(
         "kept_epoch": last.get("epoch"),  # whose weights were saved: the last, or with keep_best the best
         "reliability": last.get("reliability"),
         "highly_known": last.get("highly_known"),
-        # resumed, the Trainer's mean loss covers the steps since the checkpoint only: weigh the epochs
-        "train_loss": _mean_loss(uptake.history) if checkpoint else output.training_loss,
+        "train_loss": loss,
         "train_seconds": round(runtime, 3),
         "resumed_from": checkpoint and Path(checkpoint).name,
         "device": str(next(model.parameters()).device),
         "processes": world_size(),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
-    write_json_atomic(out / "train.json", summary)
-    return {"reliability": summary["reliability"], "epochs_run": summary["epochs_run"]}
+
+
+def _probe_in_run(config: RunConfig, model, tokenizer, facts, out: Path, stage, bar) -> tuple[list, list]:
+    """(records, exemplar pool) of the base probe made inside the run (`<out>/probe` or `probe.out`): the
+    main process probes, the others read its records."""
+    from knowpack.probe.pool import read_pool
+
+    stage("probing (what does the model know?)")
+    if is_main_process():
+        with bar("probe") if bar else nullcontext(None) as progress:
+            records = _run_probe(config, model, tokenizer, facts, out, progress)
+    barrier()
+    if not is_main_process():  # the main process has probed: read its records
+        from knowpack.probe.run import read_records
+
+        records = read_records(Path(config.probe.out or out / "probe") / "records.jsonl")
+    check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
+    return records, read_pool(config.probe.out or out / "probe", facts)
+
+
+def _mix(config: RunConfig, facts, records, pool, replay, out: Path, main: bool) -> Any:
+    """The training mix (`build_mix`, replay added), its provenance naming the probe and exemplar pool;
+    written to mix.jsonl / mix.json by the main process."""
+    from knowpack.probe.pool import pool_identity
+
+    mix = build_mix(facts, records, config.mix)
+    if replay is not None:
+        add_replay(mix, replay, config.mix)
+    mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
+    mix.provenance["exemplar_pool"] = pool_identity(pool)
+    if main:
+        write_jsonl_atomic(out / "mix.jsonl", mix.examples)
+        write_json_atomic(out / "mix.json", mix.provenance)
+    return mix
+
+
+def _uptake(config: RunConfig, tokenizer, mix, pool, on_epoch) -> Any:
+    """The callback measuring reliability on the implanted facts after every epoch (the probe's prompts),
+    with the run's stopping rule."""
+    from knowpack.train.uptake import UptakeCallback, measure_reliability
+
+    def measure(m: Any) -> dict[str, Any]:
+        return measure_reliability(
+            m, tokenizer, mix.implanted, exemplars=pool, probe=config.probe, mode=config.facts.mode
+        )
+
+    return UptakeCallback(
+        measure if config.train.track_uptake and mix.implanted else None,
+        target=config.train.target_reliability,
+        patience=config.train.patience,
+        on_epoch=on_epoch,
+        keep_best=config.train.keep_best,
+    )
+
+
+def _fit(config, model, tokenizer, rows, uptake, context, out, checkpoint, bar) -> tuple[float, float | None]:
+    """Train with the Trainer (from `checkpoint` when resuming): (seconds, mean loss over every step)."""
+    from transformers import PrinterCallback
+
+    from knowpack.train.callbacks import LogCallback, ProgressCallback, Trainer
+    from knowpack.train.data import Collator
+
+    trainer = Trainer(
+        model=model,
+        args=_arguments(config, out),
+        train_dataset=_Rows(rows),
+        data_collator=Collator(tokenizer.pad_token_id),
+        callbacks=[uptake, LogCallback(), *context.get("callbacks", [])],  # a method's own (AdaLoRA's)
+        uptake=uptake,
+    )
+    trainer.remove_callback(PrinterCallback)  # it print()s every log dict; LogCallback logs them
+    if checkpoint is not None and uptake.stopped:  # it had stopped (target, patience) before the kill
+        trainer._load_from_checkpoint(checkpoint)  # the weights it stopped with; nothing left to train
+        return 0.0, _mean_loss(uptake.history)
+    with bar("training") if bar else nullcontext(None) as progress:
+        if progress is not None:
+            trainer.add_callback(ProgressCallback(progress, uptake))
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    # resumed, the Trainer's mean loss covers the steps since the checkpoint only: weigh the epochs
+    loss = _mean_loss(uptake.history) if checkpoint else output.training_loss
+    return output.metrics.get("train_runtime", 0.0), loss
+
+
+def _save(method: Any, model: Any, out: Path, options: Any, context: dict, config: RunConfig) -> None:
+    """The trained weights into `<out>/<method.WEIGHTS>` (atomically: a temporary folder renamed), then the
+    checkpoints gone unless kept."""
+    weights = out / method.WEIGHTS
+    tmp = out / f".{method.WEIGHTS}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    method.save(model, tmp, options, context)
+    shutil.rmtree(weights, ignore_errors=True)
+    tmp.rename(weights)
+    if not config.train.keep_checkpoints:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(out / "initial_adapter", ignore_errors=True)
 
 
 def _arguments(config: RunConfig, out: Path) -> Any:
