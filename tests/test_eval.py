@@ -172,7 +172,14 @@ def test_eval_writes_eval_json_with_every_block(world, evaluated):
     assert up["reliability"]["value"] == pytest.approx(sum(p_after[i] for i in implanted) / 4)
     assert up["generalization"]["n"] == 8 and up["generalization"]["source"] == "meta.heldout_paraphrases"
     for name in ("highly_known_share", "zero_shot_accuracy", "generalization", "generalization_zero_shot"):
-        assert up[name]["metric"] == name and 0.0 <= up[name]["value"] <= 1.0 and up[name]["base"] is not None
+        assert up[name]["metric"] == name and up[name]["base"] is not None
+    # from the re-probe's records, and the per-fact table the uptake block is the mean of
+    assert up["highly_known_share"]["value"] == pytest.approx(sum(p_after[i] == 1.0 for i in implanted) / 4)
+    assert up["highly_known_share"]["base"] == 0.0
+    per_fact = {f["id"]: f for f in up["per_fact"]}
+    assert [per_fact[i]["p_greedy"] for i in implanted] == [p_after[i] for i in implanted]
+    zero_shot = [per_fact[i]["zero_shot"] for i in implanted]
+    assert up["zero_shot_accuracy"]["value"] == pytest.approx(sum(map(bool, zero_shot)) / 4)
 
     shift = ev["knowledge_shift"]
     untrained = [r for r in after if r["id"] not in implanted]
