@@ -206,11 +206,16 @@ def test_damage_at_matched_reliability_interpolates_each_methods_curve():
                     {"method": method, "group": f"{method} lr={lr}", "n": 50, "seed": seed,
                      "reliability": rel, "retention": ret}
                 )  # fmt: skip
-    curves = method_curves(rows)
+    control = {"method": "lora", "group": "lora control", "n": 50, "seed": 0, "reliability": 1.0,
+               "retention": 0.1, "settings": {"mix.control": True}}  # fmt: skip
+    curves = method_curves([*rows, control])  # a training control is no point of the curve
     assert [p["reliability"]["mean"] for p in curves["lora"]] == [0.6, 1.0]
+    assert [p["damage"]["mean"] for p in curves["lora"]] == [0.9, 0.5]
     table = {(r["reliability"], r["method"]): r for r in matched_damage(curves, targets=(0.8, 0.99, 1.2))}
     assert set(table) == {(0.8, "loki"), (0.8, "lora"), (0.8, "loki − lora"), (0.99, "loki"),
-                          (0.99, "lora"), (0.99, "loki − lora")}  # fmt: skip
+                          (0.99, "lora"), (0.99, "loki − lora"),
+                          (1.0, "loki"), (1.0, "lora"), (1.0, "loki − lora")}  # fmt: skip
+    assert table[(1.0, "loki − lora")]["mean"] == pytest.approx(0.35)  # the top both reach: 0.85 - 0.5
     lora, diff = table[(0.8, "lora")], table[(0.8, "loki − lora")]
     assert lora["mean"] == pytest.approx(0.7) and lora["low"] == pytest.approx(0.7) == lora["high"]
     assert diff["mean"] == pytest.approx(0.2) and diff["verdict"] == "reproduced"

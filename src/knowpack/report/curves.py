@@ -9,11 +9,12 @@ read through the metric registry), each with a percentile-bootstrap 95% interval
 (`knowpack.evaluate.stats`). Per-epoch damage would need a checkpoint per epoch evaluated, which train does
 not keep (`train.keep_checkpoints` keeps only the newest), so the curve's points are runs.
 
-Damage at matched reliability: each method's curve of means, linearly interpolated at a reliability every
-method reaches (no extrapolation), and its interval from a bootstrap over seeds: each resample draws the seeds
-(the same draw for every condition and every method: runs of one seed share their facts, a paired design),
-recomputes every point's means and interpolates again. Between two methods, the difference at the same
-reliability gets its interval from the same resamples and a verdict (`stats.verdict`).
+Damage at matched reliability: each method's curve of means, linearly interpolated at the `TARGETS` every
+method reaches and at the highest reliability they all reach (no extrapolation), and its interval from a
+bootstrap over seeds: each resample draws the seeds (the same draw for every condition and every method: runs
+of one seed share their facts, a paired design), recomputes every point's means and interpolates again.
+Between two methods, the difference at the same reliability gets its interval from the same resamples and a
+verdict (`stats.verdict`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def method_curves(rows: list[dict], damage: str = DAMAGE) -> dict[str, list[dict
     "reliability": interval, "damage": interval} for every condition with both numbers in some run."""
     by_point: dict[tuple[str, str], dict[Any, tuple[float, float]]] = defaultdict(dict)
     for r in rows:
-        if r.get("reliability") is None or r.get(damage) is None:
+        if r.get("reliability") is None or r.get(damage) is None or is_control(r):
             continue
         by_point[(r["method"], f"{r['group']} n={r['n']}")][r["seed"]] = (r["reliability"], r[damage])
     curves: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -53,6 +54,12 @@ def method_curves(rows: list[dict], damage: str = DAMAGE) -> dict[str, list[dict
     return {m: sorted(points, key=lambda p: p["reliability"]["mean"]) for m, points in sorted(curves.items())}
 
 
+def is_control(row: dict) -> bool:
+    """Whether a report row is a training control (`mix.control`): its reliability is on facts the model
+    already knew, so it is no point of an uptake-damage curve."""
+    return bool((row.get("settings") or {}).get("mix.control"))
+
+
 def matched_damage(
     curves: dict[str, list[dict]],
     targets: tuple[float, ...] = TARGETS,
@@ -66,10 +73,12 @@ def matched_damage(
     if not curves:
         return []
     levels = [t for t in targets if all(_within(points, t) for points in curves.values())]
-    if not levels:  # no common target: the middle of the reliabilities every method reaches, if any
-        low = max(min(p["reliability"]["mean"] for p in pts) for pts in curves.values())
-        high = min(max(p["reliability"]["mean"] for p in pts) for pts in curves.values())
-        levels = [round((low + high) / 2, 3)] if low <= high else []
+    low = max(min(p["reliability"]["mean"] for p in pts) for pts in curves.values())
+    high = min(max(p["reliability"]["mean"] for p in pts) for pts in curves.values())
+    if not levels and low <= high:  # no common target: the middle of the reliabilities every method reaches
+        levels = [round((low + high) / 2, 3)]
+    if low <= high and round(high, 3) not in levels and high - 1e-9 > max(levels, default=-1.0):
+        levels.append(round(high, 3))  # and the highest uptake every method reaches: where claims are made
     seeds = sorted({s for pts in curves.values() for p in pts for s in p["seeds"]}, key=str)
     draws = np.random.default_rng(seed).integers(0, len(seeds), size=(resamples, len(seeds)))
     if len(seeds) < 2:

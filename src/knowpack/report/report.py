@@ -98,7 +98,9 @@ def collect_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[dict[str, Any
 
 
 # Settings that tell runs apart without making another condition (plotted as n, seeds, or bookkeeping).
-_NOT_A_CONDITION = ("mix.n_unknown", "mix.seed", "train.seed", "out", "probe.run", "probe.out")
+_NOT_A_CONDITION = (
+    "mix.n_unknown", "mix.seed", "train.seed", "out", "probe.run", "probe.out", "eval.control"
+)  # fmt: skip
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -125,7 +127,9 @@ def _label(rows: list[dict]) -> None:
         parts = [r["method"]]
         for k in [k for k in keys if not k.startswith(skip) and varies(k, r["method"])]:
             value = r["settings"].get(k)
-            if value is not None and not (k == "mix.k" and r["add"] == "none"):
+            if k == "mix.control":  # a training control, or one of the runs read against it
+                parts += ["control"] if value else []
+            elif value is not None and not (k == "mix.k" and r["add"] == "none"):
                 parts.append(f"{k.split('.', 1)[1]}={value}")
         r["group"] = " ".join(parts)
 
