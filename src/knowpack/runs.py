@@ -151,3 +151,13 @@ def peak_memory() -> dict[str, float]:
     if torch is not None and torch.cuda.is_available():
         out["cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
+
+
+def trained_epochs(folder: str | Path) -> int | None:
+    """How many epochs the weights a finished run saved were trained for (train.json): the kept epoch
+    (`train.keep_best`), else the epochs run; None without train.json."""
+    try:
+        summary = json.loads((Path(folder) / "train.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary.get("kept_epoch") or summary.get("epochs_run")

@@ -181,8 +181,10 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 CONTROL_FREE = (
     "seed",
+    "epochs",  # a control trains as many epochs as its run kept (the sweep matches them; eval.json says)
     "target_reliability",
     "patience",
+    "keep_best",
     "track_uptake",
     "device",
     "threads",

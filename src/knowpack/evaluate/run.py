@@ -495,10 +495,9 @@ def _read_eval(folder: Path) -> dict | None:
 
 
 def _epochs_run(folder: Path) -> int | None:
-    try:
-        return json.loads((folder / "train.json").read_text()).get("epochs_run")
-    except (OSError, ValueError):
-        return None
+    from knowpack.runs import trained_epochs
+
+    return trained_epochs(folder)
 
 
 def _probe_settings(inp: RunInputs) -> dict[str, Any]:

@@ -27,11 +27,13 @@ model name and files, facts and probe settings) and, for LoKI cells that attribu
 (`OUT/attribution/<hash>`). Nothing reads a run whose status is not `finished`.
 
 Training controls (`control: true` for every cell, or `control: true / false` in a case): the cell's recipe
-trained on as many HighlyKnown facts (`mix.control: true`), at `OUT/controls/<hash>`, keyed by the recipe
-(`control_key`: model, facts, probe, method and its settings, train settings but the seed and stopping, n,
-additions, replay), so the control is trained and evaluated ONCE, under a lock, and every cell of that recipe
-(other mix or train seeds) reads its damage against it (`eval.control`, `knowpack eval --control`). The
-control trains every epoch (no early stopping: reliability on facts it already knew says nothing).
+trained on as many HighlyKnown facts (`mix.control: true`) for as many epochs as the cell's saved weights had
+(the same optimizer steps: a cell that stopped early at epoch 5 is read against 5 epochs of control), at
+`OUT/controls/<hash>`, keyed by the recipe (`control_key`: model, facts, probe, method and its settings, train
+settings but the seed and stopping, n, additions, replay) and those epochs, so each control is trained and
+evaluated ONCE, under a lock, and every cell of that recipe and length (other mix or train seeds) reads its
+damage against it (`knowpack eval --control`; eval.json's `baselines.training_control`). A control does not
+stop early: reliability on facts it already knew says nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class Cell:
     folder: Path
     evaluate: bool = False
     control: RunConfig | None = None
-    """The cell's training control (shared by every cell of its recipe), or None."""
+    """The cell's training control at the cell's epoch budget (`matched_control` sets its epochs to those the
+    cell's weights had), or None."""
 
 
 @dataclass
@@ -210,8 +213,6 @@ def _cells(sweep: Sweep, lines: dict[tuple, int | str]) -> list[Cell]:
             config.out = str(folder)
             share_work(config, sweep.out)
             ctl = control_config(config, sweep.out) if control else None
-            if ctl is not None:
-                config.eval.control = ctl.out
             overrides = point if label is None else {"case": label, **point}
             cells.append(Cell(name, overrides, config, folder, sweep.evaluate, ctl))
     return cells
@@ -263,15 +264,28 @@ def control_key(config: RunConfig) -> dict[str, Any]:
     return {**_model_key(config), "facts": config.facts.path, "probe": probe, **_recipe(config)}
 
 
-def control_config(config: RunConfig, out: Path) -> RunConfig:
+def control_config(config: RunConfig, out: Path, epochs: int | None = None) -> RunConfig:
     """The training control of a cell's recipe: a copy of its config with `mix.control` (HighlyKnown facts
-    in place of Unknown ones), fixed seeds, no relabelling, no early stopping, at `OUT/controls/<hash>`."""
+    in place of Unknown ones), fixed seeds, no relabelling, no early stopping, `epochs` epochs (default the
+    cell's budget), at `OUT/controls/<hash of the recipe and epochs>`."""
     ctl = copy.deepcopy(config)
+    epochs = epochs or config.train.epochs
     ctl.mix = dataclasses.replace(ctl.mix, control=True, seed=0, idk_share=0.0)
-    ctl.train = dataclasses.replace(ctl.train, seed=0, target_reliability=None, patience=None)
+    ctl.train = dataclasses.replace(
+        ctl.train, seed=0, epochs=epochs, target_reliability=None, patience=None, keep_best=False
+    )
     ctl.eval = dataclasses.replace(ctl.eval, control=None)
-    ctl.out = str(out / "controls" / _hash(control_key(config)))
+    ctl.out = str(out / "controls" / _hash({**control_key(config), "epochs": epochs}))
     return ctl
+
+
+def matched_control(cell: Cell) -> RunConfig:
+    """The cell's control for as many epochs as its trained weights had (`knowpack.runs.trained_epochs`;
+    the budget when the run has no train.json): the same recipe, the same optimizer steps."""
+    from knowpack.runs import trained_epochs
+
+    out = Path(cell.control.out).parent.parent
+    return control_config(cell.config, out, trained_epochs(cell.folder))
 
 
 def _model_key(config: RunConfig) -> dict[str, Any]:
@@ -384,26 +398,27 @@ def _train_cell(cell: Cell, on_stage=None, progress_bar=None) -> None:
     if run_status(cell.folder) != "finished":
         prepare_shared(cell.config, progress_bar)
         train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)
-    if cell.control is not None:
-        prepare_control(cell, on_stage, progress_bar)
+    control = matched_control(cell) if cell.control is not None else None
+    if control is not None:
+        prepare_control(control, cell.evaluate, on_stage, progress_bar)
     if cell.evaluate:
         from knowpack.evaluate import evaluate_run
 
-        evaluate_run(cell.folder, on_stage=on_stage, progress_bar=progress_bar)
+        where = None if control is None else control.out
+        evaluate_run(cell.folder, control=where, on_stage=on_stage, progress_bar=progress_bar)
 
 
-def prepare_control(cell: Cell, on_stage=None, progress_bar=None) -> None:
-    """Make the cell's training control exist, trained and (when the sweep evaluates) evaluated, one process
-    at a time: the first cell of a recipe does it, the others find it done."""
+def prepare_control(ctl: RunConfig, evaluate: bool, on_stage=None, progress_bar=None) -> None:
+    """Make a training control exist, trained and (`evaluate`) evaluated, one process at a time: the first
+    cell of a recipe and length does it, the others find it done."""
     from knowpack.train import train
 
-    ctl = cell.control
     folder = Path(ctl.out)
     with _lock(folder):
         if run_status(folder) != "finished":
             prepare_shared(ctl, progress_bar)
             train(ctl, force=True, on_stage=on_stage, progress_bar=progress_bar)
-        if cell.evaluate and not (folder / "eval.json").exists():
+        if evaluate and not (folder / "eval.json").exists():
             from knowpack.evaluate import evaluate_run
 
             evaluate_run(folder, on_stage=on_stage, progress_bar=progress_bar)
