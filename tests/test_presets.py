@@ -15,13 +15,14 @@ from tiny import save_tiny, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = sorted(p for d in ("organism", "paper") for p in (CONFIGS / d).glob("*.yaml"))
+PRESETS = sorted(p for d in ("organism", "paper", "smollm2") for p in (CONFIGS / d).glob("*.yaml"))
 
 
 def test_there_are_presets():
     names = {p.relative_to(CONFIGS).as_posix() for p in PRESETS}
     assert {"organism/lora.yaml", "organism/loki.yaml", "organism/full.yaml"} <= names
     assert {"paper/llama31-8b-lora.yaml", "paper/mistral7b-lora.yaml"} <= names
+    assert {"smollm2/lora.yaml", "smollm2/loki.yaml", "smollm2/full.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.relative_to(CONFIGS).as_posix())
