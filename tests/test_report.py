@@ -193,15 +193,16 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(runs, tmp_p
 
 
 def test_damage_at_matched_reliability_interpolates_each_methods_curve():
-    """Two methods, two conditions each (another lr), two seeds: lora's curve through (0.6, 0.9) and (1.0,
+    """Two methods, two conditions each (another lr), five seeds: lora's curve through (0.6, 0.9) and (1.0,
     0.5) reads 0.7 at reliability 0.8; loki's through (0.6, 0.95), (1.0, 0.85) reads 0.9. Seeds agree, so
-    every resample gives the same: zero-width intervals, and the difference -0.2 is shown."""
+    every resample gives the same: zero-width intervals, and the difference 0.2 is shown (with 2 seeds it
+    would be too few to call)."""
     from knowpack.report.curves import matched_damage, method_curves
 
     rows = []
     for method, points in {"lora": [(0.6, 0.9), (1.0, 0.5)], "loki": [(0.6, 0.95), (1.0, 0.85)]}.items():
         for lr, (rel, ret) in zip((1e-3, 1e-2), points, strict=True):
-            for seed in (0, 1):
+            for seed in range(5):
                 rows.append(
                     {"method": method, "group": f"{method} lr={lr}", "n": 50, "seed": seed,
                      "reliability": rel, "retention": ret}
@@ -218,10 +219,13 @@ def test_damage_at_matched_reliability_interpolates_each_methods_curve():
     assert table[(1.0, "loki − lora")]["mean"] == pytest.approx(0.35)  # the top both reach: 0.85 - 0.5
     lora, diff = table[(0.8, "lora")], table[(0.8, "loki − lora")]
     assert lora["mean"] == pytest.approx(0.7) and lora["low"] == pytest.approx(0.7) == lora["high"]
-    assert diff["mean"] == pytest.approx(0.2) and diff["verdict"] == "reproduced"
-    # a third seed where lora at lr 1e-2 retains far more and loki far less: the interval now holds 0
-    rows.append(dict(rows[2], seed=2, retention=0.95))
-    rows.append(dict(rows[6], seed=2, retention=0.3))
+    assert diff["mean"] == pytest.approx(0.2) and diff["verdict"] == "reproduced" and diff["n"] == 5
+    two = [r for r in rows if r["seed"] < 2]
+    assert matched_damage(method_curves(two), targets=(0.8,))[2]["verdict"] == "too few seeds"
+    # three more seeds where lora at lr 1e-2 retains far more and loki far less: the interval now holds 0
+    for seed in (5, 6, 7):
+        rows.append(dict(rows[5], seed=seed, retention=0.95))  # lora, lr 1e-2
+        rows.append(dict(rows[15], seed=seed, retention=0.3))  # loki, lr 1e-2
     noisy = {(r["reliability"], r["method"]): r for r in matched_damage(method_curves(rows), targets=(0.8,))}
     assert noisy[(0.8, "loki − lora")]["low"] < 0 < noisy[(0.8, "loki − lora")]["high"]
     assert noisy[(0.8, "loki − lora")]["verdict"] == "not shown"

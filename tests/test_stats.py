@@ -57,11 +57,13 @@ def test_the_interval_matches_a_slow_reference(values):
 
 
 def test_paired_interval_is_over_the_differences_per_seed():
-    a, b = [0.9, 0.8, 0.85], [0.7, 0.6, 0.65]  # every seed: a - b = 0.2
+    a, b = [0.9, 0.8, 0.85, 0.75, 0.95], [0.7, 0.6, 0.65, 0.55, 0.75]  # every seed: a - b = 0.2
     diff = stats.paired_interval(a, b)
-    assert diff["differences"] == pytest.approx([0.2, 0.2, 0.2])
+    assert diff["differences"] == pytest.approx([0.2] * 5)
     assert diff["low"] == pytest.approx(0.2) and diff["high"] == pytest.approx(0.2)
     assert stats.verdict(diff, "greater") == "reproduced" and stats.verdict(diff, "less") == "not shown"
+    three = stats.paired_interval(a[:3], b[:3])  # the same effect over 3 seeds: too few to call it
+    assert stats.verdict(three, "greater") == "too few seeds" and stats.MIN_SEEDS == 5
     # unpaired, these two groups overlap; paired, the differences are what count
     a, b = [0.5, 0.9, 0.7, 0.6], [0.45, 0.85, 0.66, 0.52]
     diff = stats.paired_interval(a, b)

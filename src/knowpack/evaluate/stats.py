@@ -28,6 +28,9 @@ from knowpack.errors import KnowpackError
 LEVEL = 0.95
 RESAMPLES = 10_000
 RNG_SEED = 0
+MIN_SEEDS = 5
+"""The fewest seeds a claim is called reproduced over: with 2-4 the percentile bootstrap's interval is
+mostly the spread of a handful of values, far narrower than the truth."""
 DIRECTIONS = ("greater", "less")
 """A claim's direction: the effect (or difference) is above zero, or below it."""
 
@@ -82,15 +85,18 @@ def paired_interval(
     return out
 
 
-def verdict(interval: dict[str, Any], direction: str) -> str:
-    """ "reproduced" when the interval lies wholly on the claimed side of zero (`direction` greater: low > 0;
-    less: high < 0), else "not shown" (also with no interval: fewer than 2 seeds)."""
+def verdict(interval: dict[str, Any], direction: str, min_seeds: int = MIN_SEEDS) -> str:
+    """ "reproduced" when the interval, over at least `min_seeds` seeds (its `n`, where it has one), lies
+    wholly on the claimed side of zero (`direction` greater: low > 0; less: high < 0); "too few seeds" when
+    it has fewer; else "not shown" (also with no interval: fewer than 2 seeds)."""
     if direction not in DIRECTIONS:
         raise KnowpackError(f"unknown direction {direction!r}; expected greater or less")
     low, high = interval.get("low"), interval.get("high")
     if low is None or high is None:
         return "not shown"
     shown = low > 0 if direction == "greater" else high < 0
+    if shown and interval.get("n") is not None and interval["n"] < min_seeds:
+        return "too few seeds"
     return "reproduced" if shown else "not shown"
 
 

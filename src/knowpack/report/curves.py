@@ -89,11 +89,11 @@ def matched_damage(
             m: (_at(pts, level, seeds), _resampled(pts, level, seeds, draws)) for m, pts in curves.items()
         }
         for method, (value, boot) in found.items():
-            rows.append({"reliability": level, "method": method, **_interval(value, boot)})
+            rows.append({"reliability": level, "method": method, **_interval(value, boot, len(seeds))})
         if len(found) == 2:
             (a, (va, ba)), (b, (vb, bb)) = found.items()
             diff = None if None in (va, vb) else va - vb
-            interval = _interval(diff, ba - bb)
+            interval = _interval(diff, ba - bb, len(seeds))
             rows.append(
                 {
                     "reliability": level,
@@ -127,10 +127,11 @@ def _resampled(points: list[dict], level: float, seeds: list, draws: np.ndarray)
     return np.asarray([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _interval(value: float | None, boot: np.ndarray) -> dict[str, Any]:
-    """The value and the 2.5th / 97.5th percentiles of its resamples (those where it could be read)."""
+def _interval(value: float | None, boot: np.ndarray, n: int) -> dict[str, Any]:
+    """The value and the 2.5th / 97.5th percentiles of its resamples (those where it could be read), over
+    `n` seeds."""
     boot = boot[np.isfinite(boot)]
     if value is None or len(boot) == 0:  # fewer than 2 seeds, or never within reach: no interval
-        return {"mean": value, "low": None, "high": None}
+        return {"mean": value, "low": None, "high": None, "n": n}
     low, high = np.percentile(boot, [2.5, 97.5])
-    return {"mean": value, "low": float(low), "high": float(high)}
+    return {"mean": value, "low": float(low), "high": float(high), "n": n}
