@@ -511,12 +511,19 @@ def shift(matrix: dict[str, Any]) -> dict[str, Any]:
 def retention(before: Sequence[dict], after: Sequence[dict], ids: Collection[str] | None = None) -> dict:
     """Share of the facts (in `ids`, when given) HighlyKnown in `before` that are HighlyKnown in `after`."""
     second = {r["id"]: r["category"] for r in after}
-    known = [r["id"] for r in before if r["category"] == HK and r["id"] in second]
-    if ids is not None:
-        ids = set(ids)
-        known = [i for i in known if i in ids]
+    known = _known_before(before, second, ids)
     kept = sum(second[i] == HK for i in known)
     return {"value": _ratio(kept, len(known)), "kept": kept, "n": len(known)}
+
+
+def _known_before(before: Sequence[dict], after: Collection[str], ids: Collection[str] | None) -> list[str]:
+    """The facts HighlyKnown in `before` that `after` (ids) holds too, and `ids` when given: retention's
+    denominator."""
+    known = [r["id"] for r in before if r["category"] == HK and r["id"] in after]
+    if ids is None:
+        return known
+    ids = set(ids)
+    return [i for i in known if i in ids]
 
 
 @compared("retention_soft")
@@ -526,10 +533,7 @@ def retention_soft(
     """Mean p_greedy in `after` of the facts (in `ids`, when given) HighlyKnown in `before` (records with
     no p_greedy left out)."""
     second = {r["id"]: r["p_greedy"] for r in after if r.get("p_greedy") is not None}
-    known = [r["id"] for r in before if r["category"] == HK and r["id"] in second]
-    if ids is not None:
-        ids = set(ids)
-        known = [i for i in known if i in ids]
+    known = _known_before(before, second, ids)
     total = sum(second[i] for i in known)
     return {"value": total / len(known) if known else None, "n": len(known)}
 
