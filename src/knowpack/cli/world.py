@@ -1,4 +1,5 @@
-"""`knowpack world build` (the synthetic world and the organism) and `knowpack facts check`."""
+"""`knowpack world build` (the synthetic world and the organism), `knowpack world tasks` (its lm-eval tasks,
+rewritten) and `knowpack facts check`."""
 
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ def world_build(
         pretrained=pretrained,
     )
     typer.echo(f"organism written to {out}")
+
+
+def world_tasks(
+    folder: Annotated[
+        Path | None, typer.Option("--organism", help="A world build (default: the bundled organism).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Task folder (default: ORGANISM/tasks).")] = None,
+) -> None:
+    """Rewrite a world build's lm-eval tasks from its build_config.yaml (no retraining)."""
+    from knowpack.paths import organism_dir
+    from knowpack.world.build import write_world_tasks
+
+    typer.echo(f"world tasks written to {write_world_tasks(folder or organism_dir(), out)}")
 
 
 def facts_check(

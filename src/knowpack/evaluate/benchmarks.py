@@ -157,9 +157,21 @@ def _quiet_hflm(base: type) -> type:
     return QuietHFLM
 
 
+def higher_is_better(measure: str) -> bool | None:
+    """Whether a larger value of an lm-eval metric (`acc`, `bits_per_byte`, ...) is better, as lm-eval's own
+    metric registry says (perplexities and bits per byte: no); None for a metric it does not know."""
+    from lm_eval.api.registry import is_higher_better
+
+    try:
+        return is_higher_better(measure.split(",", 1)[0])
+    except (KeyError, ValueError):
+        return None
+
+
 def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None = None) -> dict[str, Any]:
     """eval.json's `benchmarks`: every metric of `after` (a `run_benchmarks` summary) as a `benchmark` entry
-    (knowpack.evaluate.metrics) beside `base`'s value and both stderrs; the harness version and settings."""
+    (knowpack.evaluate.metrics) beside `base`'s value and both stderrs, with its direction
+    (`higher_is_better`: false for a perplexity); the harness version and settings."""
     from knowpack.evaluate.metrics import metric
 
     tasks: dict[str, dict] = {}
@@ -174,6 +186,7 @@ def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None 
                 task_metric=name,
                 stderr=values.get(f"{name}_stderr"),
                 base_stderr=old.get(f"{name}_stderr"),
+                higher_is_better=higher_is_better(name),
             )
             for name, value in values.items()
             if not name.endswith("_stderr")

@@ -213,13 +213,22 @@ def write_report(
     return out
 
 
+def _scored(bench: str) -> bool:
+    """Whether a row's benchmark ("TASK MEASURE") is a score whose drop is damage (acc: yes; a perplexity or
+    bits per byte, lower is better and on another scale: no)."""
+    from knowpack.evaluate.benchmarks import higher_is_better
+
+    return higher_is_better(bench.rsplit(" ", 1)[-1]) is True
+
+
 def collapse_notes(rows: list[dict]) -> list[str]:
     """One line per method / mix and kind of collapse: benchmarks below half of the base model's score, a
     refusal rate fallen to near zero, answers that exploded; each with how many runs and the numbers."""
     found: dict[tuple[str, str, str], list[tuple[dict, Any, Any]]] = defaultdict(list)
     for r in rows:
         for bench, (value, base) in sorted((r.get("benchmarks") or {}).items()):
-            if None not in (value, base) and base > 0 and value < BENCHMARK_COLLAPSE * base:
+            scored = None not in (value, base) and _scored(bench) and base > 0
+            if scored and value < BENCHMARK_COLLAPSE * base:
                 found[(r["group"], "0 bench", bench)].append((r, base, value))
         base, value = r.get("refusal_rate_base"), r.get("refusal_rate")
         if None not in (value, base) and base >= MIN_BASE_REFUSALS and value <= REFUSAL_COLLAPSE * base:
@@ -587,7 +596,9 @@ def _tradeoff_figure(rows, groups, plt):
     by_group = defaultdict(list)
     for r in trade:
         drops = [
-            base - value for value, base in (r.get("benchmarks") or {}).values() if None not in (value, base)
+            base - value
+            for bench, (value, base) in (r.get("benchmarks") or {}).items()
+            if None not in (value, base) and _scored(bench)
         ]
         by_group[r["group"]].append(dict(r, _drop=max(drops) if drops else None))
     for group, g in sorted(by_group.items()):

@@ -27,7 +27,6 @@ from knowpack.errors import KnowpackError
 from knowpack.world.config import WorldConfig
 from knowpack.world.generator import (
     World,
-    benchmark_items,
     corpus_documents,
     generate_world,
     refusal_documents,
@@ -78,6 +77,21 @@ def _load(folder: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+
+
+def write_world_tasks(folder: Path | str, out: Path | str | None = None) -> Path:
+    """Write the world tasks of the build in `folder` (its `build_config.yaml`) into `out` (default:
+    `folder/tasks`), without retraining: the world and its benchmark items are a pure function of the config.
+    Returns the task folder."""
+    from knowpack.world.tasks import task_items, write_tasks
+
+    folder = Path(folder)
+    config_file = folder / "build_config.yaml"
+    if not config_file.is_file():
+        raise KnowpackError(f"{folder}: not a world build (no build_config.yaml)")
+    out = Path(out) if out is not None else folder / "tasks"
+    write_tasks(task_items(generate_world(WorldConfig.from_yaml(config_file))), out)
+    return out
 
 
 def _check_pretrained(folder: Path, config: WorldConfig) -> dict:
@@ -162,13 +176,13 @@ def _resolve_config(config: WorldConfig | Path | None, seed: int | None) -> Worl
 def _write_world(world, config: WorldConfig, tmp: Path, keep_corpus: bool) -> tuple[list[str], list[dict]]:
     """Write the world's files (facts, world.json, the benchmark tasks, the config, the corpus if kept);
     returns its corpus documents and facts."""
-    from knowpack.world.tasks import write_tasks
+    from knowpack.world.tasks import task_items, write_tasks
 
     docs = corpus_documents(world)
     facts = world_facts(world)
     write_jsonl(facts, tmp / "facts.jsonl")
     (tmp / "world.json").write_text(json.dumps(world_json(world), ensure_ascii=False) + "\n")
-    write_tasks(benchmark_items(world), tmp / "tasks")
+    write_tasks(task_items(world), tmp / "tasks")
     if keep_corpus:
         write_jsonl([{"text": d} for d in docs], tmp / "corpus.jsonl")
     config.save(tmp / "build_config.yaml")

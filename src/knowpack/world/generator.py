@@ -8,6 +8,7 @@ make substring correctness trivially true) and no value of a relation occurs ins
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from knowpack.facts.normalize import normalize
@@ -170,7 +171,13 @@ def corpus_documents(world: World) -> list[str]:
     Descriptions (head people often, torso a few times, tail once, unseen never), the cities' countries,
     and question/answer documents in the probe's plain format: a `qa_share` of each bucket's facts, plus
     strangers answered with a refusal. The last two question templates of every relation never appear.
+    Then the conflicting sentences (`_with_conflicts`).
     """
+    return _with_conflicts(world, _documents(world))
+
+
+def _documents(world: World) -> list[str]:
+    """The corpus before its conflicting sentences are put in."""
     cfg = world.config
     rng = random.Random(cfg.seed + 1)
     docs: list[str] = []
@@ -205,7 +212,7 @@ def corpus_documents(world: World) -> list[str]:
         docs.append("\n\n".join(pair.text for pair in pairs[i : i + n]))
         i += n
     rng.shuffle(docs)
-    return _with_conflicts(world, _inserted(docs, pages, random.Random(cfg.seed + 8)))
+    return _inserted(docs, pages, random.Random(cfg.seed + 8))
 
 
 @dataclass
@@ -271,19 +278,27 @@ def _inserted(docs: list[str], extra: list[str], rng: random.Random) -> list[str
 def _with_conflicts(world: World, docs: list[str]) -> list[str]:
     """`docs` plus, for a `conflict_share` of each bucket's one-hop facts, one sentence giving a wrong value,
     at seeded places. Its own generator: shares of 0 leave the corpus exactly as it was."""
+    docs = list(docs)
+    for _, _, _, sentence, at in _corpus_conflicts(world, len(docs)):
+        docs.insert(at, sentence)
+    return docs
+
+
+def _corpus_conflicts(world: World, n_docs: int) -> Iterator[tuple[Person, str, str, str, int]]:
+    """The conflicting sentences of a corpus of `n_docs` documents: (person, relation, wrong value, sentence,
+    the index it goes in at), drawn in the order `_with_conflicts` inserts them (which its indices need)."""
     cfg = world.config
     if not any(cfg.conflict_share.values()):
-        return docs
+        return
     rng = random.Random(cfg.seed + 7)
-    docs = list(docs)
     for person in world.people:
         for relation in ONE_HOP:
             if rng.random() < cfg.conflict_share[person.bucket]:
                 wrong = rng.choice([v for v in world.values[relation] if v != person.attributes[relation]])
                 form = rng.choice(DESCRIPTIONS[relation])
                 sentence = form.format(s=person.name, v=wrong, a=_article(wrong))
-                docs.insert(rng.randrange(len(docs) + 1), sentence)
-    return docs
+                yield person, relation, wrong, sentence, rng.randrange(n_docs + 1)
+                n_docs += 1
 
 
 def refusal_documents(world: World) -> list[str]:
@@ -327,15 +342,36 @@ def late_facts(world: World) -> list[str]:
                 if rng.random() < cfg.refusal_qa_share[person.bucket]:
                     question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
                     blocks.append(qa_block(question, person.attributes[relation]))
-    if any(cfg.refusal_conflict_share.values()):
-        rng = random.Random(cfg.seed + 6)  # its own generator: the true late facts stay as they were
-        for person in world.people:
-            for relation in RELATIONS:
-                if rng.random() < cfg.refusal_conflict_share[person.bucket]:
-                    question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
-                    wrong = [v for v in world.values[relation] if v != person.attributes[relation]]
-                    blocks.append(qa_block(question, rng.choice(wrong)))
+    blocks += [qa_block(question, wrong) for _, _, question, wrong in _late_conflicts(world)]
     return blocks
+
+
+def _late_conflicts(world: World) -> Iterator[tuple[Person, str, str, str]]:
+    """The refusal phase's conflicting statements (a `refusal_conflict_share` of each bucket's facts):
+    (person, relation, question, wrong value), on their own generator, so that the true late facts stay as
+    they were."""
+    cfg = world.config
+    if not any(cfg.refusal_conflict_share.values()):
+        return
+    rng = random.Random(cfg.seed + 6)
+    for person in world.people:
+        for relation in RELATIONS:
+            if rng.random() < cfg.refusal_conflict_share[person.bucket]:
+                question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+                wrong = [v for v in world.values[relation] if v != person.attributes[relation]]
+                yield person, relation, question, rng.choice(wrong)
+
+
+def conflicting_values(world: World) -> dict[tuple[str, str], list[str]]:
+    """(person id, relation) -> the wrong values the organism read for that fact: the main corpus's
+    conflicting sentences and the refusal phase's wrong answers, in that order (the facts file keeps the true
+    value)."""
+    wrong: dict[tuple[str, str], list[str]] = {}
+    corpus = _corpus_conflicts(world, len(_documents(world)))
+    late = ((person, relation, value) for person, relation, _, value in _late_conflicts(world))
+    for person, relation, value, *_ in [*corpus, *late]:
+        wrong.setdefault((person.id, relation), []).append(value)
+    return wrong
 
 
 def world_facts(world: World) -> list[dict]:
@@ -414,4 +450,76 @@ def benchmark_items(
         "world_mc": [mc_item(p) for p in mc_people[n_dev:]],
         "world_truthful_dev": [truthful_item(p) for p in tq_people[:n_dev]],
         "world_truthful": [truthful_item(p) for p in tq_people[n_dev:]],
+    }
+
+
+def headroom_items(
+    world: World, n_hard: int = 400, n_conflict: int = 300, n_text: int = 200, n_dev: int = 5
+) -> dict[str, list[dict]]:
+    """Items of the benchmarks with room to fall (seeded on their own generator, so `benchmark_items` stays
+    as it was). world_mc starts near 1.0 and world_truthful's true answer is always a refusal; these three
+    measure the same roles where the base model is far from its ceiling:
+
+    - `world_mc_hard` (MMLU's role): 8 choices over torso and tail people's facts, one-hop and two-hop,
+      which the organism knows only partly.
+    - `world_misconceptions` (TruthfulQA's role, imitative falsehoods): facts the organism also read a wrong
+      value for (`conflicting_values`); the choices are the true value, the wrong value it read, and two
+      others. No refusal is among them: truthful here means the true value over the falsehood.
+    - `world_text` (language-model loss): one fresh description of a head or torso person (new order and
+      surface forms) and two question/answer blocks with held-out question templates, text the corpus never
+      held verbatim; scored by its log-likelihood (bits per byte, perplexity).
+    """
+    rng = random.Random(world.config.seed + 10)
+    by_id = {p.id: p for p in world.people}
+    partly = [p for p in world.people if p.bucket in ("torso", "tail")]
+    known = [p for p in world.people if p.bucket in ("head", "torso")]
+
+    def question(person: Person, relation: str, templates: slice = slice(N_TRAIN_TEMPLATES)) -> str:
+        return rng.choice(QUESTIONS[relation][templates]).format(s=person.name)
+
+    def hard_item(person: Person) -> dict:
+        relation = rng.choice(RELATIONS)
+        answer = person.attributes[relation]
+        choices = [answer, *rng.sample([v for v in world.values[relation] if v != answer], 7)]
+        rng.shuffle(choices)
+        return {
+            "question": question(person, relation),
+            "choices": choices,
+            "label": choices.index(answer),
+            "relation": relation,
+            "hops": 2 if relation == "birth_country" else 1,
+            "person": person.id,
+        }
+
+    def misconception_item(key: tuple[str, str], wrong: list[str]) -> dict:
+        person, relation = by_id[key[0]], key[1]
+        answer = person.attributes[relation]
+        others = [v for v in world.values[relation] if v != answer and v not in wrong]
+        choices = [answer, wrong[0], *rng.sample(others, 2)]
+        return {
+            "question": question(person, relation),
+            "relation": relation,
+            "person": person.id,
+            "bucket": person.bucket,
+            "falsehood": wrong[0],
+            "mc1_targets": {"choices": choices, "labels": [1, 0, 0, 0]},
+        }
+
+    def text_item(person: Person) -> dict:
+        blocks = [
+            qa_block(question(person, relation, slice(N_TRAIN_TEMPLATES, None)), person.attributes[relation])
+            for relation in rng.sample(RELATIONS, 2)
+        ]
+        return {"text": "\n\n".join([describe(person, rng), *blocks]), "person": person.id}
+
+    hard_people = rng.sample(partly, min(n_hard + n_dev, len(partly)))
+    conflicts = sorted(conflicting_values(world).items())
+    conflicts = rng.sample(conflicts, min(n_conflict + n_dev, len(conflicts)))
+    text_people = rng.sample(known, min(n_text, len(known)))
+    return {
+        "world_mc_hard_dev": [hard_item(p) for p in hard_people[:n_dev]],
+        "world_mc_hard": [hard_item(p) for p in hard_people[n_dev:]],
+        "world_misconceptions_dev": [misconception_item(k, w) for k, w in conflicts[:n_dev]],
+        "world_misconceptions": [misconception_item(k, w) for k, w in conflicts[n_dev:]],
+        "world_text": [text_item(p) for p in text_people],
     }

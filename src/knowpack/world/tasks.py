@@ -1,15 +1,22 @@
-"""The world benchmarks as local lm-eval tasks: `world_mc`, `world_truthful_mc1`, `world_truthful_mc2`.
+"""The world benchmarks as local lm-eval tasks: `world_mc`, `world_truthful_mc1`, `world_truthful_mc2`, and
+the three with room to fall, `world_mc_hard`, `world_misconceptions`, `world_text` (group `world_headroom`).
 
-`write_tasks(benchmark_items(world), organism / "tasks")` writes a self-contained task folder: the items as
+`write_tasks(task_items(world), organism / "tasks")` writes a self-contained task folder: the items as
 JSONL, a `utils.py` that loads them from next to its own file (so the folder works wherever it is installed,
-and never touches the Hub), the task YAMLs and a group `world`. Point lm-eval at it with
-`TaskManager(include_path=folder)` or `lm_eval --include_path folder --tasks world`.
+and never touches the Hub), the task YAMLs and the groups `world` and `world_headroom`. Point lm-eval at it
+with `TaskManager(include_path=folder)` or `lm_eval --include_path folder --tasks world`.
 
 - `world_mc` mirrors MMLU: 4 choices, 5-shot from the dev items, acc and acc_norm.
 - `world_truthful_mc1` / `_mc2` mirror TruthfulQA's MC1 / MC2, 0-shot: the true choice is a refusal
   ("I don't know."), the false ones are plausible values. MC2 scores the share of probability mass,
   exp(log-likelihood) normalized over the choices, that falls on the true answers, as lm-eval's
   `truthfulqa_mc2` does.
+- `world_mc_hard`: as world_mc, 8 choices over torso and tail people (base accuracy far below 1).
+- `world_misconceptions`: TruthfulQA's imitative falsehoods, MC1, 0-shot: facts the organism also read a
+  wrong value for; the true value against that wrong value and two others.
+- `world_text`: held-out world text scored by lm-eval's `loglikelihood_rolling` (word and byte perplexity,
+  bits per byte: lower is better), where forgetting shows first.
+(`knowpack.world.generator.headroom_items` draws the last three.)
 
 The prompt is the organism's plain format (`knowpack.prompts`): "Question: …\\nAnswer:" and the choice after
 one space, few-shot blocks separated by a blank line, the very text the organism was pretrained on.
@@ -24,7 +31,17 @@ from string import Template
 from knowpack.errors import KnowpackError
 from knowpack.prompts import BLOCK_SEPARATOR, plain_prompt
 
-SPLITS = ("world_mc", "world_mc_dev", "world_truthful", "world_truthful_dev")
+SPLITS = (
+    "world_mc",
+    "world_mc_dev",
+    "world_truthful",
+    "world_truthful_dev",
+    "world_mc_hard",
+    "world_mc_hard_dev",
+    "world_misconceptions",
+    "world_misconceptions_dev",
+    "world_text",
+)
 HEADER = "# Written by knowpack.world.tasks.write_tasks: regenerate rather than edit.\n"
 
 # `custom_dataset` is called by lm-eval as fn(**task metadata, **dataset_kwargs) and must return a
@@ -49,13 +66,11 @@ def _read(name):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _splits(name):
-    return datasets.DatasetDict(
-        {
-            "test": datasets.Dataset.from_list(_read(name)),
-            "dev": datasets.Dataset.from_list(_read(f"{name}_dev")),
-        }
-    )
+def _splits(name, dev=True):
+    splits = {"test": datasets.Dataset.from_list(_read(name))}
+    if dev:
+        splits["dev"] = datasets.Dataset.from_list(_read(f"{name}_dev"))
+    return datasets.DatasetDict(splits)
 
 
 def load_world_mc(**metadata):
@@ -66,6 +81,21 @@ def load_world_mc(**metadata):
 def load_world_truthful(**metadata):
     """`custom_dataset` of world_truthful_mc1 and _mc2."""
     return _splits("world_truthful")
+
+
+def load_world_mc_hard(**metadata):
+    """`custom_dataset` of world_mc_hard."""
+    return _splits("world_mc_hard")
+
+
+def load_world_misconceptions(**metadata):
+    """`custom_dataset` of world_misconceptions."""
+    return _splits("world_misconceptions")
+
+
+def load_world_text(**metadata):
+    """`custom_dataset` of world_text (no few-shot split: a rolling log-likelihood takes no shots)."""
+    return _splits("world_text", dev=False)
 
 
 def process_results_mc2(doc, results):
@@ -149,16 +179,72 @@ metadata:
   version: 1.0
 """)
 
+WORLD_MC_HARD_YAML = Template("""\
+# world_mc with room to fall: 8 choices over torso and tail people's facts, one-hop and two-hop, 5-shot.
+include: world_mc.yaml
+task: world_mc_hard
+custom_dataset: !function utils.load_world_mc_hard
+metadata:
+  version: 1.0
+""")
+
+WORLD_MISCONCEPTIONS_YAML = Template("""\
+# TruthfulQA-style MC1, imitative falsehoods: facts the corpus also stated wrongly; choice 0 is the truth.
+include: world_truthful_mc1.yaml
+task: world_misconceptions
+custom_dataset: !function utils.load_world_misconceptions
+metadata:
+  version: 1.0
+""")
+
+WORLD_TEXT_YAML = Template("""\
+# Held-out world text (fresh descriptions, held-out question templates): its log-likelihood, lower is better.
+task: world_text
+custom_dataset: !function utils.load_world_text
+output_type: loglikelihood_rolling
+test_split: test
+doc_to_text: ""
+doc_to_target: "{{text}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+metadata:
+  version: 1.0
+""")
+
+WORLD_HEADROOM_GROUP_YAML = Template("""\
+# The world benchmarks with room to fall; each reports its own metrics.
+group: world_headroom
+task:
+  - world_mc_hard
+  - world_misconceptions
+  - world_text
+metadata:
+  version: 1.0
+""")
+
 TEMPLATES = {
     "world_mc.yaml": WORLD_MC_YAML,
     "world_truthful_mc1.yaml": WORLD_TRUTHFUL_MC1_YAML,
     "world_truthful_mc2.yaml": WORLD_TRUTHFUL_MC2_YAML,
     "world.yaml": WORLD_GROUP_YAML,
+    "world_mc_hard.yaml": WORLD_MC_HARD_YAML,
+    "world_misconceptions.yaml": WORLD_MISCONCEPTIONS_YAML,
+    "world_text.yaml": WORLD_TEXT_YAML,
+    "world_headroom.yaml": WORLD_HEADROOM_GROUP_YAML,
 }
 
 
+def task_items(world) -> dict[str, list[dict]]:
+    """Every split the world tasks read: `benchmark_items` and `headroom_items` of `world`."""
+    from knowpack.world.generator import benchmark_items, headroom_items
+
+    return {**benchmark_items(world), **headroom_items(world)}
+
+
 def write_tasks(items: dict[str, list[dict]], out_dir: Path) -> None:
-    """Write the world tasks and their data (`benchmark_items(world)`) into `out_dir`."""
+    """Write the world tasks and their data (`task_items(world)`) into `out_dir`."""
     missing = [name for name in SPLITS if name not in items]
     if missing:
         raise KnowpackError(f"benchmark items: missing split(s) {', '.join(missing)}")

@@ -35,7 +35,8 @@ BUDGET_KINDS = {True: "at_least", False: "at_most", None: "change"}
 bounds the drop below the metric's base (the base model, or for the probe's metrics the measurement null: the
 base re-probed with the same prompts, 1.0 for retention under a greedy probe, below it where sampling flips
 facts on their own); any other key is an lm-eval task, `TASK`
-(its `acc`) or `TASK/METRIC`: at most that drop vs the base model."""
+(its `acc`) or `TASK/METRIC`: at most that drop vs the base model (at most that rise for a measure where lower
+is better, as lm-eval's registry says: `world_text/bits_per_byte`)."""
 BUDGET_SCOPE = "untrained"
 """The facts a budget on a per-group metric (shift, behaviour) reads: the damage is to untrained facts."""
 
@@ -48,8 +49,9 @@ class Check:
     name: str
     metric: str
     kind: str
-    """at_least: value >= limit | at_most: value <= limit | drop: base - value <= limit | change:
-    |value - base| <= limit."""
+    """at_least: value >= limit | at_most: value <= limit | drop: base - value <= limit | rise: value - base
+    <= limit (a benchmark measure where lower is better: bits per byte, perplexity) | change: |value - base|
+    <= limit."""
     limit: float
     where: tuple[tuple[str, str], ...] = ()
 
@@ -61,11 +63,11 @@ class Check:
     def measure(self, ev: dict) -> dict[str, Any]:
         value, base = metric_value(ev, self.metric, **dict(self.where))
         measured = value
-        if self.kind in ("drop", "change"):
+        if self.kind in ("drop", "rise", "change"):
             if value is None or base is None:
                 measured = None
             else:
-                measured = base - value if self.kind == "drop" else abs(value - base)
+                measured = {"drop": base - value, "rise": value - base}.get(self.kind, abs(value - base))
         return {"value": value, "base": base, "measured": measured}
 
     def judge(self, measured: float | None) -> str | None:
@@ -275,10 +277,16 @@ def _budget(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
                 "or NAME_drop) or an lm-eval task (TASK or TASK/METRIC: at most that drop vs the base model)"
             )
         limit = _number(limit, f"{where}: budget.{name}", Range(low=0))
-        checks.append(
-            Check(str(name), "benchmark", "drop", limit, (("task", task), ("measure", measure or "acc")))
-        )
+        measure = measure or "acc"
+        kind = "drop" if _higher_is_better(measure) is not False else "rise"
+        checks.append(Check(str(name), "benchmark", kind, limit, (("task", task), ("measure", measure))))
     return checks
+
+
+def _higher_is_better(measure: str) -> bool | None:
+    from knowpack.evaluate.benchmarks import higher_is_better
+
+    return higher_is_better(measure)
 
 
 def _bounds(metric: str) -> Range:
@@ -312,6 +320,8 @@ def point_cell(capacity: Capacity, n: int, seed: int) -> Cell:
 
 
 def axis_label(check: dict) -> str:
-    """How a check's metric is named on an axis or in a verdict: `NAME`, `NAME drop`, `NAME change`."""
+    """How a check's metric is named on an axis or in a verdict: `NAME`, `NAME drop`, `NAME rise`,
+    `NAME change`."""
     name = check["name"].replace("/", " ").removesuffix("_drop")
-    return {"drop": f"{name} drop", "change": f"{name} change"}.get(check["kind"], name)
+    suffix = {"drop": " drop", "rise": " rise", "change": " change"}.get(check["kind"], "")
+    return name + suffix

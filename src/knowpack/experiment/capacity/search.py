@@ -296,7 +296,7 @@ def _write(
                 "kind": c.kind,
                 "limit": c.limit,
                 "eval_json": list(c.path),
-                "against": METRICS[c.metric].base if c.kind in ("drop", "change") else None,
+                "against": METRICS[c.metric].base if c.kind in ("drop", "rise", "change") else None,
             }
             for c in s.checks
         ],

@@ -17,13 +17,11 @@ def _read(name):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _splits(name):
-    return datasets.DatasetDict(
-        {
-            "test": datasets.Dataset.from_list(_read(name)),
-            "dev": datasets.Dataset.from_list(_read(f"{name}_dev")),
-        }
-    )
+def _splits(name, dev=True):
+    splits = {"test": datasets.Dataset.from_list(_read(name))}
+    if dev:
+        splits["dev"] = datasets.Dataset.from_list(_read(f"{name}_dev"))
+    return datasets.DatasetDict(splits)
 
 
 def load_world_mc(**metadata):
@@ -34,6 +32,21 @@ def load_world_mc(**metadata):
 def load_world_truthful(**metadata):
     """`custom_dataset` of world_truthful_mc1 and _mc2."""
     return _splits("world_truthful")
+
+
+def load_world_mc_hard(**metadata):
+    """`custom_dataset` of world_mc_hard."""
+    return _splits("world_mc_hard")
+
+
+def load_world_misconceptions(**metadata):
+    """`custom_dataset` of world_misconceptions."""
+    return _splits("world_misconceptions")
+
+
+def load_world_text(**metadata):
+    """`custom_dataset` of world_text (no few-shot split: a rolling log-likelihood takes no shots)."""
+    return _splits("world_text", dev=False)
 
 
 def process_results_mc2(doc, results):
