@@ -302,3 +302,27 @@ def test_rule_share_runs_every_seed_and_the_answer_states_its_confidence(tmp_pat
         "n = 9: 2 of 5 seeds pass (95% interval of the pass rate 0.12-0.77)"
     )
     assert json.loads((tmp_path / "out" / "capacity.json").read_text())["confidence"] == confidence
+
+
+def test_a_benchmark_budget_follows_the_measures_direction(tmp_path, fake_base):
+    """An accuracy may drop by its budget; bits per byte (lower is better, as lm-eval's registry says) may
+    rise by its budget: a fall of bits per byte is no damage."""
+    budget = {"world_mc_hard": 0.02, "world_text/bits_per_byte": 0.05}
+    checks = {c.name: c for c in load_capacity(write_capacity(tmp_path, fake_base, budget=budget)).checks}
+    hard, text = checks["world_mc_hard"], checks["world_text/bits_per_byte"]
+    assert (hard.kind, dict(hard.where)) == ("drop", {"task": "world_mc_hard", "measure": "acc"})
+    assert (text.kind, dict(text.where)) == ("rise", {"task": "world_text", "measure": "bits_per_byte"})
+
+    def ev(acc: float, bpb: float) -> dict:
+        tasks = {
+            "world_mc_hard": {"acc": {"value": acc, "base": 0.76}},
+            "world_text": {"bits_per_byte": {"value": bpb, "base": 0.83}},
+        }
+        return {"benchmarks": {"tasks": tasks}}
+
+    assert hard.measure(ev(0.70, 0.83))["measured"] == pytest.approx(0.06)
+    assert hard.judge(0.06) == "world_mc_hard drop 0.06 > 0.02"
+    assert text.measure(ev(0.76, 0.90))["measured"] == pytest.approx(0.07)
+    assert text.judge(0.07) == "world_text bits_per_byte rise 0.07 > 0.05"
+    assert text.measure(ev(0.76, 0.70))["measured"] == pytest.approx(-0.13)
+    assert text.judge(-0.13) is None

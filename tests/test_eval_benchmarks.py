@@ -146,3 +146,23 @@ def test_tasks_run_with_the_papers_shots_unless_told(lora_model, monkeypatch):
     assert set(summary["tasks"]) == set(tasks)
     told = run_benchmarks(model, tokenizer, ["world_mc"], limit=2, num_fewshot=1, batch_size=4)
     assert told["n-shot"] == {"world_mc": 1}
+
+
+def test_compare_benchmarks_names_each_measures_direction():
+    """eval.json's benchmark entries carry lm-eval's direction: accuracy up, perplexity and bits per byte
+    down; value, base and delta as the two summaries say."""
+    from knowpack.evaluate.benchmarks import compare_benchmarks, higher_is_better
+
+    after = {"tasks": {"world_text": {"bits_per_byte": 0.9, "bits_per_byte_stderr": None}, "t": {"acc": 0.5}}}
+    base = {"tasks": {"world_text": {"bits_per_byte": 0.8}, "t": {"acc": 0.75}}}
+    tasks = compare_benchmarks(after, base)["tasks"]
+    bpb, acc = tasks["world_text"]["bits_per_byte"], tasks["t"]["acc"]
+    assert (bpb["value"], bpb["base"], bpb["higher_is_better"]) == (0.9, 0.8, False)
+    assert bpb["delta"] == pytest.approx(0.1)
+    assert (acc["value"], acc["base"], acc["delta"], acc["higher_is_better"]) == (0.5, 0.75, -0.25, True)
+    assert [higher_is_better(m) for m in ("word_perplexity", "byte_perplexity", "acc_norm")] == [
+        False,
+        False,
+        True,
+    ]
+    assert higher_is_better("no_such_metric") is None

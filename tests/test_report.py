@@ -229,3 +229,22 @@ def test_damage_at_matched_reliability_interpolates_each_methods_curve():
     noisy = {(r["reliability"], r["method"]): r for r in matched_damage(method_curves(rows), targets=(0.8,))}
     assert noisy[(0.8, "loki − lora")]["low"] < 0 < noisy[(0.8, "loki − lora")]["high"]
     assert noisy[(0.8, "loki − lora")]["verdict"] == "not shown"
+
+
+def test_a_perplexity_is_no_score_whose_drop_is_damage():
+    """collapse_notes flags an accuracy below half its base, never a perplexity or bits per byte that fell
+    (lower is better there)."""
+    from knowpack.report.report import collapse_notes
+
+    row = {
+        "group": "lora",
+        "n": 10,
+        "seed": 0,
+        "benchmarks": {
+            "world_text word_perplexity": (20.0, 50.0),
+            "world_text bits_per_byte": (0.3, 0.8),
+            "world_mc_hard acc": (0.3, 0.76),
+        },
+    }
+    notes = "\n".join(collapse_notes([row]))
+    assert "world_mc_hard acc" in notes and "world_text" not in notes

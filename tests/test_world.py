@@ -175,3 +175,78 @@ def test_topical_pages_group_answers_by_relation_and_value():
     assert blocks(docs) == blocks(corpus_documents(plain))
     with pytest.raises(KnowpackError, match="topical_qa"):
         WorldConfig(**SMALL, topical_qa=1.5)
+
+
+NOISY = {
+    **SMALL,
+    "conflict_share": {"head": 0.0, "torso": 0.5, "tail": 0.5, "unseen": 0.0},
+    "refusal_conflict_share": {"head": 0.0, "torso": 0.3, "tail": 0.3, "unseen": 0.0},
+}
+
+
+def test_conflicting_values_are_the_wrong_values_the_corpus_states():
+    from knowpack.world.generator import conflicting_values, late_facts
+
+    world = generate_world(WorldConfig(**NOISY))
+    wrong = conflicting_values(world)
+    corpus = "\n".join(corpus_documents(world)) + "\n" + "\n".join(late_facts(world))
+    people = {p.id: p for p in world.people}
+    assert wrong and conflicting_values(generate_world(WorldConfig(**SMALL))) == {}
+    for (pid, relation), values in wrong.items():
+        person = people[pid]
+        assert person.bucket in ("torso", "tail") and person.attributes[relation] not in values
+        for value in values:  # stated about this person: a description sentence or a late answer
+            stated = [
+                form.format(s=person.name, v=value, a=a)
+                for form in DESCRIPTIONS.get(relation, [])
+                for a in ("a", "an")
+            ]
+            asked = [f"{q.format(s=person.name)}\nAnswer: {value}" for q in QUESTIONS[relation]]
+            assert any(text in corpus for text in stated + asked), (pid, relation, value)
+
+
+def test_headroom_items_are_consistent_and_held_out():
+    from knowpack.world.generator import conflicting_values, headroom_items
+
+    world = generate_world(WorldConfig(**NOISY))
+    items = headroom_items(world, n_hard=20, n_conflict=10, n_text=10)
+    assert items == headroom_items(generate_world(WorldConfig(**NOISY)), n_hard=20, n_conflict=10, n_text=10)
+    assert benchmark_items(world) == benchmark_items(generate_world(WorldConfig(**NOISY)))
+    people, wrong = {p.id: p for p in world.people}, conflicting_values(world)
+    assert len(items["world_mc_hard"]) == 20 and len(items["world_mc_hard_dev"]) == 5
+    for item in items["world_mc_hard"] + items["world_mc_hard_dev"]:
+        person = people[item["person"]]
+        assert person.bucket in ("torso", "tail")
+        assert item["choices"][item["label"]] == person.attributes[item["relation"]]
+        assert len(set(item["choices"])) == 8
+    assert len(items["world_misconceptions"]) == 10
+    for item in items["world_misconceptions"]:
+        person, relation = people[item["person"]], item["relation"]
+        choices = item["mc1_targets"]["choices"]
+        assert choices[0] == person.attributes[relation] and item["mc1_targets"]["labels"] == [1, 0, 0, 0]
+        assert choices[1] == item["falsehood"] == wrong[(person.id, relation)][0]
+        assert len(set(choices)) == 4 and all(c in world.values[relation] for c in choices)
+    corpus = "\n".join(corpus_documents(world))
+    heldout = {
+        q.format(s=p.name) for p in world.people for r in RELATIONS for q in QUESTIONS[r][N_TRAIN_TEMPLATES:]
+    }
+    for item in items["world_text"]:
+        person = people[item["person"]]
+        assert person.bucket in ("head", "torso") and item["text"] not in corpus
+        questions = [
+            line.removeprefix("Question: ") for line in item["text"].split("\n") if "Question" in line
+        ]
+        assert len(questions) == 2 and all(q in heldout for q in questions)
+
+
+def test_the_bundled_tasks_are_the_generators_items():
+    """The organism's task files are what `knowpack world tasks` writes from its build config (no drift)."""
+    from knowpack.paths import organism_dir
+    from knowpack.world.tasks import SPLITS, task_items
+
+    folder = organism_dir()
+    items = task_items(generate_world(WorldConfig.from_yaml(folder / "build_config.yaml")))
+    assert set(items) == set(SPLITS)
+    for split in SPLITS:
+        lines = (folder / "tasks" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line) for line in lines] == items[split], split

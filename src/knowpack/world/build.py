@@ -35,7 +35,14 @@ from knowpack.world.generator import (
 
 log = logging.getLogger(__name__)
 
-WORLD_TASKS = ["world_mc", "world_truthful_mc1", "world_truthful_mc2"]
+WORLD_TASKS = [
+    "world_mc",
+    "world_truthful_mc1",
+    "world_truthful_mc2",
+    "world_mc_hard",
+    "world_misconceptions",
+    "world_text",
+]
 
 
 def write_jsonl(rows: list[dict], path: Path) -> None:
@@ -268,8 +275,10 @@ def _measure(
         metrics["categories"] = category_shares(model, tokenizer, facts, per_bucket=category_sample)
     if benchmarks:
         from knowpack.evaluate.benchmarks import run_benchmarks
+        from knowpack.world.tasks import with_items
 
-        metrics["benchmarks"] = run_benchmarks(model, tokenizer, WORLD_TASKS, include_path=tmp / "tasks")
+        tasks = with_items(WORLD_TASKS, tmp / "tasks")  # a world without conflicts has no misconceptions
+        metrics["benchmarks"] = run_benchmarks(model, tokenizer, tasks, include_path=tmp / "tasks")
         metrics["benchmarks"]["settings"]["include_path"] = "tasks"  # relative to the organism folder
     return metrics
 
@@ -361,7 +370,11 @@ def _card_benchmarks(bench: dict) -> str:
     return f"""## World benchmarks (lm-evaluation-harness, in-memory model)
 `world_mc` (our MMLU: 4 choices over head people's facts, one- and two-hop, 5-shot; chance 0.25),
 `world_truthful_mc1` / `world_truthful_mc2` (our TruthfulQA: never-described people; the truthful
-answer is a refusal).
+answer is a refusal); and three with room to fall: `world_mc_hard` (8 choices over torso and tail people's
+facts, 5-shot; chance 0.125), `world_misconceptions` (TruthfulQA's imitative falsehoods: facts the corpus
+also stated wrongly, the true value against that wrong one and two others; chance 0.25) and `world_text`
+(held-out world text: fresh descriptions and held-out question templates; bits per byte and perplexities,
+lower is better). `knowpack world tasks` rewrites the task folder from `build_config.yaml`.
 
 | task | metrics |
 |---|---|

@@ -207,8 +207,14 @@ doc_to_text: ""
 doc_to_target: "{{text}}"
 metric_list:
   - metric: word_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
   - metric: byte_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
   - metric: bits_per_byte
+    aggregation: bits_per_byte
+    higher_is_better: false
 metadata:
   version: 1.0
 """)
@@ -234,6 +240,24 @@ TEMPLATES = {
     "world_text.yaml": WORLD_TEXT_YAML,
     "world_headroom.yaml": WORLD_HEADROOM_GROUP_YAML,
 }
+
+
+TEST_SPLITS = {
+    "world_mc": "world_mc",
+    "world_truthful_mc1": "world_truthful",
+    "world_truthful_mc2": "world_truthful",
+    "world_mc_hard": "world_mc_hard",
+    "world_misconceptions": "world_misconceptions",
+    "world_text": "world_text",
+}
+"""Each world task's test split (a JSONL file of the task folder)."""
+
+
+def with_items(tasks: list[str], folder: Path) -> list[str]:
+    """The `tasks` whose test split in `folder` has items (a world without conflicting statements has no
+    `world_misconceptions` items: lm-eval cannot run an empty task)."""
+    folder = Path(folder)
+    return [t for t in tasks if (folder / f"{TEST_SPLITS[t]}.jsonl").read_text(encoding="utf-8").strip()]
 
 
 def task_items(world) -> dict[str, list[dict]]:
