@@ -259,3 +259,14 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def free_memory(device: Any) -> int | None:
+    """Bytes free on a CUDA device now (`torch.cuda.mem_get_info`); None elsewhere (a CPU's memory is not
+    what sizes a batch there)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[0])
