@@ -262,11 +262,12 @@ def set_threads(threads: int) -> None:
 
 
 def free_memory(device: Any) -> int | None:
-    """Bytes free on a CUDA device now (`torch.cuda.mem_get_info`); None elsewhere (a CPU's memory is not
-    what sizes a batch there)."""
+    """Bytes a batch may take on a CUDA device now: free to the driver (`torch.cuda.mem_get_info`) plus what
+    torch's allocator holds unused; None elsewhere (a CPU's memory is not what sizes a batch there)."""
     import torch
 
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    return int(torch.cuda.mem_get_info(device)[0])
+    held = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(torch.cuda.mem_get_info(device)[0] + held)
