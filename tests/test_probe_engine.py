@@ -297,3 +297,30 @@ def test_the_batch_size_from_memory_gives_the_same_answers(tokenizer, monkeypatc
     assert engine.rows(longest - 8) == 7 and set(batches) == {2} and sum(batches) == len(requests)
     assert {k: g.greedy for k, g in got.items()} == {k: g.greedy for k, g in expected.items()}
     assert {k: g.samples for k, g in got.items()} == {k: g.samples for k, g in expected.items()}
+
+
+def test_counting_ended_rows_every_few_steps_changes_no_answer(tokenizer):
+    """`sync_every` 4 (a GPU's default) and 32 (never before the last step): ended rows decode padding in
+    between, and the greedy answers, their log-probabilities and the samples are those of every step."""
+    model, facts = tiny_model("qwen2", tokenizer), make_facts()
+    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0)
+    requests = [
+        Request((f.id, j), encode(tokenizer, p.text, "plain"), 0)
+        for f, fact_prompts in zip(facts, prompts, strict=True)
+        for j, p in enumerate(fact_prompts)
+    ]
+
+    def answers(sync_every: int):
+        engine = Engine(model, tokenizer, samples=3, max_new_tokens=12, batch_size=16, sync_every=sync_every)
+        return engine.generate(requests)
+
+    every_step = answers(1)
+    lengths = {len(g.greedy) for g in every_step.values()}
+    assert len(lengths) > 2  # answers end at different steps: rows retire while others decode
+    for sync_every in (4, 32):
+        got = answers(sync_every)
+        assert {k: (g.greedy, g.samples) for k, g in got.items()} == {
+            k: (g.greedy, g.samples) for k, g in every_step.items()
+        }
+        for key, g in got.items():
+            assert g.greedy_logprob == pytest.approx(every_step[key].greedy_logprob, rel=1e-5, abs=1e-6)

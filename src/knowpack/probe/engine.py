@@ -21,8 +21,10 @@ same. Three things are done once instead of many times:
 2. The suffix prefill. The greedy row and the n sample rows of a prompt start from one prefill: its cache
    and last logits are gathered into 1 + n rows, and all of them decode together in one loop.
 3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
-   at a time); the loop ends when all rows have. Decoding writes into a preallocated cache instead of a
-   growing one that copies itself at every step.
+   at a time); the loop ends when all rows have. Counting them is the decode loop's only host-device
+   synchronisation: on a GPU it happens every `SYNC_EVERY_CUDA` steps (ended rows decode padding in between,
+   which changes no answer), so the host can queue the next steps' kernels while the GPU runs. Decoding
+   writes into a preallocated cache instead of a growing one that copies itself at every step.
 
 The batch: `batch_size` rows, or where it is None (the default) as many as half of a GPU's free memory
 holds (`batch_rows`: each row's own cache and its logits; thousands of rows for an 8B model on an 80-141 GB
@@ -56,6 +58,8 @@ _M32 = 0xFFFFFFFF
 
 CPU_BATCH_ROWS = 256
 """Rows decoded at once where no free memory sizes the batch (a CPU): more rows hardly go faster there."""
+SYNC_EVERY_CUDA = 4
+"""On a GPU, count ended rows every this many decode steps (on a CPU every step: a wasted step costs more)."""
 MOST_BATCH_ROWS = 4096
 """At most this many rows however much memory is free (a decode step's kernels are saturated long before)."""
 
@@ -125,7 +129,8 @@ class Engine:
     """Batched greedy + sampled generation with shared prefixes (see the module docstring).
 
     `batch_size` is the number of rows decoded at once; a batch holds batch_size // (1 + samples) prompts.
-    None: from the free memory (`batch_rows`, module docstring).
+    None: from the free memory (`batch_rows`, module docstring). `sync_every`: count ended rows (a host-device
+    synchronisation) every this many decode steps; None: `SYNC_EVERY_CUDA` on a GPU, 1 elsewhere.
     `prefix_cache_size` is how many prefixes' KV caches are kept (a probe has n_prompts x relations).
     """
 
@@ -142,6 +147,7 @@ class Engine:
         batch_size: int | None = None,
         reuse_prefix: bool = True,
         prefix_cache_size: int = 256,
+        sync_every: int | None = None,
     ):
         import torch
 
@@ -157,6 +163,7 @@ class Engine:
             logger.warning("%s cannot attend to shared prefixes: no prefix reuse", type(model).__name__)
         self.device = next(model.parameters()).device
         self._free = None if batch_size is not None else free_memory(self.device)  # once: batches repeat
+        self.sync_every = sync_every or (SYNC_EVERY_CUDA if self.device.type == "cuda" else 1)
         self.cache_keyword = cache_keyword(model)  # `cache`; `past_key_values` before transformers renamed it
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
@@ -333,7 +340,9 @@ class Engine:
         """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.
 
         Rows that have ended leave the batch (their cache rows dropped) once they are a quarter of it: an
-        answer is a few tokens, and one long answer should not keep hundreds of ended rows decoding.
+        answer is a few tokens, and one long answer should not keep hundreds of ended rows decoding. They are
+        counted every `sync_every` steps, the loop's only wait for the device; in between ended rows decode
+        padding, which no answer or log-probability sees.
         """
         torch = self._torch
         n_rows = logits.shape[0]
@@ -342,6 +351,7 @@ class Engine:
         alive = torch.arange(n_rows, device=self.device)  # the batch row of each row still decoding
         done = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
         n_alive_greedy = n_greedy  # greedy rows stay first: `alive` keeps its order
+        slots = torch.arange(mask.shape[1], mask.shape[1] + self.max_new_tokens, device=self.device)
         for step in range(self.max_new_tokens):
             next_ids = logits.argmax(-1)
             if len(alive) > n_alive_greedy:
@@ -354,21 +364,25 @@ class Engine:
             next_ids = torch.where(done, self.pad_id, next_ids)
             tokens[alive, step] = next_ids
             done |= self.stop[next_ids]
-            if bool(done.all()) or step == self.max_new_tokens - 1:
+            if step == self.max_new_tokens - 1:
                 break
-            if 4 * int(done.sum()) >= len(done):
-                keep = (~done).nonzero()[:, 0]
-                cache.reorder_cache(keep)
-                if prefixes is not None:
-                    prefixes = prefixes.take(keep.tolist())
-                alive, done, next_ids, mask, last = (
-                    alive[keep],
-                    done[keep],
-                    next_ids[keep],
-                    mask[keep],
-                    last[keep],
-                )
-                n_alive_greedy = int((alive < n_greedy).sum())
+            if (step + 1) % self.sync_every == 0:  # count ended rows: the loop's one wait for the device
+                n_done = int(done.sum())
+                if n_done == len(done):
+                    break
+                if 4 * n_done >= len(done):
+                    keep = (~done).nonzero()[:, 0]
+                    cache.reorder_cache(keep)
+                    if prefixes is not None:
+                        prefixes = prefixes.take(keep.tolist())
+                    alive, done, next_ids, mask, last = (
+                        alive[keep],
+                        done[keep],
+                        next_ids[keep],
+                        mask[keep],
+                        last[keep],
+                    )
+                    n_alive_greedy = int((alive < n_greedy).sum())
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             last = last + 1
             out = self._forward(
@@ -377,7 +391,7 @@ class Engine:
                 attention_mask=mask,
                 position_ids=last[:, None],
                 cache=cache,
-                cache_position=torch.tensor([mask.shape[1] - 1], device=self.device),
+                cache_position=slots[step : step + 1],  # = mask.shape[1] - 1
             )
             logits = out.logits[:, -1].float()
         stop = self.stop.tolist()  # plain bools: indexing a tensor per token would cost more than decoding
