@@ -1,4 +1,4 @@
-"""Knowledge vector attribution (KVA) for one prompt, exactly as LoKI defines it, without its cost.
+"""Knowledge vector attribution (KVA) of a prompt or a batch, exactly as LoKI defines it, without its cost.
 
     from knowpack.methods.loki import kva_scores
     result = kva_scores(model, tokenizer("Question: ...")["input_ids"])
@@ -32,8 +32,8 @@ ones), and the forward carries P sequences of 1 + L·m rows, sequence p attendin
 positions and each row to itself, at prompt p's own last position. One backward of the sum over all prompts
 gives each prompt's gradients (no row sees another prompt's). Same scores as one prompt at a time, up to
 float rounding (other matrix shapes sum in another order). Where rows cannot be packed, the prompts go one
-at a time. On a GPU this is what fills it: one prompt's 225 single-token rows of an 8B model are a small
-matrix product; `prompts_per_pass` sizes the batch from free memory.
+at a time. Meant for GPUs, which one prompt's 225 single-token rows of an 8B model leave mostly idle (not
+measured yet); `prompts_per_pass` sizes the batch from free memory.
 
 Module paths come from `knowpack.models.ARCHITECTURES`, so any family in that table works, with the model's
 own forward doing attention, rotary embeddings, sliding windows and soft-capping.
