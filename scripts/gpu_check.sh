@@ -120,7 +120,7 @@ unset KNOWPACK_DEVICE_GUARD  # the benchmarks time the real thing
 threads=0; together=0; [ "$device" = cpu ] && threads=1 && together=2  # 0: prompts a pass from free memory
 step bench-kva "$python" bench/kva.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
   --prompts "$kva_prompts" --naive-prompts 1 --threads "$threads" --json "$out/bench.jsonl"
-step bench-kva-batch "$python" bench/kva.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
+step bench-kva-many "$python" bench/kva.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
   --prompts "$((kva_prompts * 16 / 10))" --naive-prompts 1 --prompts-per-pass "$together" --threads "$threads" \
   --json "$out/bench.jsonl"
 step bench-loki "$python" bench/loki_layer.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
@@ -129,7 +129,7 @@ step bench-probe "$python" bench/probe.py --setting llama-chat --shape "$bench_s
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
   --threads "$threads" --json "$out/bench.jsonl"
 # vLLM for ours where it imports (else the step says so and passes); the same facts, its own process.
-step bench-probe-vllm "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
+step bench-vllm "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
   --threads "$threads" --backend vllm --json "$out/bench.jsonl"
 
