@@ -3,6 +3,7 @@
     .venv/bin/python bench/kva.py                                  # tiny Llama, CPU, ~3 min on 2 cores
     .venv/bin/python bench/kva.py --prompts 4 --naive-prompts 1    # quick check, ~1 min
     .venv/bin/python bench/kva.py --device cuda --dtype bfloat16 --shape llama3-8b --naive-prompts 2   # a GPU
+    .venv/bin/python bench/kva.py ... --prompts-per-pass 8         # 8 prompts attributed together (kva_batch)
 
 Shapes (random weights from a config, no download):
 - `tiny` (default): Llama, 8 layers, hidden 256, intermediate 1024, 4 heads (head_dim 64), 4 KV heads,
@@ -12,7 +13,8 @@ Shapes (random weights from a config, no download):
 
 Prompts: --length random tokens each (default 200, seeded). Ours: `knowpack.methods.loki.kva_scores`
 (the prefix's KV once, then all L·m (layer, step) rows as one batch of single-token forwards + one
-backward). Reference:
+backward; with --prompts-per-pass P, `kva_batch` over P prompts at a time, the time split evenly over
+them). Reference:
 `tests/kva_reference.naive_kva`, the paper's way: for each layer and each of the m = 7 steps a full forward
 of the whole prompt with a hook on down_proj and a backward (L·m passes). Both are timed per prompt after a
 warm-up prompt; the naive one on the first --naive-prompts prompts only (it is slow). It prints seconds per
@@ -44,7 +46,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from knowpack.methods.loki.kva import kva_scores  # noqa: E402
+from knowpack.methods.loki.kva import kva_batch, kva_scores, model_prompts_per_pass  # noqa: E402
 from kva_reference import naive_kva  # noqa: E402  (the test's reference, so both measure the same thing)
 
 SHAPES = {
@@ -106,6 +108,12 @@ def main() -> None:
     parser.add_argument("--naive-prompts", type=int, default=3, help="prompts timed for the naive reference")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--rows-per-pass", type=int, default=None)
+    parser.add_argument(
+        "--prompts-per-pass",
+        type=int,
+        default=1,
+        help="prompts attributed together (kva_batch); 0: from memory",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: steady on a shared machine)")
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line")
     args = parser.parse_args()
@@ -117,16 +125,20 @@ def main() -> None:
     prompts = [torch.randint(3, vocab, (args.length,), generator=generator) for _ in range(args.prompts + 1)]
     prompts = [ids.to(args.device) for ids in prompts]
 
-    def ours(ids):
-        return torch.from_numpy(
-            kva_scores(model, ids, steps=args.steps, rows_per_pass=args.rows_per_pass).scores
-        )
+    together = args.prompts_per_pass or model_prompts_per_pass(model, args.steps)
+
+    def ours(group):
+        results = kva_batch(model, group, steps=args.steps, rows_per_pass=args.rows_per_pass)
+        return [torch.from_numpy(result.scores) for result in results]
 
     def naive(ids):
         return naive_kva(model, ids, steps=args.steps)[0]
 
-    ours(prompts[0])  # warm-up (allocator, kernels)
-    ours_s, ours_scores = timed(ours, prompts[1:], args.device)
+    ours(prompts[: min(together, len(prompts))])  # warm-up (allocator, kernels), a whole group
+    groups = [prompts[1:][i : i + together] for i in range(0, args.prompts, together)]
+    group_s, grouped_scores = timed(ours, groups, args.device)
+    ours_s = group_s * len(groups) / args.prompts  # per prompt
+    ours_scores = [scores for group in grouped_scores for scores in group]
     naive(prompts[0])
     naive_s, naive_scores = timed(naive, prompts[1 : 1 + args.naive_prompts], args.device)
     diff = max(
@@ -164,6 +176,7 @@ def main() -> None:
         "naive_s_per_sample": round(naive_s, 4),
         "speedup": round(naive_s / ours_s, 1),
         "ours_prompts": args.prompts,
+        "prompts_per_pass": together,
         "naive_prompts": args.naive_prompts,
         "max_diff_vs_largest": diff,
         "machine": platform.machine(),
@@ -179,8 +192,8 @@ def main() -> None:
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     print(
         f"{args.shape} ({params / 1e6:.1f}M params, {args.dtype}, {result['device']}), {args.length}-token "
-        f"prompts, m = {args.steps}: ours {ours_s:.3f} s/sample ({args.prompts} prompts), naive "
-        f"{naive_s:.3f} s/sample ({args.naive_prompts} prompts): {naive_s / ours_s:.1f}x faster; "
+        f"prompts, m = {args.steps}: ours {ours_s:.3f} s/sample ({args.prompts} prompts, {together} a pass), "
+        f"naive {naive_s:.3f} s/sample ({args.naive_prompts} prompts): {naive_s / ours_s:.1f}x faster; "
         f"largest difference {diff:.1e} of the largest score"
     )
     if args.dtype != "float32":

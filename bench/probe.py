@@ -6,6 +6,12 @@
     .venv/bin/python bench/probe.py --device cuda --threads 0 --facts 1400 --slick-facts 140   # on a GPU
     python bench/probe.py --setting llama-chat --shape llama3-8b --dtype bfloat16 --device cuda --threads 0
     .venv/bin/python bench/probe.py --setting organism --dtype bfloat16 --facts 28 --slick-facts 0   # bf16
+    python bench/probe.py --setting llama-chat --shape llama3-8b --dtype bfloat16 --device cuda --threads 0 \
+        --facts 40 --slick-facts 10 --backend vllm       # the same rows with vLLM for ours (where installed)
+
+The standard GPU rows (scripts/gpu_check.sh records them): `--setting llama-chat --shape llama3-8b --dtype
+bfloat16 --device cuda --threads 0 --facts 40 --slick-facts 10`, greedy (400 prompts) and SliCK (100 prompts
+x 17 generations), once with each backend (one --setting a process with vLLM: it keeps its memory).
 
 Two settings:
 - `organism`: the bundled organism with its plain 4-shot prompts ("Question: ...\\nAnswer: ..." blocks).
@@ -25,6 +31,12 @@ same prompts (exemplars from all 15,400 facts):
   to be >= 5.
 - slick: 10 prompts x (1 greedy + 16 samples, temperature 0.5, top-k 40). Ours: `knowpack.probe(...)`;
   reference: the greedy pass above plus a sampling pass (do_sample, num_return_sequences 16, same batch).
+
+`--backend vllm`: ours is `knowpack.probe(..., backend="vllm")` on a `vllm.LLM` of the same model (the
+organism's folder; for llama-chat its config and tokenizer with vLLM's random "dummy" weights, other random
+weights than the reference's, so greedy answers are not compared). Where vLLM does not import, it says so
+and measures nothing (exit 0). `--batch-size` (torch only) defaults to the engine's: from free memory on a
+GPU, 256 rows on a CPU.
 
 Times are wall clock and this process's CPU time (with --threads 1 the CPU time is what the work cost even
 where other processes share the cores, as on a busy development machine). It also counts how many greedy
@@ -132,13 +144,38 @@ def reference(pipe, texts: list[str], fmt: str, max_new_tokens: int, *, sample: 
 
 
 def ours(model, tokenizer, facts, pool, fmt: str, samples: int, args):
-    settings = dict(SLICK, samples=samples, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    """knowpack's probe; `model` a transformers model, or a `vllm.LLM` with --backend vllm."""
+    settings = dict(SLICK, samples=samples, max_new_tokens=args.max_new_tokens, backend=args.backend)
+    if args.backend == "torch":
+        settings["batch_size"] = args.batch_size
     return knowpack.probe(model, tokenizer, facts, exemplars=pool, fmt=fmt, **settings)
+
+
+def vllm_model(name: str, model, tokenizer, args):
+    """A `vllm.LLM` of the setting's model: the organism's folder, or for llama-chat its config and
+    tokenizer with vLLM's dummy (random) weights, so that an 8B model is never written to disk."""
+    import tempfile
+
+    import vllm
+
+    if name == "organism":
+        source, load_format = str(knowpack.organism_dir()), "safetensors"
+    else:
+        source, load_format = tempfile.mkdtemp(prefix="bench-probe-"), "dummy"
+        model.config.save_pretrained(source)
+        model.generation_config.save_pretrained(source)
+        tokenizer.save_pretrained(source)
+    return vllm.LLM(
+        model=source, tokenizer=source, dtype=args.dtype, seed=0, enable_prefix_caching=True,
+        load_format=load_format, gpu_memory_utilization=args.vllm_memory,
+    )  # fmt: skip
 
 
 def measure(name: str, args, pool, emit) -> None:
     model, tokenizer, fmt = SETTINGS[name](args)
     pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer, device=model.device)
+    engine = vllm_model(name, model, tokenizer, args) if args.backend == "vllm" else model
+    compared = args.backend == "torch" or name == "organism"  # the same weights on both sides
     for mode, n in (("greedy", args.facts), ("slick", args.slick_facts)):
         if n == 0:
             continue
@@ -148,11 +185,11 @@ def measure(name: str, args, pool, emit) -> None:
         prefix = [len(encode(tokenizer, p.prefix, fmt)) for row in prompts for p in row]
         full = [len(encode(tokenizer, t, fmt)) for t in texts]
         samples = SLICK["samples"] if mode == "slick" else 0
-        ours(model, tokenizer, facts[:2], pool, fmt, samples, args)  # warm-up, both sides
+        ours(engine, tokenizer, facts[:2], pool, fmt, samples, args)  # warm-up, both sides
         reference(pipe, texts[:2], fmt, args.max_new_tokens, sample=False)
 
         start, cpu = time.perf_counter(), time.process_time()
-        records = ours(model, tokenizer, facts, pool, fmt, samples, args)
+        records = ours(engine, tokenizer, facts, pool, fmt, samples, args)
         ours_s, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
         start, cpu = time.perf_counter(), time.process_time()
         ref_greedy = reference(pipe, texts, fmt, args.max_new_tokens, sample=False)
@@ -164,6 +201,7 @@ def measure(name: str, args, pool, emit) -> None:
         same = sum(a == b[0] for a, b in zip(ours_greedy, ref_greedy, strict=True))
         emit(
             setting=name,
+            backend=args.backend,
             dtype=args.dtype,
             mode=mode,
             max_new_tokens=args.max_new_tokens,
@@ -180,7 +218,7 @@ def measure(name: str, args, pool, emit) -> None:
             ours_cpu_s=round(ours_cpu, 2),
             reference_cpu_s=round(ref_cpu, 2),
             speedup_cpu=round(ref_cpu / ours_cpu, 2),
-            greedy_same=f"{same}/{len(texts)}",
+            greedy_same=f"{same}/{len(texts)}" if compared else "n/a (other weights)",
         )
 
 
@@ -189,7 +227,14 @@ def main() -> None:
     parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="all")
     parser.add_argument("--facts", type=int, default=140, help="facts for greedy-only (0: skip)")
     parser.add_argument("--slick-facts", type=int, default=7, help="facts for the SliCK setting (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=256, help="our engine's rows at once (its default)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="our engine's rows at once (default: the engine's)"
+    )
+    parser.add_argument("--backend", choices=["torch", "vllm"], default="torch", help="our probe's backend")
+    parser.add_argument(
+        "--vllm-memory", type=float, default=0.5, help="vLLM's gpu_memory_utilization (the reference's model "
+        "shares the GPU)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-new-tokens",
         type=int,
@@ -207,6 +252,11 @@ def main() -> None:
     )
     parser.add_argument("--json", help="append one JSON line per measurement to this file")
     args = parser.parse_args()
+    if args.backend == "vllm" and not _vllm_imports():
+        print(
+            "vLLM is not installed here: no --backend vllm rows (pip install 'knowpack[vllm]' where a GPU is)"
+        )
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -222,6 +272,14 @@ def main() -> None:
 
     for name in SETTINGS if args.setting == "all" else [args.setting]:
         measure(name, args, pool, emit)
+
+
+def _vllm_imports() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

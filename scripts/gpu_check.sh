@@ -7,10 +7,12 @@
 #
 # Steps, on the bundled organism: probe, attribute, select, train LoRA / LoKI / full (bf16 weights and bf16
 # mixed precision on a GPU), eval with the world benchmarks, a sweep of 2 cells, capacity with max=4, the demo,
-# export; then bench/kva.py, bench/loki_layer.py and bench/probe.py (llama-chat) at the llama3-8b shape on a GPU
-# (tiny shapes with --quick). Every verb runs under KNOWPACK_DEVICE_GUARD=1 (knowpack.devices) unless
-# --no-guard. The steps' lines go to stdout and to DIR/steps.tsv; each step's output to DIR/logs/STEP.log; the
-# benchmarks' JSON lines to DIR/bench.jsonl. Exit code: the number of failed steps (0: all passed).
+# export; then bench/kva.py (one prompt a pass, then prompts batched from free memory), bench/loki_layer.py and
+# bench/probe.py (llama-chat: greedy and SliCK with 16 samples; the torch engine, then vLLM where it imports)
+# at the llama3-8b shape on a GPU (tiny shapes with --quick). Every verb runs under KNOWPACK_DEVICE_GUARD=1
+# (knowpack.devices) unless --no-guard. The steps' lines go to stdout and to DIR/steps.tsv; each step's output
+# to DIR/logs/STEP.log; the benchmarks' JSON lines to DIR/bench.jsonl. Exit code: the number of failed steps
+# (0: all passed).
 set -u
 
 device=cuda
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; shift ;;
     --no-guard) guard=0; shift ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -115,14 +117,21 @@ fi
 step export "${kp[@]}" export "$work/lora" --out "$work/export"
 
 unset KNOWPACK_DEVICE_GUARD  # the benchmarks time the real thing
-threads=0; [ "$device" = cpu ] && threads=1
+threads=0; together=0; [ "$device" = cpu ] && threads=1 && together=2  # 0: prompts a pass from free memory
 step bench-kva "$python" bench/kva.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
   --prompts "$kva_prompts" --naive-prompts 1 --threads "$threads" --json "$out/bench.jsonl"
+step bench-kva-many "$python" bench/kva.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
+  --prompts "$((kva_prompts * 16 / 10))" --naive-prompts 1 --prompts-per-pass "$together" --threads "$threads" \
+  --json "$out/bench.jsonl"
 step bench-loki "$python" bench/loki_layer.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
   --steps 3 --warmup 1 --quotas 10 --threads "$threads" --out "$out/bench-loki.json"
 step bench-probe "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
   --threads "$threads" --json "$out/bench.jsonl"
+# vLLM for ours where it imports (else the step says so and passes); the same facts, its own process.
+step bench-vllm "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
+  --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
+  --threads "$threads" --backend vllm --json "$out/bench.jsonl"
 
 printf 'gpu_check: %s failed, %s s in all\n' "$failed" "$(($(date +%s) - started))" | tee -a "$out/steps.tsv"
 exit "$failed"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from knowpack.errors import KnowpackError
-from knowpack.methods.loki.kva import kva_scores
+from knowpack.methods.loki.kva import kva_batch, kva_scores, prompts_per_pass
 from knowpack.methods.loki.select import STRATEGIES, select_nodes
 from knowpack.methods.loki.stats import KVAStats
 from kva_reference import FAMILIES, naive_kva, random_model
@@ -129,3 +129,91 @@ def test_an_unsupported_family_is_a_one_line_error():
     with pytest.raises(KnowpackError, match="unsupported model family 'gpt2'") as err:
         kva_scores(model, [1, 2, 3])
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ several prompts at once
+
+
+def batch_sizes(monkeypatch) -> list[int]:
+    """Records how many prompts each forward of kva.py carried."""
+    import knowpack.methods.loki.kva as kva
+
+    seen, one_pass = [], kva._one_pass
+    monkeypatch.setattr(
+        kva,
+        "_one_pass",
+        lambda model, downs, batch, *a: seen.append(len(batch)) or one_pass(model, downs, batch, *a),
+    )
+    return seen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompts_of_unequal_lengths_in_one_batch_score_as_one_at_a_time(family, monkeypatch):
+    """Right-padded prefixes in one call and every prompt's rows in the same forward and backward: the
+    scores, targets and probabilities of each prompt alone, and the naive reference's."""
+    model = random_model(family, layers=3, seed=10 + FAMILIES.index(family))
+    batch = [prompts(1, length=n, seed=n)[0] for n in (17, 5, 24, 1, 12)]  # one a single token
+    alone = [kva_scores(model, ids) for ids in batch]
+    seen = batch_sizes(monkeypatch)
+    together = kva_batch(model, batch)
+    assert seen == [5]  # one forward carried all five
+    for a, b in zip(alone, together, strict=True):
+        assert (b.target, b.scores.shape) == (a.target, a.scores.shape)
+        assert_same_scores(b.scores, torch.from_numpy(a.scores))  # float32 rounding (float64: 1e-9 below)
+        np.testing.assert_allclose([b.p_target, *b.p_ablated], [a.p_target, *a.p_ablated], rtol=1e-5)
+    for ids, result in zip(batch[:3], together, strict=False):
+        reference, target = naive_kva(model, ids)
+        assert result.target == target
+        assert_same_scores(result.scores, reference)
+
+
+def test_a_batch_in_float64_equals_one_at_a_time_to_rounding():
+    model = random_model("llama", layers=3, seed=11).double()
+    batch = [prompts(1, length=n, seed=n)[0] for n in (9, 20, 2)]
+    for ids, result in zip(batch, kva_batch(model, batch), strict=True):
+        np.testing.assert_allclose(result.scores, kva_scores(model, ids).scores, rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(result.scores, naive_kva(model, ids)[0].numpy(), rtol=1e-9, atol=1e-15)
+
+
+def test_a_batch_in_passes_of_fewer_rows_and_of_one_token_prompts_only(monkeypatch):
+    model = random_model("qwen2", layers=4, seed=12)
+    batch = [prompts(1, length=n, seed=n)[0] for n in (15, 8)]
+    seen = batch_sizes(monkeypatch)
+    for rows in (1, 10, 21):  # 1, 1 and 3 layers a pass
+        for ids, result in zip(batch, kva_batch(model, batch, rows_per_pass=rows), strict=True):
+            assert_same_scores(result.scores, naive_kva(model, ids)[0])
+    assert seen == [2] * (4 + 4 + 2)
+    singles = [torch.tensor([5]), torch.tensor([9])]  # no prefix at all
+    for ids, result in zip(singles, kva_batch(model, singles), strict=True):
+        assert_same_scores(result.scores, naive_kva(model, ids)[0])
+
+
+def test_a_batch_whose_rows_cannot_be_packed_goes_one_prompt_at_a_time(monkeypatch):
+    """A sliding window that dropped prefix keys (or flash attention): no shared padded batch, the same
+    scores."""
+    windowed = random_model("mistral", layers=3, seed=13)
+    windowed.config.sliding_window = 8
+    batch = [prompts(1, length=n, seed=n)[0] for n in (30, 6, 20)]
+    seen = batch_sizes(monkeypatch)
+    results = kva_batch(windowed, batch)
+    assert seen == [1, 1, 1]
+    for ids, result in zip(batch, results, strict=True):
+        assert_same_scores(result.scores, naive_kva(windowed, ids)[0])
+    assert kva_batch(windowed, []) == []
+    with pytest.raises(KnowpackError, match="empty prompt"):
+        kva_batch(windowed, [batch[0], []])
+
+
+def test_prompts_per_pass_from_free_memory():
+    """1 without a GPU; on one, half the free memory over a prompt's rows' estimated bytes, in [1, 16]."""
+    llama8b = dict(num_layers=32, hidden=4096, intermediate=14336, vocab=128256, element_bytes=2)
+    row = 32 * (4 * 14336 + 8 * 4096) * 2 + 12 * 128256  # bytes
+    prompt = 225 * row  # 1 + 32 x 7 rows: ~1.6 GB
+    assert prompts_per_pass(None, **llama8b) == 1
+    assert prompts_per_pass(2 * 5 * prompt + 1, **llama8b) == 5
+    assert prompts_per_pass(2 * 5 * prompt - 1, **llama8b) == 4
+    assert prompts_per_pass(8 * 2**30, **llama8b) == 2  # a 24 GB card beside the 16 GB model
+    assert prompts_per_pass(120 * 2**30, **llama8b) == 16  # an H200: capped
+    assert prompts_per_pass(120 * 2**30, **llama8b, most=64) == 39
+    assert prompts_per_pass(2**20, **llama8b) == 1  # never 0
+    assert prompts_per_pass(2 * 5 * 33 * row + 1, **llama8b, steps=1) == 5  # 1 + 32 rows a prompt

@@ -247,3 +247,80 @@ def test_the_cache_goes_by_its_current_keyword(tokenizer, caplog):
         Engine(model, tokenizer, samples=1, max_new_tokens=3).generate([Request("a", ids, 4)])
         kva_scores(model, ids)
     assert "deprecated" not in caplog.text
+
+
+def test_batch_rows_from_free_memory():
+    """256 rows without a GPU; on one, half the free memory over a row's cache and logits, in [1, 4096]."""
+    from knowpack.probe.engine import CPU_BATCH_ROWS, batch_rows
+
+    llama8b = dict(kv_bytes_per_token=2 * 32 * 8 * 128 * 2, vocab=128256)  # bf16: 128 KiB a token
+    row = 131072 * 52 + 16 * 128256  # 20-token suffix + 32 new tokens, and the logits: ~8.9 MB
+    assert batch_rows(None, tokens=52, **llama8b) == CPU_BATCH_ROWS == 256
+    assert batch_rows(2 * 1000 * row, tokens=52, **llama8b) == 1000
+    assert batch_rows(2 * 1000 * row - 1, tokens=52, **llama8b) == 999
+    assert batch_rows(60 * 2**30, tokens=52, **llama8b) == 3632  # an 80 GB GPU beside the 16 GB model
+    assert batch_rows(120 * 2**30, tokens=52, **llama8b) == 4096  # an H200: the cap
+    assert batch_rows(120 * 2**30, tokens=252, **llama8b) == 1836  # whole chat prompts, no prefix reuse
+    assert batch_rows(2**20, tokens=52, **llama8b) == 1  # never 0
+
+
+def test_the_batch_size_from_memory_gives_the_same_answers(tokenizer, monkeypatch):
+    """batch_size None: 256 rows on a CPU; with free memory (faked) for few rows, batches of that many rows,
+    and the answers of any batch size."""
+    import knowpack.probe.engine as engine_module
+    from knowpack.probe.engine import kv_bytes_per_token
+
+    model, facts = tiny_model("llama", tokenizer), make_facts()
+    config = model.config
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4  # float32
+    assert kv_bytes_per_token(model) == per_token
+    requests = [
+        Request(f.id, encode(tokenizer, p.text, "plain"), 0)
+        for f, prompts in zip(
+            facts, build_prompts(facts, tokenizer, n_prompts=1, shots=2, seed=0), strict=True
+        )
+        for p in prompts
+    ]
+    assert Engine(model, tokenizer, samples=2).rows(10) == 256
+    expected = Engine(model, tokenizer, samples=2, max_new_tokens=8, batch_size=64).generate(requests)
+
+    longest = max(len(r.ids) for r in requests) + 8
+    vocab = model.get_output_embeddings().weight.shape[0]
+    free = 2 * 7 * (per_token * longest + 16 * vocab)  # room for 7 rows: 2 prompts of 1 + 2 rows a batch
+    monkeypatch.setattr(engine_module, "free_memory", lambda device: free)
+    engine = Engine(model, tokenizer, samples=2, max_new_tokens=8)
+    batches = []
+    monkeypatch.setattr(
+        engine, "_batch", lambda batch, run=engine._batch: batches.append(len(batch)) or run(batch)
+    )
+    got = engine.generate(requests)
+    assert engine.rows(longest - 8) == 7 and set(batches) == {2} and sum(batches) == len(requests)
+    assert {k: g.greedy for k, g in got.items()} == {k: g.greedy for k, g in expected.items()}
+    assert {k: g.samples for k, g in got.items()} == {k: g.samples for k, g in expected.items()}
+
+
+def test_counting_ended_rows_every_few_steps_changes_no_answer(tokenizer):
+    """`sync_every` 4 (a GPU's default) and 32 (never before the last step): ended rows decode padding in
+    between, and the greedy answers, their log-probabilities and the samples are those of every step."""
+    model, facts = tiny_model("qwen2", tokenizer), make_facts()
+    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0)
+    requests = [
+        Request((f.id, j), encode(tokenizer, p.text, "plain"), 0)
+        for f, fact_prompts in zip(facts, prompts, strict=True)
+        for j, p in enumerate(fact_prompts)
+    ]
+
+    def answers(sync_every: int):
+        engine = Engine(model, tokenizer, samples=3, max_new_tokens=12, batch_size=16, sync_every=sync_every)
+        return engine.generate(requests)
+
+    every_step = answers(1)
+    lengths = {len(g.greedy) for g in every_step.values()}
+    assert len(lengths) > 2  # answers end at different steps: rows retire while others decode
+    for sync_every in (4, 32):
+        got = answers(sync_every)
+        assert {k: (g.greedy, g.samples) for k, g in got.items()} == {
+            k: (g.greedy, g.samples) for k, g in every_step.items()
+        }
+        for key, g in got.items():
+            assert g.greedy_logprob == pytest.approx(every_step[key].greedy_logprob, rel=1e-5, abs=1e-6)

@@ -374,6 +374,53 @@ def test_resume_after_a_kill(paths, tokenizer):
     assert [json.loads(line)["id"] for line in lines] == ["p0", "p1", "p2", "p3", "p4", "chat"]
 
 
+def test_prompts_attributed_in_groups_count_as_one_at_a_time_and_resume_whole_groups(paths):
+    """`--prompts-per-pass 4`: the prompts' records and counts of one at a time (scores up to float
+    rounding); a kill inside the second group resumes at its first prompt and ends as an unkilled run."""
+    from knowpack.methods.loki.attribution import attribute
+    from knowpack.models import load_model
+
+    base = ["attribute", "--model", paths / "model", "--prompts", paths / "prompts.jsonl", "--device", "cpu"]
+    result = invoke(*base, "--out", paths / "grouped", "--prompts-per-pass", "4")
+    assert result.exit_code == 0, result.output
+    grouped, whole = (KVAStats.load(paths / name / "kva.safetensors")[0] for name in ("grouped", "whole"))
+    assert grouped.n == whole.n
+    for scope in ("layer", "global"):
+        np.testing.assert_array_equal(grouped.hist[scope], whole.hist[scope])  # the same ranks
+    np.testing.assert_allclose(grouped.sum, whole.sum, rtol=1e-4, atol=1e-6 * np.abs(whole.sum).max())
+    assert select_nodes(paths / "grouped", 25) == select_nodes(paths / "whole", 25)
+
+    def records(folder):
+        return [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+
+    keys = ("index", "id", "tokens", "target")
+    for one, two in zip(records(paths / "grouped"), records(paths / "whole"), strict=True):
+        assert [one[k] for k in keys] == [two[k] for k in keys]
+        assert one["p_target"] == pytest.approx(two["p_target"], rel=1e-5)
+
+    model, tok = load_model(paths / "model", device="cpu")
+    prompts = load_prompts(paths / "prompts.jsonl", tok)
+    out, seen = paths / "grouped_killed", []
+
+    def kill_at_5(done, total):
+        seen.append(done)
+        if done == 5:
+            raise KeyboardInterrupt  # the second group (prompts 4 and 5) is computed but not saved
+
+    source = str(paths / "prompts.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        attribute(model, tok, prompts, out=out, source=source, checkpoint_seconds=0, prompts_per_pass=4,
+                  progress=kill_at_5)  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["prompts"]) == ("running", 4)
+    seen.clear()
+    stats = attribute(model, tok, prompts, out=out, source=source, prompts_per_pass=4,
+                      progress=lambda done, total: seen.append(done))  # fmt: skip
+    assert seen == [4, 5, 6]  # resumed at the second group's first prompt
+    np.testing.assert_array_equal(stats.sum, grouped.sum)  # the same groups: the same numbers, bit for bit
+    same_stats(stats, grouped)
+
+
 def test_cli_bad_input_is_one_line(paths, tmp_path):
     base = ["attribute", "--model", paths / "model", "--device", "cpu"]
     write_lines(tmp_path / "bad.jsonl", {"prompt": "ok"}, {"prompt": 3})

@@ -259,3 +259,15 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def free_memory(device: Any) -> int | None:
+    """Bytes a batch may take on a CUDA device now: free to the driver (`torch.cuda.mem_get_info`) plus what
+    torch's allocator holds unused; None elsewhere (a CPU's memory is not what sizes a batch there)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    held = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(torch.cuda.mem_get_info(device)[0] + held)

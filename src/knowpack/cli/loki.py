@@ -39,6 +39,13 @@ def attribute(
     rows_per_pass: Annotated[
         int | None, typer.Option("--rows-per-pass", help="At most this many (layer, step) rows per forward.")
     ] = None,
+    prompts_per_pass: Annotated[
+        int | None,
+        typer.Option(
+            "--prompts-per-pass",
+            help="Prompts attributed together (default: 1 on a CPU, from free memory on a GPU).",
+        ),
+    ] = None,
     shard: Shard = None,
     merge: Annotated[
         bool,
@@ -61,7 +68,7 @@ def attribute(
     stats = attribute_named_model(
         model, prompts, out=out, steps=steps, per_subject=per_subject, limit=limit,
         quotas=[q for q in (quotas or "").replace(" ", "").split(",") if q], rows_per_pass=rows_per_pass,
-        shard=shard, device=device, dtype=dtype, progress_bar=progress_bar,
+        prompts_per_pass=prompts_per_pass, shard=shard, device=device, dtype=dtype, progress_bar=progress_bar,
     )  # fmt: skip
     if is_main_process():  # under a launcher, the main process alone talks
         typer.echo(

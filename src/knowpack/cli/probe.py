@@ -24,7 +24,12 @@ Exemplars = Annotated[
     str | None, typer.Option("--exemplars", help="Facts file of exemplars (default: the facts).")
 ]
 Seed = Annotated[int, config_option(P, "seed", help="Seed for exemplars and sampling.")]
-BatchSize = Annotated[int, config_option(P, "batch_size", help="Sequences decoded at once (torch backend).")]
+BatchSize = Annotated[
+    int | None,
+    config_option(
+        P, "batch_size", help="Sequences decoded at once (torch; default: from free GPU memory, CPU 256)."
+    ),
+]
 Limit = Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")]
 Merge = Annotated[
     bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")

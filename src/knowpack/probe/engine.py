@@ -21,8 +21,15 @@ same. Three things are done once instead of many times:
 2. The suffix prefill. The greedy row and the n sample rows of a prompt start from one prefill: its cache
    and last logits are gathered into 1 + n rows, and all of them decode together in one loop.
 3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
-   at a time); the loop ends when all rows have. Decoding writes into a preallocated cache instead of a
-   growing one that copies itself at every step.
+   at a time); the loop ends when all rows have. Counting them is the decode loop's only host-device
+   synchronisation: on a GPU it happens every `SYNC_EVERY_CUDA` steps (ended rows decode padding in between,
+   which changes no answer), so the host can queue the next steps' kernels while the GPU runs. Decoding
+   writes into a preallocated cache instead of a growing one that copies itself at every step.
+
+The batch: `batch_size` rows, or where it is None (the default) as many as half of a GPU's free memory
+holds (`batch_rows`: each row's own cache and its logits; thousands of rows for an 8B model on an 80-141 GB
+GPU), and `CPU_BATCH_ROWS` on a CPU. The free memory is read once, when the engine is made, so that the
+same requests always make the same batches.
 
 Sampling is temperature + top-k with the Gumbel-max trick, whose noise is a counter-based hash of (seed,
 request key, sample index, step, rank): a sample depends on its fact and prompt only, never on batch size,
@@ -41,12 +48,46 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowpack.devices import free_memory
 from knowpack.models import cache_keyword
 from knowpack.probe.cascade import SharedPrefixes, can_share, shared_prefix_attention
 
 logger = logging.getLogger(__name__)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _M32 = 0xFFFFFFFF
+
+CPU_BATCH_ROWS = 256
+"""Rows decoded at once where no free memory sizes the batch (a CPU): more rows hardly go faster there."""
+SYNC_EVERY_CUDA = 4
+"""On a GPU, count ended rows every this many decode steps (on a CPU every step: a wasted step costs more)."""
+MOST_BATCH_ROWS = 4096
+"""At most this many rows however much memory is free (a decode step's kernels are saturated long before)."""
+
+
+def batch_rows(
+    free_bytes: int | None, *, kv_bytes_per_token: int, tokens: int, vocab: int, most: int = MOST_BATCH_ROWS
+) -> int:
+    """Rows to decode at once: `CPU_BATCH_ROWS` without a GPU (`free_bytes` None), else as many as half the
+    free memory holds, at least 1 and at most `most`.
+
+    A row keeps its own cache of `tokens` (its suffix, the shared prefix being kept once, plus the answer)
+    at `kv_bytes_per_token`, and its last logits in float32 about four times over (logits, log-softmax,
+    top-k values and noise). Prefill activations are transient and fit in the other half. For Llama-3.1-8B
+    in bf16 (128 KiB a token) with 20-token suffixes and 32-token answers: ~9 MB a row, the cap on a 141 GB
+    GPU."""
+    if free_bytes is None:
+        return CPU_BATCH_ROWS
+    row = kv_bytes_per_token * tokens + 4 * 4 * vocab
+    return max(1, min(most, free_bytes // 2 // row))
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of keys and values one token takes in `model`'s cache, over all layers."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    element = next(model.parameters()).element_size()
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
 
 
 @dataclass
@@ -88,6 +129,8 @@ class Engine:
     """Batched greedy + sampled generation with shared prefixes (see the module docstring).
 
     `batch_size` is the number of rows decoded at once; a batch holds batch_size // (1 + samples) prompts.
+    None: from the free memory (`batch_rows`, module docstring). `sync_every`: count ended rows (a host-device
+    synchronisation) every this many decode steps; None: `SYNC_EVERY_CUDA` on a GPU, 1 elsewhere.
     `prefix_cache_size` is how many prefixes' KV caches are kept (a probe has n_prompts x relations).
     """
 
@@ -101,9 +144,10 @@ class Engine:
         top_k: int | None = 40,
         max_new_tokens: int = 32,
         seed: int = 0,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         reuse_prefix: bool = True,
         prefix_cache_size: int = 256,
+        sync_every: int | None = None,
     ):
         import torch
 
@@ -118,6 +162,8 @@ class Engine:
         if reuse_prefix and not self.reuse_prefix:
             logger.warning("%s cannot attend to shared prefixes: no prefix reuse", type(model).__name__)
         self.device = next(model.parameters()).device
+        self._free = None if batch_size is not None else free_memory(self.device)  # once: batches repeat
+        self.sync_every = sync_every or (SYNC_EVERY_CUDA if self.device.type == "cuda" else 1)
         self.cache_keyword = cache_keyword(model)  # `cache`; `past_key_values` before transformers renamed it
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
@@ -147,7 +193,7 @@ class Engine:
         def suffix(r: Request) -> int:
             return len(r.ids) - self._shared(r)
 
-        per_batch = max(1, self.batch_size // (1 + self.samples))
+        per_batch = max(1, self.rows(max(map(suffix, requests), default=0)) // (1 + self.samples))
         ordered = [r for g in sorted(groups.values(), key=lambda g: sum(map(suffix, g)) / len(g)) for r in g]
         results: dict[Hashable, Generation] = {}
         with self._torch.inference_mode():
@@ -157,6 +203,19 @@ class Engine:
                 if on_batch is not None:
                     on_batch(len(batch))
         return results
+
+    def rows(self, suffix_tokens: int) -> int:
+        """Rows decoded at once for suffixes of up to `suffix_tokens` tokens: `batch_size`, or from the
+        free memory the engine was made with."""
+        if self.batch_size is not None:
+            return self.batch_size
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        return batch_rows(
+            self._free,
+            kv_bytes_per_token=kv_bytes_per_token(self.model),
+            tokens=suffix_tokens + self.max_new_tokens,
+            vocab=vocab,
+        )
 
     # ------------------------------------------------------------------------------------------ internals
 
@@ -281,7 +340,9 @@ class Engine:
         """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.
 
         Rows that have ended leave the batch (their cache rows dropped) once they are a quarter of it: an
-        answer is a few tokens, and one long answer should not keep hundreds of ended rows decoding.
+        answer is a few tokens, and one long answer should not keep hundreds of ended rows decoding. They are
+        counted every `sync_every` steps, the loop's only wait for the device; in between ended rows decode
+        padding, which no answer or log-probability sees.
         """
         torch = self._torch
         n_rows = logits.shape[0]
@@ -290,6 +351,7 @@ class Engine:
         alive = torch.arange(n_rows, device=self.device)  # the batch row of each row still decoding
         done = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
         n_alive_greedy = n_greedy  # greedy rows stay first: `alive` keeps its order
+        slots = torch.arange(mask.shape[1], mask.shape[1] + self.max_new_tokens, device=self.device)
         for step in range(self.max_new_tokens):
             next_ids = logits.argmax(-1)
             if len(alive) > n_alive_greedy:
@@ -302,21 +364,25 @@ class Engine:
             next_ids = torch.where(done, self.pad_id, next_ids)
             tokens[alive, step] = next_ids
             done |= self.stop[next_ids]
-            if bool(done.all()) or step == self.max_new_tokens - 1:
+            if step == self.max_new_tokens - 1:
                 break
-            if 4 * int(done.sum()) >= len(done):
-                keep = (~done).nonzero()[:, 0]
-                cache.reorder_cache(keep)
-                if prefixes is not None:
-                    prefixes = prefixes.take(keep.tolist())
-                alive, done, next_ids, mask, last = (
-                    alive[keep],
-                    done[keep],
-                    next_ids[keep],
-                    mask[keep],
-                    last[keep],
-                )
-                n_alive_greedy = int((alive < n_greedy).sum())
+            if (step + 1) % self.sync_every == 0:  # count ended rows: the loop's one wait for the device
+                n_done = int(done.sum())
+                if n_done == len(done):
+                    break
+                if 4 * n_done >= len(done):
+                    keep = (~done).nonzero()[:, 0]
+                    cache.reorder_cache(keep)
+                    if prefixes is not None:
+                        prefixes = prefixes.take(keep.tolist())
+                    alive, done, next_ids, mask, last = (
+                        alive[keep],
+                        done[keep],
+                        next_ids[keep],
+                        mask[keep],
+                        last[keep],
+                    )
+                    n_alive_greedy = int((alive < n_greedy).sum())
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             last = last + 1
             out = self._forward(
@@ -325,7 +391,7 @@ class Engine:
                 attention_mask=mask,
                 position_ids=last[:, None],
                 cache=cache,
-                cache_position=torch.tensor([mask.shape[1] - 1], device=self.device),
+                cache_position=slots[step : step + 1],  # = mask.shape[1] - 1
             )
             logits = out.logits[:, -1].float()
         stop = self.stop.tolist()  # plain bools: indexing a tensor per token would cost more than decoding

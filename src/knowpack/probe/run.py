@@ -37,7 +37,7 @@ from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS
 from knowpack.facts.schema import Fact
 from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
-from knowpack.probe.engine import Engine, Request, split_prefix
+from knowpack.probe.engine import CPU_BATCH_ROWS, Engine, Request, split_prefix
 from knowpack.probe.pool import pool_identity, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
@@ -63,7 +63,7 @@ def probe(
     exemplars: Sequence[Fact] | None = None,
     seed: int = 0,
     sample_seed: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     out: str | os.PathLike | None = None,
     shard: str | tuple[int, int] | None = None,
     limit: int | None = None,
@@ -75,7 +75,8 @@ def probe(
 
     `sample_seed` changes only the sampling noise (None: `seed`, which also fixes the exemplars): the same
     prompts with other samples, the measurement null of `knowpack eval`.
-    `batch_size` is rows decoded at once (a prompt takes 1 + samples rows); `limit` keeps the first facts,
+    `batch_size` is rows decoded at once (a prompt takes 1 + samples rows; None: from the free memory on a
+    GPU, `engine.CPU_BATCH_ROWS` on a CPU); `limit` keeps the first facts,
     `shard` ("i/n") every n-th of those from the i-th; `progress(done, total)` counts prompts.
     `backend`: "torch" (engine.py, on a transformers model) or "vllm" (vllm_backend.py; `model` is then a
     `vllm.LLM` or a model name / folder to load with vLLM, and `tokenizer` may be None).
@@ -111,7 +112,7 @@ def probe(
     engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, sampling)
     new = _probe_into(
         todo, list(done.values()), settings, (records_path, summary_path), pool, engine, tokenizer, progress,
-        chunk=max(64, 8 * max(1, batch_size // (1 + samples))),
+        chunk=max(64, 8 * max(1, (batch_size or CPU_BATCH_ROWS) // (1 + samples))),
     )  # fmt: skip
     return [done.get(f.id) or new[f.id] for f in chosen]
 
@@ -213,7 +214,9 @@ def _open_folder(
     return records_path, summary_path, {r["id"]: r for r in read_records(records_path, repair=True)}
 
 
-def _engine(backend: str, model: Any, tokenizer: Any, batch_size: int, reuse_prefix: bool, sampling: dict):
+def _engine(
+    backend: str, model: Any, tokenizer: Any, batch_size: int | None, reuse_prefix: bool, sampling: dict
+):
     if backend == "vllm":
         from knowpack.probe.vllm_backend import VllmEngine
 

@@ -82,8 +82,8 @@ class ProbeConfig:
     format: str = "plain"
     """Prompt format of the probe and of the uptake measurement: plain | chat."""
     seed: int = ranged(0, ge=0)
-    batch_size: int = ranged(256, ge=1)
-    """Sequences decoded at once."""
+    batch_size: int | None = ranged(None, ge=1)
+    """Sequences decoded at once (null: as many as half the GPU's free memory holds, 256 on a CPU)."""
 
     def __post_init__(self) -> None:
         check_ranges(self, "probe")

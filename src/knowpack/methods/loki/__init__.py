@@ -6,7 +6,7 @@ One folder, laid out as PEFT lays out a tuner:
   attributing on the fly with `ensure_attribution`), then `prepare` / `save` / `load` / `merge`;
 - `layer.py`: the LoKI layer: those rows as the only trainable parameters, save / load / merge / export;
 - `kva.py`: Knowledge Vector Attribution, a score per down_proj row (node) from integrated gradients, exact,
-  with the prompt prefix's KV cache computed once;
+  with the prompt prefix's KV cache computed once (several prompts in the same passes: `kva_batch`);
 - `attribution.py`: KVA over a prompt set, per-layer selection counts kept online (resumable, shardable);
 - `prompt_sets.py`: the prompt sets attribution runs on (a JSONL file, MMLU through `datasets`, world_mc);
 - `stats.py`: those online statistics (counts for every quota, running sums; never all the scores);
@@ -28,6 +28,7 @@ from knowpack.methods.loki.model import WEIGHTS, ensure_attribution, load, merge
 
 _API = {
     "kva_scores": "knowpack.methods.loki.kva",
+    "kva_batch": "knowpack.methods.loki.kva",
     "KVAResult": "knowpack.methods.loki.kva",
     "attribute": "knowpack.methods.loki.attribution",
     "merge_shards": "knowpack.methods.loki.attribution",

@@ -39,7 +39,7 @@ import numpy as np
 from knowpack.errors import KnowpackError
 from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
 from knowpack.methods.loki.config import STEPS, Config
-from knowpack.methods.loki.kva import down_projs, kva_scores
+from knowpack.methods.loki.kva import down_projs, kva_batch, model_prompts_per_pass
 from knowpack.methods.loki.prompt_sets import Prompt
 from knowpack.methods.loki.stats import KVAStats
 from knowpack.models import model_name
@@ -63,6 +63,7 @@ def attribute(
     limit: int | None = None,
     shard: str | tuple[int, int] | None = None,
     rows_per_pass: int | None = None,
+    prompts_per_pass: int | None = None,
     checkpoint_seconds: float = 60.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> KVAStats:
@@ -70,7 +71,10 @@ def attribute(
 
     `quotas`: extra quotas (in %) to keep counts for, beyond every whole percent (small models keep all).
     `source`: how the prompts were given (recorded). `limit` keeps the first prompts, `shard` ("i/n") every
-    n-th of those. `rows_per_pass`: at most this many (layer, step) rows per forward (memory).
+    n-th of those. `rows_per_pass`: at most this many (layer, step) rows of a prompt per forward (memory).
+    `prompts_per_pass`: prompts attributed together (`kva_batch`); None: 1 on a CPU, as many as half the
+    free memory holds on a GPU (`kva.prompts_per_pass`). A resumed run takes the same groups when it gets
+    the same number (a group is saved whole); another number moves scores by float rounding only.
     `progress(done, total)` counts this shard's prompts.
 
     Under a launcher with several processes (`accelerate launch`, `torchrun`) and no `shard`, each process
@@ -87,7 +91,8 @@ def attribute(
         shard = (rank(), world_size())
     stats = _attribute_shard(
         model, tokenizer, prompts, out=out, steps=steps, quotas=quotas, source=source, limit=limit,
-        shard=shard, rows_per_pass=rows_per_pass, checkpoint_seconds=checkpoint_seconds, progress=progress,
+        shard=shard, rows_per_pass=rows_per_pass, prompts_per_pass=prompts_per_pass,
+        checkpoint_seconds=checkpoint_seconds, progress=progress,
     )  # fmt: skip
     if launched:
         barrier()
@@ -108,6 +113,7 @@ def attribute_named_model(
     limit: int | None = None,
     quotas: Sequence[float | str] = (),
     rows_per_pass: int | None = None,
+    prompts_per_pass: int | None = None,
     shard: str | None = None,
     device: str | None = None,
     dtype: str = "auto",
@@ -124,8 +130,10 @@ def attribute_named_model(
     from knowpack.methods.loki.stats import check_quota
     from knowpack.models import architecture, load_model
 
-    if any(n is not None and n < 1 for n in (steps, per_subject, limit, rows_per_pass)):
-        raise KnowpackError("--steps, --per-subject, --limit and --rows-per-pass must be >= 1")
+    if any(n is not None and n < 1 for n in (steps, per_subject, limit, rows_per_pass, prompts_per_pass)):
+        raise KnowpackError(
+            "--steps, --per-subject, --limit, --rows-per-pass and --prompts-per-pass must be >= 1"
+        )
     extra = [check_quota(q) for q in quotas]
     check_prompt_source(prompts)
     if shard is not None:
@@ -138,7 +146,7 @@ def attribute_named_model(
     with progress_bar("attribute") if shown else nullcontext(None) as progress:
         return attribute(
             lm, tokenizer, prompt_set, out=out, steps=steps, quotas=extra, source=prompts, limit=limit,
-            shard=shard, rows_per_pass=rows_per_pass, progress=progress,
+            shard=shard, rows_per_pass=rows_per_pass, prompts_per_pass=prompts_per_pass, progress=progress,
         )  # fmt: skip
 
 
@@ -167,6 +175,7 @@ def _attribute_shard(
     limit: int | None,
     shard: str | tuple[int, int] | None,
     rows_per_pass: int | None,
+    prompts_per_pass: int | None,
     checkpoint_seconds: float,
     progress: Callable[[int, int], None] | None,
 ) -> KVAStats:
@@ -182,15 +191,19 @@ def _attribute_shard(
     # Counting a prompt (ranking L·D scores twice) runs in a second thread beside the next prompt's forward
     # and backward (numpy's sorts release the GIL): for Llama-3.1-8B's 32 x 4096 rows it took 61 ms on our
     # CPU, as long as a GPU may take for the prompt itself. One worker keeps the order of the sums fixed.
+    # Groups of prompts_per_pass, saved whole: a resumed run starts at a group's first prompt, so it takes the
+    # groups (and paddings) an uninterrupted run would.
+    together = prompts_per_pass or model_prompts_per_pass(model, steps)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kva-count") as counter:
-        for position, prompt in mine[done:]:
-            record, scores = _attribute_one(model, tokenizer, prompt, position, steps, rows_per_pass)
-            if scores is not None:
-                saver.counting.append(counter.submit(stats.add, scores))
-            saver.pending.append(record)
-            done += 1
-            if progress is not None:
-                progress(done, len(mine))
+        for first in range(done, len(mine), together):
+            group = mine[first : first + together]
+            for record, scores in _attribute_group(model, tokenizer, group, steps, rows_per_pass):
+                if scores is not None:
+                    saver.counting.append(counter.submit(stats.add, scores))
+                saver.pending.append(record)
+                done += 1
+                if progress is not None:
+                    progress(done, len(mine))
             if saver.due(checkpoint_seconds) and done < len(mine):
                 saver.save(done, "running")
         saver.save(done, "finished")
@@ -301,16 +314,25 @@ def merge_shards(out: str | os.PathLike) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ internals
 
 
-def _attribute_one(model, tokenizer, prompt: Prompt, position: int, steps, rows_per_pass):
+def _attribute_group(model, tokenizer, group: list[tuple[int, Prompt]], steps, rows_per_pass):
+    """The record and scores of each (position, prompt) of `group`, attributed together (`kva_batch`)."""
+    ids = [prompt.encode(tokenizer) for _, prompt in group]
+    for tokens, (_, prompt) in zip(ids, group, strict=True):
+        if not tokens:
+            raise KnowpackError(f"prompt {prompt.id!r} has no tokens")
+    results = kva_batch(model, ids, steps=steps, rows_per_pass=rows_per_pass)
+    return [
+        _record(tokenizer, prompt, position, len(tokens), result)
+        for (position, prompt), tokens, result in zip(group, ids, results, strict=True)
+    ]
+
+
+def _record(tokenizer, prompt: Prompt, position: int, tokens: int, result):
     """The record of one prompt, and its scores (None when they are not finite: not counted)."""
-    ids = prompt.encode(tokenizer)
-    if not ids:
-        raise KnowpackError(f"prompt {prompt.id!r} has no tokens")
-    result = kva_scores(model, ids, steps=steps, rows_per_pass=rows_per_pass)
     record = {
         "index": position,
         "id": prompt.id,
-        "tokens": len(ids),
+        "tokens": tokens,
         "target": result.target,
         "target_text": tokenizer.decode([result.target]),
         "p_target": _round(result.p_target),
