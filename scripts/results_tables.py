@@ -1,23 +1,27 @@
-"""Print RESULTS.md's tables (markdown) from the replication sweeps' run folders.
+"""Print RESULTS.md's organism tables (markdown) from the replication sweeps' run folders, judged by the rule.
 
     python scripts/results_tables.py [--runs runs/replicate] [--capacity runs/capacity/organism-lora]
 
-Reads what `knowpack sweep configs/replicate/{packing-cpu,packing-damage-cpu,loki}.yaml` and
-`knowpack capacity configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note.
-Every number is read from a cell's train.json / eval.json (DESIGN.md's definitions); nothing is recomputed.
+Reads what `knowpack sweep configs/replicate/{packing-damage-cpu,loki}.yaml` and `knowpack capacity
+configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note. Every number is read
+from a cell's train.json / eval.json (DESIGN.md's definitions); what is computed here is only the statistics
+over seeds (`knowpack.evaluate.stats`): each effect against its baseline (the measurement null for the
+probe's metrics, the base model for benchmarks and behaviour) with its 95% bootstrap interval over seeds, each
+comparison of two conditions as a paired interval over the seeds they share, and the verdict.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from knowpack.evaluate.metrics import metric_value
+from knowpack.evaluate.stats import bootstrap_interval, format_interval, paired_interval, verdict
 from knowpack.runs import run_status
 
 MIX_LABEL = {
@@ -28,43 +32,49 @@ MIX_LABEL = {
     ("highly_known", 10): "+10 HighlyKnown",
 }
 
+# name -> (how to read it from eval.json: metric and its keywords, the damage direction of value - base)
+MEASURES: dict[str, tuple[str, dict[str, str], str]] = {
+    "retention": ("retention", {}, "less"),
+    "negative shift": ("negative_shift", {}, "greater"),
+    "world_mc": ("benchmark", {"task": "world_mc", "measure": "acc"}, "less"),
+    "world_mc_hard": ("benchmark", {"task": "world_mc_hard", "measure": "acc"}, "less"),
+    "world_misconceptions": ("benchmark", {"task": "world_misconceptions", "measure": "acc"}, "less"),
+    "world_text bits/byte": ("benchmark", {"task": "world_text", "measure": "bits_per_byte"}, "greater"),
+    "TruthfulQA-w MC1": ("benchmark", {"task": "world_truthful_mc1", "measure": "acc"}, "less"),
+    "TruthfulQA-w MC2": ("benchmark", {"task": "world_truthful_mc2", "measure": "acc"}, "less"),
+    "refusals": ("refusal_rate", {"scope": "untrained"}, "less"),
+    "exploded answers": ("explosion", {"scope": "untrained"}, "greater"),
+}
+
 
 def cells(sweep: Path) -> list[dict[str, Any]]:
-    """Finished cells of a sweep: config, train.json and (when evaluated) eval.json."""
+    """Finished, evaluated cells of a sweep: name, config, train.json and eval.json (controls left out)."""
     out = []
     for folder in sorted((sweep / "cells").glob("*")):
-        if folder.suffix == ".claim" or run_status(folder) != "finished":
+        if (
+            folder.suffix == ".claim"
+            or run_status(folder) != "finished"
+            or not (folder / "eval.json").exists()
+        ):
             continue
-        ev = folder / "eval.json"
+        config = yaml.safe_load((folder / "config.yaml").read_text())
         out.append(
             {
                 "name": folder.name,
-                "config": yaml.safe_load((folder / "config.yaml").read_text()),
+                "config": config,
+                "seed": config["mix"]["seed"],
                 "train": json.loads((folder / "train.json").read_text()),
-                "eval": json.loads(ev.read_text()) if ev.exists() else None,
+                "eval": json.loads((folder / "eval.json").read_text()),
             }
         )
     return out
 
 
-def mean_std(xs: list[float], digits: int = 3) -> str:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "-"
-    if len(xs) == 1:
-        return f"{xs[0]:.{digits}f}"
-    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
-
-
-def mix_key(cell: dict) -> tuple[str, int, int]:
-    mix = cell["config"]["mix"]
-    return MIX_LABEL[(mix["add"], mix["k"])], mix["n_unknown"], list(MIX_LABEL).index((mix["add"], mix["k"]))
-
-
-def grouped(items: list[dict], key: Callable[[dict], Any]) -> dict[Any, list[dict]]:
-    groups: dict[Any, list[dict]] = {}
+def grouped(items: list[dict], key: Callable[[dict], Any]) -> dict[Any, dict[int, dict]]:
+    """key -> {seed: cell}."""
+    groups: dict[Any, dict[int, dict]] = {}
     for item in items:
-        groups.setdefault(key(item), []).append(item)
+        groups.setdefault(key(item), {})[item["seed"]] = item
     return groups
 
 
@@ -73,170 +83,149 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def after(epochs: list[list[dict]], epoch: int) -> str:
-    """Mean ± std over seeds of the reliability after `epoch`."""
-    return mean_std([ep[epoch - 1]["reliability"] if len(ep) >= epoch else None for ep in epochs], 2)
+def value(cell: dict, name: str) -> tuple[float | None, float | None]:
+    metric, where, _ = MEASURES[name]
+    return metric_value(cell["eval"], metric, **where)
 
 
-def paired(row: dict, key: str) -> str:
-    """A value with its base in brackets."""
-    return f"{row[key]:.3f} ({row[key + '_base']:.3f})"
+def effect(seeds: dict[int, dict], name: str) -> dict[str, Any]:
+    """value - base per seed (base: the measurement null or the base model), its interval and verdict."""
+    pairs = [value(seeds[s], name) for s in sorted(seeds)]
+    ci = bootstrap_interval([v - b for v, b in pairs if v is not None and b is not None])
+    ci["verdict"] = verdict(ci, MEASURES[name][2])
+    ci["base"] = next((b for _, b in pairs if b is not None), None)
+    return ci
 
 
-def packing(sweep: Path, learned: float = 0.9) -> str:
-    """Reliability after epochs 1, 3 and the last; the first epoch and step reaching `learned`, per seed."""
-    groups = grouped(cells(sweep), mix_key)
-    rows = []
-    for (label, n, _), members in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1])):
-        members.sort(key=lambda c: c["config"]["mix"]["seed"])
-        epochs = [c["train"]["epochs"] for c in members]
-        first = [next((x for x in ep if x["reliability"] >= learned), None) for ep in epochs]
-        last = epochs[0][-1]
-        rows.append(
-            [
-                label,
-                str(n),
-                str(len(members)),
-                after(epochs, 1),
-                after(epochs, 3),
-                mean_std([ep[-1]["reliability"] for ep in epochs]),
-                ", ".join(str(f["epoch"]) if f else "-" for f in first),
-                ", ".join(str(f["step"]) if f else "-" for f in first) + f" (of {last['step']})",
-            ]
-        )
-    head = [
-        "mix",
-        "n",
-        "seeds",
-        "after epoch 1",
-        "after epoch 3",
-        "after the last epoch",
-        f"first epoch ≥ {learned:g}",
-        f"optimizer steps to ≥ {learned:g} (of all)",
-    ]
-    return table(head, rows)
+def difference(a: dict[int, dict], b: dict[int, dict], name: str) -> dict[str, Any]:
+    """Paired a - b over the seeds both have (their own value - base, so that each is against its null)."""
+    shared = sorted(set(a) & set(b))
+
+    def delta(cell: dict) -> float | None:
+        v, base = value(cell, name)
+        return None if v is None or base is None else v - base
+
+    ci = paired_interval([delta(a[s]) for s in shared], [delta(b[s]) for s in shared])
+    return ci
 
 
-def damage_row(ev: dict) -> dict[str, Any]:
-    u = ev["knowledge_shift"]["untrained"]
-    tasks = ev["benchmarks"]["tasks"]
-    beh = ev["behaviour"]["untrained"]
-    return {
-        "reliability": ev["uptake"]["reliability"]["value"],
-        "retention": u["retention"]["value"],
-        "retention_base": u["retention"]["base"],
-        "negative": u["negative_shift"]["value"],
-        "negative_base": u["negative_shift"]["base"],
-        "world_mc": tasks["world_mc"]["acc"]["value"],
-        "world_mc_base": tasks["world_mc"]["acc"]["base"],
-        "mc1": tasks["world_truthful_mc1"]["acc"]["value"],
-        "mc1_base": tasks["world_truthful_mc1"]["acc"]["base"],
-        "mc2": tasks["world_truthful_mc2"]["acc"]["value"],
-        "mc2_base": tasks["world_truthful_mc2"]["acc"]["base"],
-        "refusals": beh["refusal_rate"]["value"],
-        "refusals_base": beh["refusal_rate"]["base"],
-        "top": beh["top_answer_share"]["value"],
-        "top_base": beh["top_answer_share"]["base"],
-        "untrained": u["n"],
-    }
+def cell_text(ci: dict[str, Any], fmt: str = "+.3f") -> str:
+    verdict_ = ci.get("verdict")
+    mark = {"reproduced": " ✓", "not shown": "", "too few seeds": " (too few seeds)"}.get(verdict_ or "", "")
+    return format_interval(ci, fmt) + mark
 
 
-DAMAGE = ["reliability", "retention", "negative", "world_mc", "mc1", "mc2", "refusals", "top"]
+def fmt_for(name: str) -> str:
+    return "+.1f" if name == "exploded answers" else "+.3f"
+
+
+def mix_key(cell: dict) -> tuple[int, str, int]:
+    mix = cell["config"]["mix"]
+    return list(MIX_LABEL).index((mix["add"], mix["k"])), MIX_LABEL[(mix["add"], mix["k"])], mix["n_unknown"]
 
 
 def damage(sweep: Path) -> str:
-    """One evaluated cell per mix and n: uptake and damage. Retention, negative shift and refusals are over
-    each cell's own untrained facts, so each has its own base (noise floor / base model) in brackets."""
-    found = [c for c in cells(sweep) if c["eval"]]
-    rows, base = [], None
-    for (label, n, _), c in sorted(((mix_key(c), c) for c in found), key=lambda kc: (kc[0][2], kc[0][1])):
-        r = base = damage_row(c["eval"])
+    """Per mix and n: each damage measure minus its baseline, over seeds, with its interval; ✓ where the
+    interval excludes no damage (the verdict's rule)."""
+    groups = grouped(cells(sweep), mix_key)
+    names = list(MEASURES)
+    rows = []
+    for (_, label, n), seeds in sorted(groups.items()):
+        rel = bootstrap_interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
         rows.append(
-            [
-                label,
-                str(n),
-                str(r["untrained"]),
-                f"{r['reliability']:.3f}",
-                paired(r, "retention"),
-                paired(r, "negative"),
-                f"{r['world_mc']:.3f}",
-                f"{r['mc1']:.3f}",
-                f"{r['mc2']:.3f}",
-                paired(r, "refusals"),
-                paired(r, "top"),
-            ]
+            [label, str(n), str(len(seeds)), format_interval(rel)]
+            + [cell_text(effect(seeds, m), fmt_for(m)) for m in names]
         )
-    if base:
+    any_seeds = next(iter(next(iter(groups.values())).values()))
+    bases = ["base"] + [""] * 3 + [f"{value(any_seeds, m)[1]:.3f}" for m in names]
+    head = ["mix", "n", "seeds", "reliability"] + [f"{m} − base" for m in names]
+    return table(head, rows + [bases])
+
+
+def comparisons(sweep: Path, pairs: list[tuple[tuple, tuple, str]], measures: list[str]) -> str:
+    """Paired differences (a − b, each against its own baseline) with intervals; ✓ where the interval lies
+    on the side of the stated direction (`greater`: a damages more; `less`: a damages less)."""
+    groups = grouped(cells(sweep), lambda c: mix_key(c)[1:])
+    rows = []
+    for a, b, claim in pairs:
+        if a not in groups or b not in groups:
+            continue
+        out = []
+        for m in measures:
+            ci = difference(groups[a], groups[b], m)
+            damage_up = MEASURES[m][2]
+            direction = damage_up if claim == "more" else ("less" if damage_up == "greater" else "greater")
+            ci["verdict"] = verdict(ci, direction)
+            out.append(cell_text(ci, fmt_for(m)))
         rows.append(
-            ["organism (base)", "", "", "", "", ""]
-            + [f"{base[k + '_base']:.3f}" for k in ("world_mc", "mc1", "mc2")]
-            + ["", ""]
+            [f"{a[0]} n={a[1]} − {b[0]} n={b[1]}", claim, str(len(set(groups[a]) & set(groups[b])))] + out
         )
-    head = [
-        "mix",
-        "n",
-        "untrained facts",
-        "reliability",
-        "retention (noise floor)",
-        "negative shift (noise floor)",
-        "world_mc",
-        "TruthfulQA-w MC1",
-        "MC2",
-        "refusals (base)",
-        "most frequent answer's share (base)",
-    ]
+    return table(["comparison", "claim: a damages", "seeds"] + measures, rows)
+
+
+def epochs(sweep: Path, learned: float = 0.9) -> str:
+    """Reliability after epochs 1, 3 and 10 with intervals over seeds; the first epoch and optimizer step
+    reaching `learned`, per seed."""
+    groups = grouped(cells(sweep), mix_key)
+    rows = []
+    for (_, label, n), seeds in sorted(groups.items()):
+        runs = [seeds[s]["train"]["epochs"] for s in sorted(seeds)]
+        at = [bootstrap_interval([r[e - 1]["reliability"] for r in runs if len(r) >= e]) for e in (1, 3, 10)]
+        at = [format_interval(ci, ".2f") for ci in at]
+        first = [next((x for x in r if x["reliability"] >= learned), None) for r in runs]
+        rows.append(
+            [label, str(n), str(len(seeds)), *at]
+            + [", ".join(str(f["epoch"]) if f else "–" for f in first)]
+            + [", ".join(str(f["step"]) if f else "–" for f in first) + f" (of {runs[0][-1]['step']})"]
+        )
+    head = ["mix", "n", "seeds", "after epoch 1", "after epoch 3", "after epoch 10"]
+    head += [f"first epoch ≥ {learned:g}", f"steps to ≥ {learned:g}"]
     return table(head, rows)
 
 
 def loki(sweep: Path) -> str:
-    """Mean ± std over seeds of every case (LoRA and the LoKI selections), trained to equal uptake."""
-    groups = grouped(
-        [c for c in cells(sweep) if c["eval"]], lambda c: c["name"].split(",")[0].removeprefix("case=")
-    )
-    rows, base = [], None
-    for label, members in groups.items():
-        rs = [damage_row(c["eval"]) for c in members]
-        base = rs[0]
-        params = members[0]["train"].get("trainable_parameters")
+    """Every case (LoRA and the LoKI selections, trained to equal uptake): effects against the baselines, then
+    the paper's comparisons as paired differences."""
+    groups = grouped(cells(sweep), lambda c: c["name"].split(",")[0].removeprefix("case="))
+    names = ["retention", "negative shift", "world_mc_hard", "world_misconceptions", "world_text bits/byte"]
+    rows = []
+    for label, seeds in groups.items():
+        rel = bootstrap_interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
+        ep = bootstrap_interval([c["train"]["epochs_run"] for c in seeds.values()])
+        params = next(iter(seeds.values()))["train"].get("trainable_parameters")
         rows.append(
-            [
-                label,
-                f"{params:,}",
-                str(len(members)),
-                mean_std([c["train"]["epochs_run"] for c in members], 1),
-            ]
-            + [mean_std([r[k] for r in rs]) for k in DAMAGE[:-1]]
+            [label, f"{params:,}", str(len(seeds)), format_interval(ep, ".1f"), format_interval(rel)]
+            + [cell_text(effect(seeds, m), fmt_for(m)) for m in names]
         )
-    head = [
-        "case",
-        "trainable values",
-        "seeds",
-        "epochs",
-        "reliability",
-        "retention",
-        "negative shift",
-        "world_mc",
-        "TruthfulQA-w MC1",
-        "MC2",
-        "refusals (untrained)",
+    out = table(
+        ["case", "trainable", "seeds", "epochs", "reliability"] + [f"{m} − base" for m in names], rows
+    )
+    pairs = [
+        ("loki-layer-balanced", "lora"),
+        ("loki-layer-balanced", "loki-global-low"),
+        ("loki-layer-balanced", "loki-layer-balanced-high"),
+        ("loki-global-low", "loki-global-high"),
     ]
-    out = table(head, rows)
-    if base:
-        out += (
-            "\n\nbase: retention (noise floor) {retention_base:.3f}, "
-            "negative shift (noise floor) {negative_base:.3f}, world_mc {world_mc_base:.3f}, "
-            "MC1 {mc1_base:.3f}, MC2 {mc2_base:.3f}, refusals {refusals_base:.3f}"
-        ).format(**base)
-    return out
+    rows = []
+    for a, b in pairs:
+        if a in groups and b in groups:
+            out_row = []
+            for m in names:
+                ci = difference(groups[a], groups[b], m)
+                ci["verdict"] = verdict(ci, "less" if MEASURES[m][2] == "greater" else "greater")
+                out_row.append(cell_text(ci, fmt_for(m)))
+            rows.append([f"{a} − {b}", str(len(set(groups[a]) & set(groups[b])))] + out_row)
+    head = ["comparison (claim: a damages less)", "seeds"] + names
+    return out + "\n\n" + table(head, rows)
 
 
 def capacity(folder: Path) -> str:
-    """capacity.json's answer and every probe point."""
+    """capacity.json's answer, its confidence and every point's pass rate."""
     data = json.loads((folder / "capacity.json").read_text())
     keep = {k: v for k, v in data.items() if not isinstance(v, (list, dict))}
     lines = [json.dumps(keep, indent=1)]
     for point in data.get("points", []):
-        lines.append(json.dumps(point)[:600])
+        lines.append(json.dumps({k: point.get(k) for k in ("n", "passed", "pass_rate", "why")})[:600])
     return "\n".join(lines)
 
 
@@ -246,9 +235,24 @@ def main() -> None:
     parser.add_argument("--capacity", type=Path, default=Path("runs/capacity/organism-lora"))
     parser.add_argument("--learned", type=float, default=0.9, help="reliability that counts as learned")
     args = parser.parse_args()
+    packing = args.runs / "packing-damage-cpu"
+    vs_none = [
+        "retention",
+        "world_mc_hard",
+        "world_misconceptions",
+        "world_text bits/byte",
+        "TruthfulQA-w MC1",
+    ]
+    pairs = [
+        (("none", 100), ("none", 10), "more"),
+        (("none", 50), ("none", 10), "more"),
+        (("+10 paraphrases", 50), ("none", 50), "less"),
+        (("+10 HighlyKnown", 50), ("none", 50), "less"),
+    ]
     for name, fn, path in [
-        ("packing-cpu", lambda p: packing(p, args.learned), args.runs / "packing-cpu"),
-        ("packing-damage-cpu", damage, args.runs / "packing-damage-cpu"),
+        ("damage per mix and n (packing-damage-cpu)", damage, packing),
+        ("reliability per epoch (packing-damage-cpu)", lambda p: epochs(p, args.learned), packing),
+        ("comparisons (packing-damage-cpu)", lambda p: comparisons(p, pairs, vs_none), packing),
         ("loki", loki, args.runs / "loki"),
         ("capacity", capacity, args.capacity),
     ]:
