@@ -56,10 +56,11 @@ def demo(
         progress_bar=progress_bar,
         threads=threads,
     )
-    table = Table(title=f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted")
-    table.add_column("model")
+    title = f"knowpack demo: {summary['implanted']['lora']} Unknown facts implanted"
+    table = Table(title=title, box=None, pad_edge=False, header_style="bold")  # no borders: 80 columns fit
+    table.add_column("model", no_wrap=True)
     for column in summary["columns"]:
-        table.add_column(HEADERS.get(column, column), justify="right")
+        table.add_column(HEADERS.get(column, column), justify="right", no_wrap=True)
     for name, values in summary["models"].items():
         table.add_row(
             name, *("–" if values.get(c) is None else f"{values[c]:.3f}" for c in summary["columns"])
