@@ -219,6 +219,32 @@ def loki(sweep: Path) -> str:
     return out + "\n\n" + table(head, rows)
 
 
+def matched(sweep: Path) -> str:
+    """LoKI vs LoRA at equal uptake (loki-matched.yaml): each damage measure (minus its baseline) on each
+    method's uptake-damage curve, interpolated at common reliabilities (`knowpack.report.curves`), with the
+    difference's paired bootstrap interval and verdict."""
+    from knowpack.report.curves import matched_damage, method_curves
+
+    names = ["retention", "world_mc", "world_mc_hard", "world_misconceptions", "world_text bits/byte"]
+    rows = []
+    for c in cells(sweep):
+        case = c["name"].split(",")[0].removeprefix("case=")
+        row = {"method": case.split("-")[0], "group": case, "n": c["config"]["mix"]["n_unknown"]}
+        row.update(seed=c["seed"], reliability=c["eval"]["uptake"]["reliability"]["value"])
+        for m in names:
+            v, base = value(c, m)
+            row[m] = None if v is None or base is None else v - base
+        rows.append(row)
+    out = []
+    for m in names:
+        for r in matched_damage(method_curves(rows, damage=m)):
+            shown = {**r, "verdict": r.get("verdict")}
+            out.append([m, f"{r['reliability']:.3f}", r["method"], cell_text(shown, fmt_for(m))])
+    return table(
+        ["measure − base", "at reliability", "method", "value [95% CI] (✓: the difference is shown)"], out
+    )
+
+
 def capacity(folder: Path) -> str:
     """capacity.json's answer, its confidence and every point's pass rate."""
     data = json.loads((folder / "capacity.json").read_text())
@@ -254,6 +280,7 @@ def main() -> None:
         ("reliability per epoch (packing-damage-cpu)", lambda p: epochs(p, args.learned), packing),
         ("comparisons (packing-damage-cpu)", lambda p: comparisons(p, pairs, vs_none), packing),
         ("loki", loki, args.runs / "loki"),
+        ("LoKI vs LoRA at equal uptake (loki-matched)", matched, args.runs / "loki-matched"),
         ("capacity", capacity, args.capacity),
     ]:
         print(f"## {name} ({path})\n")
