@@ -136,7 +136,7 @@ def damage(sweep: Path) -> str:
             [label, str(n), str(len(seeds)), format_interval(rel)]
             + [cell_text(effect(seeds, m), fmt_for(m)) for m in names]
         )
-    any_seeds = next(iter(next(iter(groups.values())).values()))
+    any_seeds = next(iter(groups[min(groups)].values()))  # the first mix's (other mixes: other probe pools)
     bases = ["base"] + [""] * 3 + [f"{value(any_seeds, m)[1]:.3f}" for m in names]
     head = ["mix", "n", "seeds", "reliability"] + [f"{m} − base" for m in names]
     return table(head, rows + [bases])
