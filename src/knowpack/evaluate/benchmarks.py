@@ -48,7 +48,8 @@ def run_benchmarks(
 
     `world_*` tasks (and the group `world`) are the organism's local tasks: `organism_dir() / "tasks"` is
     searched when one is asked for and `include_path` (a folder of task YAMLs, or a list) has no world
-    tasks of its own; `geo_mc` likewise from `geo_dir() / "tasks"` (the real-model testbed's MMLU). Other
+    tasks of its own; `geo_mc`, `geo_misconceptions` and `geo_text` likewise from `geo_dir() / "tasks"` (the
+    real-model testbed's MMLU, imitative falsehoods and language-model loss). Other
     names (`mmlu`, `truthfulqa_mc1`, …) are lm-eval's own tasks and need their Hugging Face dataset: online,
     or offline with `HF_DATASETS_OFFLINE=1` and a pre-populated datasets cache.
     An unknown task is a one-line error (`check_tasks`). `limit` caps the items per task (a float below 1
@@ -229,7 +230,7 @@ def _full_index(paths: tuple[str, ...]):
 
 def _include_paths(tasks: list[str], include_path: Path | str | list | None) -> list[Path]:
     """The task folders to search: `include_path`, the organism's when a world task is asked for, and the
-    geo facts' when `geo_mc` is."""
+    geo facts' when a geo task (`geo_mc`, `geo_misconceptions`, `geo_text`) is."""
     if include_path is None:
         paths = []
     elif isinstance(include_path, (list, tuple)):
@@ -247,7 +248,8 @@ def _include_paths(tasks: list[str], include_path: Path | str | list | None) -> 
         if not organism_tasks.is_dir():
             raise KnowpackError(f"benchmarks: no task folder at {organism_tasks} (`knowpack world build`)")
         paths.append(organism_tasks)
-    if "geo_mc" in tasks and not any(next(p.rglob("geo_mc.yaml"), None) for p in paths):
+    geo = any(t.startswith("geo_") for t in tasks)  # geo_mc, geo_misconceptions, geo_text
+    if geo and not any(next(p.rglob("geo_mc.yaml"), None) for p in paths):
         from knowpack.paths import geo_dir
 
         paths.append(geo_dir() / "tasks")

@@ -29,6 +29,13 @@ not always match its city names). `meta.fame` holds the number a bucket came fro
 `geo_mc` (our MMLU stand-in) asks what the facts do not: a country's continent, the currency of countries that
 share theirs with many (France -> Euro), and the country of cities not in the facts file; its distractors are
 drawn from the same continent where it has enough, so that SmolLM2 is well below 1.
+
+Two more tasks play the organism's headroom roles on real data (`_headroom`):
+- `geo_misconceptions` (TruthfulQA's imitative falsehoods): the capital of every country whose most populous
+  city is another one (Australia: Canberra, not Sydney), MC1, 0-shot: the capital against that city and two
+  other capitals.
+- `geo_text` (language-model loss): a short description of every country (continent, capital, currency,
+  largest city, population), scored by lm-eval's `loglikelihood_rolling` (bits per byte: lower is better).
 """
 
 from __future__ import annotations
@@ -151,7 +158,8 @@ CONTINENTS = {
 
 
 def build(seed: int = SEED) -> tuple[list[dict], dict[str, list[dict]]]:
-    """The facts (rows of the facts file) and the geo_mc splits (`{"geo_mc": [...], "geo_mc_dev": [...]}`)."""
+    """The facts (rows of the facts file) and the task splits (`{"geo_mc": [...], "geo_mc_dev": [...],
+    "geo_misconceptions": [...], "geo_text": [...]}`)."""
     data = _load()
     countries, cities = data["countries"], data["cities"]
     facts: list[dict] = []
@@ -186,7 +194,7 @@ def build(seed: int = SEED) -> tuple[list[dict], dict[str, list[dict]]]:
                 facts.append(fact)
                 used.add(city["geonameid"])
     facts = [f for f in facts if not _answer_in_question(f)]
-    return facts, _mc(data, used, seed)
+    return facts, {**_mc(data, used, seed), **_headroom(data, seed)}
 
 
 def write(out: str | Path, seed: int = SEED) -> Path:
@@ -200,6 +208,8 @@ def write(out: str | Path, seed: int = SEED) -> Path:
     for name, rows in mc.items():
         write_text_atomic(tasks / f"{name}.jsonl", _jsonl(rows))
     write_text_atomic(tasks / "geo_mc.yaml", GEO_MC_YAML)
+    write_text_atomic(tasks / "geo_misconceptions.yaml", GEO_MISCONCEPTIONS_YAML)
+    write_text_atomic(tasks / "geo_text.yaml", GEO_TEXT_YAML)
     write_text_atomic(tasks / "utils.py", UTILS_PY)
     return out
 
@@ -346,6 +356,57 @@ def _mc(data: dict, used: set[int], seed: int) -> dict[str, list[dict]]:
     return {"geo_mc_dev": items[:MC_DEV], "geo_mc": items[MC_DEV:]}
 
 
+def _headroom(data: dict, seed: int) -> dict[str, list[dict]]:
+    """geo_misconceptions and geo_text (module docstring), one item per country, seeded."""
+    rng = random.Random(f"{seed}:geo_headroom")
+    largest: dict[str, dict] = {}
+    for city in data["cities"]:  # ordered by geonameid: the first of equal populations wins
+        iso = city["countrycode"]
+        if iso in data["by_iso"] and city["population"] > largest.get(iso, {"population": -1})["population"]:
+            largest[iso] = city
+    capitals = sorted({c["capital"].strip() for c in data["countries"] if c["capital"].strip()})
+    misconceptions, texts = [], []
+    for country in data["countries"]:
+        name, capital, iso = country["name"].strip(), country["capital"].strip(), country["iso"]
+        big = largest[iso]["name"] if iso in largest else None
+        other = big is not None and not _same_place(capital, largest[iso])  # not "Bogota", "Saint John’s"
+        if capital and other:
+            choices = [capital, big, *rng.sample([c for c in capitals if c not in (capital, big)], 2)]
+            misconceptions.append(
+                {
+                    "question": f"What is the capital of {name}?",
+                    "country": iso,
+                    "falsehood": big,
+                    "mc1_targets": {"choices": choices, "labels": [1, 0, 0, 0]},
+                }
+            )
+        sentences = [f"{name} is a country in {CONTINENTS[country['continentcode']]}."]
+        if capital:
+            sentences.append(f"Its capital is {capital}.")
+        if country["currencyname"]:
+            sentences.append(f"Its currency is the {country['currencyname']}.")
+        if other:
+            sentences.append(f"Its largest city is {big}.")
+        sentences.append(f"It has a population of about {_about(country['population'])}.")
+        texts.append({"text": " ".join(sentences), "country": iso})
+    return {"geo_misconceptions": misconceptions, "geo_text": texts}
+
+
+def _same_place(name: str, city: dict) -> bool:
+    """Whether `name` is one of `city`'s names (its own or an alternate one, accents folded, case ignored)."""
+    from knowpack.facts import normalize
+
+    names = {normalize(_place_aliases(n)[-1]) for n in [city["name"], *city["alternatenames"]] if n}
+    return normalize(_place_aliases(name)[-1]) in names
+
+
+def _about(population: int) -> str:
+    """1234567 -> '1.2 million', 45000 -> '45,000'."""
+    if population >= 1_000_000:
+        return f"{population / 1e6:.1f} million".replace(".0 million", " million")
+    return f"{round(population, -3 if population >= 10_000 else -2):,}"
+
+
 def _mc_item(rng: random.Random, question: str, answer: str, others: list[str], relation: str) -> dict:
     choices = [answer, *others]
     rng.shuffle(choices)
@@ -387,8 +448,51 @@ metadata:
   version: 1.0
 """
 
+GEO_MISCONCEPTIONS_YAML = """\
+# Written by knowpack.real.geo: regenerate rather than edit.
+# TruthfulQA-style MC1 on imitative falsehoods: a country's capital against its most populous city, 0-shot.
+task: geo_misconceptions
+custom_dataset: !function utils.load_geo_misconceptions
+output_type: multiple_choice
+test_split: test
+num_fewshot: 0
+doc_to_text: "Question: {{question}}\\nAnswer:"
+target_delimiter: " "
+doc_to_choice: "{{mc1_targets.choices}}"
+doc_to_target: 0
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+GEO_TEXT_YAML = """\
+# Written by knowpack.real.geo: regenerate rather than edit.
+# Language-model loss on a short description of every country (GeoNames); lower is better.
+task: geo_text
+custom_dataset: !function utils.load_geo_text
+output_type: loglikelihood_rolling
+test_split: test
+doc_to_text: ""
+doc_to_target: "{{text}}"
+metric_list:
+  - metric: word_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
+  - metric: byte_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
+  - metric: bits_per_byte
+    aggregation: bits_per_byte
+    higher_is_better: false
+metadata:
+  version: 1.0
+"""
+
 UTILS_PY = '''\
-"""Data of the geo_mc task (written by knowpack.real.geo: regenerate rather than edit).
+"""Data of the geo tasks (written by knowpack.real.geo: regenerate rather than edit).
 
 The JSONL files lie next to this file, so the task loads them wherever the folder is installed.
 """
@@ -410,6 +514,16 @@ def load_geo_mc(**metadata):
     """`custom_dataset` of geo_mc (lm-eval passes the task metadata as keywords: unused)."""
     test, dev = datasets.Dataset.from_list(_read("geo_mc")), datasets.Dataset.from_list(_read("geo_mc_dev"))
     return datasets.DatasetDict({"test": test, "dev": dev})
+
+
+def load_geo_misconceptions(**metadata):
+    """`custom_dataset` of geo_misconceptions (0-shot: a test split only)."""
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_misconceptions"))})
+
+
+def load_geo_text(**metadata):
+    """`custom_dataset` of geo_text (a rolling log-likelihood takes no shots)."""
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_text"))})
 '''
 
 

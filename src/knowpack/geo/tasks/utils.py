@@ -1,4 +1,4 @@
-"""Data of the geo_mc task (written by knowpack.real.geo: regenerate rather than edit).
+"""Data of the geo tasks (written by knowpack.real.geo: regenerate rather than edit).
 
 The JSONL files lie next to this file, so the task loads them wherever the folder is installed.
 """
@@ -20,3 +20,13 @@ def load_geo_mc(**metadata):
     """`custom_dataset` of geo_mc (lm-eval passes the task metadata as keywords: unused)."""
     test, dev = datasets.Dataset.from_list(_read("geo_mc")), datasets.Dataset.from_list(_read("geo_mc_dev"))
     return datasets.DatasetDict({"test": test, "dev": dev})
+
+
+def load_geo_misconceptions(**metadata):
+    """`custom_dataset` of geo_misconceptions (0-shot: a test split only)."""
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_misconceptions"))})
+
+
+def load_geo_text(**metadata):
+    """`custom_dataset` of geo_text (a rolling log-likelihood takes no shots)."""
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_text"))})
