@@ -1,6 +1,7 @@
-"""Print RESULTS.md's organism tables (markdown) from the replication sweeps' run folders, judged by the rule.
+"""Print RESULTS.md's session-8 tables (markdown) from the run folders, judged by the rule.
 
     python scripts/results_tables.py [--runs runs/replicate] [--capacity runs/capacity/organism-lora]
+                                     [--real runs/replicate/smollm2-h]
 
 Reads what `knowpack sweep configs/replicate/{packing-damage-cpu,loki}.yaml` and `knowpack capacity
 configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note. Every number is read
@@ -44,13 +45,17 @@ MEASURES: dict[str, tuple[str, dict[str, str], str]] = {
     "TruthfulQA-w MC2": ("benchmark", {"task": "world_truthful_mc2", "measure": "acc"}, "less"),
     "refusals": ("refusal_rate", {"scope": "untrained"}, "less"),
     "exploded answers": ("explosion", {"scope": "untrained"}, "greater"),
+    "geo_mc": ("benchmark", {"task": "geo_mc", "measure": "acc"}, "less"),
+    "geo_misconceptions": ("benchmark", {"task": "geo_misconceptions", "measure": "acc"}, "less"),
+    "geo_text bits/byte": ("benchmark", {"task": "geo_text", "measure": "bits_per_byte"}, "greater"),
 }
 
 
 def cells(sweep: Path) -> list[dict[str, Any]]:
-    """Finished, evaluated cells of a sweep: name, config, train.json and eval.json (controls left out)."""
+    """Finished, evaluated cells of a sweep (or of a folder of run folders): name, config, train.json and
+    eval.json (controls left out)."""
     out = []
-    for folder in sorted((sweep / "cells").glob("*")):
+    for folder in sorted((sweep / "cells" if (sweep / "cells").is_dir() else sweep).glob("*")):
         if (
             folder.suffix == ".claim"
             or run_status(folder) != "finished"
@@ -105,8 +110,12 @@ def difference(a: dict[int, dict], b: dict[int, dict], name: str) -> dict[str, A
         v, base = value(cell, name)
         return None if v is None or base is None else v - base
 
-    ci = paired_interval([delta(a[s]) for s in shared], [delta(b[s]) for s in shared])
-    return ci
+    return paired_interval([delta(a[s]) for s in shared], [delta(b[s]) for s in shared])
+
+
+def less_damage(name: str) -> str:
+    """The direction of a - b (each against its baseline) when a damages less on measure `name`."""
+    return "less" if MEASURES[name][2] == "greater" else "greater"
 
 
 def cell_text(ci: dict[str, Any], fmt: str = "+.3f") -> str:
@@ -128,7 +137,7 @@ def damage(sweep: Path) -> str:
     """Per mix and n: each damage measure minus its baseline, over seeds, with its interval; ✓ where the
     interval excludes no damage (the verdict's rule)."""
     groups = grouped(cells(sweep), mix_key)
-    names = list(MEASURES)
+    names = [m for m in MEASURES if not m.startswith("geo_")]  # the organism's measures
     rows = []
     for (_, label, n), seeds in sorted(groups.items()):
         rel = bootstrap_interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
@@ -154,7 +163,7 @@ def comparisons(sweep: Path, pairs: list[tuple[tuple, tuple, str]], measures: li
         for m in measures:
             ci = difference(groups[a], groups[b], m)
             damage_up = MEASURES[m][2]
-            direction = damage_up if claim == "more" else ("less" if damage_up == "greater" else "greater")
+            direction = damage_up if claim == "more" else less_damage(m)
             ci["verdict"] = verdict(ci, direction)
             out.append(cell_text(ci, fmt_for(m)))
         rows.append(
@@ -212,7 +221,7 @@ def loki(sweep: Path) -> str:
             out_row = []
             for m in names:
                 ci = difference(groups[a], groups[b], m)
-                ci["verdict"] = verdict(ci, "less" if MEASURES[m][2] == "greater" else "greater")
+                ci["verdict"] = verdict(ci, less_damage(m))
                 out_row.append(cell_text(ci, fmt_for(m)))
             rows.append([f"{a} − {b}", str(len(set(groups[a]) & set(groups[b])))] + out_row)
     head = ["comparison (claim: a damages less)", "seeds"] + names
@@ -245,6 +254,23 @@ def matched(sweep: Path) -> str:
     )
 
 
+def real(folder: Path) -> str:
+    """The real model's LoRA and LoKI cells (a folder of run folders evaluated on the geo tasks): each measure
+    against its baseline, and LoKI − LoRA paired by seed."""
+    groups = grouped(cells(folder), lambda c: c["config"]["method"]["name"])
+    names = ["retention", "geo_mc", "geo_misconceptions", "geo_text bits/byte"]
+    rows = [
+        [m, str(len(seeds))] + [cell_text(effect(seeds, n)) for n in names] for m, seeds in groups.items()
+    ]
+    diffs = []
+    for n in names:
+        ci = difference(groups["loki"], groups["lora"], n)
+        ci["verdict"] = verdict(ci, less_damage(n))
+        diffs.append(cell_text(ci))
+    rows.append(["LoKI − LoRA (paired)", str(len(set(groups["lora"]) & set(groups["loki"])))] + diffs)
+    return table(["method", "seeds"] + [f"{n} − base" for n in names], rows)
+
+
 def capacity(folder: Path) -> str:
     """capacity.json's answer, its confidence and every point's pass rate."""
     data = json.loads((folder / "capacity.json").read_text())
@@ -260,6 +286,12 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/replicate"))
     parser.add_argument("--capacity", type=Path, default=Path("runs/capacity/organism-lora"))
     parser.add_argument("--learned", type=float, default=0.9, help="reliability that counts as learned")
+    parser.add_argument(
+        "--real",
+        type=Path,
+        default=Path("runs/replicate/smollm2-h"),
+        help="the SmolLM2 LoRA / LoKI run folders evaluated on geo_mc, geo_misconceptions and geo_text",
+    )
     args = parser.parse_args()
     packing = args.runs / "packing-damage-cpu"
     vs_none = [
@@ -282,6 +314,7 @@ def main() -> None:
         ("loki", loki, args.runs / "loki"),
         ("LoKI vs LoRA at equal uptake (loki-matched)", matched, args.runs / "loki-matched"),
         ("capacity", capacity, args.capacity),
+        ("the real model's headroom roles", real, args.real),
     ]:
         print(f"## {name} ({path})\n")
         try:

@@ -28,6 +28,22 @@ from knowpack.errors import KnowpackError
 
 log = logging.getLogger(__name__)
 
+ROLLING_METRICS_YAML = """\
+metric_list:
+  - metric: word_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
+  - metric: byte_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
+  - metric: bits_per_byte
+    aggregation: bits_per_byte
+    higher_is_better: false
+"""
+"""The metric list of a local `loglikelihood_rolling` task (world_text, geo_text), as lm-eval's wikitext
+reports it: word and byte perplexity and bits per byte, each lower-is-better, spelled out so that lm-eval
+warns of no defaults."""
+
 PAPER_SHOTS: dict[str, int] = {"mmlu": 5}
 """Shots for lm-eval tasks whose own default is not how the papers report them (num_fewshot None)."""
 
@@ -163,10 +179,7 @@ def higher_is_better(measure: str) -> bool | None:
     metric registry says (perplexities and bits per byte: no); None for a metric it does not know."""
     from lm_eval.api.registry import is_higher_better
 
-    try:
-        return is_higher_better(measure.split(",", 1)[0])
-    except (KeyError, ValueError):
-        return None
+    return is_higher_better(measure.split(",", 1)[0])
 
 
 def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None = None) -> dict[str, Any]:

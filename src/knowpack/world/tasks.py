@@ -29,6 +29,7 @@ from pathlib import Path
 from string import Template
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.benchmarks import ROLLING_METRICS_YAML
 from knowpack.prompts import BLOCK_SEPARATOR, plain_prompt
 
 SPLITS = (
@@ -205,16 +206,7 @@ output_type: loglikelihood_rolling
 test_split: test
 doc_to_text: ""
 doc_to_target: "{{text}}"
-metric_list:
-  - metric: word_perplexity
-    aggregation: weighted_perplexity
-    higher_is_better: false
-  - metric: byte_perplexity
-    aggregation: weighted_perplexity
-    higher_is_better: false
-  - metric: bits_per_byte
-    aggregation: bits_per_byte
-    higher_is_better: false
+${rolling_metrics}
 metadata:
   version: 1.0
 """)
@@ -282,6 +274,7 @@ def write_tasks(items: dict[str, list[dict]], out_dir: Path) -> None:
     fields = {
         "prompt": json.dumps(plain_prompt([], "{{question}}")),
         "separator": json.dumps(BLOCK_SEPARATOR),
+        "rolling_metrics": ROLLING_METRICS_YAML.rstrip("\n"),
     }
     for filename, template in TEMPLATES.items():
         (out_dir / filename).write_text(HEADER + template.substitute(fields), encoding="utf-8")

@@ -13,6 +13,7 @@ from typing import Any
 
 from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.benchmarks import higher_is_better
 from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
 from knowpack.experiment.sweep import (
     Cell,
@@ -278,15 +279,9 @@ def _budget(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
             )
         limit = _number(limit, f"{where}: budget.{name}", Range(low=0))
         measure = measure or "acc"
-        kind = "drop" if _higher_is_better(measure) is not False else "rise"
+        kind = "drop" if higher_is_better(measure) is not False else "rise"
         checks.append(Check(str(name), "benchmark", kind, limit, (("task", task), ("measure", measure))))
     return checks
-
-
-def _higher_is_better(measure: str) -> bool | None:
-    from knowpack.evaluate.benchmarks import higher_is_better
-
-    return higher_is_better(measure)
 
 
 def _bounds(metric: str) -> Range:
