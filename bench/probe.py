@@ -8,6 +8,7 @@
     .venv/bin/python bench/probe.py --setting organism --dtype bfloat16 --facts 28 --slick-facts 0   # bf16
     python bench/probe.py --setting llama-chat --shape llama3-8b --dtype bfloat16 --device cuda --threads 0 \
         --facts 40 --slick-facts 10 --backend vllm       # the same rows with vLLM for ours (where installed)
+    .venv/bin/python bench/probe.py --setting organism --facts 28 --slick-facts 7 --compile   # torch.compile
 
 The standard GPU rows (scripts/gpu_check.sh records them): `--setting llama-chat --shape llama3-8b --dtype
 bfloat16 --device cuda --threads 0 --facts 40 --slick-facts 10`, greedy (400 prompts) and SliCK (100 prompts
@@ -31,6 +32,9 @@ same prompts (exemplars from all 15,400 facts):
   to be >= 5.
 - slick: 10 prompts x (1 greedy + 16 samples, temperature 0.5, top-k 40). Ours: `knowpack.probe(...)`;
   reference: the greedy pass above plus a sampling pass (do_sample, num_return_sequences 16, same batch).
+
+`--compile`: ours decodes through `torch.compile` (Engine(compile=True)); the warm-up on 2 facts compiles
+(`ours_warmup_s`), and recompilations that the timed run's other shapes need are timed with it.
 
 `--backend vllm`: ours is `knowpack.probe(..., backend="vllm")` on a `vllm.LLM` of the same model (the
 organism's folder; for llama-chat its config and tokenizer with vLLM's random "dummy" weights, other random
@@ -147,7 +151,7 @@ def ours(model, tokenizer, facts, pool, fmt: str, samples: int, args):
     """knowpack's probe; `model` a transformers model, or a `vllm.LLM` with --backend vllm."""
     settings = dict(SLICK, samples=samples, max_new_tokens=args.max_new_tokens, backend=args.backend)
     if args.backend == "torch":
-        settings["batch_size"] = args.batch_size
+        settings.update(batch_size=args.batch_size, compile=args.compile)
     return knowpack.probe(model, tokenizer, facts, exemplars=pool, fmt=fmt, **settings)
 
 
@@ -185,7 +189,9 @@ def measure(name: str, args, pool, emit) -> None:
         prefix = [len(encode(tokenizer, p.prefix, fmt)) for row in prompts for p in row]
         full = [len(encode(tokenizer, t, fmt)) for t in texts]
         samples = SLICK["samples"] if mode == "slick" else 0
-        ours(engine, tokenizer, facts[:2], pool, fmt, samples, args)  # warm-up, both sides
+        start = time.perf_counter()
+        ours(engine, tokenizer, facts[:2], pool, fmt, samples, args)  # warm-up (and compilation), both sides
+        warmup_s = time.perf_counter() - start
         reference(pipe, texts[:2], fmt, args.max_new_tokens, sample=False)
 
         start, cpu = time.perf_counter(), time.process_time()
@@ -202,6 +208,7 @@ def measure(name: str, args, pool, emit) -> None:
         emit(
             setting=name,
             backend=args.backend,
+            compile=args.compile,
             dtype=args.dtype,
             mode=mode,
             max_new_tokens=args.max_new_tokens,
@@ -210,6 +217,7 @@ def measure(name: str, args, pool, emit) -> None:
             generations=len(texts) * (1 + samples),
             prefix_tokens=round(sum(prefix) / len(prefix), 1),
             prompt_tokens=round(sum(full) / len(full), 1),
+            ours_warmup_s=round(warmup_s, 2),
             ours_s=round(ours_s, 2),
             reference_s=round(ref_s, 2),
             ours_facts_per_s=round(n / ours_s, 2),
@@ -231,6 +239,9 @@ def main() -> None:
         "--batch-size", type=int, default=None, help="our engine's rows at once (default: the engine's)"
     )
     parser.add_argument("--backend", choices=["torch", "vllm"], default="torch", help="our probe's backend")
+    parser.add_argument(
+        "--compile", action="store_true", help="our decode step through torch.compile (torch backend)"
+    )
     parser.add_argument(
         "--vllm-memory", type=float, default=0.5, help="vLLM's gpu_memory_utilization (the reference's model "
         "shares the GPU)",

@@ -8,7 +8,8 @@
 # Steps, on the bundled organism: probe, attribute, select, train LoRA / LoKI / full (bf16 weights and bf16
 # mixed precision on a GPU), eval with the world benchmarks, a sweep of 2 cells, capacity with max=4, the demo,
 # export; then bench/kva.py (one prompt a pass, then prompts batched from free memory), bench/loki_layer.py and
-# bench/probe.py (llama-chat: greedy and SliCK with 16 samples; the torch engine, then vLLM where it imports)
+# bench/probe.py (llama-chat: greedy and SliCK with 16 samples; the torch engine eager, then compiled, then vLLM
+# where it imports)
 # at the llama3-8b shape on a GPU (tiny shapes with --quick). Every verb runs under KNOWPACK_DEVICE_GUARD=1
 # (knowpack.devices) unless --no-guard. The steps' lines go to stdout and to DIR/steps.tsv; each step's output
 # to DIR/logs/STEP.log; the benchmarks' JSON lines to DIR/bench.jsonl. Exit code: the number of failed steps
@@ -128,6 +129,10 @@ step bench-loki "$python" bench/loki_layer.py --shape "$bench_shape" --device "$
 step bench-probe "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
   --threads "$threads" --json "$out/bench.jsonl"
+# The same rows with our decode step through torch.compile (the warm-up compiles; the timed run is steady).
+step bench-compiled "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
+  --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
+  --threads "$threads" --compile --json "$out/bench.jsonl"
 # vLLM for ours where it imports (else the step says so and passes); the same facts, its own process.
 step bench-vllm "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \

@@ -5,6 +5,7 @@ that depend on the seed only (not on batching); and the files `probe()` writes, 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -324,3 +325,56 @@ def test_counting_ended_rows_every_few_steps_changes_no_answer(tokenizer):
         }
         for key, g in got.items():
             assert g.greedy_logprob == pytest.approx(every_step[key].greedy_logprob, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.no_device_guard  # a TorchFunctionMode in Python, which torch.compile cannot trace
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile's CPU kernels need a C compiler")
+def test_the_compiled_decode_step_gives_the_same_answers_in_whole_graphs(tokenizer):
+    """Engine(compile=True): the decode step and the token choice through torch.compile (inductor) give the
+    greedy answers and samples of the eager engine, log-probabilities to float rounding, in graphs without
+    breaks (a break is a return to Python, one more launch per step on a GPU), and a second engine with
+    other batches reuses the graphs."""
+    import torch._dynamo
+
+    model, facts = tiny_model("qwen2", tokenizer), make_facts()
+    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt="chat")
+    requests = []
+    for i, (fact, fact_prompts) in enumerate(zip(facts, prompts, strict=True)):
+        for j, p in enumerate(fact_prompts):
+            ids = encode(tokenizer, p.text, "chat")
+            shared = 0 if i % 5 == 0 else split_prefix(ids, encode(tokenizer, p.prefix, "chat"))
+            requests.append(Request((fact.id, j), ids, shared))
+
+    def answers(compile: bool, batch_size: int):
+        settings = dict(samples=3, max_new_tokens=12, batch_size=batch_size, compile=compile)
+        engine = Engine(model, tokenizer, **settings)
+        return engine.generate(requests)
+
+    eager = answers(False, 16)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    try:
+        compiled = answers(True, 16)
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        again = answers(True, 16)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # no new graph
+        breaks = dict(torch._dynamo.utils.counters["graph_break"])
+    finally:
+        torch._dynamo.reset()
+    assert breaks == {}
+    assert 2 <= graphs <= 12
+    for got in (compiled, again):
+        assert {k: (g.greedy, g.samples) for k, g in got.items()} == {
+            k: (g.greedy, g.samples) for k, g in eager.items()
+        }
+        for key, g in got.items():
+            assert g.greedy_logprob == pytest.approx(eager[key].greedy_logprob, rel=1e-5, abs=1e-5)
+    assert len({g.greedy for g in eager.values()}) > 3
+
+
+def test_compile_under_the_device_guard_warns_and_decodes_eagerly(tokenizer, caplog):
+    model = tiny_model("llama", tokenizer)  # every test runs under the guard (conftest.py)
+    engine = Engine(model, tokenizer, samples=0, max_new_tokens=4, compile=True)
+    assert "cannot trace under the device guard" in caplog.text
+    assert engine._step == engine._logits  # the eager step

@@ -119,8 +119,21 @@ def device_guard(owners: tuple[str, ...] = ("knowpack",)):
             tracker.follow(func, args, kwargs, out)
             return out
 
-    with Guard():
-        yield
+    global _guards
+    _guards += 1
+    try:
+        with Guard():
+            yield
+    finally:
+        _guards -= 1
+
+
+_guards = 0  # device guards open now (nested ones count)
+
+
+def guarding() -> bool:
+    """Whether a `device_guard` is open: a TorchFunctionMode in Python, which `torch.compile` cannot trace."""
+    return _guards > 0
 
 
 class _HostTracker:

@@ -30,6 +30,7 @@ BatchSize = Annotated[
         P, "batch_size", help="Sequences decoded at once (torch; default: from free GPU memory, CPU 256)."
     ),
 ]
+Compile = Annotated[bool, config_option(P, "compile", "--compile/--no-compile")]
 Limit = Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")]
 Merge = Annotated[
     bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
@@ -71,6 +72,7 @@ def probe(
     exemplars: Exemplars = None,
     seed: Seed = P.seed,
     batch_size: BatchSize = P.batch_size,
+    compile: Compile = P.compile,
     limit: Limit = None,
     shard: Shard = None,
     merge: Merge = False,
@@ -90,7 +92,7 @@ def probe(
         model, facts, out=out, exemplars=exemplars, repeat_seed=repeat_seed, device=device, dtype=dtype,
         backend=backend, progress_bar=progress_bar, n_prompts=n_prompts, shots=shots, samples=samples,
         temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode,
-        seed=seed, batch_size=batch_size, limit=limit, shard=shard,
+        seed=seed, batch_size=batch_size, compile=compile, limit=limit, shard=shard,
     )  # fmt: skip
     _probe_line(out, result.records)
     if result.matrix is not None:

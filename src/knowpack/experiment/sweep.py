@@ -238,7 +238,9 @@ def share_work(config: RunConfig, out: Path) -> None:
     model's name and, where it can be told, its files (`knowpack.models.model_fingerprint`)."""
     if config.probe.run is None and config.probe.out is None:
         key = {**_model_key(config), "facts": config.facts.path, "mode": config.facts.mode}
-        key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **config.probe.kwargs())
+        settings = config.probe.kwargs()
+        settings.pop("compile")  # how fast, not what: the same answers (batch_size stays, as sweeps keyed it)
+        key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **settings)
         config.probe.out = str(out / "probe" / _hash(key))
     options = config.method.options
     if config.method.name == "loki" and not options.get("positions") and not options.get("attribution"):

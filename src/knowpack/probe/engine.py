@@ -26,6 +26,16 @@ same. Three things are done once instead of many times:
    which changes no answer), so the host can queue the next steps' kernels while the GPU runs. Decoding
    writes into a preallocated cache instead of a growing one that copies itself at every step.
 
+`compile=True` (`knowpack probe --compile`, `probe.compile`) runs the decode step's model call and the
+token choice (`choose_tokens`: greedy, top-k Gumbel sampling, the greedy log-probability, the line-end test,
+all in one function) through `torch.compile` with dynamic shapes: fused kernels, fewer launches per step,
+and the same answers (tests/test_probe_engine.py). A few graphs serve every batch (torch specialises sizes
+0 and 1: no sample rows, one row left, one prefix chunk); compiling takes ~20 s-2 min before the first
+batch. Not CUDA graphs (`mode="reduce-overhead"`): rows leave the batch as they end, and each batch has its
+own prefixes and widths, so shapes change within and between batches; graphs would need fixed row buckets
+and cache buffers kept across batches. Off by default: on a CPU the organism's probe is no faster compiled
+(BENCHMARKS.md); on a GPU `scripts/gpu_check.sh` times it beside the eager engine (step bench-compiled).
+
 The batch: `batch_size` rows, or where it is None (the default) as many as half of a GPU's free memory
 holds (`batch_rows`: each row's own cache and its logits; thousands of rows for an 8B model on an 80-141 GB
 GPU), and `CPU_BATCH_ROWS` on a CPU. The free memory is read once, when the engine is made, so that the
@@ -46,9 +56,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from knowpack.devices import free_memory
+from knowpack.devices import free_memory, guarding
 from knowpack.models import cache_keyword
 from knowpack.probe.cascade import SharedPrefixes, can_share, shared_prefix_attention
 
@@ -148,6 +159,7 @@ class Engine:
         reuse_prefix: bool = True,
         prefix_cache_size: int = 256,
         sync_every: int | None = None,
+        compile: bool = False,
     ):
         import torch
 
@@ -170,6 +182,18 @@ class Engine:
         self._prefixes: OrderedDict[tuple[int, ...], list] = OrderedDict()
         self.prefix_cache_size = prefix_cache_size
         self._torch = torch
+        self._salts = torch.tensor([_hash32(f"step{s}") for s in range(max_new_tokens)], device=self.device)
+        self._step, self._choose = (
+            self._logits,
+            partial(
+                choose_tokens, stop=self.stop, pad_id=self.pad_id, temperature=temperature, top_k=self.top_k
+            ),
+        )
+        if compile and guarding():
+            logger.warning("torch.compile cannot trace under the device guard (KNOWPACK_DEVICE_GUARD): eager")
+        elif compile:  # one graph each (a few: 0 greedy rows, 0 sample rows), any batch, any row count
+            self._step = torch.compile(self._step, dynamic=True)
+            self._choose = torch.compile(self._choose, dynamic=True)
 
     def generate(
         self, requests: Sequence[Request], on_batch: Callable[[int], None] | None = None
@@ -336,6 +360,9 @@ class Engine:
         extra = {} if prefixes is None else {"prefixes": prefixes}
         return self.model(**inputs, use_cache=True, **{self.cache_keyword: cache}, **extra)
 
+    def _logits(self, prefixes: SharedPrefixes | None, cache: Any, **inputs: Any) -> Any:
+        return self._forward(prefixes, cache, **inputs).logits[:, -1].float()
+
     def _decode(self, cache, prefixes, logits, mask, last, keys, n_greedy):
         """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.
 
@@ -352,18 +379,14 @@ class Engine:
         done = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
         n_alive_greedy = n_greedy  # greedy rows stay first: `alive` keeps its order
         slots = torch.arange(mask.shape[1], mask.shape[1] + self.max_new_tokens, device=self.device)
+        salts = self._salts
         for step in range(self.max_new_tokens):
-            next_ids = logits.argmax(-1)
-            if len(alive) > n_alive_greedy:
-                sample_rows = alive[n_alive_greedy:] - n_greedy
-                next_ids[n_alive_greedy:] = self._sample(logits[n_alive_greedy:], keys[sample_rows], step)
+            next_ids, lp, done = self._choose(
+                logits, keys[alive[n_alive_greedy:] - n_greedy], salts[step], n_alive_greedy, done
+            )
             if n_alive_greedy:
-                head = logits[:n_alive_greedy].log_softmax(-1)
-                lp = head.gather(1, next_ids[:n_alive_greedy, None])[:, 0].double()
-                logprob[alive[:n_alive_greedy]] += torch.where(done[:n_alive_greedy], 0.0, lp)
-            next_ids = torch.where(done, self.pad_id, next_ids)
+                logprob[alive[:n_alive_greedy]] += lp.double()
             tokens[alive, step] = next_ids
-            done |= self.stop[next_ids]
             if step == self.max_new_tokens - 1:
                 break
             if (step + 1) % self.sync_every == 0:  # count ended rows: the loop's one wait for the device
@@ -385,7 +408,7 @@ class Engine:
                     n_alive_greedy = int((alive < n_greedy).sum())
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             last = last + 1
-            out = self._forward(
+            logits = self._step(
                 prefixes,
                 input_ids=next_ids[:, None],
                 attention_mask=mask,
@@ -393,24 +416,35 @@ class Engine:
                 cache=cache,
                 cache_position=slots[step : step + 1],  # = mask.shape[1] - 1
             )
-            logits = out.logits[:, -1].float()
         stop = self.stop.tolist()  # plain bools: indexing a tensor per token would cost more than decoding
         return [_until_stop(t, stop) for t in tokens.tolist()], logprob.tolist()
-
-    def _sample(self, logits, keys, step: int):
-        """Temperature + top-k sampling by Gumbel-max, with noise from `keys` and `step` only."""
-        torch = self._torch
-        k = min(self.top_k or logits.shape[-1], logits.shape[-1])
-        values, index = (logits / self.temperature).topk(k, dim=-1)
-        u = _uniform(keys, step, k)
-        gumbel = -torch.log(-torch.log(u)).float()
-        choice = (values + gumbel).argmax(-1, keepdim=True)
-        return index.gather(1, choice)[:, 0]
 
     def _row_keys(self, batch: list[Request]):
         """A 32-bit key per sample row: a hash of (seed, request key, sample index)."""
         keys = [_hash32(f"{self.seed}|{r.key!r}|{s}") for r in batch for s in range(self.samples)]
         return self._torch.tensor(keys, dtype=self._torch.long, device=self.device)
+
+
+def choose_tokens(logits, keys, salt, n_greedy: int, done, *, stop, pad_id: int, temperature: float, top_k):
+    """The next token of each row from its last logits (rows, vocab), float32: the first `n_greedy` rows
+    greedy, the others sampled (temperature + top-k, Gumbel-max with noise from their `keys` and the step's
+    `salt` only). Returns the tokens (padding for rows already `done`), the greedy rows' log-probabilities of
+    theirs (0 for rows done), and `done` updated with the rows whose token ends the line.
+
+    One function for the whole choice, so that `torch.compile` fuses it (Engine(compile=True))."""
+    import torch
+
+    next_ids = logits.argmax(-1)
+    if logits.shape[0] > n_greedy:
+        k = min(top_k or logits.shape[-1], logits.shape[-1])
+        values, index = (logits[n_greedy:] / temperature).topk(k, dim=-1)
+        gumbel = -torch.log(-torch.log(_uniform(keys, salt, k))).float()
+        choice = (values + gumbel).argmax(-1, keepdim=True)
+        next_ids[n_greedy:] = index.gather(1, choice)[:, 0]
+    lp = logits[:n_greedy].log_softmax(-1).gather(1, next_ids[:n_greedy, None])[:, 0]
+    lp = torch.where(done[:n_greedy], 0.0, lp)
+    next_ids = torch.where(done, pad_id, next_ids)
+    return next_ids, lp, done | stop[next_ids]
 
 
 def _stop_tokens(model: Any, tokenizer: Any):
@@ -484,11 +518,11 @@ def _mix(x):
     return x ^ (x >> 16)
 
 
-def _uniform(keys, step: int, k: int):
-    """Uniform (0, 1) noise, shape (rows, k), a pure function of (row key, step, rank); float64."""
+def _uniform(keys, salt, k: int):
+    """Uniform (0, 1) noise, shape (rows, k), a pure function of (row key, step salt, rank); float64."""
     import torch
 
-    row = _mix(keys ^ _hash32(f"step{step}"))
+    row = _mix(keys ^ salt)
     rank = torch.arange(k, device=keys.device, dtype=torch.long)
     bits = _mix(row[:, None] ^ _mix(rank + 0x9E3779B9))
     return (bits.double() + 0.5) / 2.0**32

@@ -86,6 +86,7 @@ def check_probe_request(
     seed: int = 0,
     limit: int | None = None,
     shard: str | None = None,
+    compile: bool = False,
     **numbers: Any,
 ) -> None:
     """The choices of a probe request, as one-line errors before anything loads (`probe()` checks the
@@ -107,6 +108,8 @@ def check_probe_request(
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
     if backend == "vllm" and device is not None:
         raise KnowpackError("--device is for the torch backend; vLLM places the model itself")
+    if backend == "vllm" and compile:
+        raise KnowpackError("--compile is for the torch backend; vLLM compiles its own")
 
 
 def _load(model: str, facts: str, exemplars: str | None, device, dtype: str, backend: str, settings: dict):

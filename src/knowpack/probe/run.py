@@ -69,6 +69,7 @@ def probe(
     limit: int | None = None,
     reuse_prefix: bool = True,
     backend: str = "torch",
+    compile: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Probe every fact (see the module docstring); returns the records of this run's facts, in order.
@@ -79,11 +80,13 @@ def probe(
     GPU, `engine.CPU_BATCH_ROWS` on a CPU); `limit` keeps the first facts,
     `shard` ("i/n") every n-th of those from the i-th; `progress(done, total)` counts prompts.
     `backend`: "torch" (engine.py, on a transformers model) or "vllm" (vllm_backend.py; `model` is then a
-    `vllm.LLM` or a model name / folder to load with vLLM, and `tokenizer` may be None).
+    `vllm.LLM` or a model name / folder to load with vLLM, and `tokenizer` may be None). `compile`: the torch
+    engine's decode step through `torch.compile` (engine.py; the answers are the same).
     """
     _check_arguments(
-        backend=backend, mode=mode, temperature=temperature, n_prompts=n_prompts, shots=shots,
-        samples=samples, top_k=top_k, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit,
+        backend=backend, compile=compile, mode=mode, temperature=temperature, n_prompts=n_prompts,
+        shots=shots, samples=samples, top_k=top_k, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        limit=limit,
     )  # fmt: skip
     all_facts = list(facts)
     pool = all_facts if exemplars is None else list(exemplars)
@@ -109,7 +112,7 @@ def probe(
         max_new_tokens=max_new_tokens,
         seed=seed if sample_seed is None else sample_seed,
     )
-    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, sampling)
+    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, compile, sampling)
     new = _probe_into(
         todo, list(done.values()), settings, (records_path, summary_path), pool, engine, tokenizer, progress,
         chunk=max(64, 8 * max(1, (batch_size or CPU_BATCH_ROWS) // (1 + samples))),
@@ -189,10 +192,14 @@ def _probe_into(
     return new
 
 
-def _check_arguments(*, backend: str, mode: str, temperature: float, samples: int, **numbers: Any) -> None:
+def _check_arguments(
+    *, backend: str, compile: bool, mode: str, temperature: float, samples: int, **numbers: Any
+) -> None:
     """The probe's choices and numbers, as one-line errors before anything is written."""
     if backend not in BACKENDS:
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
+    if compile and backend != "torch":
+        raise KnowpackError(f"compile is for the torch backend ({backend} compiles its own)")
     if mode not in ("substring", "exact"):
         raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
     _check_numbers(samples=samples, **numbers)
@@ -215,13 +222,21 @@ def _open_folder(
 
 
 def _engine(
-    backend: str, model: Any, tokenizer: Any, batch_size: int | None, reuse_prefix: bool, sampling: dict
+    backend: str,
+    model: Any,
+    tokenizer: Any,
+    batch_size: int | None,
+    reuse_prefix: bool,
+    compile: bool,
+    sampling: dict,
 ):
     if backend == "vllm":
         from knowpack.probe.vllm_backend import VllmEngine
 
         return VllmEngine(model, **sampling)
-    return Engine(model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, **sampling)
+    return Engine(
+        model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, compile=compile, **sampling
+    )
 
 
 def _probe_facts(

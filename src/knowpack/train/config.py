@@ -84,6 +84,8 @@ class ProbeConfig:
     seed: int = ranged(0, ge=0)
     batch_size: int | None = ranged(None, ge=1)
     """Sequences decoded at once (null: as many as half the GPU's free memory holds, 256 on a CPU)."""
+    compile: bool = False
+    """Compile the decode step with torch.compile (the same answers; the first batches wait for it)."""
 
     def __post_init__(self) -> None:
         check_ranges(self, "probe")
@@ -100,6 +102,7 @@ class ProbeConfig:
             "fmt": self.format,
             "seed": self.seed,
             "batch_size": self.batch_size,
+            "compile": self.compile,
         }
 
 
