@@ -12,7 +12,7 @@ import torch
 
 from knowpack.facts import Fact
 from knowpack.probe import probe, read_records
-from knowpack.probe.engine import Engine, Request, split_prefix
+from knowpack.probe.engine import Engine, Request, prefill_chunks, split_prefix
 from knowpack.probe.prompts import build_prompts, encode
 from tiny import tiny_model
 
@@ -378,3 +378,41 @@ def test_compile_under_the_device_guard_warns_and_decodes_eagerly(tokenizer, cap
     engine = Engine(model, tokenizer, samples=0, max_new_tokens=4, compile=True)
     assert "cannot trace under the device guard" in caplog.text
     assert engine._step == engine._logits  # the eager step
+
+
+def test_prefill_chunks_cut_by_length_where_padding_costs_more_than_a_call():
+    lengths = [3, 40, 3, 40] + [10] * 100
+    # 104 rows padded to 40 = 4160 tokens; cut at 10 | 40: 1008 + 80 + a call more
+    assert prefill_chunks(lengths, 256) == [[0, 2, *range(4, 104)], [1, 3]]
+    assert prefill_chunks(lengths, 5000) == [sorted(range(104), key=lambda i: lengths[i])]
+    assert prefill_chunks(lengths, 0) == [[0, 2], list(range(4, 104)), [1, 3]]
+    assert prefill_chunks([7, 7, 7], 0) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_a_prefill_cut_into_chunks_gives_the_same_answers(tokenizer, reuse):
+    """Every distinct suffix length its own model call (prefill_call_tokens 0), the chunks' caches written
+    into the batch's: the greedy answers of `model.generate`, the samples and log-probabilities of one call
+    over the batch; with prefixes and without (rows without one mixed in)."""
+    model, facts = tiny_model("llama", tokenizer), make_facts()
+    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt="chat")
+    requests, expected = [], {}
+    for i, (fact, fact_prompts) in enumerate(zip(facts, prompts, strict=True)):
+        for j, p in enumerate(fact_prompts):
+            ids = encode(tokenizer, p.text, "chat")
+            shared = 0 if i % 5 == 0 else split_prefix(ids, encode(tokenizer, p.prefix, "chat"))
+            requests.append(Request((fact.id, j), ids, shared))
+            expected[(fact.id, j)] = reference_greedy(model, tokenizer, p.text, "chat", 12)
+    settings = dict(samples=2, max_new_tokens=12, batch_size=96, reuse_prefix=reuse)
+    whole = Engine(model, tokenizer, prefill_call_tokens=10**9, **settings).generate(requests)
+    engine = Engine(model, tokenizer, prefill_call_tokens=0, **settings)
+    calls = []
+    forward = engine._logits
+    engine._logits = lambda *a, **k: calls.append(k["input_ids"].shape) or forward(*a, **k)
+    got = engine.generate(requests)
+    prefills = [shape for shape in calls if shape[1] > 1]
+    assert len(prefills) > 3 and len({shape[1] for shape in prefills}) > 3  # cut: chunks of their own widths
+    assert {k: g.greedy for k, g in got.items()} == expected
+    assert {k: g.samples for k, g in got.items()} == {k: g.samples for k, g in whole.items()}
+    for key, g in got.items():
+        assert g.greedy_logprob == pytest.approx(whole[key].greedy_logprob, rel=1e-5, abs=1e-5)

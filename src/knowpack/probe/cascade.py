@@ -59,7 +59,7 @@ class SharedPrefixes:
         self.slot = torch.tensor(slot, device=first.device)  # each row's place among the chunks' rows
         self.n_slots = len(chunks) * self.size
         lengths = [kv[g][0][0].shape[2] if g >= 0 else 0 for g, _ in chunks]
-        length = max(lengths)
+        length = max(*lengths, 1)  # a chunk of rows without prefixes: one masked key
         self.bias = None  # additive, (chunks, 1, 1, length): masks padding; None where there is none
         if min(lengths) < length:
             masked = (
