@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Every verb on a device, then the benchmarks at the Llama-3.1-8B shape: one line per step with its time and
-# exit code. On a GPU machine (one H200: about 8 minutes):
+# exit code. On a GPU machine (one H200: estimated at about 8 minutes before the compiled probe and the prefill
+# benchmark were added, which add a few; not yet run there):
 #
 #     bash scripts/gpu_check.sh                         # --device cuda, bf16, results in $OUT or out/gpu_check
 #     bash scripts/gpu_check.sh --device cpu --quick    # the same steps, small, on a CPU (CI runs this)
+#     bash scripts/gpu_check.sh --part verbs; bash scripts/gpu_check.sh --part bench   # in two calls
+#
+# `--part verbs` runs the verbs' steps only, `--part bench` the benchmarks only (default: all), e.g. where one
+# command may run at most 10 minutes (give each call its own --out or $OUT: a run clears its folder's lines).
 #
 # Steps, on the bundled organism: probe, attribute, select, train LoRA / LoKI / full (bf16 weights and bf16
 # mixed precision on a GPU), eval with the world benchmarks, a sweep of 2 cells, capacity with max=4, the demo,
 # export; then bench/kva.py (one prompt a pass, then prompts batched from free memory), bench/loki_layer.py and
-# bench/probe.py (llama-chat: greedy and SliCK with 16 samples; the torch engine eager, then compiled, then vLLM
-# where it imports)
+# bench/probe.py (llama-chat: greedy and SliCK with 16 samples; the torch engine eager, then compiled), the
+# prefill cut by length (bench/prefill.py), then bench/probe.py with vLLM where it imports
 # at the llama3-8b shape on a GPU (tiny shapes with --quick). Every verb runs under KNOWPACK_DEVICE_GUARD=1
 # (knowpack.devices) unless --no-guard. The steps' lines go to stdout and to DIR/steps.tsv; each step's output
 # to DIR/logs/STEP.log; the benchmarks' JSON lines to DIR/bench.jsonl. Exit code: the number of failed steps
@@ -19,6 +24,7 @@ set -u
 device=cuda
 quick=0
 guard=1
+part=all
 out="${OUT:-out/gpu_check}"
 python="${PYTHON:-}"
 while [ $# -gt 0 ]; do
@@ -26,11 +32,13 @@ while [ $# -gt 0 ]; do
     --device) device="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --no-guard) guard=0; shift ;;
+    --part) part="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$part" in all|verbs|bench) ;; *) echo "error: --part must be all, verbs or bench (got $part)" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 [ -n "$python" ] || { [ -x .venv/bin/python ] && python=.venv/bin/python || python=python3; }
 mkdir -p "$out/logs"
@@ -50,7 +58,8 @@ fi
 kp=("$python" -m knowpack --threads 1)
 failed=0
 started=$(date +%s)
-printf 'gpu_check: device %s, dtype %s, quick %s, guard %s, %s\n' "$device" "$dtype" "$quick" "$guard" "$(date -u +%FT%TZ)"
+printf 'gpu_check: device %s, dtype %s, quick %s, guard %s, part %s, %s\n' "$device" "$dtype" "$quick" "$guard" \
+  "$part" "$(date -u +%FT%TZ)"
 "$python" - <<'EOF' 2>/dev/null | sed 's/^/  /'
 import platform, torch, transformers, peft
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -60,6 +69,7 @@ EOF
 
 step() {  # step NAME COMMAND...: run it, log its output, print "NAME  exit CODE  SECONDS s"
   local name="$1"; shift
+  case "$name" in bench-*) [ "$part" = verbs ] && return ;; *) [ "$part" = bench ] && return ;; esac
   local t0 t1 code
   t0=$(date +%s.%N)
   "$@" >"$out/logs/$name.log" 2>&1
@@ -133,6 +143,9 @@ step bench-probe "$python" bench/probe.py --setting llama-chat --shape "$bench_s
 step bench-compiled "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
   --threads "$threads" --compile --json "$out/bench.jsonl"
+# The probe's suffix prefill cut by length against one call per batch (greedy; both sides in turn).
+step bench-prefill "$python" bench/prefill.py --shape "$bench_shape" --device "$device" --dtype "$dtype" \
+  --n "$bench_facts" --rounds 2 --threads "$threads" --json "$out/bench.jsonl"
 # vLLM for ours where it imports (else the step says so and passes); the same facts, its own process.
 step bench-vllm "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
