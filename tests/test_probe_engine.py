@@ -389,12 +389,12 @@ def test_prefill_chunks_cut_by_length_where_padding_costs_more_than_a_call():
     assert prefill_chunks([7, 7, 7], 0) == [[0, 1, 2]]
 
 
-@pytest.mark.parametrize("reuse", [True, False])
-def test_a_prefill_cut_into_chunks_gives_the_same_answers(tokenizer, reuse):
+@pytest.mark.parametrize(("family", "reuse"), [("llama", True), ("llama", False), ("mistral", True)])
+def test_a_prefill_cut_into_chunks_gives_the_same_answers(tokenizer, family, reuse):
     """Every distinct suffix length its own model call (prefill_call_tokens 0), the chunks' caches written
     into the batch's: the greedy answers of `model.generate`, the samples and log-probabilities of one call
-    over the batch; with prefixes and without (rows without one mixed in)."""
-    model, facts = tiny_model("llama", tokenizer), make_facts()
+    over the batch; with prefixes and without (rows without one mixed in), and in sliding-window layers."""
+    model, facts = tiny_model(family, tokenizer), make_facts()
     prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt="chat")
     requests, expected = [], {}
     for i, (fact, fact_prompts) in enumerate(zip(facts, prompts, strict=True)):

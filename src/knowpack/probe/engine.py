@@ -357,13 +357,13 @@ class Engine:
         longest suffix, so that padding costs little compute; the chunks' keys and values are then written
         into `cache` at once, laid out as one call over the whole batch would have (a chunk's padding slots
         are zeros, masked as padding is). One call where chunks would save too little, or where the cache is
-        not preallocated (a sliding window's, whose layers keep only the window)."""
+        not plain preallocated keys and values (a sliding window's that rolls over, a hybrid model's)."""
         import transformers
 
         torch = self._torch
         width = ids.shape[1]
         chunks = prefill_chunks(lengths, self.prefill_call_tokens)
-        if len(chunks) == 1 or not isinstance(cache, getattr(transformers, "StaticCache", ())):
+        if len(chunks) == 1 or not _plain_static(cache):
             return self._logits(
                 prefixes,
                 cache,
@@ -541,6 +541,16 @@ def _compiled(fn: Callable) -> Callable:
             return compiled(*args, **kwargs)
 
     return call
+
+
+def _plain_static(cache: Any) -> bool:
+    """Whether `cache` is a preallocated cache of keys and values only (full or sliding-window layers), which
+    `Cache.update` fills from a whole prefill's keys and values; not a hybrid model's (linear attention,
+    indexed layers: states besides keys and values) or a growing one."""
+    from transformers import cache_utils
+
+    plain = (cache_utils.StaticLayer, cache_utils.StaticSlidingWindowLayer)
+    return isinstance(cache, cache_utils.StaticCache) and all(type(layer) in plain for layer in cache.layers)
 
 
 def _stop_tokens(model: Any, tokenizer: Any):
