@@ -260,36 +260,11 @@ class Engine:
 
     def _prefix_kv(self, prefixes: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list]:
         """Each prefix's keys and values per layer, (1, kv_heads, length, dim) each: computed once (the
-        missing ones of a batch together, in one left-padded pass, by the model's own attention) and kept
-        for the next batches (an LRU)."""
-        from transformers import DynamicCache
-
-        torch = self._torch
+        missing ones of a batch together, in left-padded passes of prefixes of about the same length,
+        `prefill_chunks`, by the model's own attention) and kept for the next batches (an LRU)."""
         missing = [p for p in prefixes if p not in self._prefixes]
-        if missing:
-            cache = DynamicCache(config=self.model.config)
-            width = max(len(p) for p in missing)
-            ids = torch.full((len(missing), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(missing), width), dtype=torch.long)
-            for i, p in enumerate(missing):
-                ids[i, width - len(p) :] = torch.tensor(p)
-                mask[i, width - len(p) :] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            with torch.inference_mode():
-                self.model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **{self.cache_keyword: cache},
-                )
-            for i, p in enumerate(missing):
-                at = width - len(p)
-                self._prefixes[p] = [
-                    (layer.keys[i : i + 1, :, at:].clone(), layer.values[i : i + 1, :, at:].clone())
-                    for layer in cache.layers
-                ]
+        for rows in prefill_chunks([len(p) for p in missing], self.prefill_call_tokens) if missing else []:
+            self._compute_prefixes([missing[i] for i in rows])
         found = {}
         for p in prefixes:
             self._prefixes.move_to_end(p)
@@ -297,6 +272,35 @@ class Engine:
         while len(self._prefixes) > self.prefix_cache_size:
             self._prefixes.popitem(last=False)
         return found
+
+    def _compute_prefixes(self, missing: list[tuple[int, ...]]) -> None:
+        """These prefixes through the model in one left-padded pass, their keys and values kept."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        cache = DynamicCache(config=self.model.config)
+        width = max(len(p) for p in missing)
+        ids = torch.full((len(missing), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(missing), width), dtype=torch.long)
+        for i, p in enumerate(missing):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.cache_keyword: cache},
+            )
+        for i, p in enumerate(missing):
+            at = width - len(p)
+            self._prefixes[p] = [
+                (layer.keys[i : i + 1, :, at:].clone(), layer.values[i : i + 1, :, at:].clone())
+                for layer in cache.layers
+            ]
 
     def _new_cache(self, max_len: int) -> Any:
         """A preallocated cache of `max_len` slots, so that a decode step writes one slot per row instead of
