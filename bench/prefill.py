@@ -76,6 +76,8 @@ def main() -> None:
 
     def counting(self, prefixes, cache, ids, mask, position, lengths):
         chunks = engine_module.prefill_chunks(lengths, self.prefill_call_tokens)
+        if not engine_module._plain_static(cache):  # _prefill makes one call then
+            chunks = [list(range(len(lengths)))]
         slots[side[0]][0] += sum(lengths)
         slots[side[0]][1] += sum(len(c) * max(lengths[i] for i in c) for c in chunks)
         return prefill(self, prefixes, cache, ids, mask, position, lengths)

@@ -263,6 +263,8 @@ def main() -> None:
     )
     parser.add_argument("--json", help="append one JSON line per measurement to this file")
     args = parser.parse_args()
+    if args.compile and args.backend != "torch":
+        parser.error("--compile is for the torch backend (vLLM compiles its own)")
     if args.backend == "vllm" and not _vllm_imports():
         print(
             "vLLM is not installed here: no --backend vllm rows (pip install 'knowpack[vllm]' where a GPU is)"

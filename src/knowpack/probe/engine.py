@@ -196,11 +196,11 @@ class Engine:
         self.prefix_cache_size = prefix_cache_size
         self._torch = torch
         self._salts = torch.tensor([_hash32(f"step{s}") for s in range(max_new_tokens)], device=self.device)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        ranks = _rank_hashes(min(self.top_k or vocab, vocab), self.device)  # outside compiled code: see there
         self._step, self._choose = (
             self._logits,
-            partial(
-                choose_tokens, stop=self.stop, pad_id=self.pad_id, temperature=temperature, top_k=self.top_k
-            ),
+            partial(choose_tokens, stop=self.stop, pad_id=self.pad_id, temperature=temperature, ranks=ranks),
         )
         if compile and guarding():
             logger.warning("torch.compile cannot trace under the device guard (KNOWPACK_DEVICE_GUARD): eager")
@@ -507,20 +507,20 @@ def prefill_chunks(lengths: Sequence[int], call_tokens: int = PREFILL_CALL_TOKEN
     return [order[a:b] for a, b in reversed(bounds)]
 
 
-def choose_tokens(logits, keys, salt, n_greedy: int, done, *, stop, pad_id: int, temperature: float, top_k):
+def choose_tokens(logits, keys, salt, n_greedy: int, done, *, stop, pad_id: int, temperature: float, ranks):
     """The next token of each row from its last logits (rows, vocab), float32: the first `n_greedy` rows
-    greedy, the others sampled (temperature + top-k, Gumbel-max with noise from their `keys` and the step's
-    `salt` only). Returns the tokens (padding for rows already `done`), the greedy rows' log-probabilities of
-    theirs (0 for rows done), and `done` updated with the rows whose token ends the line.
+    greedy, the others sampled (temperature + top-k with k = len(ranks), Gumbel-max with noise from their
+    `keys`, the step's `salt` and the ranks' hashes `ranks` (`_rank_hashes`) only). Returns the tokens
+    (padding for rows already `done`), the greedy rows' log-probabilities of theirs (0 for rows done), and
+    `done` updated with the rows whose token ends the line.
 
     One function for the whole choice, so that `torch.compile` fuses it (Engine(compile=True))."""
     import torch
 
     next_ids = logits.argmax(-1)
     if logits.shape[0] > n_greedy:
-        k = min(top_k or logits.shape[-1], logits.shape[-1])
-        values, index = (logits[n_greedy:] / temperature).topk(k, dim=-1)
-        gumbel = -torch.log(-torch.log(_uniform(keys, salt, k))).float()
+        values, index = (logits[n_greedy:] / temperature).topk(ranks.shape[0], dim=-1)
+        gumbel = -torch.log(-torch.log(_uniform(keys, salt, ranks))).float()
         choice = (values + gumbel).argmax(-1, keepdim=True)
         next_ids[n_greedy:] = index.gather(1, choice)[:, 0]
     lp = logits[:n_greedy].log_softmax(-1).gather(1, next_ids[:n_greedy, None])[:, 0]
@@ -628,11 +628,20 @@ def _mix(x):
     return x ^ (x >> 16)
 
 
-def _uniform(keys, salt, k: int):
-    """Uniform (0, 1) noise, shape (rows, k), a pure function of (row key, step salt, rank); float64."""
+def _rank_hashes(k: int, device: Any):
+    """A 32-bit hash of each rank 0..k-1 (int64), one input of the sampling noise (`_uniform`).
+
+    Made once per engine, outside the compiled token choice: compiled for a GPU, `arange(k) + 0x9E3779B9`
+    becomes index arithmetic in 32 bits, where the constant does not fit (Inductor's kernel fails to build:
+    "Scalar 2654435769 is out of range for type int32", seen on an H200); on a CPU it compiled fine."""
     import torch
 
+    return _mix(torch.arange(k, device=device, dtype=torch.long) + 0x9E3779B9)
+
+
+def _uniform(keys, salt, ranks):
+    """Uniform (0, 1) noise, shape (rows, len(ranks)), a pure function of (row key, step salt, rank);
+    float64."""
     row = _mix(keys ^ salt)
-    rank = torch.arange(k, device=keys.device, dtype=torch.long)
-    bits = _mix(row[:, None] ^ _mix(rank + 0x9E3779B9))
+    bits = _mix(row[:, None] ^ ranks)
     return (bits.double() + 0.5) / 2.0**32
