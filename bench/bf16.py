@@ -246,10 +246,11 @@ def main() -> None:
     parser.add_argument("--kva-prompts", type=int, default=60)
     parser.add_argument("--naive-prompts", type=int, default=20)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.model == "tiny":
         _, tokenizer = knowpack.load_model("organism")
         model = tiny_model("llama", tokenizer).to(args.device, torch.bfloat16)

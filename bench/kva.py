@@ -114,11 +114,14 @@ def main() -> None:
         default=1,
         help="prompts attributed together (kva_batch); 0: from memory",
     )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: steady on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (1: steady on a shared CPU; 0: torch's default)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="append the result as one JSON line")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
+    if args.threads:  # 0 (gpu_check on a GPU): torch's default; torch refuses set_num_threads(0)
+        torch.set_num_threads(args.threads)
     model = build(args.shape, args.device, getattr(torch, args.dtype))
     generator = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size

@@ -7,7 +7,7 @@ import pytest
 from knowpack.errors import KnowpackError
 from knowpack.facts import Fact
 from knowpack.probe import category, parse_shard, read_records, score, transition_matrix
-from knowpack.probe.engine import _uniform, split_prefix
+from knowpack.probe.engine import _rank_hashes, _uniform, split_prefix
 from knowpack.probe.prompts import SYSTEM, build_prompts, render
 from knowpack.prompts import plain_prompt
 
@@ -154,8 +154,10 @@ def test_split_prefix_and_sampling_noise():
     assert split_prefix([1, 5, 6], [1, 5, 6]) == 2  # at least one token left to feed
     assert split_prefix([1, 5], [2]) == 0
     keys = torch.tensor([0, 1, 2**32 - 1])
-    u = _uniform(keys, 3, 1000)
-    assert torch.equal(u, _uniform(keys, 3, 1000)) and not torch.equal(u, _uniform(keys, 4, 1000))
+    ranks = _rank_hashes(1000, "cpu")
+    u = _uniform(keys, 3, ranks)
+    assert u.shape == (3, 1000)
+    assert torch.equal(u, _uniform(keys, 3, ranks)) and not torch.equal(u, _uniform(keys, 4, ranks))
     assert 0 < u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.02
 
 

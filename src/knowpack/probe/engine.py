@@ -20,14 +20,16 @@ same. Three things are done once instead of many times:
    AttentionInterface, or logit soft-capping), or prompts beyond a sliding window, reuse no prefix.
 2. The suffix prefill. The greedy row and the n sample rows of a prompt start from one prefill: its cache
    and last logits are gathered into 1 + n rows, and all of them decode together in one loop. The prefill
-   goes in chunks of suffixes of about the same length (`prefill_chunks`), each padded only to its own
-   longest, where that saves more padded tokens than a model call costs: a batch of a real chat probe pads
-   its suffixes by 25-46% in one call (SmolLM2 on the geo facts, 256-4096 rows), and padding is compute.
+   goes, on a CPU, in chunks of suffixes of about the same length (`prefill_chunks`), each padded only to
+   its own longest, where that saves more padded tokens than a model call costs: a batch of a real chat
+   probe pads its suffixes by 25-46% in one call (SmolLM2 on the geo facts, 256-4096 rows), and padding is
+   compute. On a GPU a call costs more than that saved (measured at the 8B shape): one call a batch.
 3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
    at a time); the loop ends when all rows have. Counting them is the decode loop's only host-device
    synchronisation: on a GPU it happens every `SYNC_EVERY_CUDA` steps (ended rows decode padding in between,
-   which changes no answer), so the host can queue the next steps' kernels while the GPU runs. Decoding
-   writes into a preallocated cache instead of a growing one that copies itself at every step.
+   which changes no answer), so the host can queue the next steps' kernels while the GPU runs (of the
+   loop's own code: a review on an H200 counted about one wait a step inside the eager model call, none
+   compiled). Decoding writes into a preallocated cache instead of a growing one that copies itself.
 
 `compile=True` (`knowpack probe --compile`, `probe.compile`) runs the decode step's model call and the
 token choice (`choose_tokens`: greedy, top-k Gumbel sampling, the greedy log-probability, the line-end test,
@@ -78,10 +80,13 @@ SYNC_EVERY_CUDA = 4
 MOST_BATCH_ROWS = 4096
 """At most this many rows however much memory is free (a decode step's kernels are saturated long before)."""
 PREFILL_CALL_TOKENS = 256
-"""What one more model call in a prefill costs, in padded tokens: the suffixes are split into chunks of about
-the same length only where that saves more padding than this per extra chunk. A middle value: a call costs
-the organism on a CPU ~40 tokens' compute, an 8B model's eager call on a GPU (its ~1,000 kernel launches)
-several hundred."""
+"""On a CPU, what one more model call in a prefill costs, in padded tokens: the suffixes are split into chunks
+of about the same length only where that saves more padding than this per extra chunk (the organism's and
+SmolLM2's greedy probes ran 1.10x and 1.11x as fast, bench/prefill.py). A GPU: `GPU_PREFILL_CALL_TOKENS`."""
+GPU_PREFILL_CALL_TOKENS = 10**9
+"""On a GPU, one prefill call a batch: at the Llama-3.1-8B shape on an H200 the prefill cut with 256 was 0.91x
+as fast as one call (padding 11.7% -> 4.4%, bench/prefill.py, BENCHMARKS.md): an eager call there, its
+launches and waits, costs more than the padding it saves."""
 
 
 def batch_rows(
@@ -153,7 +158,8 @@ class Engine:
     synchronisation) every this many decode steps; None: `SYNC_EVERY_CUDA` on a GPU, 1 elsewhere.
     `prefix_cache_size` is how many prefixes' KV caches are kept (a probe has n_prompts x relations).
     `compile`: the decode step through torch.compile (module docstring). `prefill_call_tokens`: what a model
-    call more costs in a prefill cut by suffix length (`prefill_chunks`; 0 cuts at every length).
+    call more costs in a prefill cut by suffix length (`prefill_chunks`; 0 cuts at every length; None:
+    `PREFILL_CALL_TOKENS` on a CPU, one call on a GPU).
     """
 
     def __init__(
@@ -171,7 +177,7 @@ class Engine:
         prefix_cache_size: int = 256,
         sync_every: int | None = None,
         compile: bool = False,
-        prefill_call_tokens: int = PREFILL_CALL_TOKENS,
+        prefill_call_tokens: int | None = None,
     ):
         import torch
 
@@ -180,13 +186,16 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.samples, self.temperature, self.top_k = samples, temperature, top_k or None
         self.max_new_tokens, self.seed, self.batch_size = max_new_tokens, seed, batch_size
-        self.prefill_call_tokens = prefill_call_tokens
         # Prefixes are shared through the model's attention (cascade.py); a model whose attention cannot take
         # it answers from whole prompts.
         self.reuse_prefix = reuse_prefix and can_share(model)
         if reuse_prefix and not self.reuse_prefix:
             logger.warning("%s cannot attend to shared prefixes: no prefix reuse", type(model).__name__)
         self.device = next(model.parameters()).device
+        if prefill_call_tokens is None:
+            cpu = self.device.type == "cpu"
+            prefill_call_tokens = PREFILL_CALL_TOKENS if cpu else GPU_PREFILL_CALL_TOKENS
+        self.prefill_call_tokens = prefill_call_tokens
         self._free = None if batch_size is not None else free_memory(self.device)  # once: batches repeat
         self.sync_every = sync_every or (SYNC_EVERY_CUDA if self.device.type == "cuda" else 1)
         self.cache_keyword = cache_keyword(model)  # `cache`; `past_key_values` before transformers renamed it
