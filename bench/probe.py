@@ -42,6 +42,10 @@ weights than the reference's, so greedy answers are not compared). Where vLLM do
 and measures nothing (exit 0). `--batch-size` (torch only) defaults to the engine's: from free memory on a
 GPU, 256 rows on a CPU.
 
+`--count-syncs` (on a GPU, torch backend): after the timed runs, ours once more on a tenth of the facts in
+torch's sync debug mode, counting the host's waits for the GPU and the Python lines that cause them
+(`syncs`, `syncs_per_prompt`, `sync_sites`); on a CPU it does nothing.
+
 Times are wall clock and this process's CPU time (with --threads 1 the CPU time is what the work cost even
 where other processes share the cores, as on a busy development machine). It also counts how many greedy
 answers are the same text on both sides (the reference pads batches on the left, which may flip a near-tie).
@@ -51,10 +55,13 @@ One JSON line per measurement goes to --json if given.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import platform
 import random
 import time
+from functools import partial
+from pathlib import Path
 
 import torch
 import transformers
@@ -175,6 +182,26 @@ def vllm_model(name: str, model, tokenizer, args):
     )  # fmt: skip
 
 
+def count_syncs(run) -> tuple[int, collections.Counter]:
+    """How often `run()` makes the host wait for the GPU (torch's sync debug mode, "warn"), and where: the
+    Python file and line of each (torch warns from the calling line). Slows the run: not timed."""
+    import warnings
+
+    sites: collections.Counter = collections.Counter()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            sites[f"{Path(w.filename).name}:{w.lineno}"] += 1
+    return sum(sites.values()), sites
+
+
 def measure(name: str, args, pool, emit) -> None:
     model, tokenizer, fmt = SETTINGS[name](args)
     pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer, device=model.device)
@@ -228,6 +255,17 @@ def measure(name: str, args, pool, emit) -> None:
             speedup_cpu=round(ref_cpu / ours_cpu, 2),
             greedy_same=f"{same}/{len(texts)}" if compared else "n/a (other weights)",
         )
+        if args.count_syncs and model.device.type == "cuda" and args.backend == "torch":
+            few = facts[: max(1, n // 10)]
+            total, where = count_syncs(partial(ours, engine, tokenizer, few, pool, fmt, samples, args))
+            emit(
+                setting=name,
+                mode=mode,
+                sync_facts=len(few),
+                syncs=total,
+                syncs_per_prompt=round(total / len(few) / 10, 1),
+                sync_sites="; ".join(f"{site} x{k}" for site, k in where.most_common(6)),
+            )
 
 
 def main() -> None:
@@ -262,6 +300,11 @@ def main() -> None:
         help="torch threads on CPU (0: torch's default); 1 is steadiest where other work shares the cores",
     )
     parser.add_argument("--json", help="append one JSON line per measurement to this file")
+    parser.add_argument(
+        "--count-syncs",
+        action="store_true",
+        help="on a GPU, count ours' host-device waits and where they are (untimed, a tenth of the facts)",
+    )
     args = parser.parse_args()
     if args.compile and args.backend != "torch":
         parser.error("--compile is for the torch backend (vLLM compiles its own)")

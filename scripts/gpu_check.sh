@@ -138,7 +138,7 @@ step bench-loki "$python" bench/loki_layer.py --shape "$bench_shape" --device "$
   --steps 3 --warmup 1 --quotas 10 --threads "$threads" --out "$out/bench-loki.json"
 step bench-probe "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
-  --threads "$threads" --json "$out/bench.jsonl"
+  --threads "$threads" --count-syncs --json "$out/bench.jsonl"
 # The same rows with our decode step through torch.compile (the warm-up compiles; the timed run is steady).
 step bench-compiled "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
