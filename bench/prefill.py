@@ -35,8 +35,6 @@ from knowpack.probe import run as run_module
 sys.path.insert(0, str(Path(__file__).parent))
 from probe import SHAPES, llama_chat, sample_facts  # noqa: E402
 
-ONE_CALL = 10**9  # prefill_call_tokens that no padding outweighs: one call per batch
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,7 +86,12 @@ def main() -> None:
 
     def probe(name: str) -> tuple[float, list]:
         side[0] = name
-        call_tokens = ONE_CALL if name == "reference" else engine_module.PREFILL_CALL_TOKENS
+        # the reference: one call a batch, as the engine makes on a GPU
+        call_tokens = (
+            engine_module.GPU_PREFILL_CALL_TOKENS
+            if name == "reference"
+            else engine_module.PREFILL_CALL_TOKENS
+        )
         run_module.Engine = _engine_with(call_tokens)
         start = time.perf_counter()
         records = knowpack.probe(model, tokenizer, facts, **settings)

@@ -36,6 +36,20 @@ def make_facts() -> list[Fact]:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def mixed_chat_requests(tokenizer) -> list[tuple[Request, str]]:
+    """Each fact's 2 chat prompts (2 shots) as (request, prompt text): the request shares the few-shot prefix,
+    except every 5th fact's, which shares nothing (rows with and without a prefix in one batch)."""
+    facts = make_facts()
+    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt="chat")
+    pairs = []
+    for i, (fact, fact_prompts) in enumerate(zip(facts, prompts, strict=True)):
+        for j, p in enumerate(fact_prompts):
+            ids = encode(tokenizer, p.text, "chat")
+            shared = 0 if i % 5 == 0 else split_prefix(ids, encode(tokenizer, p.prefix, "chat"))
+            pairs.append((Request((fact.id, j), ids, shared), p.text))
+    return pairs
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from knowpack.world.tokenizer import train_tokenizer
@@ -337,14 +351,8 @@ def test_the_compiled_decode_step_gives_the_same_answers_in_whole_graphs(tokeniz
     add a few graphs at most (sizes 0 and 1 are special), not one per shape (every step's mask is wider)."""
     import torch._dynamo
 
-    model, facts = tiny_model("qwen2", tokenizer), make_facts()
-    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt="chat")
-    requests = []
-    for i, (fact, fact_prompts) in enumerate(zip(facts, prompts, strict=True)):
-        for j, p in enumerate(fact_prompts):
-            ids = encode(tokenizer, p.text, "chat")
-            shared = 0 if i % 5 == 0 else split_prefix(ids, encode(tokenizer, p.prefix, "chat"))
-            requests.append(Request((fact.id, j), ids, shared))
+    model = tiny_model("qwen2", tokenizer)
+    requests = [r for r, _ in mixed_chat_requests(tokenizer)]
 
     def answers(compile: bool, batch_size: int, chosen=requests):
         settings = dict(samples=3, max_new_tokens=12, batch_size=batch_size, compile=compile)
@@ -399,15 +407,10 @@ def test_a_prefill_cut_into_chunks_gives_the_same_answers(tokenizer, family, reu
     """Every distinct suffix length its own model call (prefill_call_tokens 0), the chunks' caches written
     into the batch's: the greedy answers of `model.generate`, the samples and log-probabilities of one call
     over the batch; with prefixes and without (rows without one mixed in), and in sliding-window layers."""
-    model, facts = tiny_model(family, tokenizer), make_facts()
-    prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt="chat")
-    requests, expected = [], {}
-    for i, (fact, fact_prompts) in enumerate(zip(facts, prompts, strict=True)):
-        for j, p in enumerate(fact_prompts):
-            ids = encode(tokenizer, p.text, "chat")
-            shared = 0 if i % 5 == 0 else split_prefix(ids, encode(tokenizer, p.prefix, "chat"))
-            requests.append(Request((fact.id, j), ids, shared))
-            expected[(fact.id, j)] = reference_greedy(model, tokenizer, p.text, "chat", 12)
+    model = tiny_model(family, tokenizer)
+    pairs = mixed_chat_requests(tokenizer)
+    requests = [r for r, _ in pairs]
+    expected = {r.key: reference_greedy(model, tokenizer, text, "chat", 12) for r, text in pairs}
     settings = dict(samples=2, max_new_tokens=12, batch_size=96, reuse_prefix=reuse)
     whole = Engine(model, tokenizer, prefill_call_tokens=10**9, **settings).generate(requests)
     engine = Engine(model, tokenizer, prefill_call_tokens=0, **settings)

@@ -272,7 +272,7 @@ class Engine:
         missing ones of a batch together, in left-padded passes of prefixes of about the same length,
         `prefill_chunks`, by the model's own attention) and kept for the next batches (an LRU)."""
         missing = [p for p in prefixes if p not in self._prefixes]
-        for rows in prefill_chunks([len(p) for p in missing], self.prefill_call_tokens) if missing else []:
+        for rows in prefill_chunks([len(p) for p in missing], self.prefill_call_tokens):
             self._compute_prefixes([missing[i] for i in rows])
         found = {}
         for p in prefixes:
@@ -448,10 +448,9 @@ class Engine:
         done = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
         n_alive_greedy = n_greedy  # greedy rows stay first: `alive` keeps its order
         slots = torch.arange(mask.shape[1], mask.shape[1] + self.max_new_tokens, device=self.device)
-        salts = self._salts
         for step in range(self.max_new_tokens):
             next_ids, lp, done = self._choose(
-                logits, keys[alive[n_alive_greedy:] - n_greedy], salts[step], n_alive_greedy, done
+                logits, keys[alive[n_alive_greedy:] - n_greedy], self._salts[step], n_alive_greedy, done
             )
             if n_alive_greedy:
                 logprob[alive[:n_alive_greedy]] += lp.double()
