@@ -9,6 +9,8 @@
     python bench/probe.py --setting llama-chat --shape llama3-8b --dtype bfloat16 --device cuda --threads 0 \
         --facts 40 --slick-facts 10 --backend vllm       # the same rows with vLLM for ours (where installed)
     .venv/bin/python bench/probe.py --setting organism --facts 28 --slick-facts 7 --compile   # torch.compile
+    python bench/probe.py --setting llama-chat --shape llama3-8b --dtype bfloat16 --device cuda --threads 0 \
+        --facts 40 --slick-facts 10 --cuda-graphs        # each decode step replayed as a CUDA graph
 
 The standard GPU rows (scripts/gpu_check.sh records them): `--setting llama-chat --shape llama3-8b --dtype
 bfloat16 --device cuda --threads 0 --facts 40 --slick-facts 10`, greedy (400 prompts) and SliCK (100 prompts
@@ -35,6 +37,10 @@ same prompts (exemplars from all 15,400 facts):
 
 `--compile`: ours decodes through `torch.compile` (Engine(compile=True)); the warm-up on 2 facts compiles
 (`ours_warmup_s`), and recompilations that the timed run's other shapes need are timed with it.
+`--cuda-graphs`: ours replays each decode step as a CUDA graph (Engine(cuda_graphs=True), captured anew for
+each batch, inside the timed run); on a CPU the same fixed-rows steps run eagerly. After the timed run,
+ours runs once more without graphs (untimed), and `same_as_eager` counts the prompts whose greedy answer and
+samples are the same text both ways.
 
 `--backend vllm`: ours is `knowpack.probe(..., backend="vllm")` on a `vllm.LLM` of the same model (the
 organism's folder; for llama-chat its config and tokenizer with vLLM's random "dummy" weights, other random
@@ -154,11 +160,13 @@ def reference(pipe, texts: list[str], fmt: str, max_new_tokens: int, *, sample: 
     return [[extract_answer(o["generated_text"]) for o in out] for out in outputs]
 
 
-def ours(model, tokenizer, facts, pool, fmt: str, samples: int, args):
-    """knowpack's probe; `model` a transformers model, or a `vllm.LLM` with --backend vllm."""
+def ours(model, tokenizer, facts, pool, fmt: str, samples: int, args, **engine):
+    """knowpack's probe; `model` a transformers model, or a `vllm.LLM` with --backend vllm; `engine`
+    overrides the torch engine's settings from `args`."""
     settings = dict(SLICK, samples=samples, max_new_tokens=args.max_new_tokens, backend=args.backend)
     if args.backend == "torch":
-        settings.update(batch_size=args.batch_size, compile=args.compile)
+        settings.update(batch_size=args.batch_size, compile=args.compile, cuda_graphs=args.cuda_graphs)
+        settings.update(engine)
     return knowpack.probe(model, tokenizer, facts, exemplars=pool, fmt=fmt, **settings)
 
 
@@ -231,11 +239,18 @@ def measure(name: str, args, pool, emit) -> None:
         ref_s, ref_cpu = time.perf_counter() - start, time.process_time() - cpu
 
         ours_greedy = [g for r in records for g in r["greedy"]]
+        if args.cuda_graphs:
+            eager = ours(engine, tokenizer, facts, pool, fmt, samples, args, cuda_graphs=False)
+            same_as_eager = sum(
+                (a["greedy"], a.get("samples")) == (b["greedy"], b.get("samples"))
+                for a, b in zip(records, eager, strict=True)
+            )
         same = sum(a == b[0] for a, b in zip(ours_greedy, ref_greedy, strict=True))
         emit(
             setting=name,
             backend=args.backend,
             compile=args.compile,
+            cuda_graphs=args.cuda_graphs,
             dtype=args.dtype,
             mode=mode,
             max_new_tokens=args.max_new_tokens,
@@ -254,6 +269,7 @@ def measure(name: str, args, pool, emit) -> None:
             reference_cpu_s=round(ref_cpu, 2),
             speedup_cpu=round(ref_cpu / ours_cpu, 2),
             greedy_same=f"{same}/{len(texts)}" if compared else "n/a (other weights)",
+            **({"same_as_eager": f"{same_as_eager}/{len(records)} facts"} if args.cuda_graphs else {}),
         )
         if args.count_syncs and model.device.type == "cuda" and args.backend == "torch":
             few = facts[: max(1, n // 10)]
@@ -279,6 +295,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=["torch", "vllm"], default="torch", help="our probe's backend")
     parser.add_argument(
         "--compile", action="store_true", help="our decode step through torch.compile (torch backend)"
+    )
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="our decode steps replayed as CUDA graphs (torch backend)"
     )
     parser.add_argument(
         "--vllm-memory", type=float, default=0.5, help="vLLM's gpu_memory_utilization (the reference's model "
@@ -308,6 +327,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.compile and args.backend != "torch":
         parser.error("--compile is for the torch backend (vLLM compiles its own)")
+    if args.cuda_graphs and (args.backend != "torch" or args.compile):
+        parser.error("--cuda-graphs is for the torch backend, without --compile")
     if args.backend == "vllm" and not _vllm_imports():
         print(
             "vLLM is not installed here: no --backend vllm rows (pip install 'knowpack[vllm]' where a GPU is)"

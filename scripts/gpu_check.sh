@@ -6,14 +6,17 @@
 #     bash scripts/gpu_check.sh                         # --device cuda, bf16, results in $OUT or out/gpu_check
 #     bash scripts/gpu_check.sh --device cpu --quick    # the same steps, small, on a CPU (CI runs this)
 #     bash scripts/gpu_check.sh --part verbs; bash scripts/gpu_check.sh --part bench   # in two calls
+#     bash scripts/gpu_check.sh --only bench-probe,bench-graphs                       # named steps only
 #
 # `--part verbs` runs the verbs' steps only, `--part bench` the benchmarks only (default: all), e.g. where one
-# command may run at most 10 minutes (give each call its own --out or $OUT: a run clears its folder's lines).
+# command may run at most 10 minutes (give each call its own --out or $OUT: a run clears its folder's lines);
+# `--only` the steps named (comma-separated).
 #
 # Steps, on the bundled organism: probe, attribute, select, train LoRA / LoKI / full (bf16 weights and bf16
 # mixed precision on a GPU), eval with the world benchmarks, a sweep of 2 cells, capacity with max=4, the demo,
 # export; then bench/kva.py (one prompt a pass, then prompts batched from free memory), bench/loki_layer.py and
-# bench/probe.py (llama-chat: greedy and SliCK with 16 samples; the torch engine eager, then compiled), the
+# bench/probe.py (llama-chat: greedy and SliCK with 16 samples; the torch engine eager, with its decode steps
+# replayed as CUDA graphs (and the organism so, its answers against eager ones), then compiled), the
 # prefill cut by length (bench/prefill.py), then bench/probe.py with vLLM where it imports
 # at the llama3-8b shape on a GPU (tiny shapes with --quick). Every verb runs under KNOWPACK_DEVICE_GUARD=1
 # (knowpack.devices) unless --no-guard. The steps' lines go to stdout and to DIR/steps.tsv; each step's output
@@ -25,6 +28,7 @@ device=cuda
 quick=0
 guard=1
 part=all
+only=""
 out="${OUT:-out/gpu_check}"
 python="${PYTHON:-}"
 while [ $# -gt 0 ]; do
@@ -33,8 +37,9 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; shift ;;
     --no-guard) guard=0; shift ;;
     --part) part="$2"; shift 2 ;;
+    --only) only=",$2,"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -70,6 +75,7 @@ EOF
 step() {  # step NAME COMMAND...: run it, log its output, print "NAME  exit CODE  SECONDS s"
   local name="$1"; shift
   case "$name" in bench-*) [ "$part" = verbs ] && return ;; *) [ "$part" = bench ] && return ;; esac
+  [ -n "$only" ] && [ "${only#*,"$name",}" = "$only" ] && return
   local t0 t1 code
   t0=$(date +%s.%N)
   "$@" >"$out/logs/$name.log" 2>&1
@@ -139,6 +145,14 @@ step bench-loki "$python" bench/loki_layer.py --shape "$bench_shape" --device "$
 step bench-probe "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
   --threads "$threads" --count-syncs --json "$out/bench.jsonl"
+# The same rows with each decode step replayed as a CUDA graph (captured per batch, inside the timed run), then
+# the organism so in float32: real weights, whose answers (same_as_eager) must be the eager engine's.
+step bench-graphs "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
+  --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \
+  --threads "$threads" --cuda-graphs --count-syncs --json "$out/bench.jsonl"
+step bench-graphs-organism "$python" bench/probe.py --setting organism --device "$device" --dtype float32 \
+  --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" --threads "$threads" \
+  --cuda-graphs --json "$out/bench.jsonl"
 # The same rows with our decode step through torch.compile (the warm-up compiles; the timed run is steady).
 step bench-compiled "$python" bench/probe.py --setting llama-chat --shape "$bench_shape" --device "$device" \
   --dtype "$dtype" --facts "$bench_facts" --slick-facts "$((bench_facts / 4 > 0 ? bench_facts / 4 : 1))" \

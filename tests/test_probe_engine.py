@@ -13,6 +13,7 @@ import torch
 from knowpack.facts import Fact
 from knowpack.probe import probe, read_records
 from knowpack.probe.engine import Engine, Request, prefill_chunks, split_prefix
+from knowpack.probe.graphs import Replay
 from knowpack.probe.prompts import build_prompts, encode
 from tiny import tiny_model
 
@@ -424,3 +425,135 @@ def test_a_prefill_cut_into_chunks_gives_the_same_answers(tokenizer, family, reu
     assert {k: g.samples for k, g in got.items()} == {k: g.samples for k, g in whole.items()}
     for key, g in got.items():
         assert g.greedy_logprob == pytest.approx(whole[key].greedy_logprob, rel=1e-5, abs=1e-5)
+
+
+WAITS = {
+    "_local_scalar_dense": "a value read on the host (.item(), int(), bool())",
+    "nonzero": "an output size known only on the device",
+    "masked_select": "an output size known only on the device",
+    "is_nonzero": "a value read on the host",
+    "equal": "a value read on the host",
+    "_unique2": "an output size known only on the device",
+    "unique_consecutive": "an output size known only on the device",
+    "lift_fresh": "a tensor made from host data (torch.tensor), copied to the device",
+}
+"""Operations that make the host wait for a GPU, or copy host data to it: on a CPU they run as anything else,
+and a CUDA graph cannot capture them."""
+
+
+class RecordedReplay(Replay):
+    """graphs.Replay as a CUDA graph behaves, on a CPU: the first call eager, the second records the step's
+    operations (make_fx: the Python runs once, as in a capture) and every later call replays the record, so
+    that state kept in Python (a counter the step advances outside tensors) stays as it was recorded, exactly
+    as it would in a graph. Each step's operations are also checked for waits (`WAITS`)."""
+
+    made: list[RecordedReplay] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made.append(self)
+        self.replays, self.waits = 0, []
+
+    def __call__(self) -> None:
+        from torch.fx.experimental.proxy_tensor import make_fx
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        waits = self.waits
+
+        class Waits(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func._schema.name.split("::")[-1] in WAITS:
+                    waits.append(func._schema.name)
+                return func(*args, **(kwargs or {}))
+
+        self.calls += 1
+        if self.calls == 1:
+            with Waits():
+                self.fn()
+        elif self.graph is None:
+            self.graph = make_fx(self.fn)()
+        else:
+            self.graph()
+            self.replays += 1
+
+
+@pytest.mark.no_device_guard  # make_fx traces below the guard's TorchFunctionMode
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_replayed_decode_steps_give_the_eager_answers_and_never_wait(tokenizer, family, monkeypatch, caplog):
+    """Engine(cuda_graphs=True): the fixed-rows decode loop, each step recorded once and replayed (as a CUDA
+    graph would be), gives the eager engine's greedy answers (those of `model.generate`), samples and
+    log-probabilities, where rows end at different steps and some rows have no prefix; its step makes no
+    operation that waits for the device. A sliding-window cache (Mistral's 4096) is not replayed: its
+    length lives in a Python int that a replay would not advance (its answers would go wrong)."""
+    import logging
+
+    from knowpack.probe import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "Replay", RecordedReplay)
+    monkeypatch.setattr(RecordedReplay, "made", [])
+    model = tiny_model(family, tokenizer)
+    pairs = mixed_chat_requests(tokenizer)
+    requests = [r for r, _ in pairs]
+    expected = {r.key: reference_greedy(model, tokenizer, text, "chat", 12) for r, text in pairs}
+    for batch_size in (24, 7):
+        settings = dict(samples=3, max_new_tokens=12, batch_size=batch_size)
+        eager = Engine(model, tokenizer, **settings).generate(requests)
+        with caplog.at_level(logging.INFO, logger="knowpack.probe.engine"):
+            got = Engine(model, tokenizer, cuda_graphs=True, **settings).generate(requests)
+        assert {k: g.greedy for k, g in got.items()} == expected
+        assert {k: g.samples for k, g in got.items()} == {k: g.samples for k, g in eager.items()}
+        for key, g in got.items():
+            assert g.greedy_logprob == pytest.approx(eager[key].greedy_logprob, rel=1e-5, abs=1e-5)
+    assert len({len(g) for g in expected.values()}) > 2  # rows end at different steps
+    made = RecordedReplay.made
+    if family == "mistral":
+        assert made == [] and "sliding-window" in caplog.text
+    else:
+        assert len(made) > 3 and all(r.replays > 0 for r in made)
+        assert [w for r in made for w in r.waits] == []
+
+
+def test_cuda_graphs_and_compile_are_one_choice(tokenizer):
+    model = tiny_model("llama", tokenizer)
+    with pytest.raises(ValueError, match="choose one"):
+        Engine(model, tokenizer, compile=True, cuda_graphs=True)
+
+
+def test_replay_on_cuda_warms_up_then_captures_once_and_replays(monkeypatch):
+    """graphs.Replay's CUDA path, with torch.cuda's stream and graph calls stood in for (no GPU here): the
+    first call runs the step on a side stream, the second captures it into a graph of the pool given and
+    replays it, later calls only replay."""
+    from contextlib import contextmanager
+
+    events = []
+
+    class Stream:
+        def wait_stream(self, other):
+            events.append("wait")
+
+    class Graph:
+        def replay(self):
+            events.append("replay")
+
+    @contextmanager
+    def on(stream):
+        events.append("side stream")
+        yield
+
+    @contextmanager
+    def capture(graph, pool=None):
+        events.append(f"capture into {pool}")
+        yield
+
+    for name, value in [("Stream", Stream), ("current_stream", Stream), ("stream", on)]:
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    step = Replay(lambda: events.append("step"), torch.device("cuda"), pool="pool")
+    for _ in range(3):
+        step()
+    assert events == [
+        "wait", "side stream", "step", "wait",  # warm-up: eager, on a side stream
+        "capture into pool", "step", "replay",  # captured (the step's Python runs), then replayed
+        "replay",
+    ]  # fmt: skip

@@ -31,6 +31,7 @@ BatchSize = Annotated[
     ),
 ]
 Compile = Annotated[bool, config_option(P, "compile", "--compile/--no-compile")]
+CudaGraphs = Annotated[bool, config_option(P, "cuda_graphs", "--cuda-graphs/--no-cuda-graphs")]
 Limit = Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")]
 Merge = Annotated[
     bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
@@ -73,6 +74,7 @@ def probe(
     seed: Seed = P.seed,
     batch_size: BatchSize = P.batch_size,
     compile: Compile = P.compile,
+    cuda_graphs: CudaGraphs = P.cuda_graphs,
     limit: Limit = None,
     shard: Shard = None,
     merge: Merge = False,
@@ -92,7 +94,7 @@ def probe(
         model, facts, out=out, exemplars=exemplars, repeat_seed=repeat_seed, device=device, dtype=dtype,
         backend=backend, progress_bar=progress_bar, n_prompts=n_prompts, shots=shots, samples=samples,
         temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode,
-        seed=seed, batch_size=batch_size, compile=compile, limit=limit, shard=shard,
+        seed=seed, batch_size=batch_size, compile=compile, cuda_graphs=cuda_graphs, limit=limit, shard=shard,
     )  # fmt: skip
     _probe_line(out, result.records)
     if result.matrix is not None:

@@ -167,12 +167,27 @@ def attend(
     return out.view(rows, heads, length, dim).transpose(1, 2).contiguous(), None
 
 
-def own_mask(*, kv_length: int, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+def own_mask(
+    *, kv_length: int, attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32, **kwargs: Any
+) -> torch.Tensor:
     """The model's additive mask (eager attention's) over the own cache's written slots only (the 2D mask's
-    length), not over every slot of a preallocated cache (`kv_length`): `attend` reads no more than those."""
-    from transformers.masking_utils import eager_mask
+    length), not over every slot of a preallocated cache (`kv_length`): `attend` reads no more than those.
 
-    return eager_mask(kv_length=attention_mask.shape[-1], attention_mask=attention_mask, **kwargs)
+    transformers' boolean mask (`sdpa_mask`, as its `eager_mask` makes it) turned additive here, on the
+    mask's device: `eager_mask` before transformers 5.24 made its 0 with `torch.tensor(0.0, device=...)`, a
+    copy from the host and a wait for it at every step on a GPU, which a CUDA graph cannot capture."""
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs.pop("allow_is_causal_skip", None)
+    kwargs.pop("allow_torch_fix", None)
+    allowed = sdpa_mask(
+        kv_length=attention_mask.shape[-1],
+        attention_mask=attention_mask,
+        allow_is_causal_skip=False,
+        allow_torch_fix=False,  # a fix for torch < 2.5 (5.0 and 5.17 take it; 5.24 takes it as **kwargs)
+        **kwargs,
+    )
+    return torch.zeros((), dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def _softmax_product(scores: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

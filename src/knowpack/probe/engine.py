@@ -27,19 +27,28 @@ same. Three things are done once instead of many times:
 3. Finished rows. Every row stops at its first line break or EOS, and ended rows leave the batch (a quarter
    at a time); the loop ends when all rows have. Counting them is the decode loop's only host-device
    synchronisation: on a GPU it happens every `SYNC_EVERY_CUDA` steps (ended rows decode padding in between,
-   which changes no answer), so the host can queue the next steps' kernels while the GPU runs (of the
-   loop's own code: a review on an H200 counted about one wait a step inside the eager model call, none
-   compiled). Decoding writes into a preallocated cache instead of a growing one that copies itself.
+   which changes no answer), so the host can queue the next steps' kernels while the GPU runs. (A review on
+   an H200 counted about one more wait a step inside the eager model call, on transformers 5.17: the
+   attention mask's 0 made from host data, which `cascade.own_mask` now makes on the device.) Decoding writes
+   into a preallocated cache instead of a growing one that copies itself.
 
 `compile=True` (`knowpack probe --compile`, `probe.compile`) runs the decode step's model call and the
 token choice (`choose_tokens`: greedy, top-k Gumbel sampling, the greedy log-probability, the line-end test,
 all in one function) through `torch.compile` with dynamic shapes: fused kernels, fewer launches per step,
 and the same answers (tests/test_probe_engine.py). A few graphs serve every batch (torch specialises sizes
 0 and 1: no sample rows, one row left, one prefix chunk); compiling takes ~20 s-2 min before the first
-batch. Not CUDA graphs (`mode="reduce-overhead"`): rows leave the batch as they end, and each batch has its
-own prefixes and widths, so shapes change within and between batches; graphs would need fixed row buckets
-and cache buffers kept across batches. Off by default: on a CPU the organism's probe is no faster compiled
-(BENCHMARKS.md); on a GPU `scripts/gpu_check.sh` times it beside the eager engine (step bench-compiled).
+batch (over 2 minutes at the 8B shape on an H200). Off by default: on a CPU the organism's probe is no
+faster compiled (BENCHMARKS.md); on a GPU `scripts/gpu_check.sh` times it beside the eager engine (step
+bench-compiled).
+
+`cuda_graphs=True` (`knowpack probe --cuda-graphs`, `probe.cuda_graphs`) decodes each batch at fixed shapes
+(`_decode_fixed`: no row leaves the batch, the attention mask is the cache's full width from the start) and
+replays each step as a CUDA graph captured once per batch (graphs.py): one launch a step instead of
+thousands from Python, which is what bounds an eager 8B step on an H200 (~100 ms where the weights are read
+in ~3 ms). Not with `compile`; not where the cache has sliding-window layers (their length is a Python int
+that a replay would not advance: such batches decode eagerly). The same answers (tests/test_probe_engine.py
+records and replays the step on a CPU); on a CPU the fixed-rows steps run eagerly, slower than letting ended
+rows go. Off by default until measured on a GPU (`scripts/gpu_check.sh`, step bench-graphs).
 
 The batch: `batch_size` rows, or where it is None (the default) as many as half of a GPU's free memory
 holds (`batch_rows`: each row's own cache and its logits; thousands of rows for an 8B model on an 80-141 GB
@@ -68,6 +77,7 @@ from typing import Any
 from knowpack.devices import free_memory, guarding
 from knowpack.models import cache_keyword
 from knowpack.probe.cascade import SharedPrefixes, can_share, shared_prefix_attention
+from knowpack.probe.graphs import Replay
 
 logger = logging.getLogger(__name__)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -177,12 +187,15 @@ class Engine:
         prefix_cache_size: int = 256,
         sync_every: int | None = None,
         compile: bool = False,
+        cuda_graphs: bool = False,
         prefill_call_tokens: int | None = None,
     ):
         import torch
 
         if samples > 0 and not temperature > 0:
             raise ValueError(f"sampling needs a temperature > 0 (got {temperature})")
+        if compile and cuda_graphs:
+            raise ValueError("compile and cuda_graphs are two ways to one end: choose one")
         self.model, self.tokenizer = model, tokenizer
         self.samples, self.temperature, self.top_k = samples, temperature, top_k or None
         self.max_new_tokens, self.seed, self.batch_size = max_new_tokens, seed, batch_size
@@ -198,6 +211,11 @@ class Engine:
         self.prefill_call_tokens = prefill_call_tokens
         self._free = None if batch_size is not None else free_memory(self.device)  # once: batches repeat
         self.sync_every = sync_every or (SYNC_EVERY_CUDA if self.device.type == "cuda" else 1)
+        self.cuda_graphs, self._said_eager = cuda_graphs, False
+        cuda = self.device.type == "cuda"
+        self._graph_pool = torch.cuda.graph_pool_handle() if cuda_graphs and cuda else None
+        if cuda_graphs and not cuda:
+            logger.info("no CUDA: the fixed-rows decode steps run eagerly (graphs.py)")
         self.cache_keyword = cache_keyword(model)  # `cache`; `past_key_values` before transformers renamed it
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
@@ -350,7 +368,8 @@ class Engine:
                     prefixes = prefixes.take(rows.tolist())
                 logits, mask, last = logits[rows], mask[rows], last[rows]
             keys = self._row_keys(batch)
-            tokens, logprob = self._decode(cache, prefixes, logits, mask, last, keys, n_rows)
+            decode = self._decode_fixed if self.cuda_graphs and self._replayable(cache) else self._decode
+            tokens, logprob = decode(cache, prefixes, logits, mask, last, keys, n_rows)
 
         texts = [_first_line(t) for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
         return [
@@ -486,6 +505,67 @@ class Engine:
             )
         stop = self.stop.tolist()  # plain bools: indexing a tensor per token would cost more than decoding
         return [_until_stop(t, stop) for t in tokens.tolist()], logprob.tolist()
+
+    def _decode_fixed(self, cache, prefixes, logits, mask, last, keys, n_greedy):
+        """`_decode` at fixed shapes, each step one `Replay` (graphs.py: a CUDA graph on a GPU): every row
+        decodes until all have ended (none leaves the batch: that would change the shapes), the attention mask
+        is the cache's full width from the start (slots not yet written are masked by causality), and each
+        step reads and writes the same tensors: the last logits, the step number, the rows' ended flags and
+        tokens. The answers are `_decode`'s (tests/test_probe_engine.py)."""
+        torch = self._torch
+        n_rows, width = logits.shape[0], mask.shape[1]
+        logits = logits.clone()
+        tokens = torch.full((n_rows, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
+        logprob = torch.zeros(n_greedy, dtype=torch.float64, device=self.device)
+        done = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
+        step = torch.zeros(1, dtype=torch.long, device=self.device)
+        mask = torch.cat([mask, mask.new_ones(n_rows, self.max_new_tokens)], dim=1)
+        position = last[:, None] + 1
+
+        def choose() -> Any:
+            next_ids, lp, ended = self._choose(logits, keys, self._salts[step][0], n_greedy, done)
+            done.copy_(ended)
+            logprob.add_(lp.double())
+            tokens.index_copy_(1, step, next_ids[:, None])
+            return next_ids
+
+        def advance() -> None:  # choose this step's tokens, then the model's logits for the next
+            next_ids = choose()
+            logits.copy_(
+                self._step(
+                    prefixes,
+                    input_ids=next_ids[:, None],
+                    attention_mask=mask,
+                    position_ids=position + step,
+                    cache=cache,
+                    cache_position=width + step,
+                )
+            )
+            step.add_(1)
+
+        replay = Replay(advance, self.device, self._graph_pool)
+        for s in range(self.max_new_tokens - 1):
+            replay()
+            if (s + 1) % self.sync_every == 0 and bool(done.all()):  # the loop's one wait for the device
+                break
+        else:
+            choose()  # the last token: no logits after it
+        del replay  # its graph's memory back to the pool before the next batch's
+        stop = self.stop.tolist()
+        return [_until_stop(t, stop) for t in tokens.tolist()], logprob.tolist()
+
+    def _replayable(self, cache: Any) -> bool:
+        """Whether the decode step on `cache` can be replayed (`_decode_fixed`): a preallocated cache of
+        full attention layers only. A sliding-window layer keeps its length in a Python int, which a replay
+        would not advance (its causal mask then stays at the captured step: caught by the replay test)."""
+        from transformers import cache_utils
+
+        if _plain_static(cache) and all(type(layer) is cache_utils.StaticLayer for layer in cache.layers):
+            return True
+        if not self._said_eager:
+            logger.info("the model's cache has sliding-window or growing layers: no decode step replayed")
+            self._said_eager = True
+        return False
 
     def _row_keys(self, batch: list[Request]):
         """A 32-bit key per sample row: a hash of (seed, request key, sample index)."""

@@ -87,6 +87,7 @@ def check_probe_request(
     limit: int | None = None,
     shard: str | None = None,
     compile: bool = False,
+    cuda_graphs: bool = False,
     **numbers: Any,
 ) -> None:
     """The choices of a probe request, as one-line errors before anything loads (`probe()` checks the
@@ -110,6 +111,10 @@ def check_probe_request(
         raise KnowpackError("--device is for the torch backend; vLLM places the model itself")
     if backend == "vllm" and compile:
         raise KnowpackError("--compile is for the torch backend; vLLM compiles its own")
+    if backend == "vllm" and cuda_graphs:
+        raise KnowpackError("--cuda-graphs is for the torch backend; vLLM captures its own")
+    if compile and cuda_graphs:
+        raise KnowpackError("--compile and --cuda-graphs are two ways to one end: choose one")
 
 
 def _load(model: str, facts: str, exemplars: str | None, device, dtype: str, backend: str, settings: dict):

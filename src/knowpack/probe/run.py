@@ -70,6 +70,7 @@ def probe(
     reuse_prefix: bool = True,
     backend: str = "torch",
     compile: bool = False,
+    cuda_graphs: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Probe every fact (see the module docstring); returns the records of this run's facts, in order.
@@ -81,12 +82,13 @@ def probe(
     `shard` ("i/n") every n-th of those from the i-th; `progress(done, total)` counts prompts.
     `backend`: "torch" (engine.py, on a transformers model) or "vllm" (vllm_backend.py; `model` is then a
     `vllm.LLM` or a model name / folder to load with vLLM, and `tokenizer` may be None). `compile`: the torch
-    engine's decode step through `torch.compile` (engine.py; the answers are the same).
+    engine's decode step through `torch.compile`; `cuda_graphs`: replayed as a CUDA graph (engine.py,
+    graphs.py; the answers are the same either way).
     """
     _check_arguments(
-        backend=backend, compile=compile, mode=mode, temperature=temperature, n_prompts=n_prompts,
-        shots=shots, samples=samples, top_k=top_k, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        limit=limit,
+        backend=backend, compile=compile, cuda_graphs=cuda_graphs, mode=mode, temperature=temperature,
+        n_prompts=n_prompts, shots=shots, samples=samples, top_k=top_k, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, limit=limit,
     )  # fmt: skip
     all_facts = list(facts)
     pool = all_facts if exemplars is None else list(exemplars)
@@ -112,7 +114,8 @@ def probe(
         max_new_tokens=max_new_tokens,
         seed=seed if sample_seed is None else sample_seed,
     )
-    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, compile, sampling)
+    speed = dict(compile=compile, cuda_graphs=cuda_graphs)
+    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, speed, sampling)
     new = _probe_into(
         todo, list(done.values()), settings, (records_path, summary_path), pool, engine, tokenizer, progress,
         chunk=max(64, 8 * max(1, (batch_size or CPU_BATCH_ROWS) // (1 + samples))),
@@ -193,13 +196,24 @@ def _probe_into(
 
 
 def _check_arguments(
-    *, backend: str, compile: bool, mode: str, temperature: float, samples: int, **numbers: Any
+    *,
+    backend: str,
+    compile: bool,
+    cuda_graphs: bool,
+    mode: str,
+    temperature: float,
+    samples: int,
+    **numbers: Any,
 ) -> None:
     """The probe's choices and numbers, as one-line errors before anything is written."""
     if backend not in BACKENDS:
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
     if compile and backend != "torch":
         raise KnowpackError(f"compile is for the torch backend ({backend} compiles its own)")
+    if cuda_graphs and backend != "torch":
+        raise KnowpackError(f"cuda_graphs is for the torch backend ({backend} captures its own)")
+    if compile and cuda_graphs:
+        raise KnowpackError("compile and cuda_graphs are two ways to one end: choose one")
     if mode not in ("substring", "exact"):
         raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
     _check_numbers(samples=samples, **numbers)
@@ -227,16 +241,14 @@ def _engine(
     tokenizer: Any,
     batch_size: int | None,
     reuse_prefix: bool,
-    compile: bool,
+    speed: dict,
     sampling: dict,
 ):
     if backend == "vllm":
         from knowpack.probe.vllm_backend import VllmEngine
 
         return VllmEngine(model, **sampling)
-    return Engine(
-        model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, compile=compile, **sampling
-    )
+    return Engine(model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, **speed, **sampling)
 
 
 def _probe_facts(

@@ -86,6 +86,8 @@ class ProbeConfig:
     """Sequences decoded at once (null: as many as half the GPU's free memory holds, 256 on a CPU)."""
     compile: bool = False
     """Compile the decode step with torch.compile (the same answers; the first batches wait for it)."""
+    cuda_graphs: bool = False
+    """Replay each decode step as a CUDA graph (the same answers; on a GPU, not with compile)."""
 
     def __post_init__(self) -> None:
         check_ranges(self, "probe")
@@ -103,6 +105,7 @@ class ProbeConfig:
             "seed": self.seed,
             "batch_size": self.batch_size,
             "compile": self.compile,
+            "cuda_graphs": self.cuda_graphs,
         }
 
 
