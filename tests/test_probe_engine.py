@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from knowpack.errors import KnowpackError
 from knowpack.facts import Fact
 from knowpack.probe import probe, read_records
 from knowpack.probe.engine import Engine, Request, prefill_chunks, split_prefix
@@ -522,7 +523,7 @@ def test_cuda_graphs_and_compile_are_one_choice(tokenizer):
 def test_replay_on_cuda_warms_up_then_captures_once_and_replays(monkeypatch):
     """graphs.Replay's CUDA path, with torch.cuda's stream and graph calls stood in for (no GPU here): the
     first call runs the step on a side stream, the second captures it into a graph of the pool given and
-    replays it, later calls only replay."""
+    replays it, later calls only replay; a step that cannot be captured is a one-line error."""
     from contextlib import contextmanager
 
     events = []
@@ -541,8 +542,8 @@ def test_replay_on_cuda_warms_up_then_captures_once_and_replays(monkeypatch):
         yield
 
     @contextmanager
-    def capture(graph, pool=None):
-        events.append(f"capture into {pool}")
+    def capture(graph, pool=None, capture_error_mode="global"):
+        events.append(f"capture into {pool}, {capture_error_mode}")
         yield
 
     for name, value in [("Stream", Stream), ("current_stream", Stream), ("stream", on)]:
@@ -554,6 +555,15 @@ def test_replay_on_cuda_warms_up_then_captures_once_and_replays(monkeypatch):
         step()
     assert events == [
         "wait", "side stream", "step", "wait",  # warm-up: eager, on a side stream
-        "capture into pool", "step", "replay",  # captured (the step's Python runs), then replayed
+        "capture into pool, thread_local", "step", "replay",  # captured (the step's Python runs), replayed
         "replay",
     ]  # fmt: skip
+
+    def waits():
+        if step.calls > 1:  # the warm-up runs; the capture fails
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+
+    step = Replay(waits, torch.device("cuda"))
+    step()
+    with pytest.raises(KnowpackError, match=r"cannot be captured .*\(CUDA error: operation not permitted"):
+        step()

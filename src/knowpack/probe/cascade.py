@@ -187,7 +187,7 @@ def own_mask(
         allow_torch_fix=False,  # a fix for torch < 2.5 (5.0 and 5.17 take it; 5.24 takes it as **kwargs)
         **kwargs,
     )
-    return torch.zeros((), dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return torch.where(allowed, torch.zeros((), dtype=dtype, device=allowed.device), torch.finfo(dtype).min)
 
 
 def _softmax_product(scores: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from knowpack.errors import KnowpackError
+
 
 class Replay:
     """`fn()` replayed as a CUDA graph on a CUDA device, called as is elsewhere.
@@ -33,7 +35,8 @@ class Replay:
     cuBLAS workspaces, the allocator's first blocks), the second captures it into a graph (into `pool`, a
     `torch.cuda.graph_pool_handle()` that graphs of one engine share, one at a time) and replays it, and every
     later call replays it. Python in `fn` runs at the first two calls only: whatever `fn` computes must live
-    in tensors it changes in place.
+    in tensors it changes in place. A step that cannot be captured (an operation that waits for the device)
+    raises a one-line `KnowpackError` naming the cause.
     """
 
     def __init__(self, fn: Callable[[], Any], device: Any, pool: Any = None):
@@ -59,7 +62,13 @@ class Replay:
             torch.cuda.current_stream().wait_stream(side)
         else:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                self.fn()
+            try:  # thread_local: what other threads (a progress bar, a tokenizer) do cannot break the capture
+                with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                    self.fn()
+            except RuntimeError as error:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise KnowpackError(
+                    f"the decode step cannot be captured as a CUDA graph ({first}): run without --cuda-graphs"
+                ) from error
             self.graph = graph
             graph.replay()
