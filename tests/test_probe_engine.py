@@ -479,13 +479,18 @@ class RecordedReplay(Replay):
 
 
 @pytest.mark.no_device_guard  # make_fx traces below the guard's TorchFunctionMode
-@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
-def test_replayed_decode_steps_give_the_eager_answers_and_never_wait(tokenizer, family, monkeypatch, caplog):
+@pytest.mark.parametrize(
+    ("family", "reuse"), [("llama", True), ("llama", False), ("qwen2", True), ("mistral", True)]
+)
+def test_replayed_decode_steps_give_the_eager_answers_and_never_wait(
+    tokenizer, family, reuse, monkeypatch, caplog
+):
     """Engine(cuda_graphs=True): the fixed-rows decode loop, each step recorded once and replayed (as a CUDA
     graph would be), gives the eager engine's greedy answers (those of `model.generate`), samples and
-    log-probabilities, where rows end at different steps and some rows have no prefix; its step makes no
-    operation that waits for the device. A sliding-window cache (Mistral's 4096) is not replayed: its
-    length lives in a Python int that a replay would not advance (its answers would go wrong)."""
+    log-probabilities, where rows end at different steps and some rows have no prefix (and with no prefix
+    reused: the model's own attention, SDPA); its step makes no operation that waits for the device. A
+    sliding-window cache (Mistral's 4096) is not replayed: its length lives in a Python int that a replay
+    would not advance (its answers would go wrong)."""
     import logging
 
     from knowpack.probe import engine as engine_module
@@ -497,7 +502,7 @@ def test_replayed_decode_steps_give_the_eager_answers_and_never_wait(tokenizer, 
     requests = [r for r, _ in pairs]
     expected = {r.key: reference_greedy(model, tokenizer, text, "chat", 12) for r, text in pairs}
     for batch_size in (24, 7):
-        settings = dict(samples=3, max_new_tokens=12, batch_size=batch_size)
+        settings = dict(samples=3, max_new_tokens=12, batch_size=batch_size, reuse_prefix=reuse)
         eager = Engine(model, tokenizer, **settings).generate(requests)
         with caplog.at_level(logging.INFO, logger="knowpack.probe.engine"):
             got = Engine(model, tokenizer, cuda_graphs=True, **settings).generate(requests)
