@@ -10,7 +10,8 @@
 #
 # `--part verbs` runs the verbs' steps only, `--part bench` the benchmarks only (default: all), e.g. where one
 # command may run at most 10 minutes (give each call its own --out or $OUT: a run clears its folder's lines);
-# `--only` the steps named (comma-separated).
+# `--only` the steps named (comma-separated). Issue 16's numbers first, where GPU time is short:
+#     --only bench-graphs,bench-graphs-organism,bench-kva-many   then   --only bench-probe,bench-compiled
 #
 # Steps, on the bundled organism: probe, attribute, select, train LoRA / LoKI / full (bf16 weights and bf16
 # mixed precision on a GPU), eval with the world benchmarks, a sweep of 2 cells, capacity with max=4, the demo,
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     --part) part="$2"; shift 2 ;;
     --only) only=",$2,"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
