@@ -38,7 +38,7 @@ same prompts (exemplars from all 15,400 facts):
 `--compile`: ours decodes through `torch.compile` (Engine(compile=True)); the warm-up on 2 facts compiles
 (`ours_warmup_s`), and recompilations that the timed run's other shapes need are timed with it.
 `--cuda-graphs`: ours replays each decode step as a CUDA graph (Engine(cuda_graphs=True), captured anew for
-each batch, inside the timed run); on a CPU the same fixed-rows steps run eagerly. After the timed run,
+each batch and after rows leave it, inside the timed run); on a CPU the same steps run eagerly. After the timed run,
 ours runs once more without graphs (untimed), and `same_as_eager` counts the prompts whose greedy answer and
 samples are the same text both ways.
 

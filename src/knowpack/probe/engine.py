@@ -41,14 +41,14 @@ batch (over 2 minutes at the 8B shape on an H200). Off by default: on a CPU the 
 faster compiled (BENCHMARKS.md); on a GPU `scripts/gpu_check.sh` times it beside the eager engine (step
 bench-compiled).
 
-`cuda_graphs=True` (`knowpack probe --cuda-graphs`, `probe.cuda_graphs`) decodes each batch at fixed shapes
-(`_decode_fixed`: no row leaves the batch, the attention mask is the cache's full width from the start) and
-replays each step as a CUDA graph captured once per batch (graphs.py): one launch a step instead of
-thousands from Python, which is what bounds an eager 8B step on an H200 (~100 ms where the weights are read
-in ~3 ms). Not with `compile`; not where the cache has sliding-window layers (their length is a Python int
-that a replay would not advance: such batches decode eagerly). The same answers (tests/test_probe_engine.py
-records and replays the step on a CPU); on a CPU the fixed-rows steps run eagerly, slower than letting ended
-rows go. Off by default until measured on a GPU (`scripts/gpu_check.sh`, step bench-graphs).
+`cuda_graphs=True` (`knowpack probe --cuda-graphs`, `probe.cuda_graphs`) decodes at shapes fixed between two
+counts of ended rows (`_decode_fixed`: the attention mask is the cache's full width from the start) and
+replays each step as a CUDA graph (graphs.py), captured for a batch and again after rows leave it: one launch
+a step instead of thousands from Python, which is what bounds an eager 8B step on an H200 (~100 ms where the
+weights are read in ~3 ms). Not with `compile`; not where the cache has sliding-window layers (their length is
+a Python int that a replay would not advance: such batches decode eagerly). The same answers
+(tests/test_probe_engine.py records and replays the steps on a CPU); on a CPU the steps run eagerly over the
+full-width mask. Off by default until measured on a GPU (`scripts/gpu_check.sh`, step bench-graphs).
 
 The batch: `batch_size` rows, or where it is None (the default) as many as half of a GPU's free memory
 holds (`batch_rows`: each row's own cache and its logits; thousands of rows for an 8B model on an 80-141 GB
@@ -215,7 +215,7 @@ class Engine:
         cuda = self.device.type == "cuda"
         self._graph_pool = torch.cuda.graph_pool_handle() if cuda_graphs and cuda else None
         if cuda_graphs and not cuda:
-            logger.info("no CUDA: the fixed-rows decode steps run eagerly (graphs.py)")
+            logger.info("no CUDA: the decode steps run eagerly, as they would be replayed (graphs.py)")
         self.cache_keyword = cache_keyword(model)  # `cache`; `past_key_values` before transformers renamed it
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop = _stop_tokens(model, tokenizer).to(self.device)
@@ -454,8 +454,8 @@ class Engine:
     def _decode(self, cache, prefixes, logits, mask, last, keys, n_greedy):
         """Greedy for the first `n_greedy` rows, sampling for the rest, until every row ends its line.
 
-        Rows that have ended leave the batch (their cache rows dropped) once they are a quarter of it: an
-        answer is a few tokens, and one long answer should not keep hundreds of ended rows decoding. They are
+        Rows that have ended leave the batch (their cache rows dropped) once they are a quarter of it
+        (`_retiring`): one long answer should not keep hundreds of ended rows decoding. They are
         counted every `sync_every` steps, the loop's only wait for the device; in between ended rows decode
         padding, which no answer or log-probability sees.
         """
@@ -480,7 +480,7 @@ class Engine:
                 n_done = int(done.sum())
                 if n_done == len(done):
                     break
-                if 4 * n_done >= len(done):
+                if _retiring(n_done, len(done)):
                     keep = (~done).nonzero()[:, 0]
                     cache.reorder_cache(keep)
                     if prefixes is not None:
@@ -507,50 +507,65 @@ class Engine:
         return [_until_stop(t, stop) for t in tokens.tolist()], logprob.tolist()
 
     def _decode_fixed(self, cache, prefixes, logits, mask, last, keys, n_greedy):
-        """`_decode` at fixed shapes, each step one `Replay` (graphs.py: a CUDA graph on a GPU): every row
-        decodes until all have ended (none leaves the batch: that would change the shapes), the attention mask
-        is the cache's full width from the start (slots not yet written are masked by causality), and each
-        step reads and writes the same tensors: the last logits, the step number, the rows' ended flags and
-        tokens. The answers are `_decode`'s (tests/test_probe_engine.py)."""
+        """`_decode` with each step one `Replay` (graphs.py: a CUDA graph on a GPU), at shapes fixed from one
+        count of ended rows to the next: the attention mask is the cache's full width from the start (slots
+        not yet written are masked by causality), and a step reads and writes the same tensors every time
+        (the rows' last logits and ended flags, the step number; the batch's tokens and log-probabilities
+        through the rows' indices). Where a count finds ended rows a quarter of the rows, they leave as in
+        `_decode` and the next steps are captured anew for the rest: one capture more, where every later
+        step computes fewer rows. The answers are `_decode`'s (tests/test_probe_engine.py)."""
         torch = self._torch
         n_rows, width = logits.shape[0], mask.shape[1]
-        logits = logits.clone()
         tokens = torch.full((n_rows, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
         logprob = torch.zeros(n_greedy, dtype=torch.float64, device=self.device)
-        done = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
         step = torch.zeros(1, dtype=torch.long, device=self.device)
-        mask = torch.cat([mask, mask.new_ones(n_rows, self.max_new_tokens)], dim=1)
-        position = last[:, None] + 1
+        rows = _Rows(
+            index=torch.arange(n_rows, device=self.device),
+            done=torch.zeros(n_rows, dtype=torch.bool, device=self.device),
+            logits=logits,
+            mask=torch.cat([mask, mask.new_ones(n_rows, self.max_new_tokens)], dim=1),
+            position=last[:, None] + 1,
+            prefixes=prefixes,
+            n_greedy=n_greedy,
+            keys=keys,
+        )
 
-        def choose() -> Any:
-            next_ids, lp, ended = self._choose(logits, keys, self._salts[step][0], n_greedy, done)
-            done.copy_(ended)
-            logprob.add_(lp.double())
-            tokens.index_copy_(1, step, next_ids[:, None])
+        def choose(r: _Rows) -> Any:
+            next_ids, lp, ended = self._choose(r.logits, r.keys, self._salts[step][0], r.n_greedy, r.done)
+            r.done.copy_(ended)
+            logprob.index_add_(0, r.index[: r.n_greedy], lp.double())
+            tokens.index_put_((r.index, step.expand(len(r.index))), next_ids)
             return next_ids
 
-        def advance() -> None:  # choose this step's tokens, then the model's logits for the next
-            next_ids = choose()
-            logits.copy_(
+        def advance(r: _Rows) -> None:  # choose this step's tokens, then the model's logits for the next
+            next_ids = choose(r)
+            r.logits.copy_(
                 self._step(
-                    prefixes,
+                    r.prefixes,
                     input_ids=next_ids[:, None],
-                    attention_mask=mask,
-                    position_ids=position + step,
+                    attention_mask=r.mask,
+                    position_ids=r.position + step,
                     cache=cache,
                     cache_position=width + step,
                 )
             )
             step.add_(1)
 
-        replay = Replay(advance, self.device, self._graph_pool)
+        replay = None
         for s in range(self.max_new_tokens - 1):
+            if replay is None:
+                replay = Replay(partial(advance, rows), self.device, self._graph_pool)
             replay()
-            if (s + 1) % self.sync_every == 0 and bool(done.all()):  # the loop's one wait for the device
-                break
+            if (s + 1) % self.sync_every == 0:  # count ended rows: the loop's one wait for the device
+                n_done = int(rows.done.sum())
+                if n_done == len(rows.done):
+                    break
+                if _retiring(n_done, len(rows.done)):
+                    keep = (~rows.done).nonzero()[:, 0]
+                    cache.reorder_cache(keep)
+                    rows, replay = rows.take(keep, n_greedy, keys), None  # the graph's memory to the pool
         else:
-            choose()  # the last token: no logits after it
-        del replay  # its graph's memory back to the pool before the next batch's
+            choose(rows)  # the last token: no logits after it
         stop = self.stop.tolist()
         return [_until_stop(t, stop) for t in tokens.tolist()], logprob.tolist()
 
@@ -571,6 +586,45 @@ class Engine:
         """A 32-bit key per sample row: a hash of (seed, request key, sample index)."""
         keys = [_hash32(f"{self.seed}|{r.key!r}|{s}") for r in batch for s in range(self.samples)]
         return self._torch.tensor(keys, dtype=self._torch.long, device=self.device)
+
+
+def _retiring(n_done: int, n_rows: int) -> bool:
+    """Whether the ended rows leave the batch now: once they are a quarter of it (an answer is a few tokens,
+    and one long answer should not keep hundreds of ended rows decoding; each leaving costs a copy of the
+    cache, and a new capture where steps are replayed)."""
+    return 4 * n_done >= n_rows
+
+
+@dataclass
+class _Rows:
+    """The rows that decode in `Engine._decode_fixed`, with what a step reads of them: their batch rows
+    (`index`, greedy rows first), ended flags, last logits (float32), attention mask and next position, their
+    shared prefixes, how many are greedy, and the sample rows' noise keys."""
+
+    index: Any
+    done: Any
+    logits: Any
+    mask: Any
+    position: Any
+    prefixes: SharedPrefixes | None
+    n_greedy: int
+    keys: Any
+
+    def take(self, keep: Any, n_greedy: int, keys: Any) -> _Rows:
+        """These rows (positions in this set, as `cache.reorder_cache(keep)` took them); `n_greedy` and `keys`
+        are the batch's: its greedy rows and its sample rows' keys."""
+        index = self.index[keep]
+        greedy = int((index < n_greedy).sum())
+        return _Rows(
+            index=index,
+            done=self.done[keep],
+            logits=self.logits[keep],
+            mask=self.mask[keep],
+            position=self.position[keep],
+            prefixes=None if self.prefixes is None else self.prefixes.take(keep.tolist()),
+            n_greedy=greedy,
+            keys=keys[index[greedy:] - n_greedy],
+        )
 
 
 def prefill_chunks(lengths: Sequence[int], call_tokens: int = PREFILL_CALL_TOKENS) -> list[list[int]]:

@@ -4,18 +4,19 @@
     for _ in range(steps):
         step()                         # 1st call eager, 2nd captured and replayed, then replayed
 
-An eager decode step of an 8B model launches some 2,500 kernels from Python, and on an H200 that took ~100 ms
-a step where reading the weights takes ~3 ms (BENCHMARKS.md). A CUDA graph records the kernels of one call
-once and launches them all again with one call, at fixed addresses: so the step must read its inputs from
-and write its outputs to the same tensors every time, make the same shapes, and never wait for the device
-(`.item()`, `nonzero`, a copy to the host: each would fail the capture). The engine's fixed-rows decode loop
-(`Engine(cuda_graphs=True)`, engine.py) is written that way; tests/test_probe_engine.py checks on a CPU that
-it gives the eager loop's answers and makes no operation that waits for the device.
+An eager decode step of an 8B model launches thousands of kernels from Python, and on an H200 that took ~100
+ms a step where reading the weights takes ~3 ms (BENCHMARKS.md). A CUDA graph records the kernels of one call
+once and launches them all again with one call, at fixed addresses: so the step must read its inputs from and
+write its outputs to the same tensors every time, make the same shapes, and never wait for the device
+(`.item()`, `nonzero`, a copy to the host: each would fail the capture). The engine's decode loop for graphs
+(`Engine._decode_fixed`, `cuda_graphs=True`) is written that way; tests/test_probe_engine.py records and
+replays its steps on a CPU and checks that they give the eager loop's answers and make no operation that waits
+for the device.
 
 Why by hand and not `torch.compile(mode="reduce-overhead")`, which also records CUDA graphs: that compiles
 first (over 2 minutes for the 8B decode step on an H200), and it records a graph per new input address,
 while each batch of the probe has new cache and prefix tensors. Capturing the eager step costs about one
-eager step per batch.
+eager step.
 
 On a CPU (or any device without graphs) `Replay` calls the function each time: the same code, eagerly.
 """
