@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 
 import pytest
 import torch
@@ -533,14 +534,23 @@ def test_cuda_graphs_and_compile_are_one_choice(tokenizer):
 def test_replay_on_cuda_warms_up_then_captures_once_and_replays(monkeypatch):
     """graphs.Replay's CUDA path, with torch.cuda's stream and graph calls stood in for (no GPU here): the
     first call runs the step on a side stream, the second captures it into a graph of the pool given and
-    replays it, later calls only replay; a step that cannot be captured is a one-line error."""
+    replays it, later calls only replay, all on the model's GPU (not the current one); a step that cannot be
+    captured is a one-line error."""
     from contextlib import contextmanager
 
     events = []
 
     class Stream:
+        def __init__(self, device=None):
+            assert device == torch.device("cuda:1")
+
         def wait_stream(self, other):
             events.append("wait")
+
+    @contextmanager
+    def device(which):
+        assert which == torch.device("cuda:1")
+        yield
 
     class Graph:
         def replay(self):
@@ -556,11 +566,12 @@ def test_replay_on_cuda_warms_up_then_captures_once_and_replays(monkeypatch):
         events.append(f"capture into {pool}, {capture_error_mode}")
         yield
 
-    for name, value in [("Stream", Stream), ("current_stream", Stream), ("stream", on)]:
+    current = partial(Stream, torch.device("cuda:1"))
+    for name, value in [("Stream", Stream), ("current_stream", current), ("stream", on), ("device", device)]:
         monkeypatch.setattr(torch.cuda, name, value)
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
     monkeypatch.setattr(torch.cuda, "graph", capture)
-    step = Replay(lambda: events.append("step"), torch.device("cuda"), pool="pool")
+    step = Replay(lambda: events.append("step"), torch.device("cuda:1"), pool="pool")
     for _ in range(3):
         step()
     assert events == [
@@ -573,7 +584,7 @@ def test_replay_on_cuda_warms_up_then_captures_once_and_replays(monkeypatch):
         if step.calls > 1:  # the warm-up runs; the capture fails
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
 
-    step = Replay(waits, torch.device("cuda"))
+    step = Replay(waits, torch.device("cuda:1"))
     step()
     with pytest.raises(KnowpackError, match=r"cannot be captured .*\(CUDA error: operation not permitted"):
         step()

@@ -213,7 +213,10 @@ class Engine:
         self.sync_every = sync_every or (SYNC_EVERY_CUDA if self.device.type == "cuda" else 1)
         self.cuda_graphs, self._said_eager = cuda_graphs, False
         cuda = self.device.type == "cuda"
-        self._graph_pool = torch.cuda.graph_pool_handle() if cuda_graphs and cuda else None
+        graphs = cuda_graphs and cuda  # one memory pool and one warm-up stream for all the engine's graphs
+        self._graph_pool, self._graph_stream = (
+            (torch.cuda.graph_pool_handle(), torch.cuda.Stream(self.device)) if graphs else (None, None)
+        )
         if cuda_graphs and not cuda:
             logger.info("no CUDA: the decode steps run eagerly, as they would be replayed (graphs.py)")
         self.cache_keyword = cache_keyword(model)  # `cache`; `past_key_values` before transformers renamed it
@@ -554,7 +557,7 @@ class Engine:
         replay = None
         for s in range(self.max_new_tokens - 1):
             if replay is None:
-                replay = Replay(partial(advance, rows), self.device, self._graph_pool)
+                replay = Replay(partial(advance, rows), self.device, self._graph_pool, self._graph_stream)
             replay()
             if (s + 1) % self.sync_every == 0:  # count ended rows: the loop's one wait for the device
                 n_done = int(rows.done.sum())

@@ -33,15 +33,15 @@ class Replay:
     """`fn()` replayed as a CUDA graph on a CUDA device, called as is elsewhere.
 
     On CUDA the first call runs `fn` eagerly on a side stream (the warm-up torch asks for before a capture:
-    cuBLAS workspaces, the allocator's first blocks), the second captures it into a graph (into `pool`, a
-    `torch.cuda.graph_pool_handle()` that graphs of one engine share, one at a time) and replays it, and every
-    later call replays it. Python in `fn` runs at the first two calls only: whatever `fn` computes must live
-    in tensors it changes in place. A step that cannot be captured (an operation that waits for the device)
-    raises a one-line `KnowpackError` naming the cause.
+    cuBLAS workspaces, the allocator's first blocks; `stream`, or a new one), the second captures it into a
+    graph (into `pool`, a `torch.cuda.graph_pool_handle()` that graphs of one engine share, one at a time) and
+    replays it, and every later call replays it. Python in `fn` runs at the first two calls only: whatever
+    `fn` computes must live in tensors it changes in place. A step that cannot be captured (an operation that
+    waits for the device) raises a one-line `KnowpackError` naming the cause.
     """
 
-    def __init__(self, fn: Callable[[], Any], device: Any, pool: Any = None):
-        self.fn, self.pool = fn, pool
+    def __init__(self, fn: Callable[[], Any], device: Any, pool: Any = None, stream: Any = None):
+        self.fn, self.pool, self.stream, self.device = fn, pool, stream, device
         self.cuda = getattr(device, "type", device) == "cuda"
         self.calls = 0
         self.graph = None
@@ -55,13 +55,15 @@ class Replay:
 
         if self.graph is not None:
             self.graph.replay()
-        elif self.calls == 1:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.fn()
-            torch.cuda.current_stream().wait_stream(side)
-        else:
+            return
+        with torch.cuda.device(self.device):  # the model's GPU, whichever is current
+            if self.calls == 1:
+                side = self.stream or torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self.fn()
+                torch.cuda.current_stream().wait_stream(side)
+                return
             graph = torch.cuda.CUDAGraph()
             try:  # thread_local: what other threads (a progress bar, a tokenizer) do cannot break the capture
                 with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
