@@ -38,9 +38,9 @@ same prompts (exemplars from all 15,400 facts):
 `--compile`: ours decodes through `torch.compile` (Engine(compile=True)); the warm-up on 2 facts compiles
 (`ours_warmup_s`), and recompilations that the timed run's other shapes need are timed with it.
 `--cuda-graphs`: ours replays each decode step as a CUDA graph (Engine(cuda_graphs=True), captured anew for
-each batch and after rows leave it, inside the timed run); on a CPU the same steps run eagerly. After the timed run,
-ours runs once more without graphs (untimed), and `same_as_eager` counts the prompts whose greedy answer and
-samples are the same text both ways.
+each batch and after rows leave it, inside the timed run); on a CPU the same steps run eagerly. After the
+timed run, ours runs once more without graphs (untimed), and `same_as_eager` counts the facts whose greedy
+answers and samples are the same text both ways.
 
 `--backend vllm`: ours is `knowpack.probe(..., backend="vllm")` on a `vllm.LLM` of the same model (the
 organism's folder; for llama-chat its config and tokenizer with vLLM's random "dummy" weights, other random
