@@ -53,10 +53,10 @@ class Replay:
             return
         import torch
 
-        if self.graph is not None:
-            self.graph.replay()
-            return
-        with torch.cuda.device(self.device):  # the model's GPU, whichever is current
+        with torch.cuda.device(self.device):  # the model's GPU and its current stream, whichever is current
+            if self.graph is not None:
+                self.graph.replay()
+                return
             if self.calls == 1:
                 side = self.stream or torch.cuda.Stream(self.device)
                 side.wait_stream(torch.cuda.current_stream())
