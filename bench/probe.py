@@ -73,7 +73,9 @@ import torch
 import transformers
 
 import knowpack
+from knowpack.errors import KnowpackError
 from knowpack.facts.normalize import extract_answer
+from knowpack.probe.engine import check_speed
 from knowpack.probe.prompts import build_prompts, encode
 
 SPECIAL = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
@@ -325,10 +327,10 @@ def main() -> None:
         help="on a GPU, count ours' host-device waits and where they are (untimed, a tenth of the facts)",
     )
     args = parser.parse_args()
-    if args.compile and args.backend != "torch":
-        parser.error("--compile is for the torch backend (vLLM compiles its own)")
-    if args.cuda_graphs and (args.backend != "torch" or args.compile):
-        parser.error("--cuda-graphs is for the torch backend, without --compile")
+    try:
+        check_speed(args.backend, compile=args.compile, cuda_graphs=args.cuda_graphs)
+    except KnowpackError as error:
+        parser.error(str(error))
     if args.backend == "vllm" and not _vllm_imports():
         print(
             "vLLM is not installed here: no --backend vllm rows (pip install 'knowpack[vllm]' where a GPU is)"

@@ -10,6 +10,8 @@ from functools import partial
 
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from knowpack.errors import KnowpackError
 from knowpack.facts import Fact
@@ -443,11 +445,24 @@ WAITS = {
 and a CUDA graph cannot capture them."""
 
 
+class WaitsSeen(TorchDispatchMode):
+    """The operations of `WAITS` that run inside, by name, into `seen`."""
+
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name.split("::")[-1] in WAITS:
+            self.seen.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
 class RecordedReplay(Replay):
     """graphs.Replay as a CUDA graph behaves, on a CPU: the first call eager, the second records the step's
     operations (make_fx: the Python runs once, as in a capture) and every later call replays the record, so
     that state kept in Python (a counter the step advances outside tensors) stays as it was recorded, exactly
-    as it would in a graph. Each step's operations are also checked for waits (`WAITS`)."""
+    as it would in a graph. The first call's operations are also checked for waits (`WAITS`, into `waits`)."""
 
     made: list[RecordedReplay] = []
 
@@ -457,20 +472,9 @@ class RecordedReplay(Replay):
         self.replays, self.waits = 0, []
 
     def __call__(self) -> None:
-        from torch.fx.experimental.proxy_tensor import make_fx
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        waits = self.waits
-
-        class Waits(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if func._schema.name.split("::")[-1] in WAITS:
-                    waits.append(func._schema.name)
-                return func(*args, **(kwargs or {}))
-
         self.calls += 1
         if self.calls == 1:
-            with Waits():
+            with WaitsSeen(self.waits):
                 self.fn()
         elif self.graph is None:
             self.graph = make_fx(self.fn)()

@@ -239,8 +239,8 @@ def share_work(config: RunConfig, out: Path) -> None:
     if config.probe.run is None and config.probe.out is None:
         key = {**_model_key(config), "facts": config.facts.path, "mode": config.facts.mode}
         settings = config.probe.kwargs()
-        for speed in ("compile", "cuda_graphs"):  # how fast, not what: the same answers
-            settings.pop(speed)  # (batch_size stays, as sweeps keyed it)
+        for speed in config.probe.SPEED_ONLY:  # how fast, not what (batch_size stays, as sweeps keyed it)
+            settings.pop(speed)
         key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **settings)
         config.probe.out = str(out / "probe" / _hash(key))
     options = config.method.options

@@ -75,6 +75,7 @@ from itertools import accumulate
 from typing import Any
 
 from knowpack.devices import free_memory, guarding
+from knowpack.errors import KnowpackError
 from knowpack.models import cache_keyword
 from knowpack.probe.cascade import SharedPrefixes, can_share, shared_prefix_attention
 from knowpack.probe.graphs import Replay
@@ -97,6 +98,21 @@ GPU_PREFILL_CALL_TOKENS = 10**9
 """On a GPU, one prefill call a batch: at the Llama-3.1-8B shape on an H200 the prefill cut with 256 was 0.91x
 as fast as one call (padding 11.7% -> 4.4%, bench/prefill.py, BENCHMARKS.md): an eager call there, its
 launches and waits, costs more than the padding it saves."""
+
+
+def check_speed(backend: str, *, compile: bool, cuda_graphs: bool) -> None:
+    """The engine's speed options for `backend`, as one-line errors: both are the torch engine's, and they are
+    two ways to one end."""
+    if compile and backend != "torch":
+        raise KnowpackError(f"compile (--compile) is for the torch backend; {backend} compiles its own")
+    if cuda_graphs and backend != "torch":
+        raise KnowpackError(
+            f"cuda_graphs (--cuda-graphs) is for the torch backend; {backend} captures its own"
+        )
+    if compile and cuda_graphs:
+        raise KnowpackError(
+            "compile and cuda_graphs (--compile, --cuda-graphs) are two ways to one end: choose one"
+        )
 
 
 def batch_rows(
@@ -194,8 +210,7 @@ class Engine:
 
         if samples > 0 and not temperature > 0:
             raise ValueError(f"sampling needs a temperature > 0 (got {temperature})")
-        if compile and cuda_graphs:
-            raise ValueError("compile and cuda_graphs are two ways to one end: choose one")
+        check_speed("torch", compile=compile, cuda_graphs=cuda_graphs)
         self.model, self.tokenizer = model, tokenizer
         self.samples, self.temperature, self.top_k = samples, temperature, top_k or None
         self.max_new_tokens, self.seed, self.batch_size = max_new_tokens, seed, batch_size
@@ -205,14 +220,14 @@ class Engine:
         if reuse_prefix and not self.reuse_prefix:
             logger.warning("%s cannot attend to shared prefixes: no prefix reuse", type(model).__name__)
         self.device = next(model.parameters()).device
+        cuda = self.device.type == "cuda"
         if prefill_call_tokens is None:
             cpu = self.device.type == "cpu"
             prefill_call_tokens = PREFILL_CALL_TOKENS if cpu else GPU_PREFILL_CALL_TOKENS
         self.prefill_call_tokens = prefill_call_tokens
         self._free = None if batch_size is not None else free_memory(self.device)  # once: batches repeat
-        self.sync_every = sync_every or (SYNC_EVERY_CUDA if self.device.type == "cuda" else 1)
+        self.sync_every = sync_every or (SYNC_EVERY_CUDA if cuda else 1)
         self.cuda_graphs, self._said_eager = cuda_graphs, False
-        cuda = self.device.type == "cuda"
         graphs = cuda_graphs and cuda  # one memory pool and one warm-up stream for all the engine's graphs
         self._graph_pool, self._graph_stream = (
             (torch.cuda.graph_pool_handle(), torch.cuda.Stream(self.device)) if graphs else (None, None)

@@ -69,7 +69,8 @@ class Replay:
                 with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                     self.fn()
             except RuntimeError as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                lines = str(error).strip().splitlines()
+                first = lines[0] if lines else type(error).__name__
                 raise KnowpackError(
                     f"the decode step cannot be captured as a CUDA graph ({first}): run without --cuda-graphs"
                 ) from error

@@ -92,6 +92,7 @@ def check_probe_request(
 ) -> None:
     """The choices of a probe request, as one-line errors before anything loads (`probe()` checks the
     numbers itself; the CLI checks them as it parses its options)."""
+    from knowpack.probe.engine import check_speed
     from knowpack.probe.prompts import FORMATS
     from knowpack.probe.run import BACKENDS, parse_shard
 
@@ -109,12 +110,7 @@ def check_probe_request(
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
     if backend == "vllm" and device is not None:
         raise KnowpackError("--device is for the torch backend; vLLM places the model itself")
-    if backend == "vllm" and compile:
-        raise KnowpackError("--compile is for the torch backend; vLLM compiles its own")
-    if backend == "vllm" and cuda_graphs:
-        raise KnowpackError("--cuda-graphs is for the torch backend; vLLM captures its own")
-    if compile and cuda_graphs:
-        raise KnowpackError("--compile and --cuda-graphs are two ways to one end: choose one")
+    check_speed(backend, compile=compile, cuda_graphs=cuda_graphs)
 
 
 def _load(model: str, facts: str, exemplars: str | None, device, dtype: str, backend: str, settings: dict):

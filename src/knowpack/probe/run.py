@@ -37,7 +37,7 @@ from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS
 from knowpack.facts.schema import Fact
 from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
-from knowpack.probe.engine import CPU_BATCH_ROWS, Engine, Request, split_prefix
+from knowpack.probe.engine import CPU_BATCH_ROWS, Engine, Request, check_speed, split_prefix
 from knowpack.probe.pool import pool_identity, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
@@ -208,12 +208,7 @@ def _check_arguments(
     """The probe's choices and numbers, as one-line errors before anything is written."""
     if backend not in BACKENDS:
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
-    if compile and backend != "torch":
-        raise KnowpackError(f"compile is for the torch backend ({backend} compiles its own)")
-    if cuda_graphs and backend != "torch":
-        raise KnowpackError(f"cuda_graphs is for the torch backend ({backend} captures its own)")
-    if compile and cuda_graphs:
-        raise KnowpackError("compile and cuda_graphs are two ways to one end: choose one")
+    check_speed(backend, compile=compile, cuda_graphs=cuda_graphs)
     if mode not in ("substring", "exact"):
         raise KnowpackError(f"unknown correctness mode {mode!r}; expected substring or exact")
     _check_numbers(samples=samples, **numbers)

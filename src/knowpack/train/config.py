@@ -89,6 +89,9 @@ class ProbeConfig:
     cuda_graphs: bool = False
     """Replay each decode step as a CUDA graph (the same answers; on a GPU, not with compile)."""
 
+    SPEED_ONLY = ("compile", "cuda_graphs")
+    """The settings that change how fast a probe runs, never its answers."""
+
     def __post_init__(self) -> None:
         check_ranges(self, "probe")
 
