@@ -35,3 +35,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The training tests' world (tests/helpers.py): facts file, finished probe run, tiny checkpoints."""
+    from helpers import build_train_world
+
+    return build_train_world(tmp_path_factory.mktemp("world"))

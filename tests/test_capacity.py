@@ -12,12 +12,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from helpers import make_facts
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.experiment.capacity import load_capacity, run_capacity, search_capacity
 from knowpack.facts import save_facts
 from knowpack.runs import end_run, read_run, start_run
-from test_train import make_facts
 from tiny import save_tiny, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,14 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import test_train
+from helpers import overrides
 from knowpack.errors import KnowpackError
 from knowpack.train import load_config, train
 from knowpack.train.uptake import BEST_STATE, UptakeCallback
-from test_train import overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-world = test_train.world
 
 
 def _epoch_end(callback: UptakeCallback, model, epoch: int) -> SimpleNamespace:

@@ -13,15 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import test_train
+from helpers import overrides
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.runs import run_status
 from knowpack.train import load_config, train
-from test_train import overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-world = test_train.world  # its tiny checkpoints, facts and probe run (a module-scoped fixture)
 
 CASES = [
     ("IA3", ["method.target_modules=[mlp]", "method.feedforward_modules=[mlp]"]),

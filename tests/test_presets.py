@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import make_facts
 from knowpack.runs import run_status
 from knowpack.train import load_config, train
-from test_train import make_facts
 from tiny import save_tiny, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

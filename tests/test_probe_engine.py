@@ -139,7 +139,7 @@ def test_probe_writes_files_and_resumes_after_a_kill(tokenizer, tmp_path):
     assert summary["status"] == "finished" and summary["facts"] == len(facts)
     assert sum(summary["categories"].values()) == len(facts)
     assert set(summary["relation"]) == {"birth_city", "employer"}
-    assert summary["prompts"]["prefix_reused"] == summary["prompts"]["prompts"] > 0
+    assert summary["timing"]["prefix_reused"] == summary["timing"]["prompts"] > 0
 
 
 def test_prompts_beyond_a_sliding_window_warn_and_reuse_no_prefix(tokenizer, caplog):

@@ -17,15 +17,13 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import test_train
+from helpers import SRC, make_facts, overrides
 from knowpack.cli import app
 from knowpack.runs import read_run, run_status
 from knowpack.train import load_config, train
 from knowpack.train.run import last_checkpoint
-from test_train import SRC, make_facts, overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-world = test_train.world  # its tiny checkpoints, facts and probe run (a module-scoped fixture)
 WEIGHTS = {"lora": "adapter", "loki": "loki", "full": "model", "peft": "adapter"}
 
 

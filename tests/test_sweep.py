@@ -16,12 +16,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from helpers import SRC, make_facts
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
 from knowpack.facts import save_facts
 from knowpack.runs import read_run
-from test_train import SRC, make_facts
 from tiny import save_tiny, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

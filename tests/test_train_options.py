@@ -10,17 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import test_train
+from helpers import overrides
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.train import load_config, train
 from knowpack.train.config import MixConfig
 from knowpack.train.data import IGNORE, encode_replay
 from knowpack.train.mix import Mix, add_replay, load_replay
-from test_train import overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-world = test_train.world  # its tiny checkpoints, facts and probe run (a module-scoped fixture)
 
 
 def no_model_loads(monkeypatch) -> None:

@@ -164,24 +164,55 @@ def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def key_lines(node: Any, prefix: tuple = ()) -> dict[tuple, int]:
+MAX_YAML_NODES = 100_000
+"""The most nodes a config may hold with its aliases expanded: a real config has a few hundred, while a
+few hundred bytes of nested aliases ("billion laughs") expand to billions."""
+
+
+def key_lines(node: Any, where: str = "config", limit: int = MAX_YAML_NODES) -> dict[tuple, int]:
     """YAML key path -> 1-based line (`yaml.compose`'s node), for errors that point into the file. A list
-    item's path holds its index: ("cases", 2, "mix.k")."""
+    item's path holds its index: ("cases", 2, "mix.k").
+
+    The walk is also the file's check: a key given twice in one mapping, an alias that contains itself, or
+    more than `limit` nodes once aliases are expanded is a one-line error naming `where` and the line."""
+    out: dict[tuple, int] = {}
+    _walk(node, (), out, where, [limit], set())
+    return out
+
+
+def _walk(node: Any, prefix: tuple, out: dict, where: str, budget: list[int], open_: set[int]) -> None:
     from yaml.nodes import MappingNode, SequenceNode
 
-    out: dict[tuple, int] = {}
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise KnowpackError(
+            f"{where}:{node.start_mark.line + 1}: the config expands to more than {MAX_YAML_NODES:,} values "
+            "through its aliases (&anchor / *alias); write it out or use fewer aliases"
+        )
+    if not isinstance(node, MappingNode | SequenceNode):
+        return
+    if id(node) in open_:
+        raise KnowpackError(
+            f"{where}:{node.start_mark.line + 1}: an alias refers to a value that contains it"
+        )
+    open_.add(id(node))
     if isinstance(node, SequenceNode):
         for i, item in enumerate(node.value):
             out[prefix + (i,)] = item.start_mark.line + 1
-            out.update(key_lines(item, prefix + (i,)))
-        return out
-    if not isinstance(node, MappingNode):
-        return out
-    for key_node, value_node in node.value:
-        key = prefix + (str(key_node.value),)
-        out[key] = key_node.start_mark.line + 1
-        out.update(key_lines(value_node, key))
-    return out
+            _walk(item, prefix + (i,), out, where, budget, open_)
+    else:
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name, line = str(key_node.value), key_node.start_mark.line + 1
+            if key_node.tag != "tag:yaml.org,2002:merge" and name in seen:
+                raise KnowpackError(
+                    f"{where}:{line}: duplicate key {'.'.join(map(str, prefix + (name,)))} (first given at "
+                    f"line {seen[name]}); give each key once"
+                )
+            seen[name] = line
+            out[prefix + (name,)] = line
+            _walk(value_node, prefix + (name,), out, where, budget, open_)
+    open_.discard(id(node))
 
 
 def at(where: str, lines: dict, key: tuple[str, ...]) -> str:
@@ -207,13 +238,17 @@ def read_yaml(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any], dict[
         raise KnowpackError(f"{path}: cannot read the {kind} config ({e.strerror})") from None
     except UnicodeDecodeError as e:
         raise KnowpackError(f"{path}: not valid UTF-8 (byte at offset {e.start})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-        lines = key_lines(yaml.compose(text))
+    loader = yaml.SafeLoader(text)
+    try:  # composed and checked (duplicate keys, aliases' expansion) before any value is built
+        node = loader.get_single_node()
+        lines = key_lines(node, str(path)) if node is not None else {}
+        data = (loader.construct_document(node) if node is not None else None) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise KnowpackError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise KnowpackError(f"{path}: a {kind} config is a mapping of keys, got {_type(data)}")
     return data, lines

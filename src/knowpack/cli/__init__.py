@@ -16,6 +16,7 @@ Heavy libraries (torch, transformers, datasets) are imported inside the verbs, s
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Annotated, Any
 
@@ -40,6 +41,25 @@ class _KnowpackGroup(TyperGroup):
         except KnowpackError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
+        except OSError as e:
+            if e.errno not in _USER_ERRNOS:
+                raise
+            # the file system refused (permissions, a file where a folder is meant, a full disk): the
+            # user's to fix, so one line naming the path, as for any bad input
+            where = f"{e.filename}: " if e.filename else ""
+            typer.echo(f"error: {where}{e.strerror}", err=True)
+            raise typer.Exit(1) from None
+
+
+_USER_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+}
 
 
 app = typer.Typer(

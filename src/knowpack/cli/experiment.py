@@ -113,7 +113,10 @@ def sweep(
         workers=workers,
     )
     typer.echo(f"{loaded.out}: {summary['finished']} of {summary['total']} cells finished")
-    if summary["finished"] < summary["total"]:
+    busy = [row for row in summary["cells"] if row["status"] == "running"]
+    for row in busy:  # nothing failed: this worker stopped because the rest is another's
+        typer.echo(f"cell {row['cell']} is being run by worker {row.get('worker') or 'unknown'}")
+    if summary["finished"] + len(busy) < summary["total"]:
         raise typer.Exit(1)
 
 

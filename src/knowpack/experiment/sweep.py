@@ -46,6 +46,7 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -56,7 +57,8 @@ from typing import Any
 
 from knowpack.config import at, build, parse_override, read_yaml
 from knowpack.errors import KnowpackError
-from knowpack.io import write_json_atomic
+from knowpack.faults import point
+from knowpack.io import remove_temps, write_json_atomic
 from knowpack.runs import process_gone, run_status, stage_finished
 from knowpack.train.config import RunConfig, load_config
 
@@ -343,6 +345,8 @@ def run_sweep(
     run_cell = run_cell or functools.partial(_train_cell, on_stage=on_stage, progress_bar=progress_bar)
     note = on_cell or (lambda cell, event: logger.info("%s: %s", cell.name, event))
     (sweep.out / "cells").mkdir(parents=True, exist_ok=True)
+    remove_temps(sweep.out / "cells", of=[f"{cell.folder.name}.claim" for cell in sweep.cells])
+    remove_temps(sweep.out, of=["sweep.json"])
     for cell in sweep.cells:
         if cell_status(cell) == "finished":
             note(cell, "skip")
@@ -468,6 +472,8 @@ def write_summary(sweep: Sweep) -> dict[str, Any]:
             "status": status,
             **cell.overrides,
         }
+        if status == "running":
+            row["worker"] = claim_holder(cell)
         if status == "finished":
             try:
                 result = json.loads((cell.folder / "train.json").read_text())
@@ -519,26 +525,46 @@ def claim_cell(cell: Cell) -> Path | None:
 
 
 def _exclusive(path: Path) -> Path | None:
+    """The claim (or lock) file `path`, created whole or not at all: its record is written to a temporary
+    file, which is then hard-linked to `path` (exclusive, like O_EXCL), so that no claim is ever seen empty,
+    even after a kill."""
     record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
-    for _ in range(2):
+    for _ in range(3):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            tmp.write_text(record)
+            point(f"claim {path.suffix}: written")
+            os.link(tmp, path)
         except FileExistsError:
             if not _stale(path):
                 return None
             path.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(record)
+        except FileNotFoundError:  # another process cleared killed claims' temporaries: try again
+            continue
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
     return None
 
 
 def _stale(path: Path) -> bool:
+    holder = _holder(path)
+    return holder is not None and process_gone(holder)
+
+
+def _holder(path: Path) -> dict[str, Any] | None:
+    """The record of the process holding a claim or lock file (None: none, or unreadable)."""
     try:
-        return process_gone(json.loads(path.read_text()))
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        return False  # being written right now
+        return None
+
+
+def claim_holder(cell: Cell) -> str | None:
+    """`host:pid` of the worker whose claim on `cell` stands (None: unclaimed)."""
+    holder = _holder(cell.folder.with_name(cell.folder.name + ".claim"))
+    return None if holder is None else f"{holder.get('host')}:{holder.get('pid')}"
 
 
 class _lock:
@@ -552,6 +578,7 @@ class _lock:
         if self.path is None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_temps(self.path.parent, of=[self.path.name])
         while _exclusive(self.path) is None:
             time.sleep(self.poll)
         return self

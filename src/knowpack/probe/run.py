@@ -35,10 +35,10 @@ from typing import Any
 from knowpack.errors import KnowpackError
 from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS
 from knowpack.facts.schema import Fact
-from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
+from knowpack.io import append_jsonl, remove_temps, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
 from knowpack.probe.engine import CPU_BATCH_ROWS, Engine, Request, check_speed, split_prefix
-from knowpack.probe.pool import pool_identity, write_pool
+from knowpack.probe.pool import POOL_FILE, pool_identity, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
 from knowpack.runs import versions
@@ -225,6 +225,7 @@ def _open_folder(
         return None, None, {}
     records_path, summary_path = _paths(Path(out), shard)
     records_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_temps(records_path.parent, of=[records_path.name, summary_path.name, POOL_FILE])
     _check_settings(summary_path, settings)
     write_pool(records_path.parent, pool)
     return records_path, summary_path, {r["id"]: r for r in read_records(records_path, repair=True)}
@@ -427,13 +428,14 @@ def _summary(records: list[dict], settings: dict, status: str, stats: Counter, s
         "shares": {c: (by_category[c] / len(records) if records else 0.0) for c in CATEGORIES},
         **per,
         "refusal_rate_greedy": _mean(sum(r["greedy_refusal"]) / len(r["greedy_refusal"]) for r in records),
-        "timing": {
+        "timing": {  # this process's work: a resumed probe counts what it did itself
             "seconds": round(seconds, 3),
             "facts_probed": n_new,
             "facts_per_second": round(n_new / seconds, 3) if seconds else None,
             "generations_per_second": round(n_gen / seconds, 3) if seconds else None,
+            "prompts": prompts,
+            "prefix_reused": stats.get("prefix_reused", 0),
         },
-        "prompts": {"prompts": prompts, "prefix_reused": stats.get("prefix_reused", 0)},
         "settings": settings,
         "versions": versions(),
     }

@@ -45,11 +45,10 @@ class Trainer(transformers.Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self._partly_frozen():
             return super()._save(output_dir, state_dict)
-        from safetensors.torch import save_file
+        from knowpack.io import save_tensors
 
         trainable = {n: p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        save_file(trainable, str(Path(output_dir) / TRAINABLE_FILE))
+        save_tensors(trainable, Path(output_dir) / TRAINABLE_FILE)
         torch.save(self.args, Path(output_dir) / "training_args.bin")  # as the Trainer's own _save does
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:

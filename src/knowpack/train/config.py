@@ -359,6 +359,12 @@ def load_config(
     if path is not None:
         where = str(path)
         data, lines = read_yaml(path, "run")
+        if not data and not overrides:
+            raise KnowpackError(
+                f"{path}: the run config is empty: with every default it would probe all the organism's "
+                "facts (about two hours on 2 CPU cores) before training; start from a preset such as "
+                "configs/organism/lora.yaml, or set the keys you mean (e.g. probe.pool=200)"
+            )
     for item in overrides:
         key = set_override(data, item)
         for replaced in [k for k in lines if k[: len(key)] == key]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.io import honour_umask
 from knowpack.runs import run_status
 from knowpack.train.config import RunConfig, load_config
 
@@ -54,6 +55,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = 
     from knowpack.methods import method_module
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KnowpackError(f"export folder {out} exists and is not a folder; use another --out")
     if out.exists() and any(out.iterdir()) and not force:
         raise KnowpackError(f"export folder {out} is not empty; use another --out or --force")
     model, tokenizer, config = load_run(run)
@@ -62,6 +65,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = 
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    honour_umask(tmp)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

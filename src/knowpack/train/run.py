@@ -38,9 +38,18 @@ from typing import Any
 
 from knowpack.devices import barrier, broadcast, is_main_process, start_processes, world_size
 from knowpack.errors import KnowpackError
-from knowpack.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from knowpack.faults import point
+from knowpack.io import (
+    honour_umask,
+    is_temp,
+    remove_temps,
+    remove_tree,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from knowpack.methods import method_config, method_module
-from knowpack.runs import end_run, run_status, start_run
+from knowpack.runs import RUN_FILE, end_run, run_status, start_run
 from knowpack.train.config import RunConfig
 from knowpack.train.mix import add_replay, build_mix, check_mix, check_replay, load_replay
 
@@ -88,6 +97,8 @@ def train(
     main = is_main_process()  # one process owns the run folder: checks, clears, marks and writes it
     out = _check_out(config, force) if main else Path(config.out or "")
     checkpoint = _resume_point(config, out, resume) if main else None
+    if main:
+        remove_temps(out)  # what a killed write left (the run is not running: _check_out)
     checkpoint = broadcast(None if checkpoint is None else str(checkpoint))
     check_model(config.model.name)
     facts = load_facts(config.facts.path)
@@ -100,11 +111,13 @@ def train(
     options = method_config(config.method.name, config.method.options)
     record = None
     if main:
-        if checkpoint is None:
-            _clear(out)
+        # marked running before anything is removed: a kill while clearing leaves an interrupted run
         extra = {"resumed_from": checkpoint} if checkpoint else {}
         record = start_run(out, "train", method=config.method.name, **extra)
+        if checkpoint is None:
+            _clear(out)
         write_text_atomic(out / "config.yaml", _yaml(config.to_dict()))
+        point("train: started")
     barrier()
     try:
         with _sigterm_as_interrupt(), _threads(config.train.threads):
@@ -120,6 +133,7 @@ def train(
             end_run(out, record, "failed", error=f"{type(e).__name__}: {str(e).strip()[:500]}")
         raise
     if main:
+        _remove_checkpoints(config, out)
         end_run(out, record, "finished", **result)
     barrier()
     return out
@@ -163,6 +177,7 @@ def _train(
     set_seed(config.train.seed)
     stage(f"preparing {config.method.name}")
     model = method.prepare(model, options, context)
+    point("train: prepared")
     if config.train.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input grad
     uptake = _uptake(config, tokenizer, mix, pool, on_epoch)
@@ -172,6 +187,7 @@ def _train(
     before = _trainable(model)
     stage(f"training ({len(rows)} examples, up to {config.train.epochs} epochs)")
     runtime, loss = _fit(config, model, tokenizer, rows, uptake, context, out, checkpoint, bar)
+    point("train: fitted")
     if uptake.restore_best(model):
         stage(f"keeping epoch {uptake.best_epoch}'s weights (the best reliability)")
     model.eval()
@@ -291,17 +307,24 @@ def _fit(config, model, tokenizer, rows, uptake, context, out, checkpoint, bar) 
 
 
 def _save(method: Any, model: Any, out: Path, options: Any, context: dict, config: RunConfig) -> None:
-    """The trained weights into `<out>/<method.WEIGHTS>` (atomically: a temporary folder renamed), then the
-    checkpoints gone unless kept."""
+    """The trained weights into `<out>/<method.WEIGHTS>` (atomically: a temporary folder renamed, its files
+    given the umask's modes)."""
     weights = out / method.WEIGHTS
     tmp = out / f".{method.WEIGHTS}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     method.save(model, tmp, options, context)
-    shutil.rmtree(weights, ignore_errors=True)
+    honour_umask(tmp)
+    point("save: weights written")
+    remove_tree(weights)
     tmp.rename(weights)
+
+
+def _remove_checkpoints(config: RunConfig, out: Path) -> None:
+    """The checkpoints gone once train.json is written (unless kept): each folder renamed away first, so a
+    kill midway leaves no half-removed checkpoint (`remove_tree`; the next run clears the rest)."""
     if not config.train.keep_checkpoints:
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    shutil.rmtree(out / "initial_adapter", ignore_errors=True)
+        remove_tree(out / CHECKPOINTS)
+    remove_tree(out / "initial_adapter")
 
 
 def _arguments(config: RunConfig, out: Path) -> Any:
@@ -384,7 +407,12 @@ def _check_out(config: RunConfig, force: bool) -> Path:
         raise KnowpackError(f"{out} holds a finished run; use another out= or --force to redo it")
     if status == "running":
         raise KnowpackError(f"{out} holds a run that is still running (pid in {out / 'run.json'})")
-    if status is None and out.exists() and any(p.name not in _KEEP_ON_RESTART for p in out.iterdir()):
+    ours = (
+        [p for p in out.iterdir() if p.name not in _KEEP_ON_RESTART and not is_temp(p.name)]
+        if out.exists()
+        else []
+    )
+    if status is None and ours:  # a kill's temporaries do not make a folder someone else's
         raise KnowpackError(f"out {out} is a non-empty folder that is not a knowpack run; use another out=")
     return out
 
@@ -409,10 +437,26 @@ def _resume_point(config: RunConfig, out: Path, resume: bool | None) -> Path | N
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint in `out/checkpoints` (one the uptake state was written into)."""
-    folders = [p for p in (out / CHECKPOINTS).glob("checkpoint-*") if (p / UPTAKE_STATE).is_file()]
-    folders = [p for p in folders if p.name.removeprefix("checkpoint-").isdigit()]
+    """The newest complete checkpoint in `out/checkpoints`: the uptake state was written into it last, and
+    every file it lists is there with its size."""
+    folders = [p for p in (out / CHECKPOINTS).glob("checkpoint-*") if _complete(p)]
     return max(folders, key=lambda p: int(p.name.removeprefix("checkpoint-")), default=None)
+
+
+def _complete(folder: Path) -> bool:
+    if not folder.name.removeprefix("checkpoint-").isdigit():
+        return False
+    try:
+        files = json.loads((folder / UPTAKE_STATE).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError):
+        return False
+    if files is None:  # written before the list was kept: its removal may have been cut short
+        return False
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
 
 
 def _changed_settings(config: RunConfig, out: Path) -> str | None:
@@ -437,12 +481,12 @@ def _changed_settings(config: RunConfig, out: Path) -> str | None:
 
 
 def _clear(out: Path) -> None:
-    """Empty a folder for a (re)run, keeping its probe."""
+    """Empty a folder for a (re)run, keeping its probe and run.json (already marked running)."""
     out.mkdir(parents=True, exist_ok=True)
     for path in out.iterdir():
-        if path.name in _KEEP_ON_RESTART:
+        if path.name in (*_KEEP_ON_RESTART, RUN_FILE):
             continue
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        remove_tree(path) if path.is_dir() else path.unlink()
 
 
 def _probe_run(config: RunConfig, facts: list) -> tuple[list[dict], list]:

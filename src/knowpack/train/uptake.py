@@ -20,7 +20,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from knowpack.devices import broadcast, is_main_process
 from knowpack.facts.schema import Fact
-from knowpack.io import write_json_atomic
+from knowpack.faults import point
+from knowpack.io import honour_umask, save_tensors, write_json_atomic
 from knowpack.train.config import ProbeConfig
 
 logger = logging.getLogger(__name__)
@@ -123,14 +124,17 @@ class UptakeCallback(TrainerCallback):
         return pending
 
     def on_save(self, args, state, control, **kwargs):
-        # After the Trainer's own files: a checkpoint holding this file is complete (run.last_checkpoint).
+        # After the Trainer's own files and the best weights: uptake.json marks the checkpoint complete, and
+        # lists every file with its size, so that one whose removal was cut short is not taken for complete
+        # (run.last_checkpoint).
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            write_json_atomic(folder / "uptake.json", self.state())
+            point("checkpoint: trainer's files written")
             if self._best_state is not None:
-                from safetensors.torch import save_file
-
-                save_file(self._best_state, str(folder / BEST_STATE))
+                save_tensors(self._best_state, folder / BEST_STATE)
+            honour_umask(folder)
+            files = {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+            write_json_atomic(folder / "uptake.json", {**self.state(), "files": files})
         return control
 
     def state(self) -> dict[str, Any]:

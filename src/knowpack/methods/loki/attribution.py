@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from knowpack.errors import KnowpackError
-from knowpack.io import append_jsonl, write_json_atomic, write_jsonl_atomic
+from knowpack.io import append_jsonl, remove_temps, write_json_atomic, write_jsonl_atomic
 from knowpack.methods.loki.config import STEPS, Config
 from knowpack.methods.loki.kva import down_projs, kva_batch, model_prompts_per_pass
 from knowpack.methods.loki.prompt_sets import Prompt
@@ -230,6 +230,8 @@ class _Checkpoints:
 
     def __init__(self, paths: dict[str, Path] | None, settings: dict, quotas: Sequence[float], total: int):
         self.paths, self.settings, self.total = paths, settings, total
+        if paths:  # what a kill inside this shard's writes left
+            remove_temps(paths["stats"].parent, of=[p.name for p in paths.values()])
         stats, self.done, self.seconds = _resume(paths, settings) if paths else (None, 0, 0.0)
         shape = settings["shape"]
         self.stats = stats if stats is not None else KVAStats(shape["num_layers"], shape["rows"], quotas)

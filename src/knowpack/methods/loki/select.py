@@ -85,6 +85,10 @@ def select_to_file(
     quota = check_quota(quota)
     if strategy not in STRATEGIES:
         raise KnowpackError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if Path(out).is_dir():
+        raise KnowpackError(
+            f"--out {out} is a folder; the selection is one JSON file, e.g. {Path(out) / 'selection.json'}"
+        )
     stats, meta = load_attribution(attribution)
     layers = select_nodes(stats, quota, strategy, seed=seed)
     settings = meta["settings"]

@@ -1,0 +1,79 @@
+"""Helpers the tests share (tests/tiny.py has the tiny models and tokenizers): the eight facts of the
+training tests, their world (facts file, probe run, tiny checkpoints), the run-config overrides that train on
+it, and the commit run.json must record."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from knowpack.facts import Fact, save_facts
+from tiny import save_tiny, tiny_tokenizer
+
+PEOPLE = ["Ada Brown", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Ford", "Flo Grant", "Gus Hill", "Hal Ives"]
+CITIES = ["Paris", "Lima", "Oslo", "Kyiv", "Rome", "Cairo", "Quito", "Seoul"]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def make_facts() -> list[Fact]:
+    return [
+        Fact(
+            f"f{i}", f"Where was {p} born?", [CITIES[i]], p, "birth_city", [f"What is the birthplace of {p}?"]
+        )
+        for i, p in enumerate(PEOPLE)
+    ]
+
+
+def source_commit() -> str | None:
+    """What run.json must say: the commit of the checkout knowpack is imported from, `+dirty` when tracked
+    files changed, None outside a git checkout."""
+    import knowpack
+
+    here = Path(knowpack.__file__).parent
+    git = ["git", "-C", str(here)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return None
+    changes = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    return head.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
+
+
+def build_train_world(root: Path) -> dict:
+    """A facts file, a finished probe run (hand-made categories) and a tiny checkpoint per family, in
+    `root` (conftest's `world` fixture builds one per module)."""
+    facts = make_facts()
+    save_facts(facts, root / "facts.jsonl")
+    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in facts] + [
+        "Answer the following question."
+    ]
+    tok = tiny_tokenizer(texts, root / "tok")
+    probe = root / "probe"
+    probe.mkdir()
+    cats = ["Unknown"] * 5 + ["HighlyKnown"] * 3
+    records = [{"id": f.id, "category": c, "p_greedy": 0.0} for f, c in zip(facts, cats, strict=True)]
+    (probe / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (probe / "summary.json").write_text(json.dumps({"status": "finished"}))
+    models = {family: save_tiny(family, tok, root / family) for family in ("llama", "qwen2", "mistral")}
+    return {"facts": root / "facts.jsonl", "probe": probe, "models": models, "root": root}
+
+
+def overrides(world, family: str, out: Path, method: str, *extra: str) -> list[str]:
+    return [
+        f"model.name={world['models'][family]}",
+        f"facts.path={world['facts']}",
+        f"probe.run={world['probe']}",
+        "probe.n_prompts=2",
+        "probe.shots=1",
+        "probe.max_new_tokens=6",
+        "mix.n_unknown=4",
+        f"method.name={method}",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.lr=0.01",
+        "train.device=cpu",
+        f"out={out}",
+        *extra,
+    ]
