@@ -432,3 +432,13 @@ def test_a_worker_whose_last_cell_is_another_workers_exits_0_and_says_so(world, 
     assert (
         f"cell {cells[1].name} is being run by worker {socket.gethostname()}:{os.getpid()}" in result.output
     )
+
+
+@pytest.mark.slow
+def test_export_killed_at_every_point_reruns_to_the_same_checkpoint(world, tmp_path):
+    from knowpack.train.export import export_run
+
+    run = tmp_path / "run"
+    train(load_config(None, overrides(world, "llama", run, "lora", "method.r=2", "train.epochs=1")))
+    assert check_every_kill(lambda out: export_run(run, out, force=True), tmp_path / "exports") >= 1
+    assert not [p for p in (tmp_path / "exports").iterdir() if is_temp(p.name)]

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
-from knowpack.io import honour_umask
+from knowpack.faults import point
+from knowpack.io import honour_umask, remove_tree
 from knowpack.runs import run_status
 from knowpack.train.config import RunConfig, load_config
 
@@ -66,7 +67,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = 
     merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     honour_umask(tmp)
-    if out.exists():
-        shutil.rmtree(out)
+    point("export: written")
+    remove_tree(out)
     tmp.rename(out)
     return out
