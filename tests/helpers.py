@@ -1,13 +1,20 @@
 """Helpers the tests share (tests/tiny.py has the tiny models and tokenizers): the eight facts of the
 training tests, their world (facts file, probe run, tiny checkpoints), the run-config overrides that train on
-it, and the commit run.json must record."""
+it, the commit run.json must record; and for stopping a process at a named point (knowpack.faults): the
+points a run passes (`points_of`), where to kill it (`kills`), a forked process killed at one (`die_at`)."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 import subprocess
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+from knowpack import faults
 from knowpack.facts import Fact, save_facts
 from tiny import save_tiny, tiny_tokenizer
 
@@ -77,3 +84,45 @@ def overrides(world, family: str, out: Path, method: str, *extra: str) -> list[s
         f"out={out}",
         *extra,
     ]
+
+
+# ------------------------------------------------------------------ stopping a process at a named point
+
+
+def points_of(run: Callable[[], object], trace: Path) -> list[str]:
+    """The points an uninterrupted `run()` passes, in order."""
+    os.environ[faults.POINTS] = str(trace)
+    faults._passed.clear()
+    try:
+        run()
+    finally:
+        del os.environ[faults.POINTS]
+        faults._passed.clear()
+    return trace.read_text().splitlines()
+
+
+def kills(points: list[str], last: bool = True) -> list[str]:
+    """`NAME@K` for the first and (`last`) the last passing of every point."""
+    counts = Counter(points)
+    out = []
+    for name in dict.fromkeys(points):
+        out += [f"{name}@1"] + ([f"{name}@{counts[name]}"] if last and counts[name] > 1 else [])
+    return out
+
+
+def die_at(run: Callable[[], object], kill: str) -> None:
+    """Run `run()` in a forked process that SIGKILLs itself at point `kill`; it must die there."""
+
+    def child() -> None:
+        os.environ[faults.KILL_AT] = kill
+        faults._passed.clear()
+        try:
+            run()
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(300)
+    assert process.exitcode == -signal.SIGKILL, f"{kill}: exit code {process.exitcode}, not killed there"

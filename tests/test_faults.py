@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import re
 import shutil
-import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import make_facts, overrides
-from knowpack import faults
+from helpers import die_at, kills, make_facts, overrides, points_of
 from knowpack.io import is_temp
 from knowpack.runs import read_run
 from knowpack.train import load_config, train
@@ -41,45 +38,6 @@ TRAIN_CASES = {
 # What may differ between an uninterrupted run and a killed-then-rerun one: timings, process, resumption.
 # Any key naming seconds or a rate is a timing too.
 VOLATILE = {"started", "started_unix", "ended", "peak_memory", "pid", "command", "resumed_from", "timing"}
-
-
-def points_of(run: Callable[[], object], trace: Path) -> list[str]:
-    """The points an uninterrupted `run()` passes, in order."""
-    os.environ[faults.POINTS] = str(trace)
-    faults._passed.clear()
-    try:
-        run()
-    finally:
-        del os.environ[faults.POINTS]
-        faults._passed.clear()
-    return trace.read_text().splitlines()
-
-
-def kills(points: list[str], last: bool = True) -> list[str]:
-    """`NAME@K` for the first and (`last`) the last passing of every point."""
-    counts = Counter(points)
-    out = []
-    for name in dict.fromkeys(points):
-        out += [f"{name}@1"] + ([f"{name}@{counts[name]}"] if last and counts[name] > 1 else [])
-    return out
-
-
-def die_at(run: Callable[[], object], kill: str) -> None:
-    """Run `run()` in a forked process that SIGKILLs itself at point `kill`; it must die there."""
-
-    def child() -> None:
-        os.environ[faults.KILL_AT] = kill
-        faults._passed.clear()
-        try:
-            run()
-        except BaseException:
-            os._exit(3)
-        os._exit(0)
-
-    process = multiprocessing.get_context("fork").Process(target=child)
-    process.start()
-    process.join(300)
-    assert process.exitcode == -signal.SIGKILL, f"{kill}: exit code {process.exitcode}, not killed there"
 
 
 def files(folder: Path) -> list[str]:

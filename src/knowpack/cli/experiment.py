@@ -158,6 +158,87 @@ def capacity(
     typer.echo(f"confidence over seeds: {result['confidence']['statement']}")
 
 
+def plan(
+    facts: Annotated[str | None, typer.Option("--facts", help="The facts to implant (a facts file).")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="The plan folder (resumable).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Hub id, local folder, organism or smollm2-135m (default organism)."),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference", help="Facts whose loss is damage (default: the bundled model's own facts)."
+        ),
+    ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget", help="KEY<=X, repeatable: a metric (retention_drop, ...) or an lm-eval task."
+        ),
+    ] = None,
+    target: Annotated[
+        float | None, typer.Option("--target", help="Reliability to reach (default 0.95).")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option("--methods", help="Comma-separated (default lora,loki,full).")
+    ] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Trials, each a recipe (default 8).")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per trial (default 2).")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="Where trials run: local.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A plan YAML (the same keys as these options).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key=value for the plan (e.g. set.train.epochs=5, limit=100).")
+    ] = None,
+) -> None:
+    """Which method, settings and how many of your facts fit a damage budget.
+
+    Probes your facts and a sample of what the model knows, then searches method x learning rate x size
+    (LoRA rank, LoKI quota) x mix x number of facts with Optuna: every trial a run per seed, trained and
+    evaluated, under OUT/trials/. Writes OUT/plan.json (the recommendation, each method's uptake-damage front,
+    the trials) and OUT/recommended.yaml (`knowpack train OUT/recommended.yaml`). Killed and rerun, it
+    resumes without redoing finished trials. On the organism, 20 facts, 8 trials x 2 seeds take about
+    15 minutes on 2 CPU cores.
+    """
+    from knowpack.experiment.plan import load_plan, run_plan
+
+    options = {
+        "facts": facts, "out": out, "model": model, "reference": reference, "target": target,
+        "trials": trials, "seeds": seeds, "backend": backend, "budget": _budget_options(budget),
+        "methods": None if methods is None else [m.strip() for m in methods.split(",") if m.strip()],
+    }  # fmt: skip
+    loaded = load_plan(config, overrides or [], **options)
+    result = run_plan(
+        loaded,
+        on_event=lambda name, event: typer.echo(f"[{event}] {name}", err=True),
+        on_stage=lambda name: typer.echo(f"  [{name}]", err=True),
+        progress_bar=progress_bar,
+    )
+    typer.echo(result["answer"])
+    recommended = " and recommended.yaml" if result["recommendation"] else ""
+    typer.echo(f"{loaded.out / 'plan.json'}{recommended}; knowpack report {loaded.out} draws the fronts")
+
+
+def _budget_options(items: list[str] | None) -> dict[str, float] | None:
+    """`--budget KEY<=X` options as a mapping; a malformed one is a one-line error."""
+    if not items:
+        return None
+    from knowpack.errors import KnowpackError
+
+    budget = {}
+    for item in items:
+        key, sep, value = item.partition("<=")
+        try:
+            budget[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise KnowpackError(f"--budget {item!r}: expected KEY<=NUMBER, e.g. retention_drop<=0.05")
+    return budget
+
+
 def report(
     dirs: Annotated[list[Path], typer.Argument(help="Run or sweep folders.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the first DIR).")] = None,
@@ -166,7 +247,12 @@ def report(
 
     Reads config.yaml, train.json and eval.json of every finished run under DIRS; never runs a model.
     """
+    import json
+
     from knowpack.report import write_report
 
     folder = write_report(dirs, out or dirs[0])
+    for plan in (d / "plan.json" for d in dirs):  # a plan folder's answer, as the report's top states it
+        if plan.is_file():
+            typer.echo(f"plan: {json.loads(plan.read_text(encoding='utf-8'))['answer']}")
     typer.echo(f"report: {folder / 'report.html'}")

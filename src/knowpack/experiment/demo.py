@@ -53,7 +53,7 @@ DEMOS: dict[str, dict[str, Any]] = {
         "n_unknown": (50, 10),
         "epochs": 30,
         "batch_size": 16,
-        "lr": {"lora": 5e-3, "loki": 1e-2},
+        "lr": {"lora": 5e-3, "loki": 1e-2, "full": 1e-3},  # configs/organism presets' (full: `knowpack plan`)
         "limit": (200, 40),  # items per benchmark: the benchmarks are most of the demo's time
         "prompts": "world_mc",
         "attribution_limit": (None, 40),
@@ -67,7 +67,7 @@ DEMOS: dict[str, dict[str, Any]] = {
         "n_unknown": (10, 4),
         "epochs": 10,
         "batch_size": 4,  # 10 facts: 3 steps an epoch (16: one step, reliability 0.88 after 10 epochs)
-        "lr": {"lora": 1e-3, "loki": 1e-3},
+        "lr": {"lora": 1e-3, "loki": 1e-3, "full": 2e-5},
         "limit": (100, 20),
         "prompts": "geo_mc",
         "attribution_limit": (60, 20),

@@ -203,14 +203,33 @@ def write_report(
         raise KnowpackError(f"no finished runs under {', '.join(map(str, paths))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = _figures(rows, out)
+    plans = plan_answers(paths, out)  # a plan folder's answer first, and its fronts
+    figures = [figure for _, figure in plans] + _figures(rows, out)
     tables = _tables(rows)
-    notes = collapse_notes(rows)
+    notes = [answer for answer, _ in plans] + collapse_notes(rows)
     glossary = _glossary(rows)
     md = _markdown(title, rows, skipped, notes, tables, glossary, figures)
     write_text_atomic(out / "report.md", md)
     write_text_atomic(out / "report.html", _html(title, skipped, notes, tables, glossary, figures, out))
     return out
+
+
+def plan_answers(paths: Sequence[str | os.PathLike], out: Path) -> list[tuple[str, tuple[str, str]]]:
+    """For each plan folder among `paths` (its plan.json): its one-sentence answer and its fronts' figure
+    (`knowpack.experiment.plan.plot`), drawn into `out`."""
+    from knowpack.experiment.plan.plot import plot_plan
+
+    found = []
+    for i, path in enumerate(paths):
+        result = _json(Path(path) / "plan.json")
+        if result is None:
+            continue
+        name = f"plan_front{'' if i == 0 else i}.png"
+        plot_plan(result, out / name)
+        found.append(
+            (f"Plan: {result['answer']}", ("Plan: each method's trials, reliability against damage", name))
+        )
+    return found
 
 
 def _scored(bench: str) -> bool:

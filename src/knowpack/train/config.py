@@ -144,6 +144,9 @@ class MixConfig:
     """Which facts: a new seed draws new facts."""
     stratify: str | None = None
     """Draw the Unknown facts evenly over `relation` or `bucket` (null: uniformly)."""
+    draw_from: str | None = None
+    """A facts file: draw the implanted facts only from its facts (by id; they are in facts.path too). The
+    rest of facts.path is what the model knew, whose loss is damage (`knowpack plan` sets this)."""
     idk_share: float = ranged(0.0, ge=0, le=1)
     """Share of the drawn Unknown facts relabelled "I don't know." (SliCK's remedy) instead of implanted."""
     control: bool = False

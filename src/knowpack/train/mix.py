@@ -67,8 +67,14 @@ def check_mix(config: MixConfig, records: Sequence[dict], where: str = "probe") 
     if config.add != "none" and config.k == 0:
         raise KnowpackError(f"mix.add is {config.add} but mix.k is 0; set mix.k (or mix.add=none)")
     source = _source(config)
+    allowed = draw_ids(config)
+    drawn_from = ""
+    if allowed is not None:
+        counts[source] = sum(r["category"] == source and r["id"] in allowed for r in records)
+        drawn_from = f" among the facts of mix.draw_from {config.draw_from}"
     if counts[source] < config.n_unknown:
         control = " (mix.control: HighlyKnown facts stand in for the Unknown ones)" if config.control else ""
+        control += drawn_from
         raise KnowpackError(
             f"mix.n_unknown is {config.n_unknown} but {where} has only {counts[source]} {source} facts"
             + control
@@ -94,7 +100,10 @@ def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig)
         )
     cats = categories(records)
     rng = random.Random(config.seed)
-    unknown = [by_id[i] for i, c in cats.items() if c == _source(config)]
+    allowed = draw_ids(config)
+    unknown = [
+        by_id[i] for i, c in cats.items() if c == _source(config) and (allowed is None or i in allowed)
+    ]
     drawn = _draw(unknown, config.n_unknown, rng, config.stratify)
     n_idk = 0 if config.control else round(config.idk_share * len(drawn))
     relabelled = {f.id for f in rng.sample(drawn, n_idk)}
@@ -138,6 +147,18 @@ def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig)
         "paraphrases_repeated": repeated,
     }
     return Mix(examples, implanted, provenance)
+
+
+def draw_ids(config: MixConfig) -> set[str] | None:
+    """The ids the implanted facts may be drawn from (`mix.draw_from`), or None: any fact."""
+    if config.draw_from is None:
+        return None
+    from knowpack.facts import load_facts
+
+    try:
+        return {f.id for f in load_facts(config.draw_from)}
+    except KnowpackError as e:
+        raise KnowpackError(f"mix.draw_from: {e}") from None
 
 
 def _source(config: MixConfig) -> str:

@@ -270,7 +270,8 @@ def _budget(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
             checks.append(Check(name, metric, kind, _number(limit, f"{where}: budget.{name}", bounds), scope))
             continue
         task, _, measure = str(name).partition("/")
-        close = difflib.get_close_matches(str(name), budgets + list(TARGETS), n=1, cutoff=0.8)
+        drops = [f"{n}_drop" for n in METRICS if METRICS[n].higher_is_better and n != "benchmark"]
+        close = difflib.get_close_matches(str(name), budgets + drops + list(TARGETS), n=1, cutoff=0.8)
         if not task or task in TARGETS or close:
             hint = f" (did you mean {close[0]}?)" if close and close[0] != name else ""
             raise KnowpackError(
