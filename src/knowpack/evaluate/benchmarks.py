@@ -182,6 +182,19 @@ def higher_is_better(measure: str) -> bool | None:
     return is_higher_better(measure.split(",", 1)[0])
 
 
+def task_description(task: str) -> str | None:
+    """What a local task (world_*, geo_*) measures, in one line: the comment its YAML opens with (written
+    with the task); None for lm-eval's own tasks and unknown names."""
+    from knowpack.paths import geo_dir, organism_dir
+
+    for folder in (organism_dir() / "tasks", geo_dir() / "tasks"):
+        path = folder / f"{task}.yaml"
+        if path.is_file():
+            said = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+            return next((line for line in said if not line.startswith("Written by")), None)
+    return None
+
+
 def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None = None) -> dict[str, Any]:
     """eval.json's `benchmarks`: every metric of `after` (a `run_benchmarks` summary) as a `benchmark` entry
     (knowpack.evaluate.metrics) beside `base`'s value and both stderrs, with its direction
