@@ -268,7 +268,9 @@ def test_a_perplexity_that_rose_is_shown_on_its_own_scale_as_damage(tmp_path):
     out = write_report([tmp_path / "runs"], tmp_path / "report")
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     table = md.split("## Benchmarks")[1].split("\n## ")[0]
-    assert "geo_text word_perplexity (lower is better)" in table and "world_mc acc (higher is better)" in table
+    assert (
+        "geo_text word_perplexity (lower is better)" in table and "world_mc acc (higher is better)" in table
+    )
     assert "| lora | 10 | 0 | 52.300 → 70.400 (+18.100, worse) | 1.000 → 0.900 (-0.100, worse) |" in table
     assert "lower is better" in page
     assert "- **geo_text**: Language-model loss on a short description of every country" in md
@@ -287,7 +289,7 @@ def test_a_perplexity_that_rose_is_shown_on_its_own_scale_as_damage(tmp_path):
 
 
 def test_a_run_that_kept_an_earlier_epoch_says_which(tmp_path):
-    """keep_best: 3 epochs trained, epoch 2's weights kept; the table, the glossary and the epoch plot say so."""
+    """keep_best: 3 epochs trained, epoch 2's weights kept; the table, glossary and epoch plot say so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,6 +308,27 @@ def test_a_run_that_kept_an_earlier_epoch_says_which(tmp_path):
     rows, _ = collect_runs([tmp_path / "runs"])
     fig, _, caption = _reliability_vs_epoch(rows, _groups(rows), plt)
     star = [line for line in fig.axes[0].get_lines() if line.get_marker() == "*"]
-    assert len(star) == 1 and list(star[0].get_xdata()) == [2] and star[0].get_ydata()[0] == pytest.approx(0.6)
+    assert (
+        len(star) == 1 and list(star[0].get_xdata()) == [2] and star[0].get_ydata()[0] == pytest.approx(0.6)
+    )
     assert "epoch 2" in star[0].get_label() and "star" in caption
     plt.close(fig)
+
+
+def test_prompt_sensitivity_is_in_a_table_and_the_eval_summary(tmp_path):
+    """The figure the README quotes beside retention (the base re-probed with other exemplars)."""
+    from knowpack.cli.evaluate import eval_summary
+
+    make_run(tmp_path / "runs" / "lora", "lora", 10, 0, 0.94)
+    path = tmp_path / "runs" / "lora" / "eval.json"
+    ev = json.loads(path.read_text())
+    ev["knowledge_shift"]["untrained"]["retention"]["baselines"] = {"prompt_sensitivity": 0.894}
+    ev["knowledge_shift"]["untrained"]["n"] = 40
+    ev["behaviour"]["untrained"] = ev["behaviour"]["all"]  # a run's eval.json: the summary reads untrained
+    path.write_text(json.dumps(ev))
+    md = (write_report([tmp_path / "runs"], tmp_path / "report") / "report.md").read_text()
+    table = md.split("## Beside prompt sensitivity")[1].split("\n## ")[0]
+    assert "| method / mix | n | seed | retention |" in table and "| lora | 10 | 0 | 0.894 → 0.980 |" in table
+    summary = eval_summary(ev)
+    assert "untrained facts (40), base: measurement null: " in summary
+    assert "untrained facts, prompt sensitivity (base re-probed, other exemplars): retention 0.894" in summary

@@ -174,6 +174,8 @@ def _row(folder: Path) -> dict[str, Any]:
             baselines = metric_baselines(ev, name)
             row[name], row[f"{name}_base"] = entry.get("value"), baselines.get(METRICS[name].baseline)
             row[f"{name}_control"] = metric_value(ev, name, against="training_control")
+            if METRICS[name].compares_probes:
+                row[f"{name}_prompts"] = metric_value(ev, name, against="prompt_sensitivity")
         row["explosion_answers"] = metric_entry(ev, "explosion").get("answers") or []
         row["benchmarks"] = {
             f"{task} {measure}": pair for (task, measure), pair in benchmark_values(ev).items()
@@ -358,9 +360,10 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     matched = _matched_table(rows)
     if matched:
         tables.append(matched)
-    controlled = _control_table(rows, shown)
-    if controlled:
-        tables.append(controlled)
+    for against, caption in AGAINST.items():
+        table = _against_table(rows, shown, against, caption)
+        if table:
+            tables.append(table)
     return tables
 
 
@@ -393,22 +396,30 @@ def _matched_table(rows: list[dict]):
     return caption, ["reliability", "method", DAMAGE, "verdict"], body
 
 
-def _control_table(rows: list[dict], names: list[str]):
-    """The runs read against their training control (eval.json's `control` entries), when any has one."""
+AGAINST = {
+    "prompts": "Beside prompt sensitivity (the untouched base re-probed with other exemplars → run): how "
+    "much the categories move with the prompts alone, the context a run's shift is read in",
+    "control": "Against the training control (control → run, on the facts neither trained on)",
+}
+"""The runs read against another baseline than their own: `_row`'s key suffix -> the table's caption."""
+
+
+def _against_table(rows: list[dict], names: list[str], against: str, caption: str):
+    """The runs read against another baseline (`AGAINST`), when any run has it: its value → the run's."""
     from knowpack.evaluate.metrics import metric_label
 
-    with_control = [r for r in rows if any((r.get(f"{c}_control") or (None,))[0] is not None for c in names)]
-    if not with_control:
+    names = [c for c in names if any(r.get(f"{c}_{against}") for r in rows)]
+    found = [r for r in rows if any((r.get(f"{c}_{against}") or (None,))[0] is not None for c in names)]
+    if not found:
         return None
     body = []
-    for r in sorted(with_control, key=lambda r: (r["group"], r["n"], r["seed"])):
+    for r in sorted(found, key=lambda r: (r["group"], r["n"], r["seed"])):
         cells = [r["group"], str(r["n"]), str(r["seed"])]
         for c in names:
-            value, control = r.get(f"{c}_control") or (None, None)
-            cells.append(_pair(control, value))
+            value, other = r.get(f"{c}_{against}") or (None, None)
+            cells.append(_pair(other, value))
         body.append(cells)
     header = ["method / mix", "n", "seed", *(metric_label(c) for c in names)]
-    caption = "Against the training control (control → run, on the facts neither trained on)"
     return caption, header, body
 
 
