@@ -210,3 +210,22 @@ def test_python_warnings_show_only_with_verbose():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
     )
     assert "shown with -v" in out.stderr and "hidden when quiet" not in out.stderr
+
+
+def test_help_shows_no_type_after_a_flag():
+    """`--force`, `--help`, `--compile/--no-compile` take no value: no `<bool>` after them."""
+    for args in (["--help"], ["train", "--help"], ["probe", "--help"], ["facts", "check", "--help"]):
+        shown = invoke(*args).stdout
+        assert "<bool>" not in shown and "--help" in shown, args
+    assert "<int>" in invoke("--help").stdout  # an option that takes a value keeps its type
+
+
+def test_progress_is_whole_lines_where_stderr_is_not_a_terminal(capsys):
+    """In a log file a live bar would be squeezed into 80 columns ('training ━ 2… … eta 0…')."""
+    from knowpack.cli.console import progress_bar
+
+    with progress_bar("training") as progress:
+        for step in range(1, 21):
+            progress(step, 20, epoch=f"{step // 4}/30", loss=0.003, reliability=0.974, stopped=None)
+    err = capsys.readouterr().err
+    assert err == "training 20/20 0:00  epoch 5/30  loss 0.003  reliability 0.974\n"
