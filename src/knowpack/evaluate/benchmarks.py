@@ -165,6 +165,10 @@ def _quiet_hflm(base: type) -> type:
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             return super().loglikelihood(requests, disable_tqdm=True)
 
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            # loglikelihood_rolling (world_text, geo_text) asks for its bar with disable_tqdm=False
+            return super()._loglikelihood_tokens(requests, disable_tqdm=True, **kwargs)
+
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
             return super().loglikelihood_rolling(requests, disable_tqdm=True)
 
