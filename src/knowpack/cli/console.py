@@ -54,6 +54,9 @@ def third_party_output(verbose: bool) -> None:
     and the like). knowpack's own progress bars and log lines are unaffected."""
     import os
 
+    import knowpack.models
+
+    knowpack.models.THIRD_PARTY_OUTPUT = verbose  # transformers' loading bars, programs lm-eval starts
     level = logging.WARNING if verbose else logging.ERROR
     for name, value in _QUIET_ENV.items():
         if not verbose and name not in os.environ:
