@@ -157,3 +157,24 @@ def test_the_readme_real_model_commands_run_as_written_with_the_preset(tmp_path,
     run = tmp_path / "runs" / "smollm2-lora10"
     assert (run / "eval.json").is_file() and (tmp_path / "out" / "report-real" / "report.html").is_file()
     assert (tmp_path / "out" / "smollm2-lora10" / "config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_make_real_prints_nothing_from_third_parties(tmp_path):
+    """`make real` (`python -m knowpack.real.smollm2`): its answer and knowpack's own log lines only, no
+    progress bar of transformers (loading weights, dequantizing the GGUF) nor their warnings."""
+    import os
+    import sys
+
+    src = str(Path(__file__).parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "knowpack.real.smollm2"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "the capital of France? Paris" in out.stdout
+    chatter = [
+        line for line in out.stderr.splitlines() if "it/s" in line or "%|" in line or "Warning" in line
+    ]
+    assert chatter == [], out.stderr
