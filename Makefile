@@ -9,9 +9,10 @@ install: $(VENV)/.installed
 # torch is pinned and installed first so that the package's `torch>=` requirement
 # never pulls a CUDA build: on our machines this finds the local CPU wheel.
 $(VENV)/.installed: pyproject.toml
+	@echo "setting up $(VENV): pip install torch==2.13.0, then -e '.[dev,real]' (quiet; PIP_QUIET=0 shows pip's output)"
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install torch==2.13.0
-	$(VENV)/bin/pip install -e '.[dev,real]'
+	PIP_QUIET=$${PIP_QUIET:-1} $(VENV)/bin/pip install torch==2.13.0
+	PIP_QUIET=$${PIP_QUIET:-1} $(VENV)/bin/pip install -e '.[dev,real]'
 	touch $@
 
 # Debian's chromium renders report.html in a test (tests/test_report.py: the page loads and shows its tables).
@@ -78,7 +79,7 @@ format: $(VENV)/.installed
 
 ORGANISM := src/knowpack/organism
 
-# Rebuild the bundled organism from its shipped config (about 35 minutes on 2 CPU cores).
+# Rebuild the bundled organism from its shipped config (how long: README.md, "Rebuilding").
 organism: $(VENV)/.installed
 	$(VENV)/bin/knowpack -v world build --out build/organism --config $(ORGANISM)/build_config.yaml --force
 

@@ -210,3 +210,80 @@ def test_python_warnings_show_only_with_verbose():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
     )
     assert "shown with -v" in out.stderr and "hidden when quiet" not in out.stderr
+
+
+def test_help_shows_no_type_after_a_flag():
+    """`--force`, `--help`, `--compile/--no-compile` take no value: no `<bool>` after them."""
+    for args in (["--help"], ["train", "--help"], ["probe", "--help"], ["facts", "check", "--help"]):
+        shown = invoke(*args).stdout
+        assert "<bool>" not in shown and "--help" in shown, args
+    assert "<int>" in invoke("--help").stdout  # an option that takes a value keeps its type
+
+
+def test_progress_is_whole_lines_where_stderr_is_not_a_terminal(capsys):
+    """In a log file a live bar would be squeezed into 80 columns ('training ━ 2… … eta 0…')."""
+    from knowpack.cli.console import progress_bar
+
+    with progress_bar("training") as progress:
+        for step in range(1, 21):
+            progress(step, 20, epoch=f"{step // 4}/30", loss=0.003, reliability=0.974, stopped=None)
+    err = capsys.readouterr().err
+    assert err == "training 20/20 0:00  epoch 5/30  loss 0.003  reliability 0.974\n"
+
+
+def run_quietly(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """A fresh process outside any git repository (lm-eval's `git describe` complains there), one thread."""
+    env = {
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HOME": str(cwd),
+    }
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
+
+
+OURS = r"^\[.+\]$|^[a-z][\w ,()-]* \d+/(\d+|\?) \d+:\d\d(  .*)?$"
+"""knowpack's own stderr: a stage line, or a progress line (stderr is no terminal here)."""
+
+
+@pytest.mark.slow
+@pytest.mark.organism
+def test_eval_with_text_benchmarks_prints_nothing_from_third_parties(tmp_path):
+    """lm-eval's per-batch bars of world_text, its `git describe` outside a repository, transformers'
+    "Loading weights": none of it without -v; with -v they are back."""
+    import re
+
+    args = ["-m", "knowpack", "--threads", "1", "eval", "--model", "organism", "--facts", "organism"]
+    args += [
+        "--pool",
+        "4",
+        "--samples",
+        "0",
+        "--n-prompts",
+        "2",
+        "--benchmarks",
+        "world_text",
+        "--limit",
+        "2",
+    ]
+    out = run_quietly([*args, "--out", "quiet"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert lines and all(re.match(OURS, line) for line in lines), out.stderr
+    assert "world_text: word_perplexity" in out.stdout
+    loud = run_quietly([args[0], args[1], "-v", *args[2:], "--out", "loud"], tmp_path)
+    assert "not a git repository" in loud.stderr and "Loading weights" in loud.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.organism
+def test_the_readme_python_api_prints_nothing(tmp_path):
+    """The README's Python API block as written (but the vLLM line: no GPU here): nothing on stderr."""
+    readme = (SRC.parent / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = "\n".join(line for line in block.splitlines() if 'backend="vllm"' not in line)
+    out = run_quietly(["-c", code + "\nprint(len(records))\n"], tmp_path)
+    assert out.returncode == 0 and out.stdout == "20\n", out.stderr
+    assert out.stderr == ""

@@ -15,7 +15,7 @@ from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.facts import Fact, load_facts, save_facts
 from knowpack.probe import read_records
-from knowpack.probe.pool import POOL_FILE, pool_identity, read_pool
+from knowpack.probe.pool import POOL_FILE, pool_identity, read_pool, sample_facts
 from knowpack.probe.prompts import build_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +27,7 @@ LIMIT = 4
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """12 facts over two relations, a tiny Llama, and a probe of the first 4 facts (`--limit 4`)."""
+    """12 facts over two relations, a tiny Llama, and a probe of 4 of them (`--limit 4`)."""
     from knowpack.world.tokenizer import train_tokenizer
     from tiny import tiny_model
 
@@ -53,9 +53,15 @@ def world(tmp_path_factory):
 
 def asked(world, pool) -> list[list[list[str]]]:
     """The exemplar ids of every prompt a re-probe of the probed facts with `pool` asks."""
-    probed = world["facts"][:LIMIT]
+    probed = probed_facts(world)
     prompts = build_prompts(probed, world["tokenizer"], n_prompts=3, shots=2, seed=0, exemplars=pool)
     return [[list(p.exemplars) for p in row] for row in prompts]
+
+
+def probed_facts(world) -> list[Fact]:
+    """The `--limit` sample (seeded, --pool-seed 0), in the file's order."""
+    chosen = {f.id for f in sample_facts(world["facts"], LIMIT, 0)}
+    return [f for f in world["facts"] if f.id in chosen]
 
 
 def recorded(world) -> list[list[list[str]]]:
@@ -70,7 +76,7 @@ def test_the_probe_records_its_pool_exactly_and_it_is_rebuilt_from_the_facts(wor
     pool = read_pool(world["probe"], load_facts(world["root"] / "facts.jsonl"))
     assert asked(world, pool) == recorded(world)
     # what eval did before: a pool of the probed facts only asks other prompts
-    assert asked(world, world["facts"][:LIMIT]) != recorded(world)
+    assert asked(world, probed_facts(world)) != recorded(world)
 
 
 def test_eval_and_the_noise_floor_re_probe_with_the_base_pool(world, tmp_path):
@@ -156,3 +162,21 @@ def test_eval_model_samples_the_facts_a_run_with_the_same_pool_probes(monkeypatc
     run.evaluate_named_model("organism", facts, out=tmp_path, pool=20, pool_seed=3, seed=5)
     assert seen[0] == sample_facts(facts, 20, ProbeConfig().pool_seed)  # whatever the probe seed
     assert seen[1] == sample_facts(facts, 20, 3) != seen[0]
+
+
+def test_limit_probes_a_seeded_sample_over_every_relation(world, tmp_path):
+    """`--limit 4` is not the file's first 4 lines: a sample drawn with --pool-seed (0 here: the run
+    config's default, so a preset's run probes the same facts), another seed another sample."""
+    ids = [r["id"] for r in read_records(world["probe"] / "records.jsonl")]
+    assert ids == [f.id for f in probed_facts(world)] != [f.id for f in world["facts"][:LIMIT]]
+    assert {f.relation for f in probed_facts(world)} == {"r0", "r1"}
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in PROBE.items()]
+    root, other = world["root"], tmp_path / "other"
+    result = CliRunner().invoke(
+        app,
+        ["probe", "--model", str(root / "model"), "--facts", str(root / "facts.jsonl"), "--out", str(other)]
+        + [*args, "--limit", str(LIMIT), "--pool-seed", "1", "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    seeded = {f.id for f in sample_facts(world["facts"], LIMIT, 1)}
+    assert {r["id"] for r in read_records(other / "records.jsonl")} == seeded != set(ids)

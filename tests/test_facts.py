@@ -250,8 +250,10 @@ def test_format_override(tmp_path):
     assert load_facts(path, format="kp")[0].answers == ["Shakespeare"]
     with pytest.raises(FactsError, match="field 'answer': unknown field"):  # read as knowpack's own layout
         load_facts(path, format="facts")
-    with pytest.raises(FactsError, match="unknown facts format 'yaml'"):
+    with pytest.raises(FactsError, match="unknown facts format 'yaml': the format is the layout of the rows"):
         load_facts(path, format="yaml")
+    with pytest.raises(FactsError, match=r"a csv file is read as such from its name \(.jsonl, .ndjson"):
+        load_facts(path, format="csv")
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -285,7 +287,8 @@ BAD_JSONL_ROWS = [
     ({"answers": ["rome"]}, "question", "contains its own answer 'rome'"),
     ({"paraphrases": ["Rome, Italy?"]}, "paraphrases[0]", "contains its own answer 'Italy'"),
     ({"bucket": "popular"}, "bucket", "unknown bucket 'popular'"),
-    ({"answer": "Italy"}, "answer", "unknown field"),
+    ({"answer": "Italy"}, "answer", "unknown field (did you mean 'answers'?"),
+    ({"colour": "red"}, "colour", "unknown field (put extra data in 'meta'"),  # nothing close: no guess
 ]
 
 

@@ -4,6 +4,7 @@ them across a resume (the best epoch's parameters travel in every checkpoint).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import overrides
+from knowpack.cli.train import summary_line
 from knowpack.errors import KnowpackError
 from knowpack.train import load_config, train
 from knowpack.train.uptake import BEST_STATE, UptakeCallback
@@ -62,6 +64,14 @@ def test_no_restore_when_the_last_epoch_is_the_best():
     assert callback.best_epoch == 2 and not callback.restore_best(model)
 
 
+def test_the_cli_line_names_the_kept_epoch_only_when_it_is_not_the_last():
+    summary = {"implanted": 10, "method": "lora", "reliability": 0.94, "epochs_run": 10, "stopped": "epochs"}
+    kept = summary_line(Path("runs/a"), dict(summary, kept_epoch=6))
+    assert kept.endswith("reliability 0.940 at epoch 6 (its weights kept), 10 epochs (epochs)")
+    last = summary_line(Path("runs/a"), dict(summary, kept_epoch=10))
+    assert last == "runs/a: 10 facts implanted with lora, reliability 0.940, 10 epochs (epochs)"
+
+
 def test_keep_best_needs_uptake():
     with pytest.raises(KnowpackError, match="keep_best needs train.track_uptake"):
         load_config(None, ["train.keep_best=true", "train.track_uptake=false"])
@@ -76,6 +86,8 @@ def test_a_run_with_keep_best_saves_the_weights_of_its_best_epoch(world, tmp_pat
     # Reliability stays 0 on this tiny random model: the first of equals, epoch 1, is kept, not the last.
     assert summary["kept_epoch"] == best < len(reliabilities)
     assert summary["reliability"] == max(reliabilities)
+    line = summary_line(run, summary)  # what `knowpack train` ends with
+    assert f"reliability {max(reliabilities):.3f} at epoch {best} (its weights kept), 6 epochs" in line
     # The same recipe stopped at the best epoch (constant lr: the same trajectory) saves the same weights.
     short = [s.replace("train.epochs=6", f"train.epochs={best}") for s in settings if "keep_best" not in s]
     ref = train(load_config(None, overrides(world, "llama", tmp_path / "short", "lora", *short)))

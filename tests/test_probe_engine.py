@@ -129,7 +129,7 @@ def test_probe_writes_files_and_resumes_after_a_kill(tokenizer, tmp_path):
     assert [json.loads(line) for line in lines] == whole and len(whole) == len(facts)
 
     killed = tmp_path / "killed"  # a kill mid-write: 5 whole records and a torn sixth
-    probe(model, tokenizer, facts, out=killed, limit=5, **settings)
+    probe(model, tokenizer, facts[:5], exemplars=facts, out=killed, **settings)  # the same pool
     with open(killed / "records.jsonl", "a") as f:
         f.write(lines[5][:20])
     resumed = probe(model, tokenizer, facts, out=killed, **settings)

@@ -113,3 +113,68 @@ def test_the_probe_knows_paris_and_not_a_made_up_capital(smol):
     category = {r["id"]: r["category"] for r in records}
     assert category["capital.FR"] == "HighlyKnown"
     assert category["capital.made_up"] == "Unknown"
+
+
+README_COMMANDS = "<!-- real-model commands: tests/test_real_model.py runs these in order -->"
+SMALLER = {  # the README's commands on a few facts: a test's time, the same settings otherwise
+    "probe": ["--limit", "12"],
+    "train": ["mix.n_unknown=2", "train.epochs=1", "eval.limit=4"],
+}
+
+
+def readme_commands() -> list[list[str]]:
+    """The `knowpack` commands of the README's real-model block, as argument lists (comments dropped)."""
+    import shlex
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = text.split(README_COMMANDS, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_the_readme_real_model_commands_run_as_written_with_the_preset(tmp_path, monkeypatch):
+    """probe -> train (configs/smollm2/lora.yaml, probe.run) -> eval -> report -> export, as the README
+    writes them, on 12 facts: the probe's settings fit the preset's probe section (probe.run accepts it)."""
+    from typer.testing import CliRunner
+
+    from knowpack.cli import app
+
+    commands = readme_commands()
+    assert [c[0] for c in commands] == ["knowpack"] * 5
+    monkeypatch.chdir(Path(__file__).parents[1])  # configs/ as the README runs from the repository's root
+    for command in commands:
+        args = command[1:]
+        verb = next(a for a in args if not a.startswith("-") and not a.isdigit())
+        if verb == "probe":
+            at = args.index("--limit")
+            args[at : at + 2] = SMALLER["probe"]
+        args += SMALLER.get(verb, []) if verb == "train" else []
+        args = [str(tmp_path / a) if a.startswith(("out/", "runs/")) else a for a in args]
+        args = [a.replace("=out/", f"={tmp_path}/out/").replace("=runs/", f"={tmp_path}/runs/") for a in args]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, f"{' '.join(command)}\n{result.output}"
+    run = tmp_path / "runs" / "smollm2-lora10"
+    assert (run / "eval.json").is_file() and (tmp_path / "out" / "report-real" / "report.html").is_file()
+    assert (tmp_path / "out" / "smollm2-lora10" / "config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_make_real_prints_nothing_from_third_parties(tmp_path):
+    """`make real` (`python -m knowpack.real.smollm2`): its answer and knowpack's own log lines only, no
+    progress bar of transformers (loading weights, dequantizing the GGUF) nor their warnings."""
+    import os
+    import sys
+
+    src = str(Path(__file__).parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "knowpack.real.smollm2"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "the capital of France? Paris" in out.stdout
+    chatter = [
+        line for line in out.stderr.splitlines() if "it/s" in line or "%|" in line or "Warning" in line
+    ]
+    assert chatter == [], out.stderr

@@ -248,3 +248,87 @@ def test_a_perplexity_is_no_score_whose_drop_is_damage():
     }
     notes = "\n".join(collapse_notes([row]))
     assert "world_mc_hard acc" in notes and "world_text" not in notes
+
+
+def test_a_perplexity_that_rose_is_shown_on_its_own_scale_as_damage(tmp_path):
+    """The real-model case: geo_text's word perplexity 52.3 -> 70.4 beside an accuracy near 1. Its panel has
+    its own scale and says lower is better; the table gives the signed change and calls it worse."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from knowpack.report.report import _benchmark_figure, _groups
+
+    make_run(tmp_path / "runs" / "lora", "lora", 10, 0, 0.94)
+    path = tmp_path / "runs" / "lora" / "eval.json"
+    ev = json.loads(path.read_text())
+    ev["benchmarks"]["tasks"]["geo_text"] = {"word_perplexity": entry(70.4, 52.3)}
+    path.write_text(json.dumps(ev))
+    out = write_report([tmp_path / "runs"], tmp_path / "report")
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    table = md.split("## Benchmarks")[1].split("\n## ")[0]
+    assert (
+        "geo_text word_perplexity (lower is better)" in table and "world_mc acc (higher is better)" in table
+    )
+    assert "| lora | 10 | 0 | 52.300 → 70.400 (+18.100, worse) | 1.000 → 0.900 (-0.100, worse) |" in table
+    assert "lower is better" in page
+    assert "- **geo_text**: Language-model loss on a short description of every country" in md
+    assert "- **world_mc**: MMLU-style: 4-choice questions" in md
+
+    rows, _ = collect_runs([tmp_path / "runs"])
+    fig, name, _ = _benchmark_figure(rows, _groups(rows), plt)
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    perplexity = panels["geo_text word_perplexity\n(lower is better)"]
+    assert [round(p.get_height(), 3) for p in perplexity.patches] == [52.3, 70.4]  # base, lora
+    assert perplexity.get_ylim()[1] > 70.4  # its own scale: nothing runs off the top
+    accuracy = panels["world_mc acc\n(higher is better)"]
+    assert [round(p.get_height(), 3) for p in accuracy.patches] == [1.0, 0.9]
+    assert accuracy.get_ylim()[1] < 2
+    plt.close(fig)
+
+
+def test_a_run_that_kept_an_earlier_epoch_says_which(tmp_path):
+    """keep_best: 3 epochs trained, epoch 2's weights kept; the table, glossary and epoch plot say so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from knowpack.report.report import _groups, _reliability_vs_epoch
+
+    make_run(tmp_path / "runs" / "lora", "lora", 10, 0, 0.9)
+    path = tmp_path / "runs" / "lora" / "train.json"
+    train = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(train, kept_epoch=2, reliability=0.6)))
+    out = write_report([tmp_path / "runs"], tmp_path / "report")
+    md = (out / "report.md").read_text()
+    assert "| lora | 10 | 0 | 0.000 → 0.900 | 3 (kept 2) |" in md and "1 finished run." in md
+    assert "- **epochs**: epochs trained; '10 (kept 6)'" in md
+    rows, _ = collect_runs([tmp_path / "runs"])
+    fig, _, caption = _reliability_vs_epoch(rows, _groups(rows), plt)
+    star = [line for line in fig.axes[0].get_lines() if line.get_marker() == "*"]
+    assert (
+        len(star) == 1 and list(star[0].get_xdata()) == [2] and star[0].get_ydata()[0] == pytest.approx(0.6)
+    )
+    assert "epoch 2" in star[0].get_label() and "star" in caption
+    plt.close(fig)
+
+
+def test_prompt_sensitivity_is_in_a_table_and_the_eval_summary(tmp_path):
+    """The figure the README quotes beside retention (the base re-probed with other exemplars)."""
+    from knowpack.cli.evaluate import eval_summary
+
+    make_run(tmp_path / "runs" / "lora", "lora", 10, 0, 0.94)
+    path = tmp_path / "runs" / "lora" / "eval.json"
+    ev = json.loads(path.read_text())
+    ev["knowledge_shift"]["untrained"]["retention"]["baselines"] = {"prompt_sensitivity": 0.894}
+    ev["knowledge_shift"]["untrained"]["n"] = 40
+    ev["behaviour"]["untrained"] = ev["behaviour"]["all"]  # a run's eval.json: the summary reads untrained
+    path.write_text(json.dumps(ev))
+    md = (write_report([tmp_path / "runs"], tmp_path / "report") / "report.md").read_text()
+    table = md.split("## Beside prompt sensitivity")[1].split("\n## ")[0]
+    assert "| method / mix | n | seed | retention |" in table and "| lora | 10 | 0 | 0.894 → 0.980 |" in table
+    summary = eval_summary(ev)
+    assert "untrained facts (40), base: measurement null: " in summary
+    assert "untrained facts, prompt sensitivity (base re-probed, other exemplars): retention 0.894" in summary

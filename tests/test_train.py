@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,6 +206,30 @@ def test_training_prints_nothing_and_drives_the_callers_bars(world, tmp_path, ca
     last = steps[-1][2]
     assert last["epoch"] == "3/3" and last["loss"] > 0 and 0 <= last["reliability"] <= 1
     assert ("LoKI attribution" in " ".join(calls)) == (method == "loki")
+
+
+def test_export_keeps_the_dtype_the_base_stores(world, tmp_path):
+    """A base stored in bf16 and loaded in float32 (as SmolLM2's conversion is) exports in bf16, not at twice
+    the size in float32."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from knowpack.train.export import export_run, stored_dtype
+
+    base = tmp_path / "bf16"
+    model = AutoModelForCausalLM.from_pretrained(world["models"]["llama"])
+    model.to(torch.bfloat16).save_pretrained(base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "dtype": "float32"}))  # float32 in memory
+    for path in Path(world["models"]["llama"]).glob("*token*"):
+        (base / path.name).write_bytes(path.read_bytes())
+    assert stored_dtype(base) == torch.bfloat16 and stored_dtype(world["models"]["llama"]) == torch.float32
+    run = train(load_config(None, overrides(world, "llama", tmp_path / "run", "lora", f"model.name={base}")))
+    exported = export_run(run, tmp_path / "export")
+    with safe_open(str(exported / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    plain = AutoModelForCausalLM.from_pretrained(exported)
+    assert not any("lora" in name for name, _ in plain.named_parameters())
 
 
 def test_the_train_and_export_verbs_write_their_files(world, tmp_path):

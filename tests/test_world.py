@@ -100,6 +100,7 @@ def test_config_rejects_unknown_keys(tmp_path):
         WorldConfig.from_yaml(path)
 
 
+@pytest.mark.slow
 def test_late_facts_in_the_refusal_phase():
     from knowpack.world.generator import late_facts, refusal_documents
 

@@ -1,4 +1,4 @@
-"""The `knowpack` command line: a thin layer over the Python API, one verb per pipeline stage (DESIGN.md).
+"""The `knowpack` command line: a thin layer over the Python API, one verb per stage (docs/design.md).
 
 Every verb's body parses its options, calls one library function and prints what it returned. The verbs live
 in one module per group: probe.py, loki.py (attribute, select), train.py (train, export), evaluate.py (eval),
@@ -21,7 +21,7 @@ import logging
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from knowpack import __version__
 from knowpack.cli import evaluate, experiment, loki, probe, train, world
@@ -29,7 +29,27 @@ from knowpack.cli.console import setup_logging, third_party_output
 from knowpack.errors import KnowpackError
 
 
-class _KnowpackGroup(TyperGroup):
+class _FlagsTakeNoValue:
+    """`--help` lists a flag (`--force`, `--help`) without a `<bool>` after it, as if it took a value: typer
+    shows every option's type; a flag's is left empty."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    """A verb."""
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    """A group of verbs (`world`, `facts`)."""
+
+
+class _KnowpackGroup(_Group):
     """The top-level group: turns a KnowpackError from any verb into one line on stderr and exit code 1."""
 
     def invoke(self, ctx: Any) -> Any:
@@ -71,8 +91,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
 )
-world_app = typer.Typer(help="The synthetic world and the bundled model organism.", no_args_is_help=True)
-facts_app = typer.Typer(help="Facts files: load and validate them.", no_args_is_help=True)
+world_app = typer.Typer(
+    cls=_Group, help="The synthetic world and the bundled model organism.", no_args_is_help=True
+)
+facts_app = typer.Typer(cls=_Group, help="Facts files: load and validate them.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 app.add_typer(facts_app, name="facts")
 
@@ -115,17 +137,17 @@ def main(
 
 
 # The verbs, in the order `knowpack --help` lists them.
-app.command()(experiment.demo)
-app.command()(probe.probe)
-app.command()(loki.attribute)
-app.command()(loki.select)
-app.command()(train.train)
-app.command("eval")(evaluate.eval_)
-app.command()(experiment.sweep)
-app.command()(experiment.capacity)
-app.command()(experiment.plan)
-app.command()(experiment.report)
-app.command()(train.export)
-world_app.command("build")(world.world_build)
-world_app.command("tasks")(world.world_tasks)
-facts_app.command("check")(world.facts_check)
+app.command(cls=_Command)(experiment.demo)
+app.command(cls=_Command)(probe.probe)
+app.command(cls=_Command)(loki.attribute)
+app.command(cls=_Command)(loki.select)
+app.command(cls=_Command)(train.train)
+app.command("eval", cls=_Command)(evaluate.eval_)
+app.command(cls=_Command)(experiment.sweep)
+app.command(cls=_Command)(experiment.capacity)
+app.command(cls=_Command)(experiment.plan)
+app.command(cls=_Command)(experiment.report)
+app.command(cls=_Command)(train.export)
+world_app.command("build", cls=_Command)(world.world_build)
+world_app.command("tasks", cls=_Command)(world.world_tasks)
+facts_app.command("check", cls=_Command)(world.facts_check)

@@ -54,6 +54,9 @@ def third_party_output(verbose: bool) -> None:
     and the like). knowpack's own progress bars and log lines are unaffected."""
     import os
 
+    import knowpack.models
+
+    knowpack.models.THIRD_PARTY_OUTPUT = verbose  # transformers' loading bars, programs lm-eval starts
     level = logging.WARNING if verbose else logging.ERROR
     for name, value in _QUIET_ENV.items():
         if not verbose and name not in os.environ:
@@ -102,10 +105,19 @@ class _LowerLevelFormatter(logging.Formatter):
         return super().format(record).replace(record.levelname, record.levelname.lower(), 1)
 
 
+PLAIN_EVERY_S = 60.0
+"""Where stderr is not a terminal (a log file, CI), a progress line at most this often, and one at the end."""
+
+
 @contextlib.contextmanager
 def progress_bar(label: str) -> Iterator[Any]:
     """A rich progress bar with ETA on stderr; yields a `progress(done, total, **fields)` callback whose
-    fields (training's epoch, loss, reliability) are shown after the bar, None ones left out."""
+    fields (training's epoch, loss, reliability) are shown after the bar, None ones left out. Where stderr
+    is not a terminal, plain whole lines instead (a live bar there is squeezed into 80 columns)."""
+    if not sys.stderr.isatty():
+        with _plain_progress(label) as progress:
+            yield progress
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
@@ -126,6 +138,33 @@ def progress_bar(label: str) -> Iterator[Any]:
             bar.update(task, completed=done, total=total, info=info)
 
         yield progress
+
+
+@contextlib.contextmanager
+def _plain_progress(label: str) -> Iterator[Any]:
+    """`progress_bar` for a stderr that is not a terminal: 'training 20/20 0:29  epoch 5/30  loss 0.003'
+    (done/total, minutes:seconds elapsed, the fields) every `PLAIN_EVERY_S` seconds and when it ends."""
+    import time
+
+    start = last = time.monotonic()
+    state: dict[str, Any] = {}
+
+    def line() -> str:
+        done, total, fields = state["done"], state["total"], state["fields"]
+        seconds = int(time.monotonic() - start)
+        info = "".join(f"  {k} {show_value(v)}" for k, v in fields.items() if v is not None)
+        return f"{label} {done}/{'?' if total is None else total} {seconds // 60}:{seconds % 60:02d}{info}"
+
+    def progress(done: int, total: int | None, **fields: Any) -> None:
+        nonlocal last
+        state.update(done=done, total=total, fields=fields)
+        if time.monotonic() - last >= PLAIN_EVERY_S:
+            last = time.monotonic()
+            print(line(), file=sys.stderr, flush=True)
+
+    yield progress
+    if state:
+        print(line(), file=sys.stderr, flush=True)
 
 
 def show_value(value: Any) -> str:

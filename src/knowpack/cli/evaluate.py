@@ -159,6 +159,17 @@ def eval_summary(result: dict) -> str:
         }.get(part, part.replace("_", " "))
         shown = ", ".join(f"{metric_label(name)} {show(name, scope=scope)}" for name in names)
         lines.append(f"{title}: {shown}")
+        context = [
+            f"{metric_label(name)} {METRICS[name].format(other)}"
+            for name in names
+            if METRICS[name].compares_probes
+            and (other := metric_value(result, name, against="prompt_sensitivity", scope=scope)[1])
+            is not None
+        ]
+        if context:
+            lines.append(
+                f"{scope} facts, prompt sensitivity (base re-probed, other exemplars): {', '.join(context)}"
+            )
     if "probe" in result:
         lines.append(f"probe: {result['probe']['categories']}")
     tasks: dict[str, list[str]] = {}

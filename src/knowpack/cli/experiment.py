@@ -68,9 +68,12 @@ def demo(
     Console().print(table)
     typer.echo(f"report: {out / 'report.html'}")
     if summary.get("notes"):
+        from knowpack.report.report import counted
+
         typer.echo(
-            f'{len(summary["notes"])} notes in its "Read this first": numbers that look like bugs (a '
-            "benchmark below half of the base's score, refusals gone) and are measured effects of training."
+            f'{counted(len(summary["notes"]), "note")} in its "Read this first": numbers that look like '
+            "bugs (a benchmark below half of the base's score, refusals gone) and are measured effects of "
+            "training."
         )
 
 

@@ -32,7 +32,15 @@ BatchSize = Annotated[
 ]
 Compile = Annotated[bool, config_option(P, "compile", "--compile/--no-compile")]
 CudaGraphs = Annotated[bool, config_option(P, "cuda_graphs", "--cuda-graphs/--no-cuda-graphs")]
-Limit = Annotated[int | None, typer.Option("--limit", help="Probe only the first N facts.")]
+Limit = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        help="Probe a random sample of N facts over every relation, drawn with --pool-seed (as a run "
+        "config's probe.pool: the same N and seed give the facts its run probes).",
+    ),
+]
+PoolSeed = Annotated[int, config_option(P, "pool_seed", help="Seed of the --limit sample.")]
 Merge = Annotated[
     bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
 ]
@@ -76,6 +84,7 @@ def probe(
     compile: Compile = P.compile,
     cuda_graphs: CudaGraphs = P.cuda_graphs,
     limit: Limit = None,
+    pool_seed: PoolSeed = P.pool_seed,
     shard: Shard = None,
     merge: Merge = False,
     repeat_seed: RepeatSeed = None,
@@ -94,7 +103,8 @@ def probe(
         model, facts, out=out, exemplars=exemplars, repeat_seed=repeat_seed, device=device, dtype=dtype,
         backend=backend, progress_bar=progress_bar, n_prompts=n_prompts, shots=shots, samples=samples,
         temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode,
-        seed=seed, batch_size=batch_size, compile=compile, cuda_graphs=cuda_graphs, limit=limit, shard=shard,
+        seed=seed, batch_size=batch_size, compile=compile, cuda_graphs=cuda_graphs, limit=limit,
+        pool_seed=pool_seed, shard=shard,
     )  # fmt: skip
     _probe_line(out, result.records)
     if result.matrix is not None:

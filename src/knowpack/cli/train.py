@@ -31,7 +31,7 @@ def train(
 ) -> None:
     """Build the training mix and implant it with LoRA, LoKI or full fine-tuning: one run folder.
 
-    The config (DESIGN.md) has sections model, facts, probe, mix, method, train, eval and out; every key
+    The config (docs/design.md) has sections model, facts, probe, mix, method, train, eval and out; every key
     can be overridden as section.key=value. Presets: configs/organism/{lora,loki,full}.yaml, configs/paper/.
     """
     from knowpack.devices import is_main_process
@@ -61,11 +61,17 @@ def train(
         on_stage=lambda name: typer.echo(f"[{name}]", err=True),
         progress_bar=progress_bar,
     )
-    summary = json.loads((out / "train.json").read_text())
-    reliability = show_value(summary["reliability"])
-    typer.echo(
+    typer.echo(summary_line(out, json.loads((out / "train.json").read_text())))
+
+
+def summary_line(out: Path, summary: dict) -> str:
+    """The line `knowpack train` ends with, from train.json: the reliability of the weights saved, and which
+    epoch's they are when `train.keep_best` kept an earlier one than the last."""
+    run, kept = summary["epochs_run"], summary.get("kept_epoch")
+    at = f" at epoch {kept} (its weights kept)" if kept not in (None, run) else ""
+    return (
         f"{out}: {summary['implanted']} facts implanted with {summary['method']}, "
-        f"reliability {reliability}, {summary['epochs_run']} epochs ({summary['stopped']})"
+        f"reliability {show_value(summary['reliability'])}{at}, {run} epochs ({summary['stopped']})"
     )
 
 

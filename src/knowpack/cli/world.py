@@ -59,7 +59,12 @@ def facts_check(
     file: Annotated[str, typer.Argument(help="Facts file, dataset folder or Hub name, 'organism' or 'geo'.")],
     lenient: Annotated[bool, typer.Option("--lenient", help="Skip bad rows instead of stopping.")] = False,
     facts_format: Annotated[
-        str, typer.Option("--format", help="auto, facts, kp, easyedit or counterfact.")
+        str,
+        typer.Option(
+            "--format",
+            help="Layout of the rows: auto, facts, kp, easyedit or counterfact (the file type, JSONL, CSV, "
+            "JSON or Parquet, comes from the file's name).",
+        ),
     ] = "auto",
     split: Annotated[str, typer.Option("--split", help="Split of a Hugging Face dataset.")] = "train",
 ) -> None:

@@ -17,10 +17,13 @@ runs with `HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1` (tests/test_eval_benchmarks.p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,18 +139,19 @@ def _evaluate_tasks(
                 progress(done, len(tasks))
             shots = num_fewshot if num_fewshot is not None else PAPER_SHOTS.get(task)
             log.info("lm-eval %s: %s (limit=%s, num_fewshot=%s)", lm_eval.__version__, task, limit, shots)
-            results = lm_eval.simple_evaluate(
-                model=lm,
-                tasks=[task],
-                num_fewshot=shots,
-                limit=limit,
-                task_manager=task_manager,
-                log_samples=False,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-            )
+            with _quiet_children():
+                results = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=[task],
+                    num_fewshot=shots,
+                    limit=limit,
+                    task_manager=task_manager,
+                    log_samples=False,
+                    random_seed=seed,
+                    numpy_random_seed=seed,
+                    torch_random_seed=seed,
+                    fewshot_random_seed=seed,
+                )
             for key, values in merged.items():
                 values.update(results.get(key, {}))
         if progress is not None:
@@ -157,6 +161,39 @@ def _evaluate_tasks(
     return merged
 
 
+@contextlib.contextmanager
+def _quiet_children() -> Iterator[None]:
+    """The programs lm-eval runs write their stderr to /dev/null unless `knowpack.models.THIRD_PARTY_OUTPUT`
+    (`knowpack -v`): outside a git repository, the `git describe` it runs for its results' git hash prints
+    "fatal: not a git repository" once per task. Python's own stderr (knowpack's lines) is kept."""
+    from knowpack import models
+
+    if models.THIRD_PARTY_OUTPUT:
+        yield
+        return
+    try:
+        own = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a stream with no file (a test runner's capture)
+        own = False
+    sys.stderr.flush()
+    kept = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    previous = sys.stderr
+    os.dup2(null, 2)
+    if own:  # Python writes on to the real stderr, through the saved descriptor
+        sys.stderr = os.fdopen(os.dup(kept), "w", buffering=1, encoding=previous.encoding, errors="replace")
+    try:
+        yield
+    finally:
+        if own:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = previous
+        os.dup2(kept, 2)
+        os.close(kept)
+        os.close(null)
+
+
 def _quiet_hflm(base: type) -> type:
     """lm-eval's HF model without its per-request tqdm bars (lm-eval turns them on explicitly, so tqdm's
     `TQDM_DISABLE` cannot)."""
@@ -164,6 +201,10 @@ def _quiet_hflm(base: type) -> type:
     class QuietHFLM(base):
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             return super().loglikelihood(requests, disable_tqdm=True)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            # loglikelihood_rolling (world_text, geo_text) asks for its bar with disable_tqdm=False
+            return super()._loglikelihood_tokens(requests, disable_tqdm=True, **kwargs)
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
             return super().loglikelihood_rolling(requests, disable_tqdm=True)
@@ -180,6 +221,19 @@ def higher_is_better(measure: str) -> bool | None:
     from lm_eval.api.registry import is_higher_better
 
     return is_higher_better(measure.split(",", 1)[0])
+
+
+def task_description(task: str) -> str | None:
+    """What a local task (world_*, geo_*) measures, in one line: the comment its YAML opens with (written
+    with the task); None for lm-eval's own tasks and unknown names."""
+    from knowpack.paths import geo_dir, organism_dir
+
+    for folder in (organism_dir() / "tasks", geo_dir() / "tasks"):
+        path = folder / f"{task}.yaml"
+        if path.is_file():
+            said = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+            return next((line for line in said if not line.startswith("Written by")), None)
+    return None
 
 
 def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None = None) -> dict[str, Any]:

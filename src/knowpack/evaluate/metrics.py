@@ -62,7 +62,8 @@ TERMS: dict[str, str] = {
     "shares[a][b] = counts[a][b] / facts in a",
     "measurement_null": "the same comparison between the base probe and the untouched base re-probed with "
     "the same prompts and another sampling seed: what the comparison shows with no training (greedy "
-    "categories cannot move; only WeaklyKnown <-> Unknown can)",
+    "categories cannot move; only WeaklyKnown <-> Unknown can; a greedy probe, samples 0, is not re-probed: "
+    "its null is the base probe itself, every shift exactly zero)",
     "prompt_sensitivity": "the same comparison between the base probe and the untouched base re-probed with "
     "another seed, hence other exemplars: how much categories depend on the prompts (context, not a null; "
     "called the noise floor before)",
@@ -124,7 +125,7 @@ class Metric:
 BASELINES: dict[str, str] = {
     "base_model": "the base model",
     "measurement_null": "the measurement null (the untouched base re-probed with the same prompts, another "
-    "sampling seed)",
+    "sampling seed; under a greedy probe the base probe itself, as a re-probe gives the same answers)",
     "prompt_sensitivity": "prompt sensitivity (the untouched base re-probed with other exemplars)",
     "training_control": "the training control (the same recipe on as many facts the model already knew)",
 }

@@ -307,9 +307,12 @@ def _base_side(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps) -> _Base:
     measure = UptakeMeasure(tokenizer, inp.implanted, inp.pool, inp.probe_kwargs, fmt, questions, bar)
     probe_kwargs = {**inp.probe_kwargs, "exemplars": inp.pool}
     greedy = inp.probe_kwargs.get("samples") == 0
-    with steps(
-        "measurement null (the base, same prompts, another sampling seed)", "measurement_null", bar=not greedy
-    ) as progress:
+    said = (
+        "greedy: the base probe itself, nothing to re-probe"
+        if greedy
+        else "same prompts, another sampling seed"
+    )
+    with steps(f"measurement null ({said})", "measurement_null", bar=not greedy) as progress:
         null, null_block = measurement_null_records(
             lm,
             tokenizer,

@@ -91,7 +91,11 @@ def load_facts(
     `split` picks the split of a Hugging Face dataset.
     """
     if format not in FORMATS:
-        raise FactsError(f"unknown facts format {format!r}; expected one of {', '.join(FORMATS)}")
+        kind = f"; a {format} file is read as such from its name ({', '.join(_FILE_SUFFIXES)})"
+        raise FactsError(
+            f"unknown facts format {format!r}: the format is the layout of the rows, one of "
+            f"{', '.join(FORMATS)}{kind if '.' + format.lower() in _FILE_SUFFIXES else ''}"
+        )
     if isinstance(source, str) and source == "organism":
         source = organism_dir() / "facts.jsonl"
         if not source.exists():

@@ -8,6 +8,7 @@ optional `subject`, `relation`, `paraphrases` (questions with the same answer), 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +65,10 @@ class Fact:
         known = REQUIRED_FIELDS + OPTIONAL_FIELDS
         unknown = [k for k in record if k not in known]
         if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
             raise FactsError(
-                f"unknown field (put extra data in 'meta'; known fields: {', '.join(known)})",
+                f"unknown field ({hint}put extra data in 'meta'; known fields: {', '.join(known)})",
                 field=unknown[0],
             )
         for name in REQUIRED_FIELDS:

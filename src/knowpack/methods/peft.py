@@ -157,7 +157,10 @@ def load(base: Any, folder: Path) -> Any:
     """The trained model: `base` with the adapter in `folder`."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, str(folder)).eval()
+    from knowpack.models import quiet_loading
+
+    with quiet_loading():
+        return PeftModel.from_pretrained(base, str(folder)).eval()
 
 
 def merge(model: Any) -> Any:

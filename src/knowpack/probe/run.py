@@ -17,8 +17,9 @@ The exemplar pool is recorded exactly (`knowpack.probe.pool`): its identity in t
 Resume: records are appended and flushed batch by batch, so after a kill the file holds every finished fact
 and at most one torn last line, which is cut off. Rerunning with the same settings skips the ids present;
 other settings in the same folder are refused. Exemplars always come from the whole fact list (or the given
-pool), never only from the shard or the `limit`, and samples depend only on (seed, fact, prompt), so a sharded
-or resumed probe gives the same records as one uninterrupted run (`greedy_logprob` up to float rounding).
+pool), never only from the shard or the `limit` sample, and samples depend only on (seed, fact, prompt), so
+a sharded or resumed probe gives the same records as one uninterrupted run (`greedy_logprob` up to float
+rounding).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from knowpack.facts.schema import Fact
 from knowpack.io import append_jsonl, remove_temps, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
 from knowpack.probe.engine import CPU_BATCH_ROWS, Engine, Request, check_speed, split_prefix
-from knowpack.probe.pool import POOL_FILE, pool_identity, write_pool
+from knowpack.probe.pool import POOL_FILE, pool_identity, sample_facts, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
 from knowpack.runs import versions
@@ -67,6 +68,7 @@ def probe(
     out: str | os.PathLike | None = None,
     shard: str | tuple[int, int] | None = None,
     limit: int | None = None,
+    pool_seed: int = 0,
     reuse_prefix: bool = True,
     backend: str = "torch",
     compile: bool = False,
@@ -78,7 +80,9 @@ def probe(
     `sample_seed` changes only the sampling noise (None: `seed`, which also fixes the exemplars): the same
     prompts with other samples, the measurement null of `knowpack eval`.
     `batch_size` is rows decoded at once (a prompt takes 1 + samples rows; None: from the free memory on a
-    GPU, `engine.CPU_BATCH_ROWS` on a CPU); `limit` keeps the first facts,
+    GPU, `engine.CPU_BATCH_ROWS` on a CPU); `limit` keeps a random sample of that many facts drawn with
+    `pool_seed` (`knowpack.probe.pool.sample_facts`, as a run config's `probe.pool` / `probe.pool_seed`: over
+    every relation, not the first lines of the file), in the file's order,
     `shard` ("i/n") every n-th of those from the i-th; `progress(done, total)` counts prompts.
     `backend`: "torch" (engine.py, on a transformers model) or "vllm" (vllm_backend.py; `model` is then a
     `vllm.LLM` or a model name / folder to load with vLLM, and `tokenizer` may be None). `compile`: the torch
@@ -88,12 +92,13 @@ def probe(
     _check_arguments(
         backend=backend, compile=compile, cuda_graphs=cuda_graphs, mode=mode, temperature=temperature,
         n_prompts=n_prompts, shots=shots, samples=samples, top_k=top_k, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, limit=limit,
+        batch_size=batch_size, limit=limit, pool_seed=pool_seed,
     )  # fmt: skip
     all_facts = list(facts)
     pool = all_facts if exemplars is None else list(exemplars)
     index, count = parse_shard(shard) if shard is not None else (0, 1)
-    chosen = (all_facts[:limit] if limit is not None else all_facts)[index::count]
+    sampled = {f.id for f in sample_facts(all_facts, limit, pool_seed)}
+    chosen = [f for f in all_facts if f.id in sampled][index::count]
     if backend == "vllm":
         model, tokenizer, name = _vllm_model(model, tokenizer, seed)
     else:

@@ -131,9 +131,12 @@ def load_gguf(gguf_path: Path) -> tuple[Any, Any]:
 
     if importlib.util.find_spec("gguf") is None:
         raise ModelError("converting smollm2-135m needs the gguf package: pip install 'knowpack[real]'")
+    from knowpack.models import quiet_loading
+
     kwargs = {"gguf_file": gguf_path.name}
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-    model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kwargs)
+    with quiet_loading():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kwargs)
     return model.eval(), tokenizer
 
 
@@ -232,9 +235,11 @@ def _checked(path: Path) -> Path:
 
 def main() -> None:
     """`python -m knowpack.real.smollm2`: set the model up (fetch, convert) and ask it one question."""
+    from knowpack.cli.console import third_party_output
     from knowpack.models import load_model
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    third_party_output(False)  # as the CLI without -v: no third-party chatter
     started = time.perf_counter()
     model, tokenizer = load_model(NAME, device="cpu")
     prompt = PROMPT + "\n\nQuestion: What is the capital of France?\nAnswer:"

@@ -7,9 +7,11 @@ Every finished run folder under the given paths is read (`config.yaml`, `train.j
 run was evaluated); runs that are not `finished` are listed as skipped, never plotted. Runs are grouped by
 method and mix (method, its rank or quota, the addition and k); seeds of a group become error bars (mean ± one
 standard deviation). Plots, each drawn only when the runs hold its data:
-- reliability vs number of implanted facts (when a group has several n), and reliability vs epoch;
-- every benchmark score vs n (MMLU / world_mc, TruthfulQA MC1 / MC2 ...), the base model's score dashed;
-  with a single n, base vs after as bars instead (`benchmarks.png`);
+- reliability vs number of implanted facts (when a group has several n), and reliability vs epoch (a star
+  on the epoch whose weights a `train.keep_best` run kept);
+- every benchmark vs n (MMLU / world_mc, TruthfulQA MC1 / MC2, perplexities ...), one panel each on its own
+  scale, titled with its direction (lower is better for a perplexity), the base model's score dashed; with a
+  single n, base vs after as bars instead (`benchmarks.png`); the benchmarks table gives each change signed;
 - knowledge-shift matrices of the untrained facts as heatmaps beside the noise floor (first runs);
 - refusal rate and answer diversity before vs after;
 - the trade-off: uptake (reliability) against damage (retention of untrained HighlyKnown facts, and the
@@ -56,7 +58,7 @@ def _shown() -> dict[str, tuple[str, str]]:
     from knowpack.evaluate.metrics import METRICS, headline, metric_label
 
     shown = {"p_greedy": ("p_greedy", "")}
-    for name in [*headline("report"), "explosion", "benchmark"]:
+    for name in [*headline("report"), "unique_share", "explosion", "benchmark"]:
         shown["benchmarks" if name == "benchmark" else metric_label(name)] = (name, METRICS[name].base)
     return shown
 
@@ -153,6 +155,7 @@ def _row(folder: Path) -> dict[str, Any]:
         "reliability": train.get("reliability"),
         "epochs": [(e["epoch"], e.get("reliability")) for e in train.get("epochs", [])],
         "epochs_run": train.get("epochs_run"),
+        "kept_epoch": train.get("kept_epoch"),  # whose weights were saved (train.keep_best: the best)
         "trainable": train.get("trainable_parameters"),
         "eval": ev,
     }
@@ -171,6 +174,8 @@ def _row(folder: Path) -> dict[str, Any]:
             baselines = metric_baselines(ev, name)
             row[name], row[f"{name}_base"] = entry.get("value"), baselines.get(METRICS[name].baseline)
             row[f"{name}_control"] = metric_value(ev, name, against="training_control")
+            if METRICS[name].compares_probes:
+                row[f"{name}_prompts"] = metric_value(ev, name, against="prompt_sensitivity")
         row["explosion_answers"] = metric_entry(ev, "explosion").get("answers") or []
         row["benchmarks"] = {
             f"{task} {measure}": pair for (task, measure), pair in benchmark_values(ev).items()
@@ -235,9 +240,7 @@ def plan_answers(paths: Sequence[str | os.PathLike], out: Path) -> list[tuple[st
 def _scored(bench: str) -> bool:
     """Whether a row's benchmark ("TASK MEASURE") is a score whose drop is damage (acc: yes; a perplexity or
     bits per byte, lower is better and on another scale: no)."""
-    from knowpack.evaluate.benchmarks import higher_is_better
-
-    return higher_is_better(bench.rsplit(" ", 1)[-1]) is True
+    return _direction(bench) is True
 
 
 def collapse_notes(rows: list[dict]) -> list[str]:
@@ -257,7 +260,7 @@ def collapse_notes(rows: list[dict]) -> list[str]:
     notes, benches = [], defaultdict(list)
     for (group, kind, bench), hits in sorted(found.items()):
         runs = sum(1 for r in rows if r["group"] == group)
-        where = f"[{group}, {len(hits)} of {runs} run{'s' * (runs > 1)}, n={_ns(r for r, _, _ in hits)}]"
+        where = f"[{group}, {len(hits)} of {counted(runs, 'run')}, n={_ns(r for r, _, _ in hits)}]"
         before, after = _span([b for _, b, _ in hits]), _span([v for _, _, v in hits])
         if kind == "0 bench":
             benches[group].append(f"{bench} {before} → {after} {where}")
@@ -276,8 +279,8 @@ def collapse_notes(rows: list[dict]) -> list[str]:
             said = f"; the most frequent, '{top[0]}', {top[1]} times" if top else ""
             notes.append(
                 f"Answer explosion: {after} answer(s) now each occur more often than the base model's most "
-                f"frequent answer (measurement null {before}) {where}{said}. The model gives the same few "
-                "answers to many different questions."
+                f"frequent answer did ({before} when the untouched base is re-probed, the measurement null) "
+                f"{where}{said}. The model gives the same few answers to many different questions."
             )
     notes += [_bench_note(lines) for lines in benches.values() if lines]
     return notes
@@ -290,6 +293,11 @@ def _bench_note(lines: list[str]) -> str:
         "Below half of the base model's score: " + "; ".join(lines) + ". A measured effect of training, "
         "not a bug of the report" + (" (" + "; ".join(hints) + ")." if hints else ".")
     )
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 finished run', '8 finished runs'."""
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _span(values: list[Any]) -> str:
@@ -308,6 +316,37 @@ def _glossary(rows: list[dict]) -> list[tuple[str, str]]:
         if not has_eval and term not in ("p_greedy", "reliability"):
             continue
         terms.append((term, definition(name) + (f" (before the arrow: {base})" if base else "")))
+    if any(_kept_earlier(r) for r in rows):
+        terms.append(("epochs", EPOCHS_KEPT))
+    if any(r.get("retention") is not None and r.get("benchmarks") for r in rows):
+        terms.append(("largest benchmark drop", LARGEST_DROP))
+    terms += _task_terms(rows)
+    return terms
+
+
+EPOCHS_KEPT = (
+    "epochs trained; '10 (kept 6)': the run trained 10 epochs and saved epoch 6's weights, the most reliable "
+    "(train.keep_best), so every number after an arrow measures epoch 6's model, not the last epoch's"
+)
+LARGEST_DROP = (
+    "per run, the largest fall (base minus after) of any benchmark score where higher is better, named "
+    "beside its point in tradeoff.png; perplexities and bits per byte (lower is better, on another scale) "
+    "are left out: the benchmarks table shows their change"
+)
+
+
+def _task_terms(rows: list[dict]) -> list[tuple[str, str]]:
+    """(task, what it measures) for every local benchmark task of the runs; each measure's direction."""
+    from knowpack.evaluate.benchmarks import task_description
+
+    measures: dict[str, list[str]] = defaultdict(list)
+    for bench in sorted({b for r in rows for b in (r.get("benchmarks") or {})}):
+        task, measure = bench.rsplit(" ", 1)
+        measures[task].append(f"{measure} {_better(bench)}".strip())
+    terms = []
+    for task, shown in measures.items():
+        said = task_description(task)
+        terms.append((task, (f"{said.rstrip('.')}; " if said else "an lm-eval task; ") + ", ".join(shown)))
     return terms
 
 
@@ -319,7 +358,7 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     columns = shown[:1] + ["epochs_run"] + shown[1:]
     runs = [
         [r["group"], str(r["n"]), str(r["seed"])]
-        + [str(r[c]) if c == "epochs_run" else _pair(r.get(f"{c}_base"), r.get(c)) for c in columns]
+        + [_epochs(r) if c == "epochs_run" else _pair(r.get(f"{c}_base"), r.get(c)) for c in columns]
         + [Path(r["folder"]).name]
         for r in sorted(rows, key=lambda r: (r["group"], r["n"], r["seed"]))
     ]
@@ -333,15 +372,17 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
             cells = [r["group"], str(r["n"]), str(r["seed"])]
             for b in benches:
                 value, base = (r.get("benchmarks") or {}).get(b, (None, None))
-                cells.append(_pair(base, value))
+                cells.append(_change(b, base, value))
             body.append(cells)
-        tables.append(("Benchmarks (base → after)", ["method / mix", "n", "seed", *benches], body))
+        header = ["method / mix", "n", "seed", *(_bench_title(b) for b in benches)]
+        tables.append(("Benchmarks (base → after, and the change)", header, body))
     matched = _matched_table(rows)
     if matched:
         tables.append(matched)
-    controlled = _control_table(rows, shown)
-    if controlled:
-        tables.append(controlled)
+    for against, caption in AGAINST.items():
+        table = _against_table(rows, shown, against, caption)
+        if table:
+            tables.append(table)
     return tables
 
 
@@ -374,23 +415,65 @@ def _matched_table(rows: list[dict]):
     return caption, ["reliability", "method", DAMAGE, "verdict"], body
 
 
-def _control_table(rows: list[dict], names: list[str]):
-    """The runs read against their training control (eval.json's `control` entries), when any has one."""
+AGAINST = {
+    "prompts": "Beside prompt sensitivity (the untouched base re-probed with other exemplars → run): how "
+    "much the categories move with the prompts alone, the context a run's shift is read in",
+    "control": "Against the training control (control → run, on the facts neither trained on)",
+}
+"""The runs read against another baseline than their own: `_row`'s key suffix -> the table's caption."""
+
+
+def _against_table(rows: list[dict], names: list[str], against: str, caption: str):
+    """The runs read against another baseline (`AGAINST`), when any run has it: its value → the run's."""
     from knowpack.evaluate.metrics import metric_label
 
-    with_control = [r for r in rows if any((r.get(f"{c}_control") or (None,))[0] is not None for c in names)]
-    if not with_control:
+    names = [c for c in names if any(r.get(f"{c}_{against}") for r in rows)]
+    found = [r for r in rows if any((r.get(f"{c}_{against}") or (None,))[0] is not None for c in names)]
+    if not found:
         return None
     body = []
-    for r in sorted(with_control, key=lambda r: (r["group"], r["n"], r["seed"])):
+    for r in sorted(found, key=lambda r: (r["group"], r["n"], r["seed"])):
         cells = [r["group"], str(r["n"]), str(r["seed"])]
         for c in names:
-            value, control = r.get(f"{c}_control") or (None, None)
-            cells.append(_pair(control, value))
+            value, other = r.get(f"{c}_{against}") or (None, None)
+            cells.append(_pair(other, value))
         body.append(cells)
     header = ["method / mix", "n", "seed", *(metric_label(c) for c in names)]
-    caption = "Against the training control (control → run, on the facts neither trained on)"
     return caption, header, body
+
+
+def _epochs(r: dict) -> str:
+    """The runs table's epochs: '10', or '10 (kept 6)' when the run saved an earlier epoch's weights."""
+    return f"{r['epochs_run']} (kept {r['kept_epoch']})" if _kept_earlier(r) else str(r["epochs_run"])
+
+
+def _direction(bench: str) -> bool | None:
+    """Whether a larger value of a row's benchmark ("TASK MEASURE") is better (lm-eval's registry)."""
+    from knowpack.evaluate.benchmarks import higher_is_better
+
+    return higher_is_better(bench.rsplit(" ", 1)[-1])
+
+
+def _better(bench: str) -> str:
+    """'higher is better', 'lower is better' (a perplexity, bits per byte), '' where lm-eval is silent."""
+    better = _direction(bench)
+    return "" if better is None else f"{'higher' if better else 'lower'} is better"
+
+
+def _bench_title(bench: str) -> str:
+    """'world_mc acc (higher is better)', 'geo_text word_perplexity (lower is better)'."""
+    return f"{bench} ({_better(bench)})" if _better(bench) else bench
+
+
+def _change(bench: str, base: Any, value: Any) -> str:
+    """'52.300 → 70.400 (+18.100, worse)': base → after and the signed change, judged by the benchmark's
+    direction."""
+    if None in (base, value):
+        return _pair(base, value)
+    better = _direction(bench)
+    delta = value - base
+    verdict = "" if better is None or delta == 0 else ", better" if (delta > 0) == better else ", worse"
+    return f"{_pair(base, value)} ({delta:+.3f}{verdict})"
 
 
 def _pair(base: Any, value: Any) -> str:
@@ -410,7 +493,8 @@ def _markdown(title, rows, skipped, notes, tables, glossary, figures) -> str:
     lines = [
         f"# {title}",
         "",
-        f"{len(rows)} finished runs." + (f" Skipped (not finished): {len(skipped)}." if skipped else ""),
+        f"{counted(len(rows), 'finished run')}."
+        + (f" Skipped (not finished): {len(skipped)}." if skipped else ""),
         "",
     ]
     if notes:
@@ -520,42 +604,67 @@ def _reliability_vs_epoch(rows, groups, plt):
                 if rel is not None:
                     curves[epoch].append(rel)
         xs = sorted(curves)
-        ax.plot(xs, [_mean(curves[x]) for x in xs], marker="o", label=f"{label} (n={_ns(g)})")
+        (line,) = ax.plot(xs, [_mean(curves[x]) for x in xs], marker="o", label=f"{label} (n={_ns(g)})")
+        kept = sorted({r["kept_epoch"] for r in g if _kept_earlier(r)} & set(xs))
+        if kept:  # keep_best saved an earlier epoch's weights than the last: that is the model evaluated
+            said = f"{label}: weights kept (epoch {', '.join(map(str, kept))})"
+            ys = [_mean(curves[x]) for x in kept]
+            ax.plot(kept, ys, linestyle="", marker="*", markersize=15, color=line.get_color(), label=said)
     _axes(ax, "epoch", "reliability", ylim=(0, 1.02))
-    return fig, "reliability_vs_epoch.png", "Reliability vs epoch (mean over runs)"
+    caption = "Reliability vs epoch (mean over runs; a star marks the epoch whose weights a run kept)"
+    return fig, "reliability_vs_epoch.png", caption
+
+
+def _kept_earlier(r: dict) -> bool:
+    """Whether the run saved an earlier epoch's weights than its last (`train.keep_best`)."""
+    return r.get("kept_epoch") not in (None, r.get("epochs_run"))
 
 
 def _benchmark_figure(rows, groups, plt):
+    """One panel per benchmark, each on its own scale (an accuracy near 1 beside a perplexity near 50) and
+    titled with its direction: scores vs n with the base model dashed, or with a single n base vs after
+    as bars, each bar labelled with its value."""
     benches = sorted({b for r in rows for b in (r.get("benchmarks") or {})})
     if not benches:
         return None
-    if len({r["n"] for r in rows}) == 1:
-        return _benchmark_bars(rows, groups, benches, plt)
-    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.6), squeeze=False)
+    single = len({r["n"] for r in rows}) == 1
+    width = max(3.2, 0.9 * (len(groups) + 1)) if single else 4.2
+    fig, axes = plt.subplots(1, len(benches), figsize=(width * len(benches), 3.8), squeeze=False)
     for ax, bench in zip(axes[0], benches, strict=True):
-        for label, g in groups.items():
-            pts = [dict(r, _b=r["benchmarks"][bench][0]) for r in g if bench in (r.get("benchmarks") or {})]
-            _errorbar(ax, pts, "_b", label)
-        base = [r["benchmarks"][bench][1] for r in rows if bench in (r.get("benchmarks") or {})]
-        if base and base[0] is not None:
-            ax.axhline(base[0], color="gray", linestyle="--", label="base")
-        _axes(ax, "n", bench, log=True)
-    return fig, "benchmarks_vs_n.png", "Benchmark scores vs n (base model dashed)"
+        if single:
+            _benchmark_bars(ax, rows, groups, bench)
+        else:
+            for label, g in groups.items():
+                pts = [dict(r, _b=r["benchmarks"][bench][0]) for r in g if _has(r, bench)]
+                _errorbar(ax, pts, "_b", label)
+            base = _first_base(rows, bench)
+            if base is not None:
+                ax.axhline(base, color="gray", linestyle="--", label="base")
+            _axes(ax, "n", bench.rsplit(" ", 1)[-1], log=True)
+        ax.set_title(_bench_title(bench).replace(" (", "\n("), fontsize=9)
+    if single:
+        n = rows[0]["n"]
+        return (
+            fig,
+            "benchmarks.png",
+            f"Benchmarks, base vs after (n={n}, mean over seeds; each on its own scale)",
+        )
+    return fig, "benchmarks_vs_n.png", "Benchmarks vs n (base model dashed; each on its own scale)"
 
 
-def _benchmark_bars(rows, groups, benches, plt):
-    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(benches) * (len(groups) + 1) / 2), 3.8))
-    bars = {"base": [_first_base(rows, b) for b in benches]}
-    for label, g in groups.items():
-        bars[label] = [_mean([r["benchmarks"][b][0] for r in g if _has(r, b)] or [math.nan]) for b in benches]
-    width = 0.8 / len(bars)
-    for i, (label, heights) in enumerate(bars.items()):
-        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(benches))]
-        ax.bar(xs, [0 if h is None or math.isnan(h) else h for h in heights], width, label=label)
-    ax.set_xticks(range(len(benches)), benches, fontsize=8)
-    _axes(ax, "", f"score (n={rows[0]['n']})", ylim=(0, 1.02))
-    caption = f"Benchmark scores, base vs after (n={rows[0]['n']}, mean over seeds)"
-    return fig, "benchmarks.png", caption
+def _benchmark_bars(ax, rows, groups, bench) -> None:
+    """Base and each group's mean after training as bars, labelled with their values."""
+    labels = ["base", *groups]
+    heights = [_first_base(rows, bench)]
+    heights += [_mean([r["benchmarks"][bench][0] for r in g if _has(r, bench)]) for g in groups.values()]
+    missing = [h is None or math.isnan(h) for h in heights]
+    shown = [0.0 if gone else h for h, gone in zip(heights, missing, strict=True)]
+    bars = ax.bar(range(len(labels)), shown, color=[f"C{i}" for i in range(len(labels))])
+    ax.bar_label(bars, ["–" if gone else _fmt(h) for h, gone in zip(shown, missing, strict=True)], fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(bench.rsplit(" ", 1)[-1])
+    ax.set_ylim(0, 1.15 * max(shown + [1e-9]))
+    ax.grid(alpha=0.3, axis="y")
 
 
 def _shift_heatmaps(rows, groups, plt):
@@ -590,6 +699,8 @@ def _beside(ev: dict, transitions: dict) -> tuple[dict, str]:
 
 
 def _behaviour_figure(rows, groups, plt):
+    from knowpack.evaluate.metrics import definition, metric_label
+
     behave = [r for r in rows if r.get("refusal_rate") is not None]
     if not behave:
         return None
@@ -600,11 +711,16 @@ def _behaviour_figure(rows, groups, plt):
     a.bar([x + 0.2 for x in xs], [r["refusal_rate"] or 0 for r in behave], 0.4, label="after")
     b.bar([x - 0.2 for x in xs], [r["unique_share_base"] or 0 for r in behave], 0.4, label="base")
     b.bar([x + 0.2 for x in xs], [r["unique_share"] or 0 for r in behave], 0.4, label="after")
-    for ax, y in ((a, "refusal rate"), (b, "unique answers / answers")):
+    for ax, name in ((a, "refusal_rate"), (b, "unique_share")):
         ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel(y)
-        ax.legend()
-    return fig, "behaviour.png", "Refusals and answer diversity, before vs after"
+        ax.set_ylabel(metric_label(name))
+        ax.set_ylim(0, 1.3 * max([p.get_height() for p in ax.patches] + [1e-9]))  # room for the legend
+        ax.legend(fontsize=7, loc="upper center", ncol=2, frameon=False)
+    caption = (
+        f"Refusals and answer diversity, before vs after ({metric_label('unique_share')}: "
+        f"{definition('unique_share')})"
+    )
+    return fig, "behaviour.png", caption
 
 
 def _tradeoff_figure(rows, groups, plt):
@@ -615,11 +731,12 @@ def _tradeoff_figure(rows, groups, plt):
     by_group = defaultdict(list)
     for r in trade:
         drops = [
-            base - value
+            (base - value, bench)
             for bench, (value, base) in (r.get("benchmarks") or {}).items()
             if None not in (value, base) and _scored(bench)
         ]
-        by_group[r["group"]].append(dict(r, _drop=max(drops) if drops else None))
+        drop, bench = max(drops) if drops else (None, None)
+        by_group[r["group"]].append(dict(r, _drop=drop, _drop_bench=bench))
     for group, g in sorted(by_group.items()):
         for ax, key in ((axes[0], "retention"), (axes[1], "_drop")):
             pts = [p for p in g if p[key] is not None]
@@ -631,8 +748,14 @@ def _tradeoff_figure(rows, groups, plt):
             xe = [_std([p["reliability"] for p in c]) for c in cells.values()]
             ye = [_std([p[key] for p in c]) for c in cells.values()]
             ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", capsize=3, label=group)
+            if key == "_drop":  # which benchmark fell most, beside its point
+                for x, y, c in zip(xs, ys, cells.values(), strict=True):
+                    names = sorted({p["_drop_bench"] for p in c})
+                    ax.annotate(
+                        ", ".join(names), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7
+                    )
     _axes(axes[0], "uptake (reliability)", "retention of untrained HighlyKnown")
-    _axes(axes[1], "uptake (reliability)", "largest benchmark drop")
+    _axes(axes[1], "uptake (reliability)", "largest benchmark drop (base − after)")
     caption = "Trade-off: uptake against damage, per method and mix (seeds as error bars)"
     return fig, "tradeoff.png", caption
 

@@ -4,7 +4,9 @@
     export_run("runs/lora50", "exports/lora50")        # then AutoModelForCausalLM.from_pretrained loads it
 
 A LoRA run merges its adapter into the weights; a LoKI run writes its trained rows into down_proj; a full run
-is copied as it is. The export is written to a temporary folder and renamed into place, safetensors only.
+is copied as it is. The export is written to a temporary folder and renamed into place, safetensors only, in
+the dtype the base checkpoint stores its weights in (SmolLM2: bf16, half the size of the float32 it is
+trained in), unless the run config's `model.dtype` names one.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = 
         raise KnowpackError(f"export folder {out} is not empty; use another --out or --force")
     model, tokenizer, config = load_run(run)
     merged = method_module(config.method.name).merge(model)
+    stored = stored_dtype(config.model.name) if config.model.dtype == "auto" else None
+    if stored is not None and stored != merged.dtype:
+        merged = merged.to(stored)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
@@ -71,3 +76,23 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = 
     remove_tree(out)
     tmp.rename(out)
     return out
+
+
+def stored_dtype(name: str | os.PathLike) -> Any:
+    """The torch dtype most of a local checkpoint's floating-point weights are stored in (its
+    `model.safetensors`); None for a Hub id or a sharded checkpoint."""
+    from collections import Counter
+
+    import torch
+    from safetensors import safe_open
+
+    from knowpack.models import model_source
+
+    file = Path(model_source(name)) / "model.safetensors"
+    if not file.is_file():
+        return None
+    with safe_open(str(file), "pt") as f:
+        kinds = Counter(f.get_slice(key).get_dtype() for key in f.keys())
+    names = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    floats = [kind for kind, _ in kinds.most_common() if kind in names]
+    return names[floats[0]] if floats else None
