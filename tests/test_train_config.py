@@ -146,6 +146,25 @@ def test_mix_stratified_and_impossible_mixes():
         build_mix(facts, records, MixConfig(n_unknown=4, add="paraphrase"))
 
 
+def test_mix_draws_only_from_draw_from_and_adds_from_the_rest(tmp_path):
+    from knowpack.facts import save_facts
+
+    facts, records = facts_and_records(40)
+    mine = [f for f in facts if int(f.id[1:]) < 12]  # f0..f11: Unknown are f0, f1, f4, f5, f8, f9
+    save_facts(mine, tmp_path / "mine.jsonl")
+    config = MixConfig(n_unknown=6, add="highly_known", k=1, seed=2, draw_from=str(tmp_path / "mine.jsonl"))
+    mix = build_mix(facts, records, config)
+    assert {f.id for f in mix.implanted} == {"f0", "f1", "f4", "f5", "f8", "f9"}
+    assert len([e for e in mix.examples if e["role"] == "highly_known"]) == 6
+    with pytest.raises(
+        KnowpackError,
+        match=r"mix.n_unknown is 7 but probe has only 6 Unknown facts .*among the facts of mix.draw_from",
+    ):
+        build_mix(facts, records, MixConfig(n_unknown=7, draw_from=str(tmp_path / "mine.jsonl")))
+    with pytest.raises(KnowpackError, match=r"mix.draw_from: .*missing.jsonl"):
+        build_mix(facts, records, MixConfig(n_unknown=1, draw_from=str(tmp_path / "missing.jsonl")))
+
+
 @pytest.fixture(scope="module")
 def chat_tokenizer(tmp_path_factory):
     texts = ["Question: Where was Ada born?\nAnswer: Paris\n\n", "Answer the following question."]

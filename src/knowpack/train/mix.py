@@ -137,6 +137,7 @@ def build_mix(facts: Sequence[Fact], records: Sequence[dict], config: MixConfig)
         "add": config.add,
         "k": config.k,
         "stratify": config.stratify,
+        "draw_from": config.draw_from,
         "idk_share": config.idk_share,
         "control": config.control,
         "available": dict(Counter(cats.values())),
