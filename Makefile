@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install torch==2.13.0
-	$(VENV)/bin/pip install -e '.[dev,real]'
+	$(VENV)/bin/pip install -e '.[dev,real,ray]'
 	touch $@
 
 # Debian's chromium renders report.html in a test (tests/test_report.py: the page loads and shows its tables).
