@@ -173,15 +173,17 @@ class Tasks:
         )
 
     def collect(self, ref: Any, *, by_file: bool = False) -> str | None:
-        """Wait for a task, write the folders it returned into OUT (each atomically; `by_file`: each file
-        atomically, into a folder other tasks write too); returns the one-line error of a job that failed
-        (its folders are written too, as a failed run is locally)."""
+        """Wait for a task, write the folders it made into OUT (each atomically; `by_file`: each file
+        atomically, into a folder other tasks write too) and merge what it added to the folders it read
+        (`merge`); returns the one-line error of a job that failed (its folders are written too, as a
+        failed run is locally)."""
         try:
-            files, error = self.ray.get(ref)
+            written, added, error = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:
             lines = [line for line in str(e).strip().splitlines() if line.strip()]
             return f"{type(e).__name__}: {lines[-1] if lines else ''}".strip()
-        self.write(files, by_file=by_file)
+        self.write(written, by_file=by_file)
+        self.merge(added)
         return error
 
     def write(self, files: dict[str, dict[str, bytes]], *, by_file: bool = False) -> None:
@@ -190,6 +192,7 @@ class Tasks:
         from knowpack.io import atomic_dir, write_bytes_atomic
 
         for folder, content in files.items():
+            self._inputs.pop(self.out / folder, None)
             if by_file:
                 for rel in sorted(content, key=lambda rel: Path(rel).name.startswith("summary")):
                     write_bytes_atomic(self.out / folder / rel, content[rel])
@@ -198,7 +201,21 @@ class Tasks:
                 for rel, data in content.items():
                     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                     (tmp / rel).write_bytes(data)
+
+    def merge(self, files: dict[str, dict[str, bytes]]) -> None:
+        """Add what a task wrote into a shared folder it read (the evaluation's base measurements in the
+        base probe's folder, `knowpack.evaluate.base`): new files as they are, a cache file's entries
+        joined with OUT's (`_joined`); any other file OUT has is kept."""
+        from knowpack.io import write_bytes_atomic, write_json_atomic
+
+        for folder, content in files.items():
             self._inputs.pop(self.out / folder, None)
+            for rel, data in content.items():
+                path = self.out / folder / rel
+                if not path.exists():
+                    write_bytes_atomic(path, data)
+                elif (joined := _joined(path.read_bytes(), data)) is not None:
+                    write_json_atomic(path, joined)
 
     def _input(self, folder: Path) -> Any:
         folder = Path(folder)
@@ -214,11 +231,36 @@ class Tasks:
 
 
 def read_folder(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (relative path -> bytes); none when it does not exist."""
+    """Every file under `folder` but lock files (relative path -> bytes); none when it does not exist."""
     folder = Path(folder)
     if not folder.is_dir():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    return {str(p.relative_to(folder)): p.read_bytes() for p in found}
+
+
+def _joined(old: bytes, new: bytes) -> dict | None:
+    """A cache file (`{"entries": {key: entry}}`, `knowpack.evaluate.base`) with the entries, and the facts
+    of an entry, of `new` that `old` lacks added; None: keep `old` (not such a file, or nothing new). Both
+    sides measured the same base model with the same settings, so an entry both have is the same."""
+    import json
+
+    try:
+        before, after = json.loads(old), json.loads(new)
+        entries, added = before["entries"], after["entries"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(entries, dict) or not isinstance(added, dict):
+        return None
+    changed = False
+    for key, entry in added.items():
+        if key not in entries:
+            entries[key], changed = entry, True
+        elif isinstance(entry, dict) and isinstance(entries[key], dict):
+            for item, value in entry.items():
+                if item not in entries[key]:
+                    entries[key][item], changed = value, True
+    return before if changed else None
 
 
 _TEXT = (".json", ".jsonl", ".yaml", ".yml", ".txt", ".md", ".log", ".csv")
@@ -256,10 +298,11 @@ def _settable(value: Any) -> bool:
 
 def _run_in_scratch(
     job: Callable, args: tuple, out: str, writes: list[str], *inputs: dict[str, dict[str, bytes]]
-) -> tuple[dict[str, dict[str, bytes]], str | None]:
+) -> tuple[dict[str, dict[str, bytes]], dict[str, dict[str, bytes]], str | None]:
     """The body of every task (on a worker): a scratch folder stands for OUT; the folders `inputs` carry
-    are written there, `job(*args)` runs with OUT's paths moved to it, and the folders `writes` are returned
-    with OUT's paths back in their text, with the job's one-line error (None: it succeeded)."""
+    are written there, `job(*args)` runs with OUT's paths moved to it. Returns, with OUT's paths back in
+    their text: the folders `writes`, the files new or changed in the other folders it was given, and the
+    job's one-line error (None: it succeeded)."""
     root = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="knowpack-", dir=root)
@@ -275,7 +318,13 @@ def _run_in_scratch(
         except KnowpackError as e:
             error = str(e)
         files = {folder: _moved(read_folder(Path(scratch) / folder), scratch, out) for folder in writes}
-        return {folder: content for folder, content in files.items() if content}, error
+        added = {}
+        for shipped in inputs:
+            for folder, given in shipped.items():
+                now = _moved(read_folder(Path(scratch) / folder), scratch, out)
+                added[folder] = {rel: data for rel, data in now.items() if given.get(rel) != data}
+        written = {folder: content for folder, content in files.items() if content}
+        return written, {f: c for f, c in added.items() if c and f not in writes}, error
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -365,11 +414,20 @@ class _CellLoop:
         self.slots = slots(tasks.ray, tasks.options)
 
     def run(self) -> None:
-        for cell in self.cells:
+        # An evaluating cell first goes alone: it measures the base model once (`knowpack.evaluate.base`,
+        # merged into the shared probe's folder) and the others, given that folder, reuse it.
+        evaluates = any(cell.evaluate for cell in self.cells)
+        later = self.cells[1:] if evaluates else []
+        for cell in self.cells[: 1 if evaluates else None]:
             self.note(cell, "start")
             self._first(cell)
         self._show()
-        while self.pending:
+        while self.pending or later:
+            if not self.pending:
+                for cell in later:
+                    self.note(cell, "start")
+                    self._first(cell)
+                later = []
             ready, _ = self.tasks.ray.wait(list(self.pending), num_returns=1)
             step, item = self.pending.pop(ready[0])
             error = self.tasks.collect(ready[0])
@@ -469,7 +527,7 @@ class _PointRunner:
     that point not yet evaluated (the search asks for them next), then waits for the one asked."""
 
     def __init__(self, tasks: Tasks, capacity: Any):
-        self.tasks, self.capacity, self.refs = tasks, capacity, {}
+        self.tasks, self.capacity, self.refs, self.started = tasks, capacity, {}, False
 
     def __call__(self, cell: Any) -> None:
         from knowpack.experiment.capacity.config import point_cell
@@ -479,7 +537,8 @@ class _PointRunner:
         s = self.capacity
         if cell.name not in self.refs:
             job = _train_and_evaluate(s, None, None)
-            for seed in s.seeds:
+            # the first run goes alone: it measures the base model once, for the others to reuse
+            for seed in s.seeds if self.started else [cell.overrides["mix.seed"]]:
                 other = point_cell(s, cell.overrides["mix.n_unknown"], seed)
                 if other.name in self.refs or (other.name != cell.name and _evaluation(s, other)):
                     continue
@@ -488,6 +547,7 @@ class _PointRunner:
                     job, (other,), reads=shared_folders(other.config) + trained, writes=[other.folder],
                     name="knowpack point",
                 )  # fmt: skip
+        self.started = True
         error = self.tasks.collect(self.refs.pop(cell.name))
         if error is not None:
             raise KnowpackError(f"{cell.name}: {error}")
