@@ -228,3 +228,30 @@ def test_a_probe_on_ray_equals_the_one_process_probe(tmp_path, cluster):
             k: v for k, v in record.items() if k != "greedy_logprob"
         }
         assert other["greedy_logprob"] == pytest.approx(record["greedy_logprob"], abs=1.01e-5)
+
+
+def test_an_evaluated_cell_with_a_training_control_on_ray_equals_the_local_one(tmp_path, cluster):
+    """A cell read against a training control: on Ray trained, then its control (once), then evaluated
+    against that control's folder in OUT; eval.json equals the local backend's (OUT's name aside)."""
+    extra = {"evaluate": True, "control": True, "grid": {"mix.seed": [0]}, "cases": None}
+    runs = {}
+    for backend in ("local", "ray"):
+        out = tmp_path / backend / "out"
+        path = write_sweep(tmp_path / backend, out)
+        data = {**yaml.safe_load(path.read_text()), **extra}
+        data["set"].update({"eval.benchmarks": [], "train.epochs": 2})
+        path.write_text(yaml.safe_dump(data))
+        command = ["sweep", str(path)] + (
+            ["--backend", "ray", "--address", cluster.address] * (backend == "ray")
+        )
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        (control,) = (out / "controls").iterdir()
+        cell = out / "cells" / "mix.seed=0"
+        text = (cell / "eval.json").read_text().replace(str(out), "OUT").replace(control.name, "CONTROL")
+        runs[backend] = json.loads(text)
+        assert "OUT/controls/CONTROL" in text  # read against the control in OUT
+    for ev in runs.values():
+        for key in ("provenance", "timing"):
+            ev.pop(key, None)
+    assert runs["ray"] == runs["local"]

@@ -402,6 +402,13 @@ def prepare_shared_on_ray(tasks: Tasks, configs: list[Any]) -> None:
                 raise KnowpackError(f"shared work {folder}: {error}")
 
 
+def _evaluate_against(run: Path, control: Path) -> None:
+    """`knowpack eval RUN --control CONTROL` (a task's job)."""
+    from knowpack.evaluate import evaluate_run
+
+    evaluate_run(run, control=control)
+
+
 class _CellLoop:
     """Submits the cells, and a cell with a training control in three steps (train; the control, once per
     folder; evaluate against it), writing each result into OUT as it comes."""
@@ -482,10 +489,16 @@ class _CellLoop:
         self._submit("control", folder, prepare_control, (ctl, cell.evaluate), shared_folders(ctl), [folder])
 
     def _last(self, cell: Any) -> None:
-        from knowpack.experiment.sweep import _train_cell, matched_control
+        """The cell's evaluation against its control (the folder the driver named: a control's name hashes
+        its base probe's path, which a worker sees moved); without evaluation the cell is done."""
+        from knowpack.experiment.sweep import matched_control
 
-        reads = [*shared_folders(cell.config), cell.folder, Path(matched_control(cell).out)]
-        self._submit("evaluate", cell, _train_cell, (cell,), reads, [cell.folder])
+        if not cell.evaluate:
+            self.done += 1
+            return self.note(cell, "done")
+        control = Path(matched_control(cell).out)
+        reads = [*shared_folders(cell.config), cell.folder, control]
+        self._submit("evaluate", cell, _evaluate_against, (cell.folder, control), reads, [cell.folder])
 
     def _failed(self, cell: Any, error: str) -> None:
         self.failed += 1
