@@ -56,3 +56,23 @@ def test_backend_options_and_resources_are_checked_before_anything_runs(tmp_path
     bad = sweep_config(tmp_path, base="base.yaml", retries=-1)
     result = CliRunner().invoke(app, ["sweep", str(bad), "--dry-run"])
     assert result.exit_code == 1 and f"{bad}:6: retries" in result.stderr, result.stderr
+
+
+def test_an_address_no_cluster_answers_is_one_line_at_once(tmp_path):
+    """Ray retries an unreachable address for minutes; knowpack says so in a line."""
+    import socket
+
+    import pytest
+
+    pytest.importorskip("ray")
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"model": {"name": "organism"}}))
+    path = sweep_config(tmp_path, base="base.yaml")
+    result = CliRunner().invoke(
+        app, ["sweep", str(path), "--backend", "ray", "--address", f"127.0.0.1:{port}"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: no Ray cluster answers at 127.0.0.1:{port} (")
+    assert result.stderr.endswith("start one (ray start --head) or check --address / RAY_ADDRESS\n")

@@ -104,6 +104,7 @@ def connect(address: str | None = None) -> Iterator[Any]:
         yield ray
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    _reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, ValueError, RuntimeError) as e:
@@ -113,6 +114,23 @@ def connect(address: str | None = None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _reachable(address: str) -> None:
+    """A one-line error unless a `HOST:PORT` address answers (Ray itself retries an unreachable one for
+    minutes); `local`, `auto` and `ray://` addresses are Ray's to resolve."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise KnowpackError(
+            f"no Ray cluster answers at {address} ({e.strerror or e}): start one (ray start --head) or check "
+            "--address / RAY_ADDRESS"
+        ) from None
 
 
 def cluster_line(ray: Any) -> str:
