@@ -255,3 +255,22 @@ def test_an_evaluated_cell_with_a_training_control_on_ray_equals_the_local_one(t
         for key in ("provenance", "timing"):
             ev.pop(key, None)
     assert runs["ray"] == runs["local"]
+
+
+def test_a_failing_cell_on_ray_is_one_line_and_the_sweep_goes_on(tmp_path, cluster, local):
+    out = tmp_path / "out"
+    path = write_sweep(tmp_path, out)
+    data = {**yaml.safe_load(path.read_text()), "grid": {"mix.n_unknown": [6, 5000]}, "cases": None}
+    data["set"]["train.epochs"] = 1
+    path.write_text(yaml.safe_dump(data))
+    with_probe(local, out)
+    result = CliRunner().invoke(app, ["sweep", str(path), "--backend", "ray", "--address", cluster.address])
+    assert result.exit_code == 1
+    probe = next((out / "probe").iterdir())
+    assert (
+        f"error: mix.n_unknown=5000: mix.n_unknown is 5000 but probe run {probe} has only" in result.stderr
+    )  # one line, naming OUT's folder (not the worker's)
+    assert "[failed] mix.n_unknown=5000" in result.stderr and "[done] mix.n_unknown=6" in result.stderr
+    assert "1 of 2 cells finished" in result.stdout
+    statuses = [c["status"] for c in json.loads((out / "sweep.json").read_text())["cells"]]
+    assert statuses[0] == "finished" and statuses[1] != "finished"

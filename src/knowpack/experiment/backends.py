@@ -57,22 +57,13 @@ class ClusterFile:
     """Times Ray reruns a cell whose worker process or node died (`--backend ray`)."""
 
 
-@dataclass
-class Cluster:
-    """A config's `resources` and `retries`, checked."""
-
-    resources: dict[str, float] | None = None
-    retries: int = 3
-
-
-def cluster_settings(checked: ClusterFile, where: str) -> Cluster:
-    """`resources` and `retries` of a checked config; a resource that is not a number >= 0 is a one-line
-    error naming `where` (the file and the key's line)."""
-    resources = checked.resources
-    for key, value in (resources or {}).items():
+def cluster_settings(checked: ClusterFile, where: str) -> ClusterFile:
+    """`resources` and `retries` of a checked sweep or capacity config; a resource that is not a number >= 0
+    is a one-line error naming `where` (the file and the key's line)."""
+    for key, value in (checked.resources or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise KnowpackError(f"{where}: resources.{key} must be a number >= 0, not {value!r}")
-    return Cluster(resources, checked.retries)
+    return ClusterFile(checked.resources, checked.retries)
 
 
 def check_backend(backend: str, workers: int = 1) -> None:
@@ -141,10 +132,10 @@ def cluster_line(ray: Any) -> str:
     return f"{nodes} node{'s' * (nodes != 1)}, {cpus} CPU{'s' * (cpus != 1)}, {gpus} GPU{'s' * (gpus != 1)}"
 
 
-def task_options(ray: Any, cluster: Cluster | None) -> dict[str, Any]:
+def task_options(ray: Any, cluster: ClusterFile | None) -> dict[str, Any]:
     """`.options(...)` of a task: the config's resources (default one GPU where the cluster has one, else
     one CPU) and its retries on a dead worker or node (an error the task raises is not retried)."""
-    cluster = cluster or Cluster()
+    cluster = cluster or ClusterFile()
     if cluster.resources is None:
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
         wanted: dict[str, Any] = {"num_gpus": 1, "num_cpus": 0} if has_gpu else {"num_cpus": 1}
@@ -168,7 +159,7 @@ class Tasks:
     """Submits jobs as Ray tasks that run in a scratch folder and return their files; writes each returned
     folder into OUT (`write`). `out`: the driver's OUT, whose paths the tasks see moved to their scratch."""
 
-    def __init__(self, ray: Any, out: Path, cluster: Cluster | None = None):
+    def __init__(self, ray: Any, out: Path, cluster: ClusterFile | None = None):
         self.ray, self.out = ray, Path(out)
         self.options = task_options(ray, cluster)
         self._remote = ray.remote(_run_in_scratch)
@@ -334,7 +325,7 @@ def _run_in_scratch(
         try:
             job(*_move(args, out, scratch))
         except KnowpackError as e:
-            error = str(e)
+            error = str(e).replace(scratch.rstrip("/") + "/", out.rstrip("/") + "/")  # OUT's paths
         files = {folder: _moved(read_folder(Path(scratch) / folder), scratch, out) for folder in writes}
         added = {}
         for shipped in inputs:

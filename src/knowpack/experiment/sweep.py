@@ -56,7 +56,7 @@ from typing import Any
 
 from knowpack.config import at, build, parse_override, read_yaml
 from knowpack.errors import KnowpackError
-from knowpack.experiment.backends import Cluster, ClusterFile, cluster_settings
+from knowpack.experiment.backends import ClusterFile, cluster_settings
 from knowpack.io import write_json_atomic
 from knowpack.runs import process_gone, run_status, stage_finished
 from knowpack.train.config import RunConfig, load_config
@@ -91,7 +91,7 @@ class Sweep:
     evaluate: bool = False
     control: bool = False
     cells: list[Cell] = field(default_factory=list)
-    cluster: Cluster = field(default_factory=Cluster)
+    cluster: ClusterFile = field(default_factory=ClusterFile)
     """`resources` and `retries` for `--backend ray` (`knowpack.experiment.backends`)."""
 
 

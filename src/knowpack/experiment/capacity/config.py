@@ -15,7 +15,7 @@ from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import higher_is_better
 from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
-from knowpack.experiment.backends import Cluster, ClusterFile, cluster_settings
+from knowpack.experiment.backends import ClusterFile, cluster_settings
 from knowpack.experiment.sweep import (
     Cell,
     origins,
@@ -137,7 +137,7 @@ class Capacity:
     """The config as read (for capacity.json)."""
     origins: dict[str, str] = field(default_factory=dict)
     """Where each `set` key was given (`path:line` or "command line"), for errors."""
-    cluster: Cluster = field(default_factory=Cluster)
+    cluster: ClusterFile = field(default_factory=ClusterFile)
     """`resources` and `retries` for `--backend ray` (`knowpack.experiment.backends`)."""
 
 
