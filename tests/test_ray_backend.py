@@ -230,7 +230,7 @@ def test_a_probe_on_ray_equals_the_one_process_probe(tmp_path, cluster):
         assert other["greedy_logprob"] == pytest.approx(record["greedy_logprob"], abs=1.01e-5)
 
 
-def test_an_evaluated_cell_with_a_training_control_on_ray_equals_the_local_one(tmp_path, cluster):
+def test_an_evaluated_cell_with_a_training_control_on_ray_equals_the_local_one(tmp_path, cluster, local):
     """A cell read against a training control: on Ray trained, then its control (once), then evaluated
     against that control's folder in OUT; eval.json equals the local backend's (OUT's name aside)."""
     extra = {"evaluate": True, "control": True, "grid": {"mix.seed": [0]}, "cases": None}
@@ -241,6 +241,7 @@ def test_an_evaluated_cell_with_a_training_control_on_ray_equals_the_local_one(t
         data = {**yaml.safe_load(path.read_text()), **extra}
         data["set"].update({"eval.benchmarks": [], "train.epochs": 2})
         path.write_text(yaml.safe_dump(data))
+        with_probe(local, out)
         command = ["sweep", str(path)] + (
             ["--backend", "ray", "--address", cluster.address] * (backend == "ray")
         )
