@@ -589,10 +589,13 @@ def run_shards_on_ray(
 ) -> int:
     """`job(out=OUT, shard="i/n", **kwargs)` for every shard i of n not finished in OUT (its
     `summary.i-of-n.json` says so), each a Ray task; their files written into OUT as they come. `shards`:
-    n (default: the cluster's GPUs, else its CPUs). Returns n; the caller merges (`merge_shards`)."""
+    n (default: the shard count OUT was started with, else the cluster's GPUs, else its CPUs). Returns n;
+    the caller merges (`merge_shards`)."""
+    counts = {p.name.split("-of-")[1].split(".")[0] for p in Path(out).glob("summary.*-of-*.json")}
     with connect(address) as ray:
         total = ray.cluster_resources()
-        n = shards or int(total.get("GPU", 0)) or max(1, int(total.get("CPU", 1)))
+        n = shards or (int(counts.pop()) if len(counts) == 1 else None)  # a started probe: its shards
+        n = n or int(total.get("GPU", 0)) or max(1, int(total.get("CPU", 1)))
         tasks = Tasks(ray, out)
         refs = {}
         for i in range(n):
