@@ -57,6 +57,16 @@ class ClusterFile:
     """Times Ray reruns a cell whose worker process or node died (`--backend ray`)."""
 
 
+def config_keys(cls: type) -> tuple[str, ...]:
+    """The keys of a sweep or capacity config class (a `ClusterFile`), `ClusterFile`'s last (an unknown
+    key's error lists them in this order)."""
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(ClusterFile)}
+    names = [f.name for f in dataclasses.fields(cls)]
+    return tuple(sorted(names, key=lambda name: name in own))
+
+
 def cluster_settings(checked: ClusterFile, where: str) -> ClusterFile:
     """`resources` and `retries` of a checked sweep or capacity config; a resource that is not a number >= 0
     is a one-line error naming `where` (the file and the key's line)."""

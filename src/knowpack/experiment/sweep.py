@@ -56,7 +56,7 @@ from typing import Any
 
 from knowpack.config import at, build, parse_override, read_yaml
 from knowpack.errors import KnowpackError
-from knowpack.experiment.backends import ClusterFile, cluster_settings
+from knowpack.experiment.backends import ClusterFile, cluster_settings, config_keys
 from knowpack.io import write_json_atomic
 from knowpack.runs import process_gone, run_status, stage_finished
 from knowpack.train.config import RunConfig, load_config
@@ -116,7 +116,7 @@ class SweepFile(ClusterFile):
     `control: false` or `true` for its cells)."""
 
 
-_SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepFile))
+_SWEEP_KEYS = config_keys(SweepFile)
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:

@@ -3,7 +3,6 @@ any model loads, and the run config of every point (`point_cell`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import higher_is_better
 from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
-from knowpack.experiment.backends import ClusterFile, cluster_settings
+from knowpack.experiment.backends import ClusterFile, cluster_settings, config_keys
 from knowpack.experiment.sweep import (
     Cell,
     origins,
@@ -112,7 +111,7 @@ class CapacityFile(ClusterFile):
     out: str | None = None
 
 
-_KEYS = tuple(f.name for f in dataclasses.fields(CapacityFile))
+_KEYS = config_keys(CapacityFile)
 
 
 @dataclass
