@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "setting up $(VENV): pip install torch==2.13.0, then -e '.[dev,real]' (quiet; PIP_QUIET=0 shows pip's output)"
 	test -x $(PY) || python3 -m venv $(VENV)
 	PIP_QUIET=$${PIP_QUIET:-1} $(VENV)/bin/pip install torch==2.13.0
-	PIP_QUIET=$${PIP_QUIET:-1} $(VENV)/bin/pip install -e '.[dev,real]'
+	PIP_QUIET=$${PIP_QUIET:-1} $(VENV)/bin/pip install -e '.[dev,real,ray]'
 	touch $@
 
 # Debian's chromium renders report.html in a test (tests/test_report.py: the page loads and shows its tables).

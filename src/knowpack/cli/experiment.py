@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from knowpack.cli.console import progress_bar
-from knowpack.cli.options import at_least
+from knowpack.cli.options import Address, ClusterBackend, at_least
 
 
 def demo(
@@ -93,28 +93,38 @@ def sweep(
             callback=at_least(1, "--workers"),
         ),
     ] = 1,
+    backend: ClusterBackend = "local",
+    address: Address = None,
 ) -> None:
     """A resumable grid of training runs, one run folder per cell (OUT/cells/<key=value,...>).
 
     Finished cells are skipped, interrupted ones redone. Several processes or machines can run the same sweep:
-    each claims a cell before running it. OUT/sweep.json lists every cell with its status.
+    each claims a cell before running it. OUT/sweep.json lists every cell with its status. --backend ray runs
+    every cell as a task on a Ray cluster (README: Running on a cluster).
     """
+    from knowpack.experiment.backends import check_backend
     from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
 
+    check_backend(backend, workers)
     loaded = load_sweep(config, overrides or [])
     if dry_run:
         for cell in loaded.cells:
             typer.echo(f"{cell_status(cell):12} {cell.folder}")
         typer.echo(f"{len(loaded.cells)} cells")
         return
-    alone = workers == 1  # workers print their cells' events, no bars
-    summary = run_sweep(
-        loaded,
-        on_cell=_cell_event,
-        on_stage=(lambda name: typer.echo(f"  [{name}]", err=True)) if alone else None,
-        progress_bar=progress_bar if alone else None,
-        workers=workers,
-    )
+    if backend == "ray":
+        from knowpack.experiment.backends import run_sweep_on_ray
+
+        summary = run_sweep_on_ray(loaded, address=address, on_cell=_cell_event, progress_bar=progress_bar)
+    else:
+        alone = workers == 1  # workers print their cells' events, no bars
+        summary = run_sweep(
+            loaded,
+            on_cell=_cell_event,
+            on_stage=(lambda name: typer.echo(f"  [{name}]", err=True)) if alone else None,
+            progress_bar=progress_bar if alone else None,
+            workers=workers,
+        )
     typer.echo(f"{loaded.out}: {summary['finished']} of {summary['total']} cells finished")
     busy = [row for row in summary["cells"] if row["status"] == "running"]
     for row in busy:  # nothing failed: this worker stopped because the rest is another's
@@ -136,22 +146,32 @@ def capacity(
         list[str] | None,
         typer.Argument(help="out=DIR, max=64, seeds=[0], target.reliability=0.95, or section.key=value."),
     ] = None,
+    backend: ClusterBackend = "local",
+    address: Address = None,
 ) -> None:
     """The largest number of new facts that reaches a reliability target within a damage budget.
 
     Exponential then binary search over n (mix.n_unknown); each point is a run per seed at
     OUT/points/n=<n>,seed=<s>, trained and evaluated, reused when finished. Writes OUT/capacity.json and
-    OUT/capacity.png.
+    OUT/capacity.png. --backend ray runs each point's runs as tasks on a Ray cluster.
     """
+    from knowpack.experiment.backends import check_backend
     from knowpack.experiment.capacity import load_capacity, run_capacity
 
+    check_backend(backend)
     loaded = load_capacity(config, overrides or [])
-    result = run_capacity(
-        loaded,
-        on_event=lambda name, event: typer.echo(f"[{event}] {name}", err=True),
-        on_stage=lambda name: typer.echo(f"  [{name}]", err=True),
-        progress_bar=progress_bar,
-    )
+    on_event = lambda name, event: typer.echo(f"[{event}] {name}", err=True)  # noqa: E731
+    if backend == "ray":
+        from knowpack.experiment.backends import run_capacity_on_ray
+
+        result = run_capacity_on_ray(loaded, address=address, on_event=on_event)
+    else:
+        result = run_capacity(
+            loaded,
+            on_event=on_event,
+            on_stage=lambda name: typer.echo(f"  [{name}]", err=True),
+            progress_bar=progress_bar,
+        )
     answer, cap = result["answer"], result["cap"]["effective"]
     if answer is None:
         found = "no n passes (even the smallest fails)"

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from knowpack.cli.console import progress_bar
-from knowpack.cli.options import Device, Dtype, Model, Shard, config_option
+from knowpack.cli.options import Address, ClusterBackend, Device, Dtype, Model, Shard, Shards, config_option
+from knowpack.errors import KnowpackError
 from knowpack.methods.loki.config import STEPS, Config
 
 
@@ -53,10 +54,19 @@ def attribute(
     ] = False,
     device: Device = None,
     dtype: Dtype = "auto",
+    backend: ClusterBackend = "local",
+    address: Address = None,
+    shards: Shards = None,
 ) -> None:
     """LoKI's knowledge vector attribution (KVA) of every down_proj row, counted for selection."""
     from knowpack.devices import is_main_process
-    from knowpack.methods.loki.attribution import attribute_named_model, check_prompt_source, merge_shards
+    from knowpack.experiment.backends import check_backend
+    from knowpack.methods.loki.attribution import (
+        attribute_named_model,
+        check_prompt_source,
+        load_attribution,
+        merge_shards,
+    )
 
     if merge:
         summary = merge_shards(out)
@@ -64,12 +74,27 @@ def attribute(
             f"merged {summary['shards']} shards: {summary['prompts']} prompts in {out / 'kva.safetensors'}"
         )
         return
+    check_backend(backend)
+    if backend == "local" and shards is not None:
+        raise KnowpackError("--shards is for --backend ray (one process: --shard i/n)")
+    if backend == "ray" and shard is not None:
+        raise KnowpackError("--backend ray makes its own shards; --shard is for one process")
     check_prompt_source(prompts)
-    stats = attribute_named_model(
-        model, prompts, out=out, steps=steps, per_subject=per_subject, limit=limit,
+    request = dict(
+        model=model, prompts=prompts, steps=steps, per_subject=per_subject, limit=limit,
         quotas=[q for q in (quotas or "").replace(" ", "").split(",") if q], rows_per_pass=rows_per_pass,
-        prompts_per_pass=prompts_per_pass, shard=shard, device=device, dtype=dtype, progress_bar=progress_bar,
+        prompts_per_pass=prompts_per_pass, device=device, dtype=dtype,
     )  # fmt: skip
+    if backend == "ray":
+        from knowpack.experiment.backends import run_shards_on_ray
+
+        run_shards_on_ray(
+            attribute_named_model, out, request, shards=shards, address=address, progress_bar=progress_bar
+        )
+        merge_shards(out)
+        stats = load_attribution(out)[0]
+    else:
+        stats = attribute_named_model(out=out, shard=shard, progress_bar=progress_bar, **request)
     if is_main_process():  # under a launcher, the main process alone talks
         typer.echo(
             f"{out}: {stats.n} prompts attributed ({stats.num_layers} layers x {stats.rows} down_proj rows); "

@@ -26,6 +26,30 @@ Facts = Annotated[str, typer.Option("--facts", "-f", help="Facts file or dataset
 Shard = Annotated[
     str | None, typer.Option("--shard", help="Process only shard i of n, as 'i/n' (0-based), e.g. 0/4.")
 ]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="The Ray cluster to run on (--backend ray; default: RAY_ADDRESS, else a local Ray instance "
+        "started for the command).",
+    ),
+]
+ClusterBackend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Where the work runs: local (this machine) or ray (a Ray cluster; "
+        "pip install 'knowpack\\[ray]').",
+    ),
+]
+Shards = Annotated[
+    int | None,
+    typer.Option(
+        "--shards",
+        help="With --backend ray: split the work into N tasks (default: the cluster's GPUs, else its CPUs).",
+        callback=lambda value: at_least(1, "--shards")(value),
+    ),
+]
 Device = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")]
 

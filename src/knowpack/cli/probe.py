@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from knowpack.cli.console import progress_bar
-from knowpack.cli.options import Dtype, Facts, Model, Shard, config_option
+from knowpack.cli.options import Address, Dtype, Facts, Model, Shard, Shards, config_option
+from knowpack.errors import KnowpackError
 from knowpack.train.config import ProbeConfig
 
 P = ProbeConfig
@@ -61,7 +62,8 @@ Backend = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="Generation: torch (knowpack's engine) or vllm (pip install 'knowpack\\[vllm]'; GPU).",
+        help="Generation: torch (knowpack's engine), vllm (pip install 'knowpack\\[vllm]'; GPU) or ray (the "
+        "torch engine's shards as tasks on a Ray cluster, merged: pip install 'knowpack\\[ray]').",
     ),
 ]
 
@@ -91,20 +93,43 @@ def probe(
     device: TorchDevice = None,
     dtype: Dtype = "auto",
     backend: Backend = "torch",
+    address: Address = None,
+    shards: Shards = None,
 ) -> None:
     """Probe what the model knows: the SliCK category of every fact (records.jsonl, summary.json)."""
-    from knowpack.probe import merge_shards, probe_named_model
+    from knowpack.probe import merge_shards, probe_named_model, read_records
+    from knowpack.probe.named import check_probe_request
 
     if merge:
         summary = merge_shards(out)
         typer.echo(f"merged {summary['shards']} shards: {summary['facts']} facts in {out / 'records.jsonl'}")
         return
+    settings = dict(
+        n_prompts=n_prompts, shots=shots, samples=samples, temperature=temperature, top_k=top_k,
+        max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode, seed=seed, batch_size=batch_size,
+        compile=compile, cuda_graphs=cuda_graphs, limit=limit, pool_seed=pool_seed,
+    )  # fmt: skip
+    if shards is not None and backend != "ray":
+        raise KnowpackError("--shards is for --backend ray (one process: --shard i/n)")
+    if backend == "ray":
+        from knowpack.experiment.backends import check_backend, run_shards_on_ray
+
+        if shard is not None or repeat_seed is not None:
+            raise KnowpackError(
+                "--backend ray makes its own shards; --shard and --repeat-seed are for one process"
+            )
+        check_backend(backend)
+        check_probe_request(device=device, **settings)
+        request = dict(model=model, facts=facts, exemplars=exemplars, device=device, dtype=dtype, **settings)
+        run_shards_on_ray(
+            probe_named_model, out, request, shards=shards, address=address, progress_bar=progress_bar
+        )
+        merge_shards(out)
+        _probe_line(out, read_records(out / "records.jsonl"))
+        return
     result = probe_named_model(
         model, facts, out=out, exemplars=exemplars, repeat_seed=repeat_seed, device=device, dtype=dtype,
-        backend=backend, progress_bar=progress_bar, n_prompts=n_prompts, shots=shots, samples=samples,
-        temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode,
-        seed=seed, batch_size=batch_size, compile=compile, cuda_graphs=cuda_graphs, limit=limit,
-        pool_seed=pool_seed, shard=shard,
+        backend=backend, progress_bar=progress_bar, shard=shard, **settings,
     )  # fmt: skip
     _probe_line(out, result.records)
     if result.matrix is not None:

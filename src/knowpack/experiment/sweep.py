@@ -57,6 +57,7 @@ from typing import Any
 
 from knowpack.config import at, build, parse_override, read_yaml
 from knowpack.errors import KnowpackError
+from knowpack.experiment.backends import ClusterFile, cluster_settings, config_keys
 from knowpack.faults import point
 from knowpack.io import remove_temps, write_json_atomic
 from knowpack.runs import process_gone, run_status, stage_finished
@@ -92,11 +93,14 @@ class Sweep:
     evaluate: bool = False
     control: bool = False
     cells: list[Cell] = field(default_factory=list)
+    cluster: ClusterFile = field(default_factory=ClusterFile)
+    """`resources` and `retries` for `--backend ray` (`knowpack.experiment.backends`)."""
 
 
 @dataclass
-class SweepFile:
-    """The keys of a sweep config and their types (checked with their lines by `knowpack.config.build`)."""
+class SweepFile(ClusterFile):
+    """The keys of a sweep config and their types (checked with their lines by `knowpack.config.build`);
+    `resources` and `retries` are `ClusterFile`'s."""
 
     base: str | None = None
     """The run config every cell starts from (relative to the sweep config)."""
@@ -114,7 +118,7 @@ class SweepFile:
     `control: false` or `true` for its cells)."""
 
 
-_SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepFile))
+_SWEEP_KEYS = config_keys(SweepFile)
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
@@ -146,6 +150,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     if not checked.out:
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
     sweep = Sweep(path, base, common, grid, cases, Path(checked.out), checked.evaluate, checked.control)
+    sweep.cluster = cluster_settings(checked, at(str(path), lines, ("resources",)))
     sweep.cells = _cells(sweep, lines)
     return sweep
 

@@ -3,7 +3,6 @@ any model loads, and the run config of every point (`point_cell`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import higher_is_better
 from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
+from knowpack.experiment.backends import ClusterFile, cluster_settings, config_keys
 from knowpack.experiment.sweep import (
     Cell,
     origins,
@@ -82,8 +82,9 @@ class Check:
 
 
 @dataclass
-class CapacityFile:
-    """The keys of a capacity config and their types (checked with their lines by `knowpack.config.build`)."""
+class CapacityFile(ClusterFile):
+    """The keys of a capacity config and their types (checked with their lines by `knowpack.config.build`);
+    `resources` and `retries` are `ClusterFile`'s."""
 
     base: str | None = None
     """The run config every point starts from (relative to the capacity config)."""
@@ -110,7 +111,7 @@ class CapacityFile:
     out: str | None = None
 
 
-_KEYS = tuple(f.name for f in dataclasses.fields(CapacityFile))
+_KEYS = config_keys(CapacityFile)
 
 
 @dataclass
@@ -135,6 +136,8 @@ class Capacity:
     """The config as read (for capacity.json)."""
     origins: dict[str, str] = field(default_factory=dict)
     """Where each `set` key was given (`path:line` or "command line"), for errors."""
+    cluster: ClusterFile = field(default_factory=ClusterFile)
+    """`resources` and `retries` for `--backend ray` (`knowpack.experiment.backends`)."""
 
 
 def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacity:
@@ -176,6 +179,7 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
         out=Path(data["out"]),
         settings={k: data[k] for k in _KEYS if k in data},
         origins=origins(path, lines, {k: ("set", k) for k in common}),
+        cluster=cluster_settings(checked, at("resources")),
     )
     config = point_cell(capacity, start, seeds[0]).config  # a bad base or set fails here, with its line
     if tasks:
