@@ -208,7 +208,14 @@ def plan(
     ] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Trials, each a recipe (default 8).")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per trial (default 2).")] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="Where trials run: local.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="Where trials run: local, or ray (a trial's seeds at once)."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="--backend ray: the cluster (default RAY_ADDRESS, else local)."),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="A plan YAML (the same keys as these options).")
     ] = None,
@@ -229,19 +236,30 @@ def plan(
 
     options = {
         "facts": facts, "out": out, "model": model, "reference": reference, "target": target,
-        "trials": trials, "seeds": seeds, "backend": backend, "budget": _budget_options(budget),
+        "trials": trials, "seeds": seeds, "backend": backend, "address": address,
+        "budget": _budget_options(budget),
         "methods": None if methods is None else [m.strip() for m in methods.split(",") if m.strip()],
     }  # fmt: skip
     loaded = load_plan(config, overrides or [], **options)
-    result = run_plan(
-        loaded,
-        on_event=lambda name, event: typer.echo(f"[{event}] {name}", err=True),
-        on_stage=lambda name: typer.echo(f"  [{name}]", err=True),
-        progress_bar=progress_bar,
-    )
+    event = _named_event
+    if loaded.config.backend == "ray":
+        from knowpack.experiment.backends import check_backend, run_plan_on_ray
+
+        check_backend("ray")
+        result = run_plan_on_ray(loaded, address=loaded.config.address, on_event=event)
+    else:
+        result = run_plan(loaded, on_event=event, on_stage=_stage_line, progress_bar=progress_bar)
     typer.echo(result["answer"])
     recommended = " and recommended.yaml" if result["recommendation"] else ""
     typer.echo(f"{loaded.out / 'plan.json'}{recommended}; knowpack report {loaded.out} draws the fronts")
+
+
+def _named_event(name: str, event: str) -> None:
+    typer.echo(f"[{event}] {name}", err=True)
+
+
+def _stage_line(name: str) -> None:
+    typer.echo(f"  [{name}]", err=True)
 
 
 def _budget_options(items: list[str] | None) -> dict[str, float] | None:

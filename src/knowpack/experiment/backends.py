@@ -638,3 +638,48 @@ def _shard_finished(out: Path, i: int, n: int) -> bool:
         return json.loads((Path(out) / f"summary.{i}-of-{n}.json").read_text()).get("status") == "finished"
     except (OSError, ValueError):
         return False
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+def run_plan_on_ray(
+    plan: Any, *, address: str | None = None, on_event: Callable[[str, str], None] | None = None
+) -> dict[str, Any]:
+    """`knowpack.experiment.plan.run_plan` with every seed of a trial a Ray task (`PlanOnRay`); the search
+    itself (the Optuna study, plan.json) stays on the driver."""
+    from knowpack.experiment.plan.search import run_plan
+
+    with connect(address) as ray:
+        return run_plan(plan, on_event=on_event, runner=PlanOnRay(Tasks(ray, plan.out)))
+
+
+class PlanOnRay:
+    """A plan's runner on Ray: the shared probe and attribution as tasks (`prepare_shared_on_ray`), a trial's
+    seeds at once, each trained and evaluated on a worker; the plan's very first run goes alone, so that the
+    base model is measured once (its measurements come back into the shared probe folder)."""
+
+    def __init__(self, tasks: Tasks):
+        self.tasks, self.started = tasks, False
+
+    def shared(self, configs: list[Any]) -> None:
+        prepare_shared_on_ray(self.tasks, configs)
+
+    def run(self, plan: Any, cells: list[Any]) -> None:
+        from knowpack.experiment.plan.config import FACTS
+        from knowpack.experiment.plan.search import train_and_evaluate
+        from knowpack.runs import run_status
+
+        batches = [cells] if self.started else [cells[:1], cells[1:]]
+        self.started = True
+        for batch in batches:
+            refs = {}
+            for cell in batch:
+                trained = [cell.folder] if run_status(cell.folder) == "finished" else []
+                reads = [plan.out / FACTS.parent, *shared_folders(cell.config), *trained]
+                refs[cell.folder] = self.tasks.submit(
+                    train_and_evaluate, (plan, cell), reads=reads, writes=[cell.folder], name="knowpack trial"
+                )
+            errors = [f"{folder}: {e}" for folder, ref in refs.items() if (e := self.tasks.collect(ref))]
+            if errors:
+                raise KnowpackError(errors[0])

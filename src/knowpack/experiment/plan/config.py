@@ -26,12 +26,16 @@ from typing import Any
 
 from knowpack.config import build, parse_override, ranged, read_yaml
 from knowpack.errors import KnowpackError
+from knowpack.experiment.backends import BACKENDS
 from knowpack.experiment.capacity.config import Check, _budget, _check_point_tasks, _targets
 from knowpack.experiment.demo import DEMOS
 from knowpack.experiment.sweep import yaml_value
 from knowpack.train.config import RunConfig, load_config
 
 METHODS = ("lora", "loki", "full")
+FACTS = Path("facts") / "facts.jsonl"
+"""The plan's facts file, in the plan folder: the user's facts and the sample of reference facts (a folder of
+its own, so that a Ray task is shipped it like any shared folder)."""
 LORA_RANKS = (1, 2, 4, 8, 16)
 LOKI_QUOTAS = (5, 10, 20, 30)
 ADDS = ("none", "highly_known", "paraphrase")
@@ -82,7 +86,9 @@ class PlanConfig:
     limit: int | None = ranged(None, ge=1)
     """Benchmark items (null: all)."""
     backend: str = "local"
-    """local: trials one after another in this process."""
+    """local: trials one after another in this process | ray: each trial's seeds as Ray tasks at once."""
+    address: str | None = None
+    """With backend ray: the cluster's address (default RAY_ADDRESS, else a local Ray instance)."""
     set: dict[str, Any] = field(default_factory=dict)
     """`section.key: value` for every trial's run config (e.g. train.epochs: 5)."""
     out: str | None = None
@@ -129,7 +135,7 @@ def load_plan(path: str | os.PathLike | None = None, overrides: list[str] = (), 
         if value is not None:
             data[name] = value
             lines[(name,)] = f"--{name.replace('_', '-')}"
-    config = build(PlanConfig, data, where=where, lines=lines, choices={"backend": ("local",)})
+    config = build(PlanConfig, data, where=where, lines=lines, choices={"backend": BACKENDS})
     return _resolve(config, where)
 
 
@@ -226,7 +232,7 @@ def trial_config(plan: Plan, params: dict[str, Any], *, seed: int, folder: Path)
     lr = row["lr"].get(method, BASE_LR[method]) if "lr" in row else BASE_LR[method]
     settings: dict[str, Any] = {
         "model.name": plan.config.model,
-        "facts.path": str(plan.out / "facts.jsonl"),
+        "facts.path": str(plan.out / FACTS),
         "probe.samples": 0,
         "mix.n_unknown": params["n_facts"],
         "mix.add": params["add"],

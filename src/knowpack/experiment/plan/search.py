@@ -3,7 +3,7 @@ folders (trained, then evaluated), and recommend the recipe that implants the mo
 the target reliability within every damage budget.
 
 Files in the plan folder (`out`):
-    facts.jsonl        the user's facts and a seeded sample of the reference facts: what is probed
+    facts/facts.jsonl  the user's facts and a seeded sample of the reference facts: what is probed
     probe/<hash>/      the base probe of those facts (shared by every trial)
     attribution/<hash>/  LoKI's attribution (shared by LoKI trials)
     study.db           the Optuna study (SQLite): trials, parameters, objectives, constraints
@@ -27,13 +27,15 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.stats import bootstrap_interval
 from knowpack.experiment.plan.config import (
     ADDS,
+    FACTS,
     LOKI_QUOTAS,
     LORA_RANKS,
     Plan,
@@ -46,12 +48,7 @@ from knowpack.io import remove_temps, write_json_atomic, write_jsonl_atomic, wri
 
 logger = logging.getLogger(__name__)
 
-PLAN_FILE, RECOMMENDED_FILE, STUDY_FILE, FACTS_FILE = (
-    "plan.json",
-    "recommended.yaml",
-    "study.db",
-    "facts.jsonl",
-)
+PLAN_FILE, RECOMMENDED_FILE, STUDY_FILE = "plan.json", "recommended.yaml", "study.db"
 
 
 def run_plan(
@@ -60,20 +57,24 @@ def run_plan(
     on_event: Callable[[str, str], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
     progress_bar: Callable[[str], Any] | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, Any]:
     """Run the plan (see the module docstring); writes and returns plan.json. `on_event(name, event)` hears
     each trial's seeds (start / reuse) and verdicts (fits / misses); `on_stage` and `progress_bar` go to
-    the probe, training and evaluation."""
+    the probe, training and evaluation. `runner` makes the shared work and runs a trial's seeds (default:
+    `LocalRunner`, here, one after another; `knowpack.experiment.backends.PlanOnRay`: Ray tasks)."""
     import optuna
 
     note = on_event or (lambda name, event: logger.info("%s: %s", name, event))
+    runner = runner or LocalRunner(on_stage, progress_bar)
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
-    remove_temps(out, of=[PLAN_FILE, RECOMMENDED_FILE, FACTS_FILE])
+    remove_temps(out, of=[PLAN_FILE, RECOMMENDED_FILE])
+    remove_temps(out / FACTS.parent, of=[FACTS.name])
     _write_facts(plan)
     base = trial_config(plan, default_params(plan, {}), seed=0, folder=out)
     share_work(base, out)
-    prepare_shared(base, progress_bar)
+    runner.shared([base])
     user = _user_facts(plan, Path(base.probe.run))
     state = {"plan": plan, "user": user, "probe": base.probe.run, "trials": []}
     plan.highly_known = _highly_known(Path(base.probe.run), user)
@@ -90,7 +91,7 @@ def run_plan(
     for k in range(len(fixed) if fixed is not None else plan.config.trials):
         trial = _trial(study, plan, k, len(user["unknown"]), fixed)
         try:
-            result = _run_trial(plan, k, trial["params"], note, on_stage, progress_bar)
+            result = _run_trial(plan, k, trial["params"], note, runner)
         except KnowpackError as e:  # a recipe the facts cannot feed (too few HighlyKnown facts to add ...)
             result = _failed(plan, trial["params"], str(e))
         _tell(study, trial["number"], result)
@@ -105,7 +106,7 @@ def _write_facts(plan: Plan) -> None:
     rewritten once there: the probe keys on it)."""
     from knowpack.facts import load_facts
 
-    path = plan.out / FACTS_FILE
+    path = plan.out / FACTS
     user = load_facts(plan.facts)
     reference = [f for f in load_facts(plan.reference) if f.id not in {u.id for u in user}]
     taken = {u.question for u in user}
@@ -233,25 +234,58 @@ def _failed(plan: Plan, params: dict, error: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _run_trial(plan: Plan, k: int, params: dict, note, on_stage, progress_bar) -> dict[str, Any]:
+def _run_trial(plan: Plan, k: int, params: dict, note, runner: Runner) -> dict[str, Any]:
     """Trial k's runs, one per seed (reused when finished and evaluated), measured against the checks."""
-    runs = []
+    cells = []
     for seed in range(plan.config.seeds):
         folder = plan.out / "trials" / str(k) / f"seed={seed}"
         cell = Cell(folder.name, {"seed": seed}, trial_config(plan, params, seed=seed, folder=folder), folder)
         share_work(cell.config, plan.out)
+        cells.append(cell)
+    todo = [cell for cell in cells if _evaluation(plan, cell) is None]
+    for cell in cells:
+        note(f"trial {k} {cell.name}", "start" if cell in todo else "reuse")
+    if todo:
+        runner.shared([cell.config for cell in todo])
+        runner.run(plan, todo)
+    runs = []
+    for cell in cells:
         ev = _evaluation(plan, cell)
-        note(f"trial {k} seed {seed}", "reuse" if ev is not None else "start")
         if ev is None:
-            _train_and_evaluate(plan, cell, on_stage, progress_bar)
-            ev = _evaluation(plan, cell)
-            if ev is None:
-                raise KnowpackError(f"{folder}: the trial's run ended without a finished eval.json")
-        runs.append({"seed": seed, "folder": str(folder), "metrics": _measured(plan, ev)})
+            raise KnowpackError(f"{cell.folder}: the trial's run ended without a finished eval.json")
+        runs.append(
+            {"seed": cell.overrides["seed"], "folder": str(cell.folder), "metrics": _measured(plan, ev)}
+        )
     return _summarise(plan, params, runs)
 
 
-def _train_and_evaluate(plan: Plan, cell: Cell, on_stage, progress_bar) -> None:
+class Runner(Protocol):
+    """Where a plan's work runs: `shared(configs)` makes the shared probe and attribution the run configs
+    read; `run(plan, cells)` trains and evaluates each cell (a trial's seeds)."""
+
+    def shared(self, configs: list[Any]) -> None: ...
+
+    def run(self, plan: Plan, cells: list[Cell]) -> None: ...
+
+
+@dataclass
+class LocalRunner:
+    """Here, one run after another (the CLI's stage lines and progress bars shown)."""
+
+    on_stage: Callable[[str], None] | None = None
+    progress_bar: Callable[[str], Any] | None = None
+
+    def shared(self, configs: list[Any]) -> None:
+        for config in configs:
+            prepare_shared(config, self.progress_bar)
+
+    def run(self, plan: Plan, cells: list[Cell]) -> None:
+        for cell in cells:
+            train_and_evaluate(plan, cell, self.on_stage, self.progress_bar)
+
+
+def train_and_evaluate(plan: Plan, cell: Cell, on_stage=None, progress_bar=None) -> None:
+    """One seed of a trial: trained (unless its run is finished), then evaluated."""
     from knowpack.evaluate import evaluate_run
     from knowpack.train import train
 
