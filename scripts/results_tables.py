@@ -5,10 +5,10 @@
 
 Reads what `knowpack sweep configs/replicate/{packing-damage-cpu,loki}.yaml` and `knowpack capacity
 configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note. Every number is read
-from a cell's train.json / eval.json (DESIGN.md's definitions); what is computed here is only the statistics
-over seeds (`knowpack.evaluate.stats`): each effect against its baseline (the measurement null for the
-probe's metrics, the base model for benchmarks and behaviour) with its 95% bootstrap interval over seeds, each
-comparison of two conditions as a paired interval over the seeds they share, and the verdict.
+from a cell's train.json / eval.json (docs/design.md §4's definitions); what is computed here is only the
+statistics over seeds (`knowpack.evaluate.stats`): each effect against its baseline (the measurement null for
+the probe's metrics, the base model for benchmarks and behaviour) with its 95% bootstrap interval over seeds,
+each comparison of two conditions as a paired interval over the seeds they share, and the verdict.
 """
 
 from __future__ import annotations

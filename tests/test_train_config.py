@@ -42,7 +42,7 @@ def test_config_defaults_overrides_and_method_options(tmp_path):
     assert config.mix.n_unknown == 7 and config.mix.add == "paraphrase" and config.mix.k == 2
     assert config.method.name == "lora" and config.method.options == {"r": 4, "alpha": 8}
     assert config.train.lr == 1e-3 and config.train.epochs == 3 and config.out == "runs/x"
-    assert config.probe.n_prompts == 10 and config.probe.samples == 16  # DESIGN.md defaults
+    assert config.probe.n_prompts == 10 and config.probe.samples == 16  # docs/design.md §4.2 defaults
     assert config.to_dict()["method"] == {"name": "lora", "r": 4, "alpha": 8}
     again = load_config(None, [f"{k}={v}" for k, v in [("out", "o"), ("train.epochs", 2)]])
     assert again.out == "o" and again.train.epochs == 2

@@ -1,4 +1,4 @@
-"""The evaluation metrics, as pure functions of probe records (no model): DESIGN.md's definitions, made exact.
+"""The evaluation metrics, as pure functions of probe records (no model): docs/design.md §4, made exact.
 
     from knowpack.evaluate import metrics
     m = metrics.transitions(before, after, ids=untrained)     # 4x4 (3x3 without samples) counts + row shares
@@ -10,8 +10,8 @@
     metrics.metric_value(eval_json, "retention", against="training_control")   # (value, the control's)
 
 Records are probe records (`knowpack.probe`): `id`, `category`, `p_sample`, `greedy` (one answer per prompt),
-`samples`, `greedy_correct`, `greedy_logprob`. Choices where DESIGN.md and the papers are silent (each one
-pinned by tests/test_eval_metrics.py):
+`samples`, `greedy_correct`, `greedy_logprob`. Choices where docs/design.md and the papers are silent (each
+one pinned by tests/test_eval_metrics.py):
 
 - **Categories.** Without samples (`p_sample` None everywhere) there is no WeaklyKnown: matrices are 3x3.
 - **Shift** follows the knowledge-packing paper's three categories: a WeaklyKnown fact counts as Unknown
@@ -28,8 +28,8 @@ pinned by tests/test_eval_metrics.py):
   the base model on the same facts.
 - **Confidence**: the mean of exp(greedy_logprob) over all greedy answers, the probability the model gave its
   own greedy answer (tokens up to and including the one ending the line).
-- **Baselines** (`BASELINES`; DESIGN.md): every row names the one its `base` is (`Metric.baseline`). A
-  comparison of two probes stands beside the *measurement null* (the untouched base re-probed with the same
+- **Baselines** (`BASELINES`; docs/design.md §4.6): every row names the one its `base` is (`Metric.baseline`).
+  A comparison of two probes stands beside the *measurement null* (the untouched base re-probed with the same
   prompts and another sampling seed), with *prompt sensitivity* (other exemplars) beside it as context
   (`baselines`); with a *training control* run, every metric also carries `control`: the run's value and the
   control's on the facts neither trained on (`against_control`).
@@ -349,7 +349,7 @@ def compared(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
 
 
 DEFINITIONS: dict[str, str] = {**TERMS, **{name: row.definition for name, row in METRICS.items()}}
-"""Name -> definition, as eval.json's `definitions` holds them (DESIGN.md, "Definitions")."""
+"""Name -> definition, as eval.json's `definitions` holds them (docs/design.md §4)."""
 
 
 def metric_path(name: str, **where: str) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""`evaluate_run` and `evaluate_model`: what `knowpack eval` does (uptake and damage, as DESIGN.md defines).
+"""`evaluate_run` and `evaluate_model`: what `knowpack eval` does (uptake and damage, docs/design.md §4).
 
     from knowpack.evaluate import evaluate_run, evaluate_model
     result = evaluate_run("runs/lora50", benchmarks=["world_mc"])        # writes runs/lora50/eval.json

@@ -1,4 +1,4 @@
-"""The run config: one YAML file with the sections DESIGN.md names, checked before any model is loaded.
+"""The run config: the YAML sections docs/design.md §3.4 names, checked before any model is loaded.
 
     config = load_config("configs/organism/lora.yaml", ["mix.n_unknown=50", "out=runs/lora50"])
     config.mix.n_unknown       # 50

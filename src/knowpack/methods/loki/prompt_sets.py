@@ -6,8 +6,8 @@
     prompts = load_prompts("world_mc", tokenizer)            # the organism's MMLU-like benchmark
     prompts = load_prompts("geo_mc", tokenizer)              # the real facts' (GeoNames) MMLU stand-in
 
-- JSONL (DESIGN.md): one object a line with `prompt` (text, used as is, the tokenizer adds its BOS) or
-  `messages` (chat turns; the tokenizer's chat template is applied with the generation prompt), and an
+- JSONL (docs/design.md §3.2): one object a line with `prompt` (text, used as is, the tokenizer adds its BOS)
+  or `messages` (chat turns; the tokenizer's chat template is applied with the generation prompt), and an
   optional `id` (string or integer, unique; default `line-N`). A bad line is a one-line error naming the
   file, the line and the field.
 - MMLU: the first `per_subject` (default 50, as in LoKI: 57 subjects, ~2,850 prompts) test questions of
