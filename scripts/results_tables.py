@@ -7,8 +7,10 @@ Reads what `knowpack sweep configs/replicate/{packing-damage-cpu,loki}.yaml` and
 configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note. Every number is read
 from a cell's train.json / eval.json (docs/design.md §4's definitions); what is computed here is only the
 statistics over seeds (`knowpack.evaluate.stats`): each effect against its baseline (the measurement null for
-the probe's metrics, the base model for benchmarks and behaviour) with its 95% bootstrap interval over seeds,
-each comparison of two conditions as a paired interval over the seeds they share, and the verdict.
+the probe's metrics, the base model for benchmarks and behaviour) with its 95% Student-t interval over seeds,
+each comparison of two conditions as a paired interval over the seeds they share, and the verdict; the tests
+of one table are Holm-corrected together (every test of the table counts in its family: conservative), and
+each table ends with a line naming the interval method and the family.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import yaml
 
 from knowpack.evaluate.metrics import metric_value
-from knowpack.evaluate.stats import bootstrap_interval, format_interval, paired_interval, verdict
+from knowpack.evaluate.stats import format_interval, holm_verdicts, interval, method_note, paired_interval
 from knowpack.runs import run_status
 
 MIX_LABEL = {
@@ -96,8 +98,8 @@ def value(cell: dict, name: str) -> tuple[float | None, float | None]:
 def effect(seeds: dict[int, dict], name: str) -> dict[str, Any]:
     """value - base per seed (base: the measurement null or the base model), its interval and verdict."""
     pairs = [value(seeds[s], name) for s in sorted(seeds)]
-    ci = bootstrap_interval([v - b for v, b in pairs if v is not None and b is not None])
-    ci["verdict"] = verdict(ci, MEASURES[name][2])
+    ci = interval([v - b for v, b in pairs if v is not None and b is not None])
+    ci["direction"] = MEASURES[name][2]
     ci["base"] = next((b for _, b in pairs if b is not None), None)
     return ci
 
@@ -116,6 +118,21 @@ def difference(a: dict[int, dict], b: dict[int, dict], name: str) -> dict[str, A
 def less_damage(name: str) -> str:
     """The direction of a - b (each against its baseline) when a damages less on measure `name`."""
     return "less" if MEASURES[name][2] == "greater" else "greater"
+
+
+def judged(header: list[str], rows: list[list[Any]]) -> str:
+    """A table whose cells are text or intervals with a `direction` (a test): the tests Holm-corrected
+    together, then every interval written with its verdict's mark, and the note naming method and family."""
+    tests = [(c, c["direction"]) for r in rows for c in r if isinstance(c, dict) and "direction" in c]
+    holm_verdicts(tests)
+    text = [[c if isinstance(c, str) else cell_text(c, c.get("fmt", "+.3f")) for c in r] for r in rows]
+    note = f"{method_note()}; ✓: reproduced, Holm-corrected over this table's {len(tests)} tests"
+    return table(header, text) + f"\n\n({note})"
+
+
+def test(ci: dict[str, Any], direction: str, fmt: str = "+.3f") -> dict[str, Any]:
+    """`ci` as one of its table's tests: claimed `direction`, written with `fmt`."""
+    return {**ci, "direction": direction, "fmt": fmt}
 
 
 def cell_text(ci: dict[str, Any], fmt: str = "+.3f") -> str:
@@ -140,15 +157,15 @@ def damage(sweep: Path) -> str:
     names = [m for m in MEASURES if not m.startswith("geo_")]  # the organism's measures
     rows = []
     for (_, label, n), seeds in sorted(groups.items()):
-        rel = bootstrap_interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
+        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
         rows.append(
             [label, str(n), str(len(seeds)), format_interval(rel)]
-            + [cell_text(effect(seeds, m), fmt_for(m)) for m in names]
+            + [{**effect(seeds, m), "fmt": fmt_for(m)} for m in names]
         )
     any_seeds = next(iter(groups[min(groups)].values()))  # the first mix's (other mixes: other probe pools)
     bases = ["base"] + [""] * 3 + [f"{value(any_seeds, m)[1]:.3f}" for m in names]
     head = ["mix", "n", "seeds", "reliability"] + [f"{m} − base" for m in names]
-    return table(head, rows + [bases])
+    return judged(head, rows + [bases])
 
 
 def comparisons(sweep: Path, pairs: list[tuple[tuple, tuple, str]], measures: list[str]) -> str:
@@ -164,12 +181,11 @@ def comparisons(sweep: Path, pairs: list[tuple[tuple, tuple, str]], measures: li
             ci = difference(groups[a], groups[b], m)
             damage_up = MEASURES[m][2]
             direction = damage_up if claim == "more" else less_damage(m)
-            ci["verdict"] = verdict(ci, direction)
-            out.append(cell_text(ci, fmt_for(m)))
+            out.append(test(ci, direction, fmt_for(m)))
         rows.append(
             [f"{a[0]} n={a[1]} − {b[0]} n={b[1]}", claim, str(len(set(groups[a]) & set(groups[b])))] + out
         )
-    return table(["comparison", "claim: a damages", "seeds"] + measures, rows)
+    return judged(["comparison", "claim: a damages", "seeds"] + measures, rows)
 
 
 def epochs(sweep: Path, learned: float = 0.9) -> str:
@@ -179,7 +195,7 @@ def epochs(sweep: Path, learned: float = 0.9) -> str:
     rows = []
     for (_, label, n), seeds in sorted(groups.items()):
         runs = [seeds[s]["train"]["epochs"] for s in sorted(seeds)]
-        at = [bootstrap_interval([r[e - 1]["reliability"] for r in runs if len(r) >= e]) for e in (1, 3, 10)]
+        at = [interval([r[e - 1]["reliability"] for r in runs if len(r) >= e]) for e in (1, 3, 10)]
         at = [format_interval(ci, ".2f") for ci in at]
         first = [next((x for x in r if x["reliability"] >= learned), None) for r in runs]
         rows.append(
@@ -189,7 +205,7 @@ def epochs(sweep: Path, learned: float = 0.9) -> str:
         )
     head = ["mix", "n", "seeds", "after epoch 1", "after epoch 3", "after epoch 10"]
     head += [f"first epoch ≥ {learned:g}", f"steps to ≥ {learned:g}"]
-    return table(head, rows)
+    return table(head, rows) + f"\n\n({method_note()})"
 
 
 def loki(sweep: Path) -> str:
@@ -199,14 +215,14 @@ def loki(sweep: Path) -> str:
     names = ["retention", "negative shift", "world_mc_hard", "world_misconceptions", "world_text bits/byte"]
     rows = []
     for label, seeds in groups.items():
-        rel = bootstrap_interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
-        ep = bootstrap_interval([c["train"]["epochs_run"] for c in seeds.values()])
+        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
+        ep = interval([c["train"]["epochs_run"] for c in seeds.values()])
         params = next(iter(seeds.values()))["train"].get("trainable_parameters")
         rows.append(
             [label, f"{params:,}", str(len(seeds)), format_interval(ep, ".1f"), format_interval(rel)]
-            + [cell_text(effect(seeds, m), fmt_for(m)) for m in names]
+            + [{**effect(seeds, m), "fmt": fmt_for(m)} for m in names]
         )
-    out = table(
+    out = judged(
         ["case", "trainable", "seeds", "epochs", "reliability"] + [f"{m} − base" for m in names], rows
     )
     pairs = [
@@ -220,12 +236,10 @@ def loki(sweep: Path) -> str:
         if a in groups and b in groups:
             out_row = []
             for m in names:
-                ci = difference(groups[a], groups[b], m)
-                ci["verdict"] = verdict(ci, less_damage(m))
-                out_row.append(cell_text(ci, fmt_for(m)))
+                out_row.append(test(difference(groups[a], groups[b], m), less_damage(m), fmt_for(m)))
             rows.append([f"{a} − {b}", str(len(set(groups[a]) & set(groups[b])))] + out_row)
     head = ["comparison (claim: a damages less)", "seeds"] + names
-    return out + "\n\n" + table(head, rows)
+    return out + "\n\n" + judged(head, rows)
 
 
 def matched(sweep: Path) -> str:
@@ -259,16 +273,10 @@ def real(folder: Path) -> str:
     against its baseline, and LoKI − LoRA paired by seed."""
     groups = grouped(cells(folder), lambda c: c["config"]["method"]["name"])
     names = ["retention", "geo_mc", "geo_misconceptions", "geo_text bits/byte"]
-    rows = [
-        [m, str(len(seeds))] + [cell_text(effect(seeds, n)) for n in names] for m, seeds in groups.items()
-    ]
-    diffs = []
-    for n in names:
-        ci = difference(groups["loki"], groups["lora"], n)
-        ci["verdict"] = verdict(ci, less_damage(n))
-        diffs.append(cell_text(ci))
+    rows = [[m, str(len(seeds))] + [effect(seeds, n) for n in names] for m, seeds in groups.items()]
+    diffs = [test(difference(groups["loki"], groups["lora"], n), less_damage(n)) for n in names]
     rows.append(["LoKI − LoRA (paired)", str(len(set(groups["lora"]) & set(groups["loki"])))] + diffs)
-    return table(["method", "seeds"] + [f"{n} − base" for n in names], rows)
+    return judged(["method", "seeds"] + [f"{n} − base" for n in names], rows)
 
 
 def capacity(folder: Path) -> str:
