@@ -222,9 +222,9 @@ def cached_uptake(
 
 def merge_summaries(summaries: list[dict]) -> dict:
     """Several `run_benchmarks` summaries (one task each) as one."""
-    merged: dict[str, Any] = {"tasks": {}, "task_versions": {}, "n-shot": {}, "n-samples": {}}
+    merged: dict[str, Any] = {"tasks": {}, "task_versions": {}, "n-shot": {}, "n-samples": {}, "doc_ids": {}}
     for s in summaries:
-        for field in ("tasks", "task_versions", "n-shot", "n-samples"):
+        for field in ("tasks", "task_versions", "n-shot", "n-samples", "doc_ids"):
             merged[field].update(s.get(field, {}))
     if summaries:
         merged["lm_eval_version"] = summaries[0]["lm_eval_version"]
