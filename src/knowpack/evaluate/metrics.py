@@ -29,10 +29,10 @@ one pinned by tests/test_eval_metrics.py):
 - **Confidence**: the mean of exp(greedy_logprob) over all greedy answers, the probability the model gave its
   own greedy answer (tokens up to and including the one ending the line).
 - **Baselines** (`BASELINES`; docs/design.md §4.6): every row names the one its `base` is (`Metric.baseline`).
-  A comparison of two probes stands beside the *measurement null* (the untouched base re-probed with the same
-  prompts and another sampling seed), with *prompt sensitivity* (other exemplars) beside it as context
-  (`baselines`); with a *training control* run, every metric also carries `control`: the run's value and the
-  control's on the facts neither trained on (`against_control`).
+  A comparison of two probes stands beside the *measurement null* (a run that learned nothing, re-probed with
+  the same prompts and another sampling seed: knowpack.evaluate.null), with *prompt sensitivity* (other
+  exemplars) beside it as context (`baselines`); with a *training control* run, every metric also carries
+  `control`: the run's value and the control's on the facts neither trained on (`against_control`).
 A metric over no facts is None, never 0.
 """
 
@@ -60,9 +60,10 @@ TERMS: dict[str, str] = {
     "HighlyKnown fact, 0 for an Unknown or WeaklyKnown one",
     "transitions": "category transition matrix between two probes: counts[a][b] facts went from a to b; "
     "shares[a][b] = counts[a][b] / facts in a",
-    "measurement_null": "the same comparison between the base probe and the untouched base re-probed with "
-    "the same prompts and another sampling seed: what the comparison shows with no training (greedy "
-    "categories cannot move; only WeaklyKnown <-> Unknown can)",
+    "measurement_null": "the same comparison between the base probe and a run that learned nothing (the "
+    "run's method at its initial values, saved and loaded through the run's own path) re-probed with the "
+    "same prompts and another sampling seed: what the comparison shows with no learning (with a sound "
+    "pipeline greedy categories cannot move; only WeaklyKnown <-> Unknown can)",
     "prompt_sensitivity": "the same comparison between the base probe and the untouched base re-probed with "
     "another seed, hence other exemplars: how much categories depend on the prompts (context, not a null; "
     "called the noise floor before)",
@@ -123,8 +124,8 @@ class Metric:
 
 BASELINES: dict[str, str] = {
     "base_model": "the base model",
-    "measurement_null": "the measurement null (the untouched base re-probed with the same prompts, another "
-    "sampling seed)",
+    "measurement_null": "the measurement null (the run's method untrained, re-probed with the same prompts, "
+    "another sampling seed)",
     "prompt_sensitivity": "prompt sensitivity (the untouched base re-probed with other exemplars)",
     "training_control": "the training control (the same recipe on as many facts the model already knew)",
 }
