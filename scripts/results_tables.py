@@ -1,7 +1,10 @@
-"""Print RESULTS.md's session-8 tables (markdown) from the run folders, judged by the rule.
+"""Print RESULTS.md's tables (markdown) from the run folders or their compact records, judged by the rule.
 
     python scripts/results_tables.py [--runs runs/replicate] [--capacity runs/capacity/organism-lora]
-                                     [--real runs/replicate/smollm2-h]
+                                     [--real runs/replicate/smollm2-h]          # from the run folders
+    python scripts/results_tables.py --collect                 # their compact records -> docs/results/records
+    python scripts/results_tables.py --write RESULTS.md        # regenerate RESULTS.md's generated tables
+    python scripts/results_tables.py --check RESULTS.md        # ... or fail where they differ (CI runs this)
 
 Reads what `knowpack sweep configs/replicate/{packing-damage-cpu,loki}.yaml` and `knowpack capacity
 configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note. Every number is read
@@ -11,19 +14,28 @@ the probe's metrics, the base model for benchmarks and behaviour) with its 95% S
 each comparison of two conditions as a paired interval over the seeds they share, and the verdict; the tests
 of one table are Holm-corrected together (every test of the table counts in its family: conservative), and
 each table ends with a line naming the interval method and the family.
+
+Recomputable from a clone: `--collect` keeps, per finished cell, what the tables read and nothing else (its
+config's mix, method and train settings, per-epoch uptake and steps, and the eval.json entries of every
+measure: value, base, baselines, control; no weights) in `docs/results/records/<table source>.json`, and
+the tables render from those records as from the folders. In RESULTS.md a generated table stands between
+`<!-- results_tables: NAME -->` and `<!-- /results_tables -->` (NAME a key of `TABLES`); `--check` renders
+every such table from the committed records and exits 1 naming each that differs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from knowpack.evaluate.metrics import metric_value
+from knowpack.evaluate.metrics import metric_path, metric_value
 from knowpack.evaluate.stats import format_interval, holm_verdicts, interval, method_note, paired_interval
 from knowpack.runs import run_status
 
@@ -53,9 +65,17 @@ MEASURES: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
+RECORDS = Path("docs/results/records")
+"""Where `--collect` writes the compact records and `--check` / `--write` read them."""
+KEPT = ("metric", "value", "base", "n", "baseline", "baselines", "control")
+"""What a compact record keeps of an eval.json entry."""
+
+
 def cells(sweep: Path) -> list[dict[str, Any]]:
     """Finished, evaluated cells of a sweep (or of a folder of run folders): name, config, train.json and
-    eval.json (controls left out)."""
+    eval.json (controls left out); or the cells of a compact records file (`collect`), which read alike."""
+    if sweep.suffix == ".json":
+        return json.loads(sweep.read_text(encoding="utf-8"))["cells"]
     out = []
     for folder in sorted((sweep / "cells" if (sweep / "cells").is_dir() else sweep).glob("*")):
         if (
@@ -74,6 +94,52 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
                 "eval": json.loads((folder / "eval.json").read_text()),
             }
         )
+    return out
+
+
+def compact(cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell as its compact record: what the tables read of it (no weights, no per-fact data)."""
+    config, train = cell["config"], cell["train"]
+    ev: dict[str, Any] = {}
+    paths = [metric_path("reliability")] + [metric_path(m, **where) for m, where, _ in MEASURES.values()]
+    for path in paths:
+        node: Any = cell["eval"]
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            target = ev
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = {k: node[k] for k in KEPT if k in node}
+    return {
+        "name": cell["name"],
+        "seed": cell["seed"],
+        "config": {
+            "seed": config.get("seed"),
+            "mix": config["mix"],
+            "method": config["method"],
+            "train": {k: config["train"].get(k) for k in ("lr", "epochs", "target_reliability", "seed")},
+        },
+        "train": {
+            "epochs_run": train.get("epochs_run"),
+            "trainable_parameters": train.get("trainable_parameters"),
+            "epochs": [{k: e.get(k) for k in ("epoch", "step", "reliability")} for e in train["epochs"]],
+        },
+        "eval": ev,
+    }
+
+
+def collect(sweep: Path, out: Path) -> Path:
+    """Write the compact records of `sweep`'s finished cells to `out` (JSON); returns `out`."""
+    from knowpack.io import write_json_atomic
+    from knowpack.runs import git_commit
+
+    found = cells(sweep)
+    if not found:
+        raise FileNotFoundError(f"no finished, evaluated cells in {sweep}")
+    write_json_atomic(
+        out, {"source": str(sweep), "git_commit": git_commit(), "cells": list(map(compact, found))}
+    )
     return out
 
 
@@ -289,7 +355,60 @@ def capacity(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+VS_NONE = ["retention", "world_mc_hard", "world_misconceptions", "world_text bits/byte", "TruthfulQA-w MC1"]
+PAIRS = [
+    (("none", 100), ("none", 10), "more"),
+    (("none", 50), ("none", 10), "more"),
+    (("+10 paraphrases", 50), ("none", 50), "less"),
+    (("+10 HighlyKnown", 50), ("none", 50), "less"),
+]
+TABLES: dict[str, tuple[str, str, Callable[[Path, argparse.Namespace], str]]] = {
+    "damage": ("damage per mix and n", "packing-damage-cpu", lambda p, a: damage(p)),
+    "epochs": ("reliability per epoch", "packing-damage-cpu", lambda p, a: epochs(p, a.learned)),
+    "comparisons": ("comparisons", "packing-damage-cpu", lambda p, a: comparisons(p, PAIRS, VS_NONE)),
+    "loki": ("LoKI's selections and LoRA", "loki", lambda p, a: loki(p)),
+    "matched": ("LoKI vs LoRA at equal uptake", "loki-matched", lambda p, a: matched(p)),
+    "capacity": ("capacity", "capacity", lambda p, a: capacity(p)),
+    "real": ("the real model's headroom roles", "smollm2-h", lambda p, a: real(p)),
+}
+"""Table name (RESULTS.md's marker) -> (title, the source it reads, how it renders)."""
+MARKER = re.compile(r"<!-- results_tables: (\S+) -->\n(.*?)<!-- /results_tables -->", re.S)
+
+
+def run_source(name: str, args: argparse.Namespace) -> Path:
+    """Where table source `name` lies among the run folders."""
+    return {"capacity": args.capacity, "smollm2-h": args.real}.get(name, args.runs / name)
+
+
+def record_source(name: str, records: Path) -> Path:
+    """Where table source `name`'s compact records lie (capacity: its capacity.json, kept whole)."""
+    return records / ("capacity" if name == "capacity" else f"{name}.json")
+
+
+def render(table: str, source: Path, args: argparse.Namespace) -> str:
+    return TABLES[table][2](source, args).rstrip("\n") + "\n"
+
+
+def regenerate(text: str, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """`text` (RESULTS.md) with every generated table rendered anew from the records, and the names of those
+    that changed."""
+    changed: list[str] = []
+
+    def fresh(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in TABLES:
+            raise SystemExit(
+                f"{args.file}: unknown generated table {name!r}; expected one of {', '.join(TABLES)}"
+            )
+        body = render(name, record_source(TABLES[name][1], args.records), args)
+        if body != match.group(2):
+            changed.append(name)
+        return f"<!-- results_tables: {name} -->\n{body}<!-- /results_tables -->"
+
+    return MARKER.sub(fresh, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/replicate"))
     parser.add_argument("--capacity", type=Path, default=Path("runs/capacity/organism-lora"))
@@ -300,36 +419,49 @@ def main() -> None:
         default=Path("runs/replicate/smollm2-h"),
         help="the SmolLM2 LoRA / LoKI run folders evaluated on geo_mc, geo_misconceptions and geo_text",
     )
-    args = parser.parse_args()
-    packing = args.runs / "packing-damage-cpu"
-    vs_none = [
-        "retention",
-        "world_mc_hard",
-        "world_misconceptions",
-        "world_text bits/byte",
-        "TruthfulQA-w MC1",
-    ]
-    pairs = [
-        (("none", 100), ("none", 10), "more"),
-        (("none", 50), ("none", 10), "more"),
-        (("+10 paraphrases", 50), ("none", 50), "less"),
-        (("+10 HighlyKnown", 50), ("none", 50), "less"),
-    ]
-    for name, fn, path in [
-        ("damage per mix and n (packing-damage-cpu)", damage, packing),
-        ("reliability per epoch (packing-damage-cpu)", lambda p: epochs(p, args.learned), packing),
-        ("comparisons (packing-damage-cpu)", lambda p: comparisons(p, pairs, vs_none), packing),
-        ("loki", loki, args.runs / "loki"),
-        ("LoKI vs LoRA at equal uptake (loki-matched)", matched, args.runs / "loki-matched"),
-        ("capacity", capacity, args.capacity),
-        ("the real model's headroom roles", real, args.real),
-    ]:
-        print(f"## {name} ({path})\n")
+    parser.add_argument("--records", type=Path, default=RECORDS, help="the compact records' folder")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--collect", action="store_true", help="write the run folders' compact records")
+    what.add_argument("--check", dest="file", type=Path, nargs="?", const=Path("RESULTS.md"))
+    what.add_argument("--write", type=Path, nargs="?", const=Path("RESULTS.md"))
+    args = parser.parse_args(argv)
+    if args.write is not None:
+        args.file = args.write
+    if args.file is not None:
+        text = args.file.read_text(encoding="utf-8")
+        new, changed = regenerate(text, args)
+        count = len(MARKER.findall(text))
+        if args.write is not None:
+            args.file.write_text(new, encoding="utf-8")
+            print(f"{args.file}: {count} generated tables, {len(changed)} rewritten")
+            return 0
+        for name in changed:
+            print(f"{args.file}: table {name!r} differs from its records ({args.records})", file=sys.stderr)
+        print(f"{args.file}: {count} generated tables checked against {args.records}, {len(changed)} differ")
+        return 1 if changed else 0
+    if args.collect:
+        args.records.mkdir(parents=True, exist_ok=True)
+        for source in dict.fromkeys(s for _, s, _ in TABLES.values()):
+            path = run_source(source, args)
+            try:
+                if source == "capacity":
+                    out = record_source(source, args.records)
+                    out.write_text((path / "capacity.json").read_text(encoding="utf-8"), encoding="utf-8")
+                else:
+                    out = collect(path, record_source(source, args.records))
+                print(f"{path} -> {out}")
+            except FileNotFoundError as err:
+                print(f"{path}: not run yet ({err})")
+        return 0
+    for name, (title, source, _) in TABLES.items():
+        path = run_source(source, args)
+        print(f"## {title} ({path})\n")
         try:
-            print(fn(path) + "\n")
+            print(render(name, path, args))
         except (FileNotFoundError, StopIteration) as err:
             print(f"not run yet ({err})\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
