@@ -253,6 +253,7 @@ def share_work(config: RunConfig, out: Path) -> None:
                 "prompts": options.get("prompts", Loki.prompts),
                 "per_subject": options.get("per_subject", Loki.per_subject),
                 "limit": options.get("attribution_limit"),
+                "heldout": True,  # the prompts are the tasks' attribution splits (knowpack.heldout)
             }
             options["attribution_out"] = str(out / "attribution" / _hash(key))
 
