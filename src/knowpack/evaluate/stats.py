@@ -14,8 +14,8 @@ one run share its training and are not independent draws. A seed is one draw of 
 - `bca`: the bias-corrected and accelerated bootstrap (Efron 1987): the bootstrap means' percentiles moved by
   the bias z0 (the share of resample means below the mean) and the acceleration a (the jackknife's
   skewness). Resamples are drawn with a fixed RNG seed.
-- `percentile`: the plain percentile bootstrap, kept for old results: over 5 seeds it covers the truth about
-  85% of the time, not 95% (tests/test_stats.py simulates each method's coverage).
+- `percentile`: the plain percentile bootstrap, kept for old results: over 5 normal seeds it covers the truth
+  84% of the time, not 95% (tests/test_stats.py simulates each method's coverage; BCa is no better at 5).
 
 For a paired design (the same seeds, hence the same facts, under two conditions) the unit is the difference
 per seed. Every interval also carries `p`, the two-sided one-sample t-test of "the mean is 0", so that a
