@@ -1,28 +1,42 @@
-"""Print RESULTS.md's session-8 tables (markdown) from the run folders, judged by the rule.
+"""Print RESULTS.md's tables (markdown) from the run folders or their compact records, judged by the rule.
 
     python scripts/results_tables.py [--runs runs/replicate] [--capacity runs/capacity/organism-lora]
-                                     [--real runs/replicate/smollm2-h]
+                                     [--real runs/replicate/smollm2-h]          # from the run folders
+    python scripts/results_tables.py --collect                 # their compact records -> docs/results/records
+    python scripts/results_tables.py --write RESULTS.md        # regenerate RESULTS.md's generated tables
+    python scripts/results_tables.py --check RESULTS.md        # ... or fail where they differ (CI runs this)
 
 Reads what `knowpack sweep configs/replicate/{packing-damage-cpu,loki}.yaml` and `knowpack capacity
 configs/capacity/organism-lora.yaml` wrote; a sweep not run yet is skipped with a note. Every number is read
-from a cell's train.json / eval.json (DESIGN.md's definitions); what is computed here is only the statistics
-over seeds (`knowpack.evaluate.stats`): each effect against its baseline (the measurement null for the
-probe's metrics, the base model for benchmarks and behaviour) with its 95% bootstrap interval over seeds, each
-comparison of two conditions as a paired interval over the seeds they share, and the verdict.
+from a cell's train.json / eval.json (docs/design.md §4's definitions); what is computed here is only the
+statistics over seeds (`knowpack.evaluate.stats`): each effect against its baseline (the measurement null for
+the probe's metrics, the base model for benchmarks and behaviour) with its 95% Student-t interval over seeds,
+each comparison of two conditions as a paired interval over the seeds they share, and the verdict; the tests
+of one table are Holm-corrected together (every test of the table counts in its family: conservative), and
+each table ends with a line naming the interval method and the family.
+
+Recomputable from a clone: `--collect` keeps, per finished cell, what the tables read and nothing else (its
+config's mix, method and train settings, per-epoch uptake and steps, and the eval.json entries of every
+measure: value, base, baselines, control; no weights) in `docs/results/records/<table source>.json`, and
+the tables render from those records as from the folders. In RESULTS.md a generated table stands between
+`<!-- results_tables: NAME -->` and `<!-- /results_tables -->` (NAME a key of `TABLES`); `--check` renders
+every such table from the committed records and exits 1 naming each that differs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from knowpack.evaluate.metrics import metric_value
-from knowpack.evaluate.stats import bootstrap_interval, format_interval, paired_interval, verdict
+from knowpack.evaluate.metrics import metric_path, metric_value
+from knowpack.evaluate.stats import format_interval, holm_verdicts, interval, method_note, paired_interval
 from knowpack.runs import run_status
 
 MIX_LABEL = {
@@ -51,9 +65,17 @@ MEASURES: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
+RECORDS = Path("docs/results/records")
+"""Where `--collect` writes the compact records and `--check` / `--write` read them."""
+KEPT = ("metric", "value", "base", "n", "baseline", "baselines", "control")
+"""What a compact record keeps of an eval.json entry."""
+
+
 def cells(sweep: Path) -> list[dict[str, Any]]:
     """Finished, evaluated cells of a sweep (or of a folder of run folders): name, config, train.json and
-    eval.json (controls left out)."""
+    eval.json (controls left out); or the cells of a compact records file (`collect`), which read alike."""
+    if sweep.suffix == ".json":
+        return json.loads(sweep.read_text(encoding="utf-8"))["cells"]
     out = []
     for folder in sorted((sweep / "cells" if (sweep / "cells").is_dir() else sweep).glob("*")):
         if (
@@ -72,6 +94,52 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
                 "eval": json.loads((folder / "eval.json").read_text()),
             }
         )
+    return out
+
+
+def compact(cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell as its compact record: what the tables read of it (no weights, no per-fact data)."""
+    config, train = cell["config"], cell["train"]
+    ev: dict[str, Any] = {}
+    paths = [metric_path("reliability")] + [metric_path(m, **where) for m, where, _ in MEASURES.values()]
+    for path in paths:
+        node: Any = cell["eval"]
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            target = ev
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = {k: node[k] for k in KEPT if k in node}
+    return {
+        "name": cell["name"],
+        "seed": cell["seed"],
+        "config": {
+            "seed": config.get("seed"),
+            "mix": config["mix"],
+            "method": config["method"],
+            "train": {k: config["train"].get(k) for k in ("lr", "epochs", "target_reliability", "seed")},
+        },
+        "train": {
+            "epochs_run": train.get("epochs_run"),
+            "trainable_parameters": train.get("trainable_parameters"),
+            "epochs": [{k: e.get(k) for k in ("epoch", "step", "reliability")} for e in train["epochs"]],
+        },
+        "eval": ev,
+    }
+
+
+def collect(sweep: Path, out: Path) -> Path:
+    """Write the compact records of `sweep`'s finished cells to `out` (JSON); returns `out`."""
+    from knowpack.io import write_json_atomic
+    from knowpack.runs import git_commit
+
+    found = cells(sweep)
+    if not found:
+        raise FileNotFoundError(f"no finished, evaluated cells in {sweep}")
+    write_json_atomic(
+        out, {"source": str(sweep), "git_commit": git_commit(), "cells": list(map(compact, found))}
+    )
     return out
 
 
@@ -96,8 +164,8 @@ def value(cell: dict, name: str) -> tuple[float | None, float | None]:
 def effect(seeds: dict[int, dict], name: str) -> dict[str, Any]:
     """value - base per seed (base: the measurement null or the base model), its interval and verdict."""
     pairs = [value(seeds[s], name) for s in sorted(seeds)]
-    ci = bootstrap_interval([v - b for v, b in pairs if v is not None and b is not None])
-    ci["verdict"] = verdict(ci, MEASURES[name][2])
+    ci = interval([v - b for v, b in pairs if v is not None and b is not None])
+    ci["direction"] = MEASURES[name][2]
     ci["base"] = next((b for _, b in pairs if b is not None), None)
     return ci
 
@@ -116,6 +184,21 @@ def difference(a: dict[int, dict], b: dict[int, dict], name: str) -> dict[str, A
 def less_damage(name: str) -> str:
     """The direction of a - b (each against its baseline) when a damages less on measure `name`."""
     return "less" if MEASURES[name][2] == "greater" else "greater"
+
+
+def judged(header: list[str], rows: list[list[Any]]) -> str:
+    """A table whose cells are text or intervals with a `direction` (a test): the tests Holm-corrected
+    together, then every interval written with its verdict's mark, and the note naming method and family."""
+    tests = [(c, c["direction"]) for r in rows for c in r if isinstance(c, dict) and "direction" in c]
+    holm_verdicts(tests)
+    text = [[c if isinstance(c, str) else cell_text(c, c.get("fmt", "+.3f")) for c in r] for r in rows]
+    note = f"{method_note()}; ✓: reproduced, Holm-corrected over this table's {len(tests)} tests"
+    return table(header, text) + f"\n\n({note})"
+
+
+def test(ci: dict[str, Any], direction: str, fmt: str = "+.3f") -> dict[str, Any]:
+    """`ci` as one of its table's tests: claimed `direction`, written with `fmt`."""
+    return {**ci, "direction": direction, "fmt": fmt}
 
 
 def cell_text(ci: dict[str, Any], fmt: str = "+.3f") -> str:
@@ -140,15 +223,15 @@ def damage(sweep: Path) -> str:
     names = [m for m in MEASURES if not m.startswith("geo_")]  # the organism's measures
     rows = []
     for (_, label, n), seeds in sorted(groups.items()):
-        rel = bootstrap_interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
+        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
         rows.append(
             [label, str(n), str(len(seeds)), format_interval(rel)]
-            + [cell_text(effect(seeds, m), fmt_for(m)) for m in names]
+            + [{**effect(seeds, m), "fmt": fmt_for(m)} for m in names]
         )
     any_seeds = next(iter(groups[min(groups)].values()))  # the first mix's (other mixes: other probe pools)
     bases = ["base"] + [""] * 3 + [f"{value(any_seeds, m)[1]:.3f}" for m in names]
     head = ["mix", "n", "seeds", "reliability"] + [f"{m} − base" for m in names]
-    return table(head, rows + [bases])
+    return judged(head, rows + [bases])
 
 
 def comparisons(sweep: Path, pairs: list[tuple[tuple, tuple, str]], measures: list[str]) -> str:
@@ -164,12 +247,11 @@ def comparisons(sweep: Path, pairs: list[tuple[tuple, tuple, str]], measures: li
             ci = difference(groups[a], groups[b], m)
             damage_up = MEASURES[m][2]
             direction = damage_up if claim == "more" else less_damage(m)
-            ci["verdict"] = verdict(ci, direction)
-            out.append(cell_text(ci, fmt_for(m)))
+            out.append(test(ci, direction, fmt_for(m)))
         rows.append(
             [f"{a[0]} n={a[1]} − {b[0]} n={b[1]}", claim, str(len(set(groups[a]) & set(groups[b])))] + out
         )
-    return table(["comparison", "claim: a damages", "seeds"] + measures, rows)
+    return judged(["comparison", "claim: a damages", "seeds"] + measures, rows)
 
 
 def epochs(sweep: Path, learned: float = 0.9) -> str:
@@ -179,7 +261,7 @@ def epochs(sweep: Path, learned: float = 0.9) -> str:
     rows = []
     for (_, label, n), seeds in sorted(groups.items()):
         runs = [seeds[s]["train"]["epochs"] for s in sorted(seeds)]
-        at = [bootstrap_interval([r[e - 1]["reliability"] for r in runs if len(r) >= e]) for e in (1, 3, 10)]
+        at = [interval([r[e - 1]["reliability"] for r in runs if len(r) >= e]) for e in (1, 3, 10)]
         at = [format_interval(ci, ".2f") for ci in at]
         first = [next((x for x in r if x["reliability"] >= learned), None) for r in runs]
         rows.append(
@@ -189,7 +271,7 @@ def epochs(sweep: Path, learned: float = 0.9) -> str:
         )
     head = ["mix", "n", "seeds", "after epoch 1", "after epoch 3", "after epoch 10"]
     head += [f"first epoch ≥ {learned:g}", f"steps to ≥ {learned:g}"]
-    return table(head, rows)
+    return table(head, rows) + f"\n\n({method_note()})"
 
 
 def loki(sweep: Path) -> str:
@@ -199,14 +281,14 @@ def loki(sweep: Path) -> str:
     names = ["retention", "negative shift", "world_mc_hard", "world_misconceptions", "world_text bits/byte"]
     rows = []
     for label, seeds in groups.items():
-        rel = bootstrap_interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
-        ep = bootstrap_interval([c["train"]["epochs_run"] for c in seeds.values()])
+        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
+        ep = interval([c["train"]["epochs_run"] for c in seeds.values()])
         params = next(iter(seeds.values()))["train"].get("trainable_parameters")
         rows.append(
             [label, f"{params:,}", str(len(seeds)), format_interval(ep, ".1f"), format_interval(rel)]
-            + [cell_text(effect(seeds, m), fmt_for(m)) for m in names]
+            + [{**effect(seeds, m), "fmt": fmt_for(m)} for m in names]
         )
-    out = table(
+    out = judged(
         ["case", "trainable", "seeds", "epochs", "reliability"] + [f"{m} − base" for m in names], rows
     )
     pairs = [
@@ -220,12 +302,10 @@ def loki(sweep: Path) -> str:
         if a in groups and b in groups:
             out_row = []
             for m in names:
-                ci = difference(groups[a], groups[b], m)
-                ci["verdict"] = verdict(ci, less_damage(m))
-                out_row.append(cell_text(ci, fmt_for(m)))
+                out_row.append(test(difference(groups[a], groups[b], m), less_damage(m), fmt_for(m)))
             rows.append([f"{a} − {b}", str(len(set(groups[a]) & set(groups[b])))] + out_row)
     head = ["comparison (claim: a damages less)", "seeds"] + names
-    return out + "\n\n" + table(head, rows)
+    return out + "\n\n" + judged(head, rows)
 
 
 def matched(sweep: Path) -> str:
@@ -259,16 +339,10 @@ def real(folder: Path) -> str:
     against its baseline, and LoKI − LoRA paired by seed."""
     groups = grouped(cells(folder), lambda c: c["config"]["method"]["name"])
     names = ["retention", "geo_mc", "geo_misconceptions", "geo_text bits/byte"]
-    rows = [
-        [m, str(len(seeds))] + [cell_text(effect(seeds, n)) for n in names] for m, seeds in groups.items()
-    ]
-    diffs = []
-    for n in names:
-        ci = difference(groups["loki"], groups["lora"], n)
-        ci["verdict"] = verdict(ci, less_damage(n))
-        diffs.append(cell_text(ci))
+    rows = [[m, str(len(seeds))] + [effect(seeds, n) for n in names] for m, seeds in groups.items()]
+    diffs = [test(difference(groups["loki"], groups["lora"], n), less_damage(n)) for n in names]
     rows.append(["LoKI − LoRA (paired)", str(len(set(groups["lora"]) & set(groups["loki"])))] + diffs)
-    return table(["method", "seeds"] + [f"{n} − base" for n in names], rows)
+    return judged(["method", "seeds"] + [f"{n} − base" for n in names], rows)
 
 
 def capacity(folder: Path) -> str:
@@ -281,7 +355,60 @@ def capacity(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+VS_NONE = ["retention", "world_mc_hard", "world_misconceptions", "world_text bits/byte", "TruthfulQA-w MC1"]
+PAIRS = [
+    (("none", 100), ("none", 10), "more"),
+    (("none", 50), ("none", 10), "more"),
+    (("+10 paraphrases", 50), ("none", 50), "less"),
+    (("+10 HighlyKnown", 50), ("none", 50), "less"),
+]
+TABLES: dict[str, tuple[str, str, Callable[[Path, argparse.Namespace], str]]] = {
+    "damage": ("damage per mix and n", "packing-damage-cpu", lambda p, a: damage(p)),
+    "epochs": ("reliability per epoch", "packing-damage-cpu", lambda p, a: epochs(p, a.learned)),
+    "comparisons": ("comparisons", "packing-damage-cpu", lambda p, a: comparisons(p, PAIRS, VS_NONE)),
+    "loki": ("LoKI's selections and LoRA", "loki", lambda p, a: loki(p)),
+    "matched": ("LoKI vs LoRA at equal uptake", "loki-matched", lambda p, a: matched(p)),
+    "capacity": ("capacity", "capacity", lambda p, a: capacity(p)),
+    "real": ("the real model's headroom roles", "smollm2-h", lambda p, a: real(p)),
+}
+"""Table name (RESULTS.md's marker) -> (title, the source it reads, how it renders)."""
+MARKER = re.compile(r"<!-- results_tables: (\S+) -->\n(.*?)<!-- /results_tables -->", re.S)
+
+
+def run_source(name: str, args: argparse.Namespace) -> Path:
+    """Where table source `name` lies among the run folders."""
+    return {"capacity": args.capacity, "smollm2-h": args.real}.get(name, args.runs / name)
+
+
+def record_source(name: str, records: Path) -> Path:
+    """Where table source `name`'s compact records lie (capacity: its capacity.json, kept whole)."""
+    return records / ("capacity" if name == "capacity" else f"{name}.json")
+
+
+def render(table: str, source: Path, args: argparse.Namespace) -> str:
+    return TABLES[table][2](source, args).rstrip("\n") + "\n"
+
+
+def regenerate(text: str, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """`text` (RESULTS.md) with every generated table rendered anew from the records, and the names of those
+    that changed."""
+    changed: list[str] = []
+
+    def fresh(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in TABLES:
+            raise SystemExit(
+                f"{args.file}: unknown generated table {name!r}; expected one of {', '.join(TABLES)}"
+            )
+        body = render(name, record_source(TABLES[name][1], args.records), args)
+        if body != match.group(2):
+            changed.append(name)
+        return f"<!-- results_tables: {name} -->\n{body}<!-- /results_tables -->"
+
+    return MARKER.sub(fresh, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/replicate"))
     parser.add_argument("--capacity", type=Path, default=Path("runs/capacity/organism-lora"))
@@ -292,36 +419,49 @@ def main() -> None:
         default=Path("runs/replicate/smollm2-h"),
         help="the SmolLM2 LoRA / LoKI run folders evaluated on geo_mc, geo_misconceptions and geo_text",
     )
-    args = parser.parse_args()
-    packing = args.runs / "packing-damage-cpu"
-    vs_none = [
-        "retention",
-        "world_mc_hard",
-        "world_misconceptions",
-        "world_text bits/byte",
-        "TruthfulQA-w MC1",
-    ]
-    pairs = [
-        (("none", 100), ("none", 10), "more"),
-        (("none", 50), ("none", 10), "more"),
-        (("+10 paraphrases", 50), ("none", 50), "less"),
-        (("+10 HighlyKnown", 50), ("none", 50), "less"),
-    ]
-    for name, fn, path in [
-        ("damage per mix and n (packing-damage-cpu)", damage, packing),
-        ("reliability per epoch (packing-damage-cpu)", lambda p: epochs(p, args.learned), packing),
-        ("comparisons (packing-damage-cpu)", lambda p: comparisons(p, pairs, vs_none), packing),
-        ("loki", loki, args.runs / "loki"),
-        ("LoKI vs LoRA at equal uptake (loki-matched)", matched, args.runs / "loki-matched"),
-        ("capacity", capacity, args.capacity),
-        ("the real model's headroom roles", real, args.real),
-    ]:
-        print(f"## {name} ({path})\n")
+    parser.add_argument("--records", type=Path, default=RECORDS, help="the compact records' folder")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--collect", action="store_true", help="write the run folders' compact records")
+    what.add_argument("--check", dest="file", type=Path, nargs="?", const=Path("RESULTS.md"))
+    what.add_argument("--write", type=Path, nargs="?", const=Path("RESULTS.md"))
+    args = parser.parse_args(argv)
+    if args.write is not None:
+        args.file = args.write
+    if args.file is not None:
+        text = args.file.read_text(encoding="utf-8")
+        new, changed = regenerate(text, args)
+        count = len(MARKER.findall(text))
+        if args.write is not None:
+            args.file.write_text(new, encoding="utf-8")
+            print(f"{args.file}: {count} generated tables, {len(changed)} rewritten")
+            return 0
+        for name in changed:
+            print(f"{args.file}: table {name!r} differs from its records ({args.records})", file=sys.stderr)
+        print(f"{args.file}: {count} generated tables checked against {args.records}, {len(changed)} differ")
+        return 1 if changed else 0
+    if args.collect:
+        args.records.mkdir(parents=True, exist_ok=True)
+        for source in dict.fromkeys(s for _, s, _ in TABLES.values()):
+            path = run_source(source, args)
+            try:
+                if source == "capacity":
+                    out = record_source(source, args.records)
+                    out.write_text((path / "capacity.json").read_text(encoding="utf-8"), encoding="utf-8")
+                else:
+                    out = collect(path, record_source(source, args.records))
+                print(f"{path} -> {out}")
+            except FileNotFoundError as err:
+                print(f"{path}: not run yet ({err})")
+        return 0
+    for name, (title, source, _) in TABLES.items():
+        path = run_source(source, args)
+        print(f"## {title} ({path})\n")
         try:
-            print(fn(path) + "\n")
+            print(render(name, path, args))
         except (FileNotFoundError, StopIteration) as err:
             print(f"not run yet ({err})\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

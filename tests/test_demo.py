@@ -4,6 +4,7 @@ facts, evaluation, report; the files it writes and that they hold real, learned 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -42,6 +43,13 @@ def test_quick_demo_end_to_end(tmp_path):
     assert mixes[0] == mixes[1]  # the same facts for both methods
     for m in ("lora", "loki"):
         assert (out / "runs" / m / "eval.json").is_file()
+    # held out: the LoKI run's attribution prompts (world_mc's attribution split) are no item world_mc scored
+    selection = json.loads((out / "runs" / "loki" / "loki" / "selection.json").read_text())
+    attribution = json.loads((Path(selection["settings"]["attribution"]) / "summary.json").read_text())
+    scored = json.loads((out / "runs" / "loki" / "eval.json").read_text())["benchmarks"]["doc_ids"]
+    assert attribution["prompt_ids"] == list(range(200, 240))  # --quick: the split's first 40 (200-394)
+    assert scored["world_mc"] == list(range(40))  # --quick: the test split's first 40
+    assert not set(attribution["prompt_ids"]) & set(scored["world_mc"])
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "loki" in page and "lora" in page
     assert "What the numbers mean" in page and "0.000 → " in page  # definitions; base → after

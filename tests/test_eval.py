@@ -19,6 +19,7 @@ import knowpack
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.evaluate import evaluate_run
+from knowpack.evaluate.metrics import compare_knowledge
 from knowpack.facts import Fact, save_facts
 from knowpack.probe import read_records
 from knowpack.train import load_config, train
@@ -144,6 +145,16 @@ def make_run(
     return train(load_config(None, overrides))
 
 
+def plain_probe(world: dict) -> list[dict]:
+    """The tiny base model itself probed with the run's settings and the 8 facts as exemplar pool: what a run
+    that learned nothing must answer."""
+    from knowpack.probe import probe
+
+    model, tokenizer = knowpack.load_model(str(world["model"]), device="cpu")
+    facts = make_facts()
+    return probe(model, tokenizer, facts, **PROBE, exemplars=facts)
+
+
 @pytest.fixture(scope="module")
 def evaluated(world):
     """`knowpack eval RUN` with a benchmark, through the CLI."""
@@ -188,23 +199,27 @@ def test_eval_writes_eval_json_with_every_block(world, evaluated):
     assert shift["untrained"]["categories"] == ["HighlyKnown", "MaybeKnown", "Unknown"]  # samples=0
     assert shift["untrained"]["retention"]["value"] == pytest.approx(known_after / 3)
     assert shift["untrained"]["retention"]["n"] == 3
-    for block in ("trained", "untrained", "all"):
+    # the measurement null: the run's LoRA untrained (B = 0), saved and loaded back, re-probed; it answers as
+    # the tiny model itself does, which is not what the hand-made base probe says: the null shows it
+    null = shift["baselines"]["measurement_null"]
+    null_records = read_records(Path(null["folder"]) / "records.jsonl")
+    assert [r["greedy"] for r in null_records] == [r["greedy"] for r in plain_probe(world)]
+    assert (Path(null["folder"]).parent / "weights" / "adapter_config.json").is_file()
+    for block, ids in (("trained", implanted), ("untrained", [r["id"] for r in untrained])):
+        base_records = read_records(world["probe"] / "records.jsonl")
+        expected = compare_knowledge(base_records, null_records, ids)
         for name in ("positive_shift", "negative_shift", "retention"):
             entry = shift[block][name]  # the null beside every shift (None where no fact could move)
-            assert entry["metric"] == name and (entry["value"] is None) == (entry["base"] is None)
-            assert entry["baseline"] == "measurement_null" and "prompt_sensitivity" in entry["baselines"]
-            # a greedy probe's measurement null is the base probe itself: nothing moves, nothing is lost
-            assert entry["base"] == ({"retention": 1.0}.get(name, 0.0) if entry["base"] is not None else None)
-        assert shift[block]["positive_shift"]["base"] == 0.0
-        assert shift[block]["transitions"]["base"]["unchanged"] == 1.0
+            assert entry["metric"] == name and entry["baseline"] == "measurement_null"
+            assert "prompt_sensitivity" in entry["baselines"]
+            assert entry["base"] == expected[name]["value"]
     baselines = shift["baselines"]
     assert baselines["prompt_sensitivity"] == {
         "folder": str(world["probe"] / "repeat-seed-1"), "seed": 1, "reused": False
     }  # fmt: skip
-    null = baselines["measurement_null"]
-    assert null["folder"] is None and null["computed"].startswith("identical without re-probing")
+    assert null["computed"].startswith("an untrained lora run") and null["reused"] is False
     assert (null["seed"], null["sample_seed"]) == (0, 1) and baselines["training_control"] is None
-    assert not list(world["probe"].glob("null-sample-seed-*"))  # greedy: no re-probe
+    assert null["recipe"] == {"method": "lora", "options": {"r": 2}}
     assert (world["probe"] / "noise_floor.json").is_file()
 
     behaviour = ev["behaviour"]["untrained"]  # base: one refused Unknown fact and three known ones
@@ -417,3 +432,35 @@ def test_a_run_is_read_against_its_training_control(world):
         evaluate_run(run, control=other, noise_floor=False)
     with pytest.raises(KnowpackError, match="is not a control run"):
         evaluate_run(run, control=world["run"], noise_floor=False)
+
+
+def test_a_fault_on_the_trained_path_moves_the_measurement_null(world, monkeypatch):
+    """The null goes through the method's own load: break that load on purpose (the adapter's B no longer
+    zero, as a loader that mixed up tensors would make it) and the untrained run stops answering as the
+    base model does (the sound path reproduces it exactly: test_eval_writes_eval_json_with_every_block)."""
+    import torch
+
+    import knowpack.methods.lora as lora
+
+    sound = plain_probe(world)
+    loaded = lora.load
+
+    def broken(base, folder):
+        model = loaded(base, folder)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0.0, 5.0, generator=torch.Generator().manual_seed(0))
+        return model
+
+    probe = world["root"] / "probe-broken"
+    shutil.copytree(world["probe"], probe, ignore=shutil.ignore_patterns("null-*", "repeat-*", "*.json"))
+    shutil.copy(world["probe"] / "summary.json", probe / "summary.json")
+    run = make_run(world["root"], world["model"], probe, "run-broken")
+    monkeypatch.setattr(lora, "load", broken)
+    ev = evaluate_run(run, noise_floor=False)
+    null = read_records(
+        Path(ev["knowledge_shift"]["baselines"]["measurement_null"]["folder"]) / "records.jsonl"
+    )
+    moved = sum(a["greedy"] != b["greedy"] for a, b in zip(sound, null, strict=True))
+    assert moved >= 4, [r["greedy"] for r in null]

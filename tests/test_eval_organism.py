@@ -142,23 +142,34 @@ def test_lora_on_50_unknown_facts_shows_uptake_shift_refusals_and_world_mc(tmp_p
     assert ev["benchmarks"]["n-samples"]["world_mc"]["effective"] == len(items)
 
 
-def test_the_measurement_null_of_the_untouched_organism_is_zero_for_greedy_categories(tmp_path):
-    """The base re-probed with the same prompts and another sampling seed: the greedy answers are the same
-    answers, so nothing moves between HighlyKnown, MaybeKnown and the rest; only the samples (WeaklyKnown
-    <-> Unknown) differ. A greedy probe is its own null, returned without probing."""
+def test_the_measurement_null_of_an_untrained_lora_run_is_zero_for_greedy_categories(tmp_path):
+    """A LoRA run that learned nothing (its adapter as PEFT initialises it, saved and loaded back), re-probed
+    with the same prompts and another sampling seed: the greedy answers are the base's, so nothing moves
+    between HighlyKnown, MaybeKnown and the rest; only the samples (WeaklyKnown <-> Unknown) differ. A greedy
+    probe's null is probed too: the same answers as the base probe, through the adapter."""
     from knowpack.evaluate import metrics as m
     from knowpack.evaluate.base import measurement_null_records
+    from knowpack.evaluate.null import null_recipe, untrained_model
     from knowpack.probe import probe
+    from knowpack.train import load_config
 
     model, tok = knowpack.load_model("organism", device="cpu")
     facts = knowpack.load_facts("organism")
     chosen = facts[::250]
+    config = load_config("configs/organism/lora.yaml")
+    recipe = null_recipe(config, tmp_path / "unused")
+
+    def untrained(into):
+        return untrained_model(model, tok, config, tmp_path / "unused", into)
+
     settings = {"samples": 4, "n_prompts": 4, "seed": 3, "exemplars": facts}
     base = probe(model, tok, chosen, **settings, out=tmp_path / "probe")
     null, block = measurement_null_records(
-        model, tok, chosen, base, folder=tmp_path / "probe", probe_kwargs=settings
+        untrained, tok, chosen, folder=tmp_path / "probe", recipe=recipe, probe_kwargs=settings
     )
-    assert block["folder"] == str(tmp_path / "probe" / "null-sample-seed-4") and block["reused"] is False
+    folder = Path(block["folder"])
+    assert folder.parent.parent == tmp_path / "probe" and folder.name == "sample-seed-4"
+    assert (folder.parent / "weights" / "adapter_config.json").is_file() and block["reused"] is False
     for b, n in zip(base, null, strict=True):
         assert (b["greedy"], b["exemplars"], b["p_greedy"]) == (n["greedy"], n["exemplars"], n["p_greedy"])
     assert any(b["samples"] != n["samples"] for b, n in zip(base, null, strict=True))  # the seed did change
@@ -170,14 +181,14 @@ def test_the_measurement_null_of_the_untouched_organism_is_zero_for_greedy_categ
     for a in ("HighlyKnown", "MaybeKnown"):
         assert counts[a][a] == sum(counts[a].values())  # no greedy category moved
     again, reused = measurement_null_records(
-        model, tok, chosen, base, folder=tmp_path / "probe", probe_kwargs=settings
+        untrained, tok, chosen, folder=tmp_path / "probe", recipe=recipe, probe_kwargs=settings
     )
     assert again == null and reused["reused"] is True
 
     greedy = {**settings, "samples": 0}
     records = probe(model, tok, chosen, **greedy, out=tmp_path / "greedy")
     same, block = measurement_null_records(
-        model, tok, chosen, records, folder=tmp_path / "greedy", probe_kwargs=greedy
+        untrained, tok, chosen, folder=tmp_path / "greedy", recipe=recipe, probe_kwargs=greedy
     )
-    assert same == records and block["folder"] is None and "identical" in block["computed"]
-    assert not (tmp_path / "greedy" / "null-sample-seed-4").exists()
+    assert [(r["greedy"], r["category"]) for r in same] == [(r["greedy"], r["category"]) for r in records]
+    assert "untrained lora run" in block["computed"]

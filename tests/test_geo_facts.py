@@ -102,6 +102,7 @@ def test_the_builder_reproduces_the_shipped_files(tmp_path):
         "facts.jsonl",
         "tasks/geo_mc.jsonl",
         "tasks/geo_mc_dev.jsonl",
+        "tasks/geo_mc_attribution.jsonl",
         "tasks/geo_mc.yaml",
         "tasks/geo_misconceptions.jsonl",
         "tasks/geo_misconceptions.yaml",

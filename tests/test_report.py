@@ -220,6 +220,14 @@ def test_damage_at_matched_reliability_interpolates_each_methods_curve():
     lora, diff = table[(0.8, "lora")], table[(0.8, "loki − lora")]
     assert lora["mean"] == pytest.approx(0.7) and lora["low"] == pytest.approx(0.7) == lora["high"]
     assert diff["mean"] == pytest.approx(0.2) and diff["verdict"] == "reproduced" and diff["n"] == 5
+    assert (diff["reached"], diff["resamples"]) == (2000, 2000)  # both curves span 0.8 in every resample
+    # at 0.99 a resample reaches only where it drew a seed with lr 1e-2 ... which every seed has here; drop
+    # lr 1e-2 from seeds 3 and 4: a resample of only seeds 0-2 ... still reaches; of only 3-4 it cannot
+    sparse = [r for r in rows if not (r["seed"] >= 3 and r["group"].endswith("lr=0.01"))]
+    top = {(r["reliability"], r["method"]): r for r in matched_damage(method_curves(sparse), targets=(0.99,))}
+    reached = top[(0.99, "loki − lora")]["reached"]
+    # P(a resample of 5 seeds draws only seeds 3 and 4) = (2/5)^5 ~ 1%: about 20 of 2000 fail to reach
+    assert 2000 - 60 < reached < 2000 and top[(0.99, "loki − lora")]["resamples"] == 2000
     two = [r for r in rows if r["seed"] < 2]
     assert matched_damage(method_curves(two), targets=(0.8,))[2]["verdict"] == "too few seeds"
     # three more seeds where lora at lr 1e-2 retains far more and loki far less: the interval now holds 0

@@ -207,32 +207,43 @@ def test_mmlu_prompts_from_a_local_dataset(tmp_path, tokenizer):
         for subject in ("high_school_biology", "virology")
         for i in range(4)
     ]
-    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "mmlu"))
+    scored = [{**r, "question": "scored " + r["question"]} for r in rows]  # lm-eval's mmlu scores test
+    splits = {"test": datasets.Dataset.from_list(scored), "validation": datasets.Dataset.from_list(rows)}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "mmlu"))
     prompts = load_prompts(f"mmlu:{tmp_path / 'mmlu'}", tokenizer, per_subject=3)
     assert [p.id for p in prompts] == [
-        f"{s}-{i}" for s in ("high_school_biology", "virology") for i in range(3)
+        f"mmlu_{s}/validation/{i}" for s in ("high_school_biology", "virology") for i in range(3)
     ]
+    assert not any("scored" in p.text for p in prompts)  # attribution never takes a scored question
     assert all(p.chat for p in prompts)
     assert (
         "There is a single choice question about High School Biology. "
         "Answer the question by replying A, B, C or D." in prompts[0].text
     )
     assert "Question: Q0?\nChoices:\nA. w\nB. x\nC. y\nD. z\nAnswer: \n" in prompts[0].text
-    datasets.DatasetDict({"test": datasets.Dataset.from_list([{**rows[0], "choices": "abcd"}])}).save_to_disk(
-        str(tmp_path / "broken")
-    )
+    broken = datasets.Dataset.from_list([{**rows[0], "choices": "abcd"}])
+    datasets.DatasetDict({"validation": broken}).save_to_disk(str(tmp_path / "broken"))
     with pytest.raises(KnowpackError, match=r"row 1: field 'choices'"):
         load_prompts(f"mmlu:{tmp_path / 'broken'}", tokenizer)
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(scored)}).save_to_disk(str(tmp_path / "test"))
+    with pytest.raises(KnowpackError, match=r"no 'validation' split \(splits: test\); attribution never"):
+        load_prompts(f"mmlu:{tmp_path / 'test'}", tokenizer)
 
 
 def test_world_mc_prompts_are_the_task_as_lm_eval_shows_it(tokenizer):
+    """The attribution split's questions, shown as lm-eval shows the task's own, under their item ids (after
+    the 200 test items, which evaluation scores and attribution never takes)."""
     prompts = load_prompts("world_mc", tokenizer)
-    items = [
-        json.loads(line) for line in (organism_dir() / "tasks" / "world_mc.jsonl").read_text().splitlines()
-    ]
-    assert len(prompts) == len(items) and not prompts[0].chat
+    tasks = organism_dir() / "tasks"
+    items = [json.loads(line) for line in (tasks / "world_mc_attribution.jsonl").read_text().splitlines()]
+    scored = [json.loads(line) for line in (tasks / "world_mc.jsonl").read_text().splitlines()]
+    assert len(prompts) == len(items) == 195 and len(scored) == 200 and not prompts[0].chat
+    assert [p.id for p in prompts] == list(range(200, 395))
     text = prompts[0].text
     assert text.endswith(f"Question: {items[0]['question']}\nAnswer:") and text.count("Question:") == 6
+    assert not {p.text.rsplit("Question: ", 1)[1] for p in prompts} & {
+        f"{s['question']}\nAnswer:" for s in scored
+    }
 
 
 # --------------------------------------------------------------------------------------------- CLI end to end

@@ -289,3 +289,12 @@ def test_cells_of_one_recipe_share_one_training_control(tmp_path, base, monkeypa
     )
     run_sweep(load_sweep(write_sweep(tmp_path, base, tmp_path / "out", cases=cases, control=True, grid=grid)))
     assert len(calls) == 12  # all finished: nothing trained again
+
+
+def test_replicate_seeds_vary_the_facts_and_the_training_together():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "replicate"
+    sweep = load_sweep(root / "loki.yaml")
+    seeds = {(c.config.seed, c.config.mix.seed, c.config.train.seed) for c in sweep.cells}
+    assert seeds == {(s, s, s) for s in range(5)} and len(sweep.cells) == 25

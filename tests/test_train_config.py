@@ -42,7 +42,7 @@ def test_config_defaults_overrides_and_method_options(tmp_path):
     assert config.mix.n_unknown == 7 and config.mix.add == "paraphrase" and config.mix.k == 2
     assert config.method.name == "lora" and config.method.options == {"r": 4, "alpha": 8}
     assert config.train.lr == 1e-3 and config.train.epochs == 3 and config.out == "runs/x"
-    assert config.probe.n_prompts == 10 and config.probe.samples == 16  # DESIGN.md defaults
+    assert config.probe.n_prompts == 10 and config.probe.samples == 16  # docs/design.md §4.2 defaults
     assert config.to_dict()["method"] == {"name": "lora", "r": 4, "alpha": 8}
     again = load_config(None, [f"{k}={v}" for k, v in [("out", "o"), ("train.epochs", 2)]])
     assert again.out == "o" and again.train.epochs == 2
@@ -203,3 +203,37 @@ def test_plain_examples_and_right_padding(chat_tokenizer):
     assert batch["attention_mask"][i, short:].sum() == 0 and batch["attention_mask"][i, :short].all()
     assert (batch["labels"][i, short:] == IGNORE).all()
     assert batch["input_ids"][i, :short].tolist() == rows[i]["input_ids"]  # padding on the right
+
+
+@pytest.mark.parametrize(
+    "extra, overrides, mix_seed, train_seed",
+    [
+        ("seed: 3\n", [], 3, 3),  # one key draws everything
+        ("seed: 3\n", ["mix.seed=1"], 1, 3),  # ... unless a section sets its own
+        ("seed: 3\ntrain:\n  seed: 7\n", [], 3, 7),
+        ("mix:\n  seed: 1\n", ["seed=5"], 5, 5),  # a later `seed=` override replaces the file's seeds
+        ("mix:\n  seed: 1\n", ["seed=5", "mix.seed=2"], 2, 5),  # but not one overridden beside it
+        ("", [], 0, 0),  # no seed at all: each section's default
+    ],
+)
+def test_one_seed_sets_the_mix_and_train_seeds_together(tmp_path, extra, overrides, mix_seed, train_seed):
+    import yaml
+
+    config = load_config(write(tmp_path, "model:\n  name: organism\n" + extra), overrides)
+    assert (config.mix.seed, config.train.seed) == (mix_seed, train_seed)
+    saved = tmp_path / "config.yaml"  # what a run folder keeps, read back as it is
+    saved.write_text(yaml.safe_dump(config.to_dict()))
+    again = load_config(saved)
+    assert (again.mix.seed, again.train.seed, again.seed) == (mix_seed, train_seed, config.seed)
+
+
+def test_a_bad_seed_is_named_with_its_line(tmp_path):
+    with pytest.raises(KnowpackError, match=r"run.yaml:2: seed: expected int or null, got str"):
+        load_config(write(tmp_path, "model: {name: organism}\nseed: many\n"))
+    with pytest.raises(KnowpackError, match=r"command line: seed: .*>= 0"):
+        load_config(None, ["seed=-1"])
+
+
+def test_a_run_folder_from_before_the_seed_key_still_reads(tmp_path):
+    config = load_config(write(tmp_path, CONFIG.replace("  k: 2\n", "  k: 2\n  seed: 4\n")))
+    assert config.seed is None and config.mix.seed == 4 and config.train.seed == 0

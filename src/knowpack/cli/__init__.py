@@ -1,4 +1,4 @@
-"""The `knowpack` command line: a thin layer over the Python API, one verb per stage (docs/design.md).
+"""The `knowpack` command line: a thin layer over the Python API, one verb per stage (docs/design.md §2).
 
 Every verb's body parses its options, calls one library function and prints what it returned. The verbs live
 in one module per group: probe.py, loki.py (attribute, select), train.py (train, export), evaluate.py (eval),

@@ -31,8 +31,9 @@ def train(
 ) -> None:
     """Build the training mix and implant it with LoRA, LoKI or full fine-tuning: one run folder.
 
-    The config (docs/design.md) has sections model, facts, probe, mix, method, train, eval and out; every key
-    can be overridden as section.key=value. Presets: configs/organism/{lora,loki,full}.yaml, configs/paper/.
+    The config (docs/design.md §3.4) has sections model, facts, probe, mix, method, train, eval and out; every
+    key can be overridden as section.key=value. Presets: configs/organism/{lora,loki,full}.yaml,
+    configs/paper/.
     """
     from knowpack.devices import is_main_process
     from knowpack.train import load_config

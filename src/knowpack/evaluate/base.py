@@ -2,9 +2,10 @@
 
 Both live in the base probe's folder (a run's `probe/`, or the shared `probe.run` / `probe.out` of a sweep):
 
-    <probe>/null-sample-seed-<S>/ the measurement null: the untouched base re-probed with the same prompts
-                                  and sampling seed S (the base seed + 1); none for a greedy probe, which is
-                                  its own null (no sampling: the re-probe would repeat it exactly)
+    <probe>/null-<recipe>/        the measurement null of a recipe (method, settings, LoKI's rows):
+                                  `weights/`, the method at its initial values as its `save` writes them,
+                                  and `sample-seed-<S>/`, that untrained run re-probed with the base
+                                  probe's prompts and sampling seed S (the base seed + 1; evaluate/null.py)
     <probe>/repeat-seed-<S>/      prompt sensitivity: a second probe of the untouched base, same settings,
                                   seed S (base seed + 1), hence other exemplars
     <probe>/noise_floor.json      its transition matrix against the base probe (as `--repeat-seed` writes it)
@@ -20,6 +21,7 @@ resumes where it stopped (the probe is resumable).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -118,47 +120,45 @@ def noise_floor_records(
 
 
 def measurement_null_records(
-    model: Any,
+    untrained: Callable[[Path], Any],
     tokenizer: Any,
     facts: Sequence[Any],
-    base_records: Sequence[dict],
     *,
     folder: Path,
+    recipe: dict[str, Any],
     probe_kwargs: dict[str, Any],
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict], dict[str, Any]]:
-    """The measurement null of the base probe in `folder` (`knowpack.probe.noise`): the untouched base
-    (`model`) re-probed over `facts` with the base probe's `probe_kwargs` (its seed, hence its prompts) and
-    only the sampling seed changed, into `folder/null-sample-seed-<S>` (reused when finished there).
-
-    A greedy probe (samples 0) never reads the sampling seed: its re-probe is the base probe itself, so the
-    base records are returned without probing, and eval.json says so. Returns (records in the order of
-    `facts`, eval.json's `measurement_null` block)."""
+    """The measurement null of a run of `recipe` against the base probe in `folder`: a run that learned
+    nothing, `untrained(into)` (the method at its initial values, saved into `into` and loaded back through
+    the method's own path: `knowpack.evaluate.null.untrained_model`), re-probed over `facts` with the base
+    probe's `probe_kwargs` (its seed, hence its prompts) and only the sampling seed changed, into
+    `folder/null-<recipe hash>/sample-seed-<S>` (reused when finished there: every run of the recipe shares
+    it). The untrained model is built only when the re-probe is not there yet. Returns (records in the order
+    of `facts`, eval.json's `measurement_null` block)."""
     from knowpack.probe.noise import NULL_SAMPLE_OFFSET, null_folder
     from knowpack.probe.run import probe, read_records
 
     seed = probe_kwargs.get("seed", 0)
     sample_seed = seed + NULL_SAMPLE_OFFSET
-    block: dict[str, Any] = {"seed": seed, "sample_seed": sample_seed}
-    by_id = {r["id"]: r for r in base_records}
-    if probe_kwargs.get("samples") == 0:
-        block.update(
-            folder=None,
-            reused=None,
-            computed="identical without re-probing: a greedy probe (samples 0) does not read the sampling "
-            "seed, so the same prompts give the same answers; every shift of the null is exactly zero",
-        )
-        return [by_id[f.id] for f in facts], block
-    path = null_folder(folder, sample_seed)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = null_folder(folder, key, sample_seed)
     ids = {f.id for f in facts}
     with locked(folder):
         reused = _finished(path) and ids <= {r["id"] for r in read_records(path / "records.jsonl")}
         if not reused:
+            model = untrained(path.parent)
             settings = {**probe_kwargs, "sample_seed": sample_seed}
             probe(model, tokenizer, facts, **settings, out=path, progress=progress)
+            del model
         found = {r["id"]: r for r in read_records(path / "records.jsonl")}
     logger.info("measurement null: %s (%s)", path, "reused" if reused else "probed")
-    block.update(folder=str(path), reused=reused, computed="re-probed with the same prompts")
+    block: dict[str, Any] = {"seed": seed, "sample_seed": sample_seed, "folder": str(path), "reused": reused}
+    block["recipe"] = recipe
+    block["computed"] = (
+        f"an untrained {recipe['method']} run (its initial values, saved and loaded through the method's own "
+        "path) re-probed with the base probe's prompts and another sampling seed"
+    )
     return [found[f.id] for f in facts], block
 
 
@@ -222,9 +222,9 @@ def cached_uptake(
 
 def merge_summaries(summaries: list[dict]) -> dict:
     """Several `run_benchmarks` summaries (one task each) as one."""
-    merged: dict[str, Any] = {"tasks": {}, "task_versions": {}, "n-shot": {}, "n-samples": {}}
+    merged: dict[str, Any] = {"tasks": {}, "task_versions": {}, "n-shot": {}, "n-samples": {}, "doc_ids": {}}
     for s in summaries:
-        for field in ("tasks", "task_versions", "n-shot", "n-samples"):
+        for field in ("tasks", "task_versions", "n-shot", "n-samples", "doc_ids"):
             merged[field].update(s.get(field, {}))
     if summaries:
         merged["lm_eval_version"] = summaries[0]["lm_eval_version"]

@@ -107,6 +107,7 @@ def run_benchmarks(
         "task_versions": dict(merged["versions"]),
         "n-shot": dict(merged["n-shot"]),
         "n-samples": dict(merged["n-samples"]),
+        "doc_ids": dict(merged["doc_ids"]),
     }
     for name, metrics in summary["tasks"].items():
         log.info("%s: %s", name, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
@@ -126,12 +127,13 @@ def _evaluate_tasks(
     progress,
 ) -> dict[str, dict]:
     """lm-eval's results, versions, n-shot and n-samples of every task, run one at a time (PAPER_SHOTS
-    where no shots are given); the model is left in the train/eval mode it came in."""
+    where no shots are given), and the ids of the items it scored (`doc_ids`: per task, lm-eval's `doc_id`,
+    the item's index in the task's test split); the model is left in the train/eval mode it came in."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     was_training = model.training
-    merged: dict[str, dict] = {"results": {}, "versions": {}, "n-shot": {}, "n-samples": {}}
+    merged: dict[str, dict] = {"results": {}, "versions": {}, "n-shot": {}, "n-samples": {}, "doc_ids": {}}
     try:
         lm = _quiet_hflm(HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         for done, task in enumerate(tasks):
@@ -146,14 +148,16 @@ def _evaluate_tasks(
                     num_fewshot=shots,
                     limit=limit,
                     task_manager=task_manager,
-                    log_samples=False,
+                    log_samples=True,  # for the ids of the items scored (held-out checks)
                     random_seed=seed,
                     numpy_random_seed=seed,
                     torch_random_seed=seed,
                     fewshot_random_seed=seed,
                 )
-            for key, values in merged.items():
-                values.update(results.get(key, {}))
+            for key in ("results", "versions", "n-shot", "n-samples"):
+                merged[key].update(results.get(key, {}))
+            for name, samples in (results.get("samples") or {}).items():
+                merged["doc_ids"][name] = sorted({s["doc_id"] for s in samples})
         if progress is not None:
             progress(len(tasks), len(tasks))
     finally:
@@ -239,7 +243,8 @@ def task_description(task: str) -> str | None:
 def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None = None) -> dict[str, Any]:
     """eval.json's `benchmarks`: every metric of `after` (a `run_benchmarks` summary) as a `benchmark` entry
     (knowpack.evaluate.metrics) beside `base`'s value and both stderrs, with its direction
-    (`higher_is_better`: false for a perplexity); the harness version and settings."""
+    (`higher_is_better`: false for a perplexity); the harness version and settings; `doc_ids`, per task, the
+    ids of the items scored (the trained model's)."""
     from knowpack.evaluate.metrics import metric
 
     tasks: dict[str, dict] = {}
@@ -259,7 +264,7 @@ def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None 
             for name, value in values.items()
             if not name.endswith("_stderr")
         }
-    fields = ("lm_eval_version", "settings", "task_versions", "n-shot", "n-samples")
+    fields = ("lm_eval_version", "settings", "task_versions", "n-shot", "n-samples", "doc_ids")
     return {"tasks": tasks, **{k: after.get(k) for k in fields}, "base_reused": reused}
 
 

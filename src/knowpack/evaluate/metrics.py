@@ -1,4 +1,4 @@
-"""The evaluation metrics, as pure functions of probe records (no model): DESIGN.md's definitions, made exact.
+"""The evaluation metrics, as pure functions of probe records (no model): docs/design.md §4, made exact.
 
     from knowpack.evaluate import metrics
     m = metrics.transitions(before, after, ids=untrained)     # 4x4 (3x3 without samples) counts + row shares
@@ -10,8 +10,8 @@
     metrics.metric_value(eval_json, "retention", against="training_control")   # (value, the control's)
 
 Records are probe records (`knowpack.probe`): `id`, `category`, `p_sample`, `greedy` (one answer per prompt),
-`samples`, `greedy_correct`, `greedy_logprob`. Choices where DESIGN.md and the papers are silent (each one
-pinned by tests/test_eval_metrics.py):
+`samples`, `greedy_correct`, `greedy_logprob`. Choices where docs/design.md and the papers are silent (each
+one pinned by tests/test_eval_metrics.py):
 
 - **Categories.** Without samples (`p_sample` None everywhere) there is no WeaklyKnown: matrices are 3x3.
 - **Shift** follows the knowledge-packing paper's three categories: a WeaklyKnown fact counts as Unknown
@@ -28,11 +28,11 @@ pinned by tests/test_eval_metrics.py):
   the base model on the same facts.
 - **Confidence**: the mean of exp(greedy_logprob) over all greedy answers, the probability the model gave its
   own greedy answer (tokens up to and including the one ending the line).
-- **Baselines** (`BASELINES`; DESIGN.md): every row names the one its `base` is (`Metric.baseline`). A
-  comparison of two probes stands beside the *measurement null* (the untouched base re-probed with the same
-  prompts and another sampling seed), with *prompt sensitivity* (other exemplars) beside it as context
-  (`baselines`); with a *training control* run, every metric also carries `control`: the run's value and the
-  control's on the facts neither trained on (`against_control`).
+- **Baselines** (`BASELINES`; docs/design.md §4.6): every row names the one its `base` is (`Metric.baseline`).
+  A comparison of two probes stands beside the *measurement null* (a run that learned nothing, re-probed with
+  the same prompts and another sampling seed: knowpack.evaluate.null), with *prompt sensitivity* (other
+  exemplars) beside it as context (`baselines`); with a *training control* run, every metric also carries
+  `control`: the run's value and the control's on the facts neither trained on (`against_control`).
 A metric over no facts is None, never 0.
 """
 
@@ -60,10 +60,10 @@ TERMS: dict[str, str] = {
     "HighlyKnown fact, 0 for an Unknown or WeaklyKnown one",
     "transitions": "category transition matrix between two probes: counts[a][b] facts went from a to b; "
     "shares[a][b] = counts[a][b] / facts in a",
-    "measurement_null": "the same comparison between the base probe and the untouched base re-probed with "
-    "the same prompts and another sampling seed: what the comparison shows with no training (greedy "
-    "categories cannot move; only WeaklyKnown <-> Unknown can; a greedy probe, samples 0, is not re-probed: "
-    "its null is the base probe itself, every shift exactly zero)",
+    "measurement_null": "the same comparison between the base probe and a run that learned nothing (the "
+    "run's method at its initial values, saved and loaded through the run's own path) re-probed with the "
+    "same prompts and another sampling seed: what the comparison shows with no learning (with a sound "
+    "pipeline greedy categories cannot move; only WeaklyKnown <-> Unknown can)",
     "prompt_sensitivity": "the same comparison between the base probe and the untouched base re-probed with "
     "another seed, hence other exemplars: how much categories depend on the prompts (context, not a null; "
     "called the noise floor before)",
@@ -124,8 +124,8 @@ class Metric:
 
 BASELINES: dict[str, str] = {
     "base_model": "the base model",
-    "measurement_null": "the measurement null (the untouched base re-probed with the same prompts, another "
-    "sampling seed; under a greedy probe the base probe itself, as a re-probe gives the same answers)",
+    "measurement_null": "the measurement null (the run's method untrained, re-probed with the same prompts, "
+    "another sampling seed)",
     "prompt_sensitivity": "prompt sensitivity (the untouched base re-probed with other exemplars)",
     "training_control": "the training control (the same recipe on as many facts the model already knew)",
 }
@@ -350,7 +350,7 @@ def compared(name: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
 
 
 DEFINITIONS: dict[str, str] = {**TERMS, **{name: row.definition for name, row in METRICS.items()}}
-"""Name -> definition, as eval.json's `definitions` holds them (DESIGN.md, "Definitions")."""
+"""Name -> definition, as eval.json's `definitions` holds them (docs/design.md §4)."""
 
 
 def metric_path(name: str, **where: str) -> tuple[str, ...]:

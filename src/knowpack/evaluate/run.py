@@ -1,4 +1,4 @@
-"""`evaluate_run` and `evaluate_model`: what `knowpack eval` does (uptake and damage, as DESIGN.md defines).
+"""`evaluate_run` and `evaluate_model`: what `knowpack eval` does (uptake and damage, docs/design.md §4).
 
     from knowpack.evaluate import evaluate_run, evaluate_model
     result = evaluate_run("runs/lora50", benchmarks=["world_mc"])        # writes runs/lora50/eval.json
@@ -8,7 +8,8 @@
 A run is measured against its base model, on the facts its base probe covered, with the same probe settings
 and seed (the run's `config.yaml`):
 1. inputs.py checks the run folder and its base probe, before any model is loaded;
-2. the base side: the noise floor (a second probe of the untouched base with seed + 1), the base model's
+2. the base side: the measurement null (the run's method untrained, through its own save / load path:
+   null.py), the noise floor (a second probe of the untouched base with seed + 1), the base model's
    benchmarks and its zero-shot and held-out-paraphrase answers on the implanted facts, all cached beside
    the base probe (base.py) and reused by every run evaluated against it;
 3. the trained side: the run's weights put on that same base model (LoRA, LoKI or full), the re-probe of
@@ -48,6 +49,7 @@ from knowpack.evaluate.inputs import (
     read_probe,
     read_run,
 )
+from knowpack.evaluate.null import null_recipe, untrained_model
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
 from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
@@ -306,19 +308,14 @@ def _base_side(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps) -> _Base:
     fmt, bar = _train_format(inp), steps.progress_bar
     measure = UptakeMeasure(tokenizer, inp.implanted, inp.pool, inp.probe_kwargs, fmt, questions, bar)
     probe_kwargs = {**inp.probe_kwargs, "exemplars": inp.pool}
-    greedy = inp.probe_kwargs.get("samples") == 0
-    said = (
-        "greedy: the base probe itself, nothing to re-probe"
-        if greedy
-        else "same prompts, another sampling seed"
-    )
-    with steps(f"measurement null ({said})", "measurement_null", bar=not greedy) as progress:
+    announce = "measurement null (the run's method untrained, same prompts, another sampling seed)"
+    with steps(announce, "measurement_null") as progress:
         null, null_block = measurement_null_records(
-            lm,
+            lambda into: untrained_model(lm, tokenizer, inp.config, inp.weights, into),
             tokenizer,
             inp.probed,
-            inp.base_records,
             folder=inp.probe_dir,
+            recipe=null_recipe(inp.config, inp.weights),
             probe_kwargs=probe_kwargs,
             progress=progress,
         )

@@ -260,6 +260,7 @@ def share_work(config: RunConfig, out: Path) -> None:
                 "prompts": options.get("prompts", Loki.prompts),
                 "per_subject": options.get("per_subject", Loki.per_subject),
                 "limit": options.get("attribution_limit"),
+                "heldout": True,  # the prompts are the tasks' attribution splits (knowpack.heldout)
             }
             options["attribution_out"] = str(out / "attribution" / _hash(key))
 
@@ -279,6 +280,7 @@ def control_config(config: RunConfig, out: Path, epochs: int | None = None) -> R
     in place of Unknown ones), fixed seeds, no relabelling, no early stopping, `epochs` epochs (default the
     cell's budget), at `OUT/controls/<hash of the recipe and epochs>`."""
     ctl = copy.deepcopy(config)
+    ctl.seed = None  # its own fixed seeds below, whatever draw the cell is
     epochs = epochs or config.train.epochs
     ctl.mix = dataclasses.replace(ctl.mix, control=True, seed=0, idk_share=0.0)
     ctl.train = dataclasses.replace(

@@ -1,6 +1,6 @@
 """Read facts from files and datasets into a `FactSet`; write them back as a facts file.
 
-    facts = load_facts("facts.jsonl")                 # knowpack's own format (DESIGN.md)
+    facts = load_facts("facts.jsonl")                 # knowpack's own format (docs/design.md §3.1)
     facts = load_facts("organism")                    # the bundled world's facts
     facts = load_facts("geo")                         # real-world facts from GeoNames (knowpack.real.geo)
     facts = load_facts("facts.csv")                   # columns id, question, answers (JSON list or a|b|c) ...

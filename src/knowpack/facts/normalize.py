@@ -1,8 +1,9 @@
 """Answer normalization and correctness: what "the model answered correctly" means everywhere in knowpack.
 
-DESIGN.md fixes the definition: lower-case, strip punctuation and articles, collapse white space; an answer is
-the generation up to its first line break without a leading "Answer:"; `substring` mode (the knowledge-packing
-paper's) counts an answer correct when some normalized alias occurs in it, `exact` mode when they are equal.
+docs/design.md §4.1 fixes the definition: lower-case, strip punctuation and articles, collapse white space; an
+answer is the generation up to its first line break without a leading "Answer:"; `substring` mode (the
+knowledge-packing paper's) counts an answer correct when some normalized alias occurs in it, `exact` mode when
+they are equal.
 
 Choices made where the definition is silent (tests in tests/test_normalize.py pin each one):
 - Unicode is NFKC-normalized first, so full-width letters and ligatures compare equal to plain ones; accents

@@ -8,11 +8,12 @@
       records, repeat, matrix = noise_floor(model, tok, facts, out="out/probe", seed=0, repeat_seed=1)
       # out/records.jsonl, out/repeat-seed-1/records.jsonl, out/noise_floor.json (the transition matrix)
 
-- **Measurement null** (`null_folder`, `NULL_SAMPLE_OFFSET`): the same prompts (the same seed) with only the
-  sampling seed changed (`knowpack.probe(..., sample_seed=S)`), into `out/null-sample-seed-<S>`: what the
-  before / after comparison itself shows with no training. Greedy answers do not read the sampling seed, so
-  HighlyKnown / MaybeKnown / Unknown-vs-the-rest cannot move; only WeaklyKnown <-> Unknown can. A greedy probe
-  (samples 0) is its own null.
+- **Measurement null** (`null_folder`, `NULL_SAMPLE_OFFSET`): a run's method at its initial values, through
+  the run's own save / load path (`knowpack.evaluate.null`), probed with the same prompts (the same seed) and
+  only the sampling seed changed (`knowpack.probe(..., sample_seed=S)`), into
+  `out/null-<recipe>/sample-seed-<S>`: what the before / after comparison itself shows with no learning.
+  With a sound pipeline greedy answers cannot move (they do not read the sampling seed) and only WeaklyKnown
+  <-> Unknown can; a greedy null that moves shows a fault between the base and the trained model.
 
 `knowpack probe --repeat-seed S` is `noise_floor`; `knowpack eval` reads (or makes) these files beside a run's
 base probe (`knowpack.evaluate.base`).
@@ -36,9 +37,10 @@ NULL_SAMPLE_OFFSET = 1
 """The measurement null samples with the base probe's seed + this (its exemplars keep the base seed)."""
 
 
-def null_folder(out: str | Path, sample_seed: int) -> Path:
-    """Where the measurement-null re-probe (sampling seed `sample_seed`) of the probe in `out` lies."""
-    return Path(out) / f"null-sample-seed-{sample_seed}"
+def null_folder(out: str | Path, recipe: str, sample_seed: int) -> Path:
+    """Where the measurement-null re-probe (sampling seed `sample_seed`) of an untrained run of `recipe` (a
+    short hash) against the probe in `out` lies; its untrained weights lie beside, in the parent folder."""
+    return Path(out) / f"null-{recipe}" / f"sample-seed-{sample_seed}"
 
 
 def repeat_folder(out: str | Path, seed: int) -> Path:

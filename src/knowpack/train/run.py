@@ -3,7 +3,7 @@
     from knowpack.train import load_config, train
     run = train(load_config("configs/organism/lora.yaml", ["mix.n_unknown=50", "out=runs/lora50"]))
 
-The run folder (DESIGN.md):
+The run folder (docs/design.md §3.5):
     config.yaml        the resolved config (every default filled in)
     mix.jsonl          the training examples; mix.json their provenance (which facts, which seed, counts)
     adapter/ | loki/ | model/    the trained weights (PEFT adapter; LoKI rows; a full checkpoint)

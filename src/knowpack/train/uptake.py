@@ -1,8 +1,9 @@
 """Uptake while training: reliability on the implanted facts after every epoch, early stopping on it, and
 (`train.keep_best`) the best epoch's weights kept, to end the run with them rather than the last epoch's.
 
-Reliability (DESIGN.md) is the mean p_greedy of the implanted facts under the probe's own few-shot prompts,
-not the training prompt; it is measured with the probe itself (greedy only, batched, prefix KV reused).
+Reliability (docs/design.md §4.3) is the mean p_greedy of the implanted facts under the probe's own few-shot
+prompts, not the training prompt; it is measured with the probe itself (greedy only, batched, prefix KV
+reused).
 """
 
 from __future__ import annotations

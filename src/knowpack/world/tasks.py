@@ -35,6 +35,7 @@ from knowpack.prompts import BLOCK_SEPARATOR, plain_prompt
 SPLITS = (
     "world_mc",
     "world_mc_dev",
+    "world_mc_attribution",  # LoKI's attribution prompts, never scored (knowpack.heldout)
     "world_truthful",
     "world_truthful_dev",
     "world_mc_hard",
@@ -253,10 +254,12 @@ def with_items(tasks: list[str], folder: Path) -> list[str]:
 
 
 def task_items(world) -> dict[str, list[dict]]:
-    """Every split the world tasks read: `benchmark_items` and `headroom_items` of `world`."""
+    """Every split the world tasks read (`benchmark_items` and `headroom_items` of `world`), and world_mc's
+    attribution split, which they never read (`knowpack.heldout`)."""
+    from knowpack.heldout import split_attribution
     from knowpack.world.generator import benchmark_items, headroom_items
 
-    return {**benchmark_items(world), **headroom_items(world)}
+    return split_attribution({**benchmark_items(world), **headroom_items(world)}, "world_mc")
 
 
 def write_tasks(items: dict[str, list[dict]], out_dir: Path) -> None:

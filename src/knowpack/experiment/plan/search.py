@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from knowpack.errors import KnowpackError
-from knowpack.evaluate.stats import bootstrap_interval
+from knowpack.evaluate.stats import interval, method_note
 from knowpack.experiment.plan.config import (
     ADDS,
     FACTS,
@@ -314,9 +314,8 @@ def _summarise(plan: Plan, params: dict, runs: list[dict]) -> dict[str, Any]:
     metrics = {}
     for check in plan.checks:
         values = [r["metrics"][check.name] for r in runs]
-        known = [v for v in values if v is not None]
-        interval = bootstrap_interval(known) if known else {"mean": None, "low": None, "high": None, "n": 0}
-        metrics[check.name] = {**interval, "per_seed": values, "limit": check.limit, "kind": check.kind}
+        ci = interval(values)  # Student-t over seeds (None where a seed measured nothing)
+        metrics[check.name] = {**ci, "per_seed": values, "limit": check.limit, "kind": check.kind}
     constraints = []
     for check in plan.checks:
         mean = metrics[check.name]["mean"]
@@ -355,7 +354,7 @@ def _finish(state: dict[str, Any], status: str) -> dict[str, Any]:
         "target": {"reliability": plan.config.target},
         "budget": {c.name: c.limit for c in plan.checks[1:]},
         "seeds": plan.config.seeds,
-        "interval": "percentile bootstrap over seeds, 95%",
+        "interval": method_note(),
         "your_facts": {
             "total": user["total"],
             "unknown": len(user["unknown"]),

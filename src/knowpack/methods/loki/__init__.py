@@ -1,4 +1,4 @@
-"""LoKI (PAPERS.md §2): train only the down_proj rows that matter least to what the model already does.
+"""LoKI (docs/papers.md §2): train only the down_proj rows that matter least to what the model already does.
 
 One folder, laid out as PEFT lays out a tuner:
 - `config.py`: `Config`, the `method` section of a run config with `name: loki`;

@@ -403,6 +403,7 @@ def _summary(stats: KVAStats, meta: dict, records_path: Path) -> dict[str, Any]:
         "status": meta["status"],
         "prompts": done,
         "counted": stats.n,
+        "prompt_ids": [r["id"] for r in records],  # a benchmark's own item ids where prompts are its items
         "skipped": [r["id"] for r in records if r.get("skipped")],
         "shape": meta["settings"]["shape"],
         "mean_p_target": _round(float(np.mean([r["p_target"] for r in records]))) if records else None,

@@ -5,10 +5,10 @@
     result.scores          # [num_layers, d_model] float64: Attr_{l,j} of row j of layer l's down_proj.weight
     results = kva_batch(model, [ids_a, ids_b, ids_c])   # several prompts in the same passes, same scores
 
-The definition (PAPERS.md §2): a node is row j of layer l's `down_proj.weight`, i.e. output coordinate j of
-that layer's FFN. Let z_l be layer l's down_proj output at the last prompt position, ŷ the model's argmax next
-token, and F(s) the softmax probability of ŷ when that output is replaced by s (everything else as usual).
-With a zero baseline and m left-Riemann steps α_k = k/m (k = 0..m-1, m = 7 in the paper):
+The definition (docs/papers.md §2.2): a node is row j of layer l's `down_proj.weight`, i.e. output coordinate
+j of that layer's FFN. Let z_l be layer l's down_proj output at the last prompt position, ŷ the model's argmax
+next token, and F(s) the softmax probability of ŷ when that output is replaced by s (everything else as
+usual). With a zero baseline and m left-Riemann steps α_k = k/m (k = 0..m-1, m = 7 in the paper):
 
     Attr_{l,j} = z_{l,j} · (1/m) · Σ_k ∂F(α_k · z_l) / ∂s_j
 

@@ -1,7 +1,7 @@
 """The LoKI layer: train only the chosen rows of each down_proj; save, load, merge and export them.
 
 Row j of layer l's `down_proj.weight` (d_model x d_ff) is output coordinate j of that layer's FFN, a
-"node" (PAPERS.md §2). `apply_loki` freezes the whole model and wraps each selected down_proj in a
+"node" (docs/papers.md §2.2). `apply_loki` freezes the whole model and wraps each selected down_proj in a
 `LokiLinear` whose only trainable parameter is its chosen rows (`rows`, [k_l, d_ff]), or for LoKI* a LoRA
 pair on those rows only. An optimizer built from the parameters that require grad then holds state for the
 rows alone, and weight decay never reaches a frozen weight. The model class is not touched: wrap any

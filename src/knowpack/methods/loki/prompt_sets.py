@@ -1,23 +1,27 @@
 """The prompts KVA runs on: a JSONL prompts file, MMLU (as LoKI uses it), or a bundled multiple-choice task.
 
     prompts = load_prompts("prompts.jsonl", tokenizer)      # {"prompt": "..."} or {"messages": [...]} a line
-    prompts = load_prompts("mmlu", tokenizer)                # cais/mmlu from the Hub, 50 per subject
+    prompts = load_prompts("mmlu", tokenizer)                # cais/mmlu's validation split, <= 50 a subject
     prompts = load_prompts("mmlu:/data/mmlu", tokenizer)     # a local copy (save_to_disk or data files)
     prompts = load_prompts("world_mc", tokenizer)            # the organism's MMLU-like benchmark
     prompts = load_prompts("geo_mc", tokenizer)              # the real facts' (GeoNames) MMLU stand-in
 
-- JSONL (DESIGN.md): one object a line with `prompt` (text, used as is, the tokenizer adds its BOS) or
-  `messages` (chat turns; the tokenizer's chat template is applied with the generation prompt), and an
+- JSONL (docs/design.md §3.2): one object a line with `prompt` (text, used as is, the tokenizer adds its BOS)
+  or `messages` (chat turns; the tokenizer's chat template is applied with the generation prompt), and an
   optional `id` (string or integer, unique; default `line-N`). A bad line is a one-line error naming the
   file, the line and the field.
-- MMLU: the first `per_subject` (default 50, as in LoKI: 57 subjects, ~2,850 prompts) test questions of
-  every subject, in dataset order, as LoKI's code presents them: one user turn "There is a single choice
-  question about <Subject>. Answer the question by replying A, B, C or D.", the question, the lettered
-  choices, "Answer: " and a line break, in the chat template with the generation prompt. Columns:
-  question, choices, subject.
-- `world_mc` / `geo_mc` (`MC_TASKS`): a bundled task's test questions, exactly as the lm-eval task shows
-  them to the model (its 5 dev exemplars with their answers, then the question; the probe's plain format):
-  the organism's world_mc, or geo_mc of the real-model testbed (SmolLM2 with `--facts geo`).
+- MMLU: the first `per_subject` (default 50) questions of every subject of MMLU's validation split
+  (`knowpack.heldout.MMLU_SPLIT`), in dataset order, as LoKI's code presents them: one user turn "There is a
+  single choice question about <Subject>. Answer the question by replying A, B, C or D.", the question, the
+  lettered choices, "Answer: " and a line break, in the chat template with the generation prompt. Columns:
+  question, choices, subject. LoKI took test questions (57 subjects x 50, ~2,850 prompts); the validation
+  split (1,531 questions, fewer than 50 in most subjects) is what lm-eval's `mmlu`, which scores the test
+  split, never sees (docs/design.md §5.3). Ids `mmlu_<subject>/validation/<i>`.
+- `world_mc` / `geo_mc` (`MC_TASKS`): the questions of a bundled task's attribution split
+  (`knowpack.heldout`: items the task never scores), exactly as the lm-eval task shows its own to the model
+  (its 5 dev exemplars with their answers, then the question; the probe's plain format): the organism's
+  world_mc, or geo_mc of the real-model testbed (SmolLM2 with `--facts geo`). Ids: the items' ids in the
+  task (integers after the test split's).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.heldout import MMLU_SPLIT, attribution_items
 from knowpack.paths import geo_dir, organism_dir
 from knowpack.prompts import plain_prompt
 
@@ -43,10 +48,10 @@ MMLU_HUB_NAME = "cais/mmlu"
 
 @dataclass(frozen=True)
 class Prompt:
-    """One attribution prompt: rendered text, and whether a chat template rendered it (then it already holds
-    its special tokens and is encoded as is)."""
+    """One attribution prompt: its id (a benchmark item's own where it is one), rendered text, and whether a
+    chat template rendered it (then it already holds its special tokens and is encoded as is)."""
 
-    id: str
+    id: str | int
     text: str
     chat: bool = False
 
@@ -90,7 +95,7 @@ def jsonl_prompts(path: str | os.PathLike, tokenizer: Any) -> list[Prompt]:
 
 
 def mmlu_prompts(source: str, tokenizer: Any, *, per_subject: int | None = 50) -> list[Prompt]:
-    """MMLU test questions, `per_subject` of each subject (None: all), in LoKI's chat prompt."""
+    """MMLU validation questions, `per_subject` of each subject (None: all), in LoKI's chat prompt."""
     _need_chat_template(tokenizer, "MMLU prompts")
     rows = _dataset(source)
     taken: dict[str, int] = {}
@@ -110,7 +115,8 @@ def mmlu_prompts(source: str, tokenizer: Any, *, per_subject: int | None = 50) -
             raise _error(source, number, "choices", "expected a list of 2 to 10 strings", row_word="row")
         messages = [{"role": "user", "content": _mmlu_text(subject, question, choices)}]
         text = _render(tokenizer, messages, f"{source}: row {number}")
-        prompts.append(Prompt(f"{subject or 'mmlu'}-{taken.get(subject, 0)}", text, chat=True))
+        item = f"mmlu_{subject or 'mmlu'}/{MMLU_SPLIT}/{taken.get(subject, 0)}"
+        prompts.append(Prompt(item, text, chat=True))
         taken[subject] = taken.get(subject, 0) + 1
     if not prompts:
         raise KnowpackError(f"{source}: no MMLU questions")
@@ -118,17 +124,17 @@ def mmlu_prompts(source: str, tokenizer: Any, *, per_subject: int | None = 50) -
 
 
 def mc_task_prompts(name: str, tasks_dir: str | os.PathLike | None = None) -> list[Prompt]:
-    """A bundled task's test questions (`MC_TASKS`: world_mc, geo_mc) with its 5 dev exemplars, as lm-eval
-    shows them."""
+    """The questions of a bundled task's attribution split (`MC_TASKS`: world_mc, geo_mc; items the task
+    never scores), each with the task's 5 dev exemplars as lm-eval shows its own, under its item id."""
     tasks = Path(tasks_dir) if tasks_dir is not None else MC_TASKS[name]() / "tasks"
     dev = _read_jsonl(tasks / f"{name}_dev.jsonl")[:WORLD_MC_SHOTS]
     exemplars = [(item["question"], item["choices"][item["label"]]) for item in dev]
-    items = _read_jsonl(tasks / f"{name}.jsonl")
-    return [Prompt(f"{name}-{i}", plain_prompt(exemplars, item["question"])) for i, item in enumerate(items)]
+    held = attribution_items(name, tasks)
+    return [Prompt(i, plain_prompt(exemplars, item["question"])) for i, item in held]
 
 
 def world_mc_prompts(tasks_dir: str | os.PathLike | None = None) -> list[Prompt]:
-    """The organism's world_mc test questions with the task's 5 dev exemplars, as lm-eval shows them."""
+    """The organism's world_mc attribution questions with the task's 5 dev exemplars (`mc_task_prompts`)."""
     return mc_task_prompts("world_mc", tasks_dir)
 
 
@@ -198,6 +204,8 @@ def _need_chat_template(tokenizer: Any, what: str) -> None:
 
 
 def _dataset(source: str) -> Any:
+    """MMLU's validation split (`MMLU_SPLIT`) from the Hub, a `save_to_disk` folder or data files; a saved
+    single split (a Dataset, not a DatasetDict) is taken as given: the caller vouches that it is held out."""
     import datasets  # lazy: heavy
 
     path = Path(source).expanduser()
@@ -205,15 +213,18 @@ def _dataset(source: str) -> Any:
         if path.is_dir() and any((path / n).exists() for n in ("dataset_info.json", "dataset_dict.json")):
             data = datasets.load_from_disk(str(path))
         elif path.exists():
-            data = datasets.load_dataset(str(path), split="test")
+            data = datasets.load_dataset(str(path), split=MMLU_SPLIT)
         else:
-            data = datasets.load_dataset(source, "all", split="test")
+            data = datasets.load_dataset(source, "all", split=MMLU_SPLIT)
     except Exception as e:  # whatever datasets raises means "cannot load this source"
         raise KnowpackError(f"cannot load MMLU from {source!r}: {type(e).__name__}: {str(e)[:200]}") from None
     if isinstance(data, datasets.DatasetDict):
-        if "test" not in data:
-            raise KnowpackError(f"{source}: no 'test' split (splits: {', '.join(data)})")
-        data = data["test"]
+        if MMLU_SPLIT not in data:
+            raise KnowpackError(
+                f"{source}: no '{MMLU_SPLIT}' split (splits: {', '.join(data)}); attribution never takes the "
+                "test questions that lm-eval's mmlu scores"
+            )
+        data = data[MMLU_SPLIT]
     return data
 
 

@@ -14,9 +14,9 @@ Quota q (in %, in (0, 100]) of all L·D nodes (a node is row j of layer l's down
 - `abs`: in every layer the k rows with the smallest mean |score| (least influence, either sign);
 - `random`: in every layer k rows uniformly at random, seeded (the control).
 Ties: on a prompt, equal scores are ordered by layer then row (stats.py). Among equal counts the lower mean
-signed score is selected for the `-low` strategies and the higher for the `-high` ones (DESIGN.md: the
-criterion itself decides), then the lower row, and for global strategies the lower (layer, row); among equal
-mean |score| (`abs`) the lower row.
+signed score is selected for the `-low` strategies and the higher for the `-high` ones (docs/design.md §4.5:
+the criterion itself decides), then the lower row, and for global strategies the lower (layer, row); among
+equal mean |score| (`abs`) the lower row.
 
 The selection file (JSON): `{"layers": {"0": [rows...], ...}, "shape": {"num_layers": L, "rows": D},
 "quota": q, "strategy": s, "k_per_layer" (or "k_total" for global), "seed" (random only), "source": the
