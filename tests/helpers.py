@@ -126,3 +126,31 @@ def die_at(run: Callable[[], object], kill: str) -> None:
     process.start()
     process.join(300)
     assert process.exitcode == -signal.SIGKILL, f"{kill}: exit code {process.exitcode}, not killed there"
+
+
+# ------------------------------------------------------------------ a plan on the tiny world
+
+# For the tiny model: lr x20 of the generic 1e-3 and up to 20 epochs, so that it learns; a probe and an
+# evaluation of a few prompts; no benchmarks.
+TINY_PLAN_SET = {
+    "probe.n_prompts": 2, "probe.shots": 1, "probe.max_new_tokens": 6, "train.epochs": 20,
+    "train.batch_size": 2, "train.device": "cpu",
+}  # fmt: skip
+
+
+def plan_files(folder: Path) -> dict[str, str]:
+    """The user's facts (the first four of `make_facts`) and the reference facts (the other four)."""
+    facts = make_facts()
+    save_facts(facts[:4], folder / "mine.jsonl")
+    save_facts(facts[4:], folder / "reference.jsonl")
+    return {"facts": str(folder / "mine.jsonl"), "reference": str(folder / "reference.jsonl")}
+
+
+def tiny_plan_settings(world: dict, files: dict, out: Path, **options) -> dict:
+    """`knowpack.experiment.plan.load_plan`'s keywords for a grid plan on the tiny Llama: LoRA and full
+    fine-tuning on 1 and 2 facts, one seed, any budget a tiny model meets."""
+    return {
+        "model": str(world["models"]["llama"]), **files, "out": str(out), "methods": ["lora", "full"],
+        "budget": {"top_answer_share": 1.0}, "target": 0.5, "seeds": 1, "set": TINY_PLAN_SET,
+        "grid": {"method": ["lora", "full"], "lr_scale": [20.0], "n_facts": [1, 2]}, **options,
+    }  # fmt: skip

@@ -12,40 +12,23 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import die_at, kills, make_facts, points_of
+from helpers import die_at, kills, plan_files, points_of, tiny_plan_settings
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.experiment.plan import load_plan, run_plan
-from knowpack.facts import save_facts
 from knowpack.runs import read_run
 from knowpack.train import load_config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# For the tiny model: lr x20 of the generic 1e-3 and up to 20 epochs, so that it learns; a probe and an
-# evaluation of a few prompts; no benchmarks.
-SET = {
-    "probe.n_prompts": 2, "probe.shots": 1, "probe.max_new_tokens": 6, "train.epochs": 20,
-    "train.batch_size": 2, "train.device": "cpu",
-}  # fmt: skip
-
 
 @pytest.fixture
 def files(world, tmp_path):
-    """The user's facts (the first four) and the reference facts (the other four)."""
-    facts = make_facts()
-    save_facts(facts[:4], tmp_path / "mine.jsonl")
-    save_facts(facts[4:], tmp_path / "reference.jsonl")
-    return {"facts": str(tmp_path / "mine.jsonl"), "reference": str(tmp_path / "reference.jsonl")}
+    return plan_files(tmp_path)
 
 
 def tiny_plan(world, files, out: Path, **options):
-    settings = {
-        "model": str(world["models"]["llama"]), **files, "out": str(out), "methods": ["lora", "full"],
-        "budget": {"top_answer_share": 1.0}, "target": 0.5, "seeds": 1, "set": SET,
-        "grid": {"method": ["lora", "full"], "lr_scale": [20.0], "n_facts": [1, 2]}, **options,
-    }  # fmt: skip
-    return load_plan(**settings)
+    return load_plan(**tiny_plan_settings(world, files, out, **options))
 
 
 BAD = [

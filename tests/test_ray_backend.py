@@ -18,9 +18,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from helpers import SRC, plan_files, tiny_plan_settings
 from knowpack.cli import app
 from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
-from test_train import SRC
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -281,3 +281,41 @@ def test_a_failing_cell_on_ray_is_one_line_and_the_sweep_goes_on(tmp_path, clust
     assert "1 of 2 cells finished" in result.stdout
     statuses = [c["status"] for c in json.loads((out / "sweep.json").read_text())["cells"]]
     assert statuses[0] == "finished" and statuses[1] != "finished"
+
+
+def test_a_plan_on_ray_runs_its_trials_as_tasks_and_recommends_as_the_local_backend(world, tmp_path, cluster):
+    """A grid plan (LoRA on 1 and 2 facts, two seeds each: the seeds of a trial run at once, one on each
+    node) gives the local backend's trials, numbers and recommendation."""
+    from knowpack.experiment.backends import run_plan_on_ray
+    from knowpack.experiment.plan import load_plan, run_plan
+
+    files = plan_files(tmp_path)
+    grid = {"method": ["lora"], "lr_scale": [20.0], "n_facts": [1, 2]}
+    results = {}
+    for backend in ("local", "ray"):
+        plan = load_plan(
+            **tiny_plan_settings(
+                world, files, tmp_path / backend, grid=grid, seeds=2, backend=backend, target=0.2
+            )
+        )
+        if backend == "local":
+            results[backend] = run_plan(plan)
+        else:
+            results[backend] = run_plan_on_ray(plan, address=cluster.address)
+    local, remote = results["local"], results["ray"]
+    assert (
+        remote["answer"] == local["answer"]
+        and remote["recommendation"]["trial"] == local["recommendation"]["trial"]
+    )
+    for a, b in zip(local["trials"], remote["trials"], strict=True):
+        assert a["params"] == b["params"] and a["feasible"] == b["feasible"]
+        for name, values in a["metrics"].items():
+            assert values["per_seed"] == b["metrics"][name]["per_seed"], name
+    assert files_of(tmp_path / "ray" / "trials") == files_of(tmp_path / "local" / "trials")
+    assert not list(
+        Path(cluster.scratch).glob("knowpack-*/trials")
+    )  # the workers' folders, returned and gone
+
+
+def files_of(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())

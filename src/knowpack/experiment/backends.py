@@ -399,9 +399,10 @@ def shared_folders(config: Any) -> list[Path]:
     return folders + ([Path(attribution)] if attribution else [])
 
 
-def prepare_shared_on_ray(tasks: Tasks, configs: list[Any]) -> None:
+def prepare_shared_on_ray(tasks: Tasks, configs: list[Any], inputs: list[Path] = ()) -> None:
     """Make every shared probe, then every LoKI attribution, the configs read: each once, as a task, into
-    OUT (`knowpack.experiment.sweep.prepare_shared` on a worker). Those finished in OUT are kept."""
+    OUT (`knowpack.experiment.sweep.prepare_shared` on a worker). Those finished in OUT are kept. `inputs`:
+    other folders under OUT the work reads (a plan's facts)."""
     from knowpack.experiment.sweep import prepare_shared
     from knowpack.runs import stage_finished
 
@@ -410,7 +411,7 @@ def prepare_shared_on_ray(tasks: Tasks, configs: list[Any]) -> None:
         for config in configs:
             folders = shared_folders(config)
             if folders and not stage_finished(folders[which]) and folders[which] not in jobs:
-                reads = [f for f in folders if stage_finished(f)]
+                reads = [*inputs, *(f for f in folders if stage_finished(f))]
                 writes = [f for f in folders if not stage_finished(f)]
                 jobs[folders[which]] = tasks.submit(
                     prepare_shared, (config,), reads=reads, writes=writes, name="knowpack shared"
@@ -651,7 +652,7 @@ def run_plan_on_ray(
     from knowpack.experiment.plan.search import run_plan
 
     with connect(address) as ray:
-        return run_plan(plan, on_event=on_event, runner=PlanOnRay(Tasks(ray, plan.out)))
+        return run_plan(plan, on_event=on_event, runner=PlanOnRay(Tasks(ray, plan.out), plan))
 
 
 class PlanOnRay:
@@ -659,14 +660,15 @@ class PlanOnRay:
     seeds at once, each trained and evaluated on a worker; the plan's very first run goes alone, so that the
     base model is measured once (its measurements come back into the shared probe folder)."""
 
-    def __init__(self, tasks: Tasks):
-        self.tasks, self.started = tasks, False
+    def __init__(self, tasks: Tasks, plan: Any):
+        from knowpack.experiment.plan.config import FACTS
+
+        self.tasks, self.started, self.facts = tasks, False, plan.out / FACTS.parent
 
     def shared(self, configs: list[Any]) -> None:
-        prepare_shared_on_ray(self.tasks, configs)
+        prepare_shared_on_ray(self.tasks, configs, [self.facts])
 
     def run(self, plan: Any, cells: list[Any]) -> None:
-        from knowpack.experiment.plan.config import FACTS
         from knowpack.experiment.plan.search import train_and_evaluate
         from knowpack.runs import run_status
 
@@ -676,7 +678,7 @@ class PlanOnRay:
             refs = {}
             for cell in batch:
                 trained = [cell.folder] if run_status(cell.folder) == "finished" else []
-                reads = [plan.out / FACTS.parent, *shared_folders(cell.config), *trained]
+                reads = [self.facts, *shared_folders(cell.config), *trained]
                 refs[cell.folder] = self.tasks.submit(
                     train_and_evaluate, (plan, cell), reads=reads, writes=[cell.folder], name="knowpack trial"
                 )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,10 @@ def run_plan(
     base = trial_config(plan, default_params(plan, {}), seed=0, folder=out)
     share_work(base, out)
     runner.shared([base])
-    user = _user_facts(plan, Path(base.probe.run))
-    state = {"plan": plan, "user": user, "probe": base.probe.run, "trials": []}
-    plan.highly_known = _highly_known(Path(base.probe.run), user)
+    probe = Path(base.probe.run or base.probe.out)  # made here, or by a worker (the Ray runner)
+    user = _user_facts(plan, probe)
+    state = {"plan": plan, "user": user, "probe": str(probe), "trials": []}
+    plan.highly_known = _highly_known(probe, user)
     if not user["unknown"]:
         return _finish(state, "finished")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -194,7 +196,10 @@ def _trial(study: Any, plan: Plan, k: int, n_unknown: int, fixed: list[dict] | N
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # asked, never written: a kill
     if fixed is not None:
-        study.sampler = optuna.samplers.PartialFixedSampler(fixed[k], optuna.samplers.RandomSampler(seed=k))
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.4, and what fixing every parameter is
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            unfixed = optuna.samplers.RandomSampler(seed=k)  # samples nothing: every parameter is fixed
+            study.sampler = optuna.samplers.PartialFixedSampler(fixed[k], unfixed)
     else:
         study.sampler = optuna.samplers.TPESampler(
             seed=plan.config.sampler_seed * 100_003 + k, constraints_func=_constraints
