@@ -43,3 +43,11 @@ def world(tmp_path_factory):
     from helpers import build_train_world
 
     return build_train_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def fake_base(tmp_path):
+    """A run config whose probe run is hand-made (tests/helpers.py: `build_fake_base`); no model loads."""
+    from helpers import build_fake_base
+
+    return build_fake_base(tmp_path)

@@ -6,18 +6,17 @@ end-to-end CLI run on a tiny random Llama (trained, evaluated on a world benchma
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from helpers import make_facts
+from helpers import fake_point, make_facts, write_capacity
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.experiment.capacity import load_capacity, run_capacity, search_capacity
 from knowpack.facts import save_facts
-from knowpack.runs import end_run, read_run, start_run
+from knowpack.runs import read_run
 from tiny import save_tiny, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,51 +48,6 @@ def test_search_finds_the_largest_passing_n_for_every_threshold():
 
 
 # ------------------------------------------------------------------------------------------------ fake points
-
-
-@pytest.fixture
-def fake_base(tmp_path):
-    """A run config whose probe run is hand-made: 20 Unknown and 10 HighlyKnown facts (no model is loaded)."""
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    cats = ["Unknown"] * 20 + ["HighlyKnown"] * 10
-    records = [{"id": f"f{i}", "category": c, "p_greedy": 0.0} for i, c in enumerate(cats)]
-    (probe / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (probe / "summary.json").write_text(json.dumps({"status": "finished"}))
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"model": {"name": "tiny"}, "probe": {"run": str(probe)}}))
-    return path
-
-
-def write_capacity(tmp_path: Path, base: Path, **extra) -> Path:
-    data = {
-        "base": str(base),
-        "target": {"reliability": 0.9},
-        "seeds": [0, 1],
-        "max": 50,
-        "out": str(tmp_path / "out"),
-        **extra,
-    }
-    path = tmp_path / "capacity.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def fake_point(calls: list, reliability, retention=lambda n: 1.0):
-    """A `run_point` that trains nothing: a finished run.json and an eval.json with the given numbers."""
-
-    def run_point(cell) -> None:
-        calls.append(cell.name)
-        n, seed = cell.config.mix.n_unknown, cell.config.mix.seed
-        assert cell.config.train.seed == seed and cell.config.out == str(cell.folder)
-        end_run(cell.folder, start_run(cell.folder, "train"), "finished")
-        ev = {
-            "uptake": {"reliability": {"value": reliability(n, seed), "base": 0.0}},
-            "knowledge_shift": {"untrained": {"retention": {"value": retention(n), "base": 0.98}}},
-        }
-        (cell.folder / "eval.json").write_text(json.dumps(ev))
-
-    return run_point
 
 
 def test_capacity_with_fake_points_json_plot_and_resume(tmp_path, fake_base):

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 import knowpack
+from helpers import choice_lls
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.evaluate import evaluate_run
@@ -109,7 +110,6 @@ def world_mc_accuracy(model, tokenizer, limit: int) -> float:
     """world_mc's accuracy on its first `limit` items, scored by hand (a plain torch reference, as in
     test_world_tasks): 5-shot with the first five dev items, the likeliest choice."""
     from knowpack.prompts import plain_prompt
-    from test_world_tasks import choice_lls
 
     tasks = knowpack.organism_dir() / "tasks"
     dev, test = ([json.loads(x) for x in (tasks / f).read_text().splitlines()] for f in TASK_FILES)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import choice_lls
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import check_tasks, run_benchmarks
 from knowpack.paths import organism_dir
 from knowpack.prompts import plain_prompt
-from test_world_tasks import choice_lls
 from tiny import save_tiny, tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

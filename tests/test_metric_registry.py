@@ -10,6 +10,7 @@ import json
 import pytest
 import yaml
 
+from helpers import make_run, write_capacity
 from knowpack.cli.evaluate import eval_summary
 from knowpack.evaluate import metrics as m
 from knowpack.evaluate.metrics import METRICS, Metric, metric_path, metric_value
@@ -17,8 +18,6 @@ from knowpack.experiment.capacity import load_capacity, run_capacity
 from knowpack.experiment.sweep import load_sweep, write_summary
 from knowpack.report import collect_runs, write_report
 from knowpack.runs import end_run, start_run
-from test_capacity import fake_base, write_capacity  # noqa: F401 (a fixture)
-from test_report import make_run
 
 FAKE = Metric(
     path=("behaviour", "{scope}", "hedging_rate"),
@@ -59,7 +58,7 @@ def test_a_new_row_is_read_by_the_report(fake_metric, tmp_path):
     assert f"- **hedging**: {FAKE.definition} (before the arrow: the base model)." in md
 
 
-def test_a_new_row_is_in_sweep_json_and_the_eval_summary(fake_metric, tmp_path, fake_base):  # noqa: F811
+def test_a_new_row_is_in_sweep_json_and_the_eval_summary(fake_metric, tmp_path, fake_base):
     path = tmp_path / "sweep.yaml"
     sweep_config = {"base": str(fake_base), "grid": {"mix.seed": [0]}, "out": str(tmp_path / "sw")}
     path.write_text(yaml.safe_dump({**sweep_config, "evaluate": True}))
@@ -81,7 +80,7 @@ def test_a_new_row_is_in_sweep_json_and_the_eval_summary(fake_metric, tmp_path, 
     )
 
 
-def test_a_new_row_can_be_a_capacity_budget(fake_metric, tmp_path, fake_base):  # noqa: F811
+def test_a_new_row_can_be_a_capacity_budget(fake_metric, tmp_path, fake_base):
     path = write_capacity(tmp_path, fake_base, budget={"hedging_rate": 0.3}, max=8)
 
     def run_point(cell) -> None:
@@ -107,7 +106,7 @@ def test_a_new_row_can_be_a_capacity_budget(fake_metric, tmp_path, fake_base):  
     assert failed["why"] == ["seed 0: hedging_rate 0.35 > 0.3"]
 
 
-def test_a_drop_budget_names_its_baseline(tmp_path, fake_base):  # noqa: F811
+def test_a_drop_budget_names_its_baseline(tmp_path, fake_base):
     path = write_capacity(tmp_path, fake_base, budget={"retention_drop": 0.1, "refusal_rate": 0.2})
     checks = {c.name: c for c in load_capacity(path).checks}
     assert (checks["retention_drop"].kind, checks["retention_drop"].metric) == ("drop", "retention")

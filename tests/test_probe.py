@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import probe_world
 from knowpack.errors import KnowpackError
 from knowpack.facts import Fact
 from knowpack.probe import category, parse_shard, read_records, score, transition_matrix
@@ -27,16 +28,8 @@ class Recorder:
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
 
 
-def world(n_people: int = 6, relations=("born", "works")) -> list[Fact]:
-    facts = []
-    for i in range(n_people):
-        for r in relations:
-            facts.append(Fact(f"{r}-{i}", f"Q {r} person{i}?", [f"ans{r}{i}x"], f"person{i}", r))
-    return facts
-
-
 def test_exemplars_same_relation_never_the_fact_nor_its_subject():
-    facts = world()
+    facts = probe_world()
     by_id = {f.id: f for f in facts}
     prompts = build_prompts(facts, NoTemplate(), n_prompts=5, shots=3, seed=0)
     for fact, row in zip(facts, prompts, strict=True):
@@ -50,7 +43,7 @@ def test_exemplars_same_relation_never_the_fact_nor_its_subject():
 
 
 def test_exemplars_are_fixed_per_prompt_index_by_the_seed():
-    facts = world(12)
+    facts = probe_world(12)
     a = build_prompts(facts, NoTemplate(), n_prompts=4, shots=2, seed=0)
     b = build_prompts(facts[::-1], NoTemplate(), n_prompts=4, shots=2, seed=0)[::-1]
     c = build_prompts(facts, NoTemplate(), n_prompts=4, shots=2, seed=1)
@@ -63,7 +56,7 @@ def test_exemplars_are_fixed_per_prompt_index_by_the_seed():
 
 
 def test_too_few_of_a_relation_falls_back_to_the_whole_pool():
-    facts = world(3, relations=("born",)) + [Fact("rare", "Q rare?", ["zzz"], "someone", "rare")]
+    facts = probe_world(3, relations=("born",)) + [Fact("rare", "Q rare?", ["zzz"], "someone", "rare")]
     prompts = build_prompts(facts, NoTemplate(), n_prompts=2, shots=2, seed=0)
     for p in prompts[-1]:
         assert "rare" not in p.exemplars and len(p.exemplars) == 2
@@ -72,14 +65,14 @@ def test_too_few_of_a_relation_falls_back_to_the_whole_pool():
 
 
 def test_an_exemplar_pool_of_other_facts():
-    facts, pool = world(2), world(8)[4:]
+    facts, pool = probe_world(2), probe_world(8)[4:]
     prompts = build_prompts(facts, NoTemplate(), n_prompts=2, shots=3, exemplars=pool)
     pool_ids = {f.id for f in pool}
     assert all(set(p.exemplars) <= pool_ids for row in prompts for p in row)
 
 
 def test_chat_format_messages_and_missing_template():
-    facts = world(4)
+    facts = probe_world(4)
     p = build_prompts(facts, Recorder(), n_prompts=1, shots=1, fmt="chat")[0][0]
     assert p.text.startswith(f"<system>{SYSTEM}</system><user>Question: ")
     assert "<assistant>Answer: " in p.text

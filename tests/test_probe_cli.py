@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import engine_facts
 from knowpack.cli import app
 from knowpack.probe import CATEGORIES, read_records
 
@@ -21,12 +22,11 @@ FAST = ["--n-prompts", "2", "--shots", "2", "--samples", "2", "--max-new-tokens"
 def paths(tmp_path_factory):
     """A facts file and a tiny Llama folder (safetensors, tokenizer without a chat template)."""
     from knowpack.world.tokenizer import train_tokenizer
-    from test_probe_engine import make_facts
     from tiny import tiny_model
 
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest (see test_probe_engine.one_thread)
     root = tmp_path_factory.mktemp("probe_cli")
-    facts = make_facts()
+    facts = engine_facts()
     (root / "facts.jsonl").write_text("".join(json.dumps(f.to_json()) + "\n" for f in facts))
     texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in facts]
     tokenizer = train_tokenizer(texts, vocab_size=300, out=root / "model")

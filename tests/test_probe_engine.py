@@ -13,29 +13,18 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from helpers import engine_facts, reference_greedy
 from knowpack.errors import KnowpackError
-from knowpack.facts import Fact
 from knowpack.probe import probe, read_records
 from knowpack.probe.engine import SYNC_EVERY_CUDA, Engine, Request, prefill_chunks, split_prefix
 from knowpack.probe.graphs import Replay
 from knowpack.probe.prompts import build_prompts, encode
 from tiny import tiny_model
 
-PEOPLE = ["Ada Brown", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Ford", "Flo Grant", "Gus Hill", "Hal Ives"]
-CITIES = ["Paris", "Lima", "Oslo", "Kyiv", "Rome", "Cairo", "Quito", "Seoul"]
-FIRMS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka"]
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-def make_facts() -> list[Fact]:
-    facts = []
-    for i, person in enumerate(PEOPLE):
-        facts.append(Fact(f"city-{i}", f"Where was {person} born?", [CITIES[i]], person, "birth_city"))
-        facts.append(Fact(f"firm-{i}", f"Who employs {person}?", [FIRMS[i]], person, "employer"))
-    return facts
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def mixed_chat_requests(tokenizer) -> list[tuple[Request, str]]:
     """Each fact's 2 chat prompts (2 shots) as (request, prompt text): the request shares the few-shot prefix,
     except every 5th fact's, which shares nothing (rows with and without a prefix in one batch)."""
-    facts = make_facts()
+    facts = engine_facts()
     prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt="chat")
     pairs = []
     for i, (fact, fact_prompts) in enumerate(zip(facts, prompts, strict=True)):
@@ -59,7 +48,7 @@ def mixed_chat_requests(tokenizer) -> list[tuple[Request, str]]:
 def tokenizer(tmp_path_factory):
     from knowpack.world.tokenizer import train_tokenizer
 
-    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in make_facts()]
+    texts = [f"Question: {f.question}\nAnswer: {f.answer}\n\n" for f in engine_facts()]
     texts += ["Answer the following question. I don't know."]
     tok = train_tokenizer(texts, vocab_size=300, out=tmp_path_factory.mktemp("tok"))
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
@@ -67,26 +56,10 @@ def tokenizer(tmp_path_factory):
     return tok
 
 
-def reference_greedy(model, tokenizer, text: str, fmt: str, max_new_tokens: int) -> str:
-    """The straightforward way: `model.generate` on the full prompt alone, cut at the first line break."""
-    ids = torch.tensor([encode(tokenizer, text, fmt)])
-    with torch.no_grad():
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")[0]
-
-
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
 @pytest.mark.parametrize("fmt", ["plain", "chat"])
 def test_greedy_answers_equal_model_generate_one_prompt_at_a_time(family, fmt, tokenizer):
-    model, facts = tiny_model(family, tokenizer), make_facts()
+    model, facts = tiny_model(family, tokenizer), engine_facts()
     prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0, fmt=fmt)
     requests, expected = [], {}
     for fact, fact_prompts in zip(facts, prompts, strict=True):
@@ -110,7 +83,7 @@ def test_greedy_answers_equal_model_generate_one_prompt_at_a_time(family, fmt, t
 
 
 def test_samples_depend_on_the_seed_not_on_batching(tokenizer):
-    model, facts = tiny_model("llama", tokenizer), make_facts()[:6]
+    model, facts = tiny_model("llama", tokenizer), engine_facts()[:6]
     settings = dict(n_prompts=2, shots=2, samples=3, max_new_tokens=6)
     a = probe(model, tokenizer, facts, batch_size=4, **settings)
     b = probe(model, tokenizer, facts[::-1], batch_size=64, **settings)[::-1]
@@ -122,7 +95,7 @@ def test_samples_depend_on_the_seed_not_on_batching(tokenizer):
 
 
 def test_probe_writes_files_and_resumes_after_a_kill(tokenizer, tmp_path):
-    model, facts = tiny_model("qwen2", tokenizer), make_facts()
+    model, facts = tiny_model("qwen2", tokenizer), engine_facts()
     settings = dict(n_prompts=2, shots=2, samples=2, max_new_tokens=6, batch_size=3)
     whole = probe(model, tokenizer, facts, out=tmp_path / "whole", **settings)
     lines = (tmp_path / "whole" / "records.jsonl").read_text().splitlines(keepends=True)
@@ -145,7 +118,7 @@ def test_probe_writes_files_and_resumes_after_a_kill(tokenizer, tmp_path):
 def test_prompts_beyond_a_sliding_window_warn_and_reuse_no_prefix(tokenizer, caplog):
     model = tiny_model("mistral", tokenizer)
     model.config.sliding_window = 8  # far shorter than a 2-shot prompt
-    facts = make_facts()
+    facts = engine_facts()
     prompts = build_prompts(facts, tokenizer, n_prompts=1, shots=2, seed=0)
     requests = []
     for fact, (p,) in zip(facts, prompts, strict=True):
@@ -290,7 +263,7 @@ def test_the_batch_size_from_memory_gives_the_same_answers(tokenizer, monkeypatc
     import knowpack.probe.engine as engine_module
     from knowpack.probe.engine import kv_bytes_per_token
 
-    model, facts = tiny_model("llama", tokenizer), make_facts()
+    model, facts = tiny_model("llama", tokenizer), engine_facts()
     config = model.config
     per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4  # float32
     assert kv_bytes_per_token(model) == per_token
@@ -322,7 +295,7 @@ def test_the_batch_size_from_memory_gives_the_same_answers(tokenizer, monkeypatc
 def test_counting_ended_rows_every_few_steps_changes_no_answer(tokenizer):
     """`sync_every` 4 (a GPU's default) and 32 (never before the last step): ended rows decode padding in
     between, and the greedy answers, their log-probabilities and the samples are those of every step."""
-    model, facts = tiny_model("qwen2", tokenizer), make_facts()
+    model, facts = tiny_model("qwen2", tokenizer), engine_facts()
     prompts = build_prompts(facts, tokenizer, n_prompts=2, shots=2, seed=0)
     requests = [
         Request((f.id, j), encode(tokenizer, p.text, "plain"), 0)

@@ -8,9 +8,9 @@ import random
 import pytest
 
 import knowpack
+from helpers import reference_greedy
 from knowpack.probe.engine import Engine, Request, split_prefix
 from knowpack.probe.prompts import build_prompts, encode
-from test_probe_engine import reference_greedy
 
 pytestmark = [pytest.mark.organism, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 MAX_NEW_TOKENS = 16  # longer than any answer of the world; both sides cut at the same length anyway

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from helpers import probe_world
 from knowpack.errors import KnowpackError
 from knowpack.probe import probe
 from knowpack.probe.engine import Request
 from knowpack.probe.vllm_backend import VllmEngine, import_vllm, load
-from test_probe import world
 
 INSTALL = "the vLLM backend needs vLLM, which is not installed: pip install 'knowpack[vllm]'"
 
@@ -100,7 +100,7 @@ def test_answers_come_back_as_generations_by_key(fake_vllm):
 
 
 def test_probe_with_the_vllm_backend_writes_the_same_records(fake_vllm, tmp_path):
-    facts = world(4)
+    facts = probe_world(4)
     llm = LLM("my/model")
     records = probe(llm, None, facts, n_prompts=2, shots=2, samples=2, backend="vllm", out=tmp_path)
     assert [r["id"] for r in records] == [f.id for f in facts]
@@ -139,6 +139,6 @@ def test_without_vllm_a_one_line_install_message(monkeypatch):
         import_vllm()
     assert str(err.value) == INSTALL
     with pytest.raises(KnowpackError, match="pip install 'knowpack\\[vllm\\]'"):
-        probe("organism", None, world(2), backend="vllm")
+        probe("organism", None, probe_world(2), backend="vllm")
     with pytest.raises(KnowpackError, match="unknown backend 'tpu'; expected torch or vllm"):
-        probe(object(), None, world(2), backend="tpu")
+        probe(object(), None, probe_world(2), backend="tpu")

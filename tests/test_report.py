@@ -7,68 +7,16 @@ import html
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
+from helpers import entry, make_run
 from knowpack.cli import app
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.metrics import DEFINITIONS
 from knowpack.report import collect_runs, write_report
 from knowpack.report.report import SHOWN
-
-CATS = ["HighlyKnown", "MaybeKnown", "Unknown"]
-
-
-def entry(value, base):
-    return {
-        "metric": "x",
-        "value": value,
-        "base": base,
-        "delta": None if None in (value, base) else value - base,
-    }
-
-
-def make_run(
-    folder: Path, method: str, n: int, seed: int, reliability: float, status: str = "finished"
-) -> None:
-    folder.mkdir(parents=True)
-    config = {
-        "model": {"name": "organism"},
-        "mix": {"n_unknown": n, "add": "none", "k": 0, "seed": seed},
-        "method": {"name": method, **({"r": 8} if method == "lora" else {"quota": 10})},
-        "train": {"lr": 0.005},
-        "out": str(folder),
-    }
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    (folder / "run.json").write_text(json.dumps({"status": status, "host": "elsewhere", "pid": 1}))
-    epochs = [{"epoch": e, "reliability": reliability * e / 3, "loss": 1.0 / e} for e in (1, 2, 3)]
-    train = {"reliability": reliability, "epochs": epochs, "epochs_run": 3, "trainable_parameters": 100}
-    (folder / "train.json").write_text(json.dumps(train))
-    shares = {a: {b: float(a == b) for b in CATS} for a in CATS}
-    damage = 0.1 if method == "lora" else 0.02
-    ev = {
-        "kind": "run",
-        "uptake": {"reliability": entry(reliability, 0.0)},
-        "knowledge_shift": {
-            "untrained": {
-                "retention": entry(1 - damage * n / 50, 0.99),
-                "negative_shift": entry(damage, 0.01),
-                "transitions": {"shares": shares, "base": {"shares": shares}},
-            }
-        },
-        "behaviour": {
-            "all": {
-                "refusal_rate": entry(0.0, 0.4),
-                "unique_share": entry(0.05, 0.07),
-                "explosion": entry(2, 0),
-            }
-        },
-        "benchmarks": {"tasks": {"world_mc": {"acc": entry(1 - damage, 1.0)}}},
-    }
-    (folder / "eval.json").write_text(json.dumps(ev))
 
 
 @pytest.fixture()

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from helpers import choice_lls
 from knowpack.prompts import plain_prompt
 from knowpack.world.config import WorldConfig
 from knowpack.world.generator import generate_world
@@ -70,19 +71,6 @@ def world_run(items, tiny, tmp_path_factory):
             model, tokenizer, WORLD_TASKS + HEADROOM_TASKS, include_path=task_dir, batch_size=8
         )
     return summary
-
-
-def loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
-    """log p(continuation | context), summed over the continuation's tokens (slow reference)."""
-    whole = tokenizer(context + continuation)["input_ids"]
-    n_context = len(tokenizer(context)["input_ids"])
-    with torch.no_grad():
-        logp = model(torch.tensor([whole])).logits[0].float().log_softmax(-1)
-    return sum(logp[i - 1, whole[i]].item() for i in range(n_context, len(whole)))
-
-
-def choice_lls(model, tokenizer, context: str, choices: list[str]) -> list[float]:
-    return [loglikelihood(model, tokenizer, context, " " + choice) for choice in choices]
 
 
 def test_write_tasks_files(items, tmp_path):
