@@ -19,6 +19,7 @@ import yaml
 
 from knowpack import faults
 from knowpack.facts import Fact, save_facts
+from knowpack.io import remove_temps
 from knowpack.probe.prompts import encode
 from knowpack.runs import end_run, start_run
 from tiny import save_tiny, tiny_tokenizer
@@ -260,6 +261,7 @@ def fake_point(calls: list, reliability, retention=lambda n: 1.0):
         calls.append(cell.name)
         n, seed = cell.config.mix.n_unknown, cell.config.mix.seed
         assert cell.config.train.seed == seed and cell.config.out == str(cell.folder)
+        remove_temps(cell.folder)  # as train() does: what a run killed in this folder left
         end_run(cell.folder, start_run(cell.folder, "train"), "finished")
         ev = {
             "uptake": {"reliability": {"value": reliability(n, seed), "base": 0.0}},

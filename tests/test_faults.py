@@ -37,7 +37,8 @@ TRAIN_CASES = {
 }
 # What may differ between an uninterrupted run and a killed-then-rerun one: timings, process, resumption.
 # Any key naming seconds or a rate is a timing too.
-VOLATILE = {"started", "started_unix", "ended", "peak_memory", "pid", "command", "resumed_from", "timing"}
+VOLATILE = {"started", "started_unix", "ended", "time", "peak_memory", "pid", "command", "resumed_from"}
+VOLATILE |= {"timing"}
 
 
 def files(folder: Path) -> list[str]:
@@ -400,3 +401,22 @@ def test_export_killed_at_every_point_reruns_to_the_same_checkpoint(world, tmp_p
     train(load_config(None, overrides(world, "llama", run, "lora", "method.r=2", "train.epochs=1")))
     assert check_every_kill(lambda out: export_run(run, out, force=True), tmp_path / "exports") >= 1
     assert not [p for p in (tmp_path / "exports").iterdir() if is_temp(p.name)]
+
+
+@pytest.mark.slow
+def test_capacity_killed_at_every_point_reruns_to_the_same_answer(fake_base, tmp_path):
+    """The search's own writes (claims, capacity.json after every point, the plot), with points that train
+    nothing (their runs' kills are the train test's): the same answer, points and files."""
+    from helpers import fake_point, write_capacity
+    from knowpack.experiment.capacity import load_capacity, run_capacity
+
+    def run_into(out: Path) -> None:
+        path = write_capacity(out.parent, fake_base, out=str(out), max=20, budget={"retention": 0.5})
+        path.rename(out.parent / f"{out.name}.yaml")
+        reliability = lambda n, seed: 1.0 if n <= 11 else 0.5  # noqa: E731
+        result = run_capacity(
+            load_capacity(out.parent / f"{out.name}.yaml"), run_point=fake_point([], reliability)
+        )
+        assert result["answer"] == 11
+
+    assert check_every_kill(run_into, tmp_path, last=False) >= 3

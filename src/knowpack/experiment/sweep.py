@@ -352,7 +352,6 @@ def run_sweep(
     run_cell = run_cell or functools.partial(_train_cell, on_stage=on_stage, progress_bar=progress_bar)
     note = on_cell or (lambda cell, event: logger.info("%s: %s", cell.name, event))
     (sweep.out / "cells").mkdir(parents=True, exist_ok=True)
-    remove_temps(sweep.out / "cells", of=[f"{cell.folder.name}.claim" for cell in sweep.cells])
     remove_temps(sweep.out, of=["sweep.json"])
     for cell in sweep.cells:
         if cell_status(cell) == "finished":
@@ -528,6 +527,8 @@ def _eval_headline(path: Path) -> dict[str, Any]:
 def claim_cell(cell: Cell) -> Path | None:
     """Create `<cell>.claim` exclusively; take over a claim whose process is gone. None: someone has it."""
     path = cell.folder.with_name(cell.folder.name + ".claim")
+    # what a worker killed while claiming left; one claiming now retries if its temporary goes (_exclusive)
+    remove_temps(path.parent, of=[path.name])
     return _exclusive(path)
 
 

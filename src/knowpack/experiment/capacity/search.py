@@ -22,7 +22,7 @@ from knowpack.experiment.sweep import (
     claim_cell,
     prepare_shared,
 )
-from knowpack.io import write_json_atomic
+from knowpack.io import remove_temps, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def run_capacity(
     note = on_event or (lambda name, event: logger.info("%s: %s", name, event))
     if run_point is None:
         run_point = _train_and_evaluate(s, on_stage, progress_bar)
+    remove_temps(s.out, of=["capacity.json", "capacity.png"])  # what a killed search's writes left
     supply = _supply(s, progress_bar)
     cap = supply if s.max is None else min(s.max, supply)
     points: dict[int, dict[str, Any]] = {}
