@@ -201,8 +201,12 @@ def _trial(study: Any, plan: Plan, k: int, n_unknown: int, fixed: list[dict] | N
             unfixed = optuna.samplers.RandomSampler(seed=k)  # samples nothing: every parameter is fixed
             study.sampler = optuna.samplers.PartialFixedSampler(fixed[k], unfixed)
     else:
-        study.sampler = optuna.samplers.TPESampler(
-            seed=plan.config.sampler_seed * 100_003 + k, constraints_func=_constraints
+        study.sampler = (
+            optuna.samplers.TPESampler(  # half the trials (at least 4) at random, then TPE's model
+                seed=plan.config.sampler_seed * 100_003 + k,
+                constraints_func=_constraints,
+                n_startup_trials=max(4, plan.config.trials // 2),
+            )
         )
     asked = study.ask(_distributions(plan, n_unknown, fixed))
     record = {"index": k, "number": asked.number, "params": dict(asked.params)}
