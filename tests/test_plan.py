@@ -20,6 +20,7 @@ from knowpack.runs import read_run
 from knowpack.train import load_config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "plan"
 
 
 @pytest.fixture
@@ -51,6 +52,13 @@ def test_bad_plans_are_one_line_errors_before_any_work(world, files, tmp_path, o
         tiny_plan(world, files, tmp_path / "out", **options)
     assert error in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_shipped_plan_configs_load(path, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parents[1])  # their paths are relative to the repository
+    plan = load_plan(path)
+    assert plan.config.grid or plan.config.trials
 
 
 def test_the_cli_refuses_a_malformed_budget(files, tmp_path):
