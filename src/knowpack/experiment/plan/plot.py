@@ -21,7 +21,7 @@ def plot_plan(result: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     (damage, limit), target = next(iter(result["budget"].items())), result["target"]["reliability"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for method, points in result["frontier"].items():
         points = [
             p for p in points if p["damage"]["mean"] is not None and p["reliability"]["mean"] is not None
@@ -47,7 +47,7 @@ def plot_plan(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("reliability on the implanted facts (mean over seeds)")
     ax.set_title("Each trial: reliability against damage (n = facts implanted)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside: covers no point
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
