@@ -38,7 +38,7 @@ TRAIN_CASES = {
 # What may differ between an uninterrupted run and a killed-then-rerun one: timings, process, resumption.
 # Any key naming seconds or a rate is a timing too.
 VOLATILE = {"started", "started_unix", "ended", "time", "peak_memory", "pid", "command", "resumed_from"}
-VOLATILE |= {"timing"}
+VOLATILE |= {"timing", "git_commit"}  # a rerun may come from another checkout of the code
 
 
 def files(folder: Path) -> list[str]:
