@@ -121,8 +121,10 @@ def test_train_killed_at_every_point_reruns_to_the_uninterrupted_run(world, tmp_
     def run_into(out: Path) -> None:
         train(load_config(None, overrides(world, "llama", out, method, *settings)))
 
-    made = check_every_kill(run_into, tmp_path)
-    assert made >= 12
+    # each point's first passing (the first epoch's checkpoint writes); runs stopped at a later epoch and
+    # resumed from its checkpoint are test_resume.py's
+    made = check_every_kill(run_into, tmp_path, last=False)
+    assert made >= 10
     assert read_run(tmp_path / "cut0")["status"] == "finished"
 
 
