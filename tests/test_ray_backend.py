@@ -133,14 +133,21 @@ def test_a_ray_sweep_equals_the_local_one(tmp_path, cluster, local):
     assert config["probe"]["run"].startswith(str(out / "probe"))
 
 
-def test_a_worker_killed_mid_cell_is_retried_and_writes_only_its_own_folder(tmp_path, cluster, local):
-    """The worker training a cell is SIGKILLed (its pid from its scratch run.json, in the nodes' scratch
-    folder: at that moment OUT has no such cell); Ray reruns the cell and the driver's OUT ends complete."""
+def start_sweep(tmp_path: Path, cluster, local: Path) -> tuple[Path, Path, subprocess.Popen]:
+    """The 4-cell sweep on the cluster in a process of its own, from the local sweep's probe: (OUT, its
+    config, the process, stderr piped)."""
     out = tmp_path / "out"
     path = write_sweep(tmp_path, out)
     with_probe(local, out)
     proc = subprocess.Popen(sweep_command(path, cluster.address), env={**os.environ, **ENV}, text=True,
                             stderr=subprocess.PIPE)  # fmt: skip
+    return out, path, proc
+
+
+def test_a_worker_killed_mid_cell_is_retried_and_writes_only_its_own_folder(tmp_path, cluster, local):
+    """The worker training a cell is SIGKILLed (its pid from its scratch run.json, in the nodes' scratch
+    folder: at that moment OUT has no such cell); Ray reruns the cell and the driver's OUT ends complete."""
+    out, path, proc = start_sweep(tmp_path, cluster, local)
     try:
         killed, deadline = None, time.time() + 240
         while killed is None and time.time() < deadline:
@@ -171,11 +178,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_writes_only_its_own_folder(tmp_
 
 
 def test_a_driver_killed_mid_sweep_and_restarted_runs_no_cell_twice(tmp_path, cluster, local):
-    out = tmp_path / "out"
-    path = write_sweep(tmp_path, out)
-    with_probe(local, out)
-    proc = subprocess.Popen(sweep_command(path, cluster.address), env={**os.environ, **ENV}, text=True,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    out, path, proc = start_sweep(tmp_path, cluster, local)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not any(

@@ -110,9 +110,8 @@ def _write_facts(plan: Plan) -> None:
 
     path = plan.out / FACTS
     user = load_facts(plan.facts)
-    reference = [f for f in load_facts(plan.reference) if f.id not in {u.id for u in user}]
-    taken = {u.question for u in user}
-    reference = [f for f in reference if f.question not in taken]
+    ids, questions = {u.id for u in user}, {u.question for u in user}
+    reference = [f for f in load_facts(plan.reference) if f.id not in ids and f.question not in questions]
     drawn = random.Random(0).sample(reference, min(plan.config.reference_limit, len(reference)))
     rows = [f.to_json() for f in [*user, *drawn]]
     if path.exists():
