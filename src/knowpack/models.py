@@ -18,49 +18,18 @@ Supporting a new family is a new row. Paths are relative: `layers` from the mode
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from knowpack.devices import process_device
 from knowpack.errors import ModelError
+from knowpack.output import quiet_loading
 from knowpack.paths import organism_dir
 
 logger = logging.getLogger(__name__)
-
-THIRD_PARTY_OUTPUT = False
-"""Whether third-party libraries may print while knowpack uses them (transformers' "Loading weights" bar,
-the programs lm-eval starts): off, so that the library prints nothing; `knowpack -v` turns it on
-(`knowpack.cli.console.third_party_output`)."""
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """For the block, unless `THIRD_PARTY_OUTPUT`: transformers' progress bars (loading weights, dequantizing
-    a GGUF) off, and the libraries' deprecation warnings (PEFT asking for transformers'
-    `is_gradient_checkpointing`) not shown; both as before after it."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    if THIRD_PARTY_OUTPUT:
-        yield
-        return
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
-
 
 _GATED_MLP = {
     "layers": "model.layers",

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from knowpack import output
+
 
 def setup_logging(level: int) -> None:
     # One handler on the "knowpack" logger, bound to the current stderr (re-bound on every call, so that
@@ -54,9 +56,7 @@ def third_party_output(verbose: bool) -> None:
     and the like). knowpack's own progress bars and log lines are unaffected."""
     import os
 
-    import knowpack.models
-
-    knowpack.models.THIRD_PARTY_OUTPUT = verbose  # transformers' loading bars, programs lm-eval starts
+    output.THIRD_PARTY_OUTPUT = verbose  # transformers' loading bars, programs lm-eval starts
     level = logging.WARNING if verbose else logging.ERROR
     for name, value in _QUIET_ENV.items():
         if not verbose and name not in os.environ:

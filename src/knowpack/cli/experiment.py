@@ -102,7 +102,7 @@ def sweep(
     each claims a cell before running it. OUT/sweep.json lists every cell with its status. --backend ray runs
     every cell as a task on a Ray cluster (README: Running on a cluster).
     """
-    from knowpack.experiment.backends import check_backend
+    from knowpack.experiment.cluster import check_backend
     from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
 
     check_backend(backend, workers)
@@ -155,8 +155,8 @@ def capacity(
     OUT/points/n=<n>,seed=<s>, trained and evaluated, reused when finished. Writes OUT/capacity.json and
     OUT/capacity.png. --backend ray runs each point's runs as tasks on a Ray cluster.
     """
-    from knowpack.experiment.backends import check_backend
     from knowpack.experiment.capacity import load_capacity, run_capacity
+    from knowpack.experiment.cluster import check_backend
 
     check_backend(backend)
     loaded = load_capacity(config, overrides or [])
@@ -243,7 +243,8 @@ def plan(
     loaded = load_plan(config, overrides or [], **options)
     event = _named_event
     if loaded.config.backend == "ray":
-        from knowpack.experiment.backends import check_backend, run_plan_on_ray
+        from knowpack.experiment.backends import run_plan_on_ray
+        from knowpack.experiment.cluster import check_backend
 
         check_backend("ray")
         result = run_plan_on_ray(loaded, address=loaded.config.address, on_event=event)

@@ -60,7 +60,7 @@ def attribute(
 ) -> None:
     """LoKI's knowledge vector attribution (KVA) of every down_proj row, counted for selection."""
     from knowpack.devices import is_main_process
-    from knowpack.experiment.backends import check_backend
+    from knowpack.experiment.cluster import check_backend
     from knowpack.methods.loki.attribution import (
         attribute_named_model,
         check_prompt_source,

@@ -112,7 +112,8 @@ def probe(
     if shards is not None and backend != "ray":
         raise KnowpackError("--shards is for --backend ray (one process: --shard i/n)")
     if backend == "ray":
-        from knowpack.experiment.backends import check_backend, run_shards_on_ray
+        from knowpack.experiment.backends import run_shards_on_ray
+        from knowpack.experiment.cluster import check_backend
 
         if shard is not None or repeat_seed is not None:
             raise KnowpackError(

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from knowpack import output
 from knowpack.errors import KnowpackError
 
 log = logging.getLogger(__name__)
@@ -167,12 +168,10 @@ def _evaluate_tasks(
 
 @contextlib.contextmanager
 def _quiet_children() -> Iterator[None]:
-    """The programs lm-eval runs write their stderr to /dev/null unless `knowpack.models.THIRD_PARTY_OUTPUT`
+    """The programs lm-eval runs write their stderr to /dev/null unless `knowpack.output.THIRD_PARTY_OUTPUT`
     (`knowpack -v`): outside a git repository, the `git describe` it runs for its results' git hash prints
     "fatal: not a git repository" once per task. Python's own stderr (knowpack's lines) is kept."""
-    from knowpack import models
-
-    if models.THIRD_PARTY_OUTPUT:
+    if output.THIRD_PARTY_OUTPUT:
         yield
         return
     try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
+from knowpack.probe.config import check_probe_settings
 from knowpack.train.config import EvalConfig, RunConfig
 
 logger = logging.getLogger(__name__)
@@ -120,34 +121,6 @@ def read_probe(folder: Path) -> tuple[list[dict], dict]:
     if summary.get("status") not in (None, "finished"):
         raise KnowpackError(f"the probe in {folder} is not finished (status {summary.get('status')})")
     return records, summary
-
-
-def check_probe_settings(recorded: dict | None, kwargs: dict[str, Any], folder: Path) -> None:
-    """The base probe must have been made with the settings of the run's probe section (else before and
-    after would differ by more than the weights)."""
-    if recorded is None:
-        logger.warning("%s has no probe settings (summary.json): assuming the run config's", folder)
-        return
-    samples = kwargs["samples"]
-    expected = {
-        "n_prompts": kwargs["n_prompts"],
-        "shots": kwargs["shots"],
-        "samples": samples,
-        "temperature": kwargs["temperature"] if samples else None,
-        "top_k": kwargs["top_k"] if samples else None,
-        "max_new_tokens": kwargs["max_new_tokens"],
-        "format": kwargs["fmt"],
-        "mode": kwargs["mode"],
-        "seed": kwargs["seed"],
-    }
-    diff = [
-        f"{k} {recorded[k]!r} vs {v!r}" for k, v in expected.items() if k in recorded and recorded[k] != v
-    ]
-    if diff:
-        raise KnowpackError(
-            f"the base probe in {folder} was made with other settings than the run's probe section "
-            f"({', '.join(diff)})"
-        )
 
 
 def _facts_of(records: list[dict], facts: list[Fact], folder: Path) -> list[Fact]:

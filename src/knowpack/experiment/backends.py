@@ -29,71 +29,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knowpack.config import ranged
 from knowpack.errors import KnowpackError
+from knowpack.experiment.cluster import ClusterFile, import_ray
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("local", "ray")
-INSTALL = "pip install 'knowpack[ray]'"
 SCRATCH_ENV = "KNOWPACK_SCRATCH"
 """A node's folder for its tasks' scratch run folders (default: the node's temp folder); each task's
 folder is removed once its files are returned."""
 _RESOURCE_NAMES = {"gpus": "num_gpus", "cpus": "num_cpus", "memory": "memory"}
-
-
-@dataclass
-class ClusterFile:
-    """The keys a sweep or capacity config has for `--backend ray` (checked with their lines)."""
-
-    resources: dict[str, Any] | None = None
-    """What one cell (capacity point) asks of the cluster: `{gpus: 1, cpus: 4}`, `memory` in bytes, any
-    other key a custom Ray resource. Default: one GPU where the cluster has GPUs, else one CPU."""
-    retries: int = ranged(3, ge=0)
-    """Times Ray reruns a cell whose worker process or node died (`--backend ray`)."""
-
-
-def config_keys(cls: type) -> tuple[str, ...]:
-    """The keys of a sweep or capacity config class (a `ClusterFile`), `ClusterFile`'s last (an unknown
-    key's error lists them in this order)."""
-    import dataclasses
-
-    own = {f.name for f in dataclasses.fields(ClusterFile)}
-    names = [f.name for f in dataclasses.fields(cls)]
-    return tuple(sorted(names, key=lambda name: name in own))
-
-
-def cluster_settings(checked: ClusterFile, where: str) -> ClusterFile:
-    """`resources` and `retries` of a checked sweep or capacity config; a resource that is not a number >= 0
-    is a one-line error naming `where` (the file and the key's line)."""
-    for key, value in (checked.resources or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise KnowpackError(f"{where}: resources.{key} must be a number >= 0, not {value!r}")
-    return ClusterFile(checked.resources, checked.retries)
-
-
-def check_backend(backend: str, workers: int = 1) -> None:
-    """A one-line error for an unknown backend, `--workers` beside `--backend ray` (Ray places the tasks
-    itself), or `--backend ray` without Ray installed: before anything runs."""
-    if backend not in BACKENDS:
-        raise KnowpackError(f"unknown --backend {backend!r}; expected {' or '.join(BACKENDS)}")
-    if backend == "ray" and workers != 1:
-        raise KnowpackError("--workers is for --backend local; on Ray every cell is a task of its own")
-    if backend == "ray":
-        import_ray()
-
-
-def import_ray() -> Any:
-    """The `ray` module, or a one-line error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise KnowpackError(f"--backend ray needs Ray, which is not installed: {INSTALL}") from None
-    return ray
 
 
 @contextlib.contextmanager

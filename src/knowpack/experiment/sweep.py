@@ -57,7 +57,7 @@ from typing import Any
 
 from knowpack.config import at, build, parse_override, read_yaml
 from knowpack.errors import KnowpackError
-from knowpack.experiment.backends import ClusterFile, cluster_settings, config_keys
+from knowpack.experiment.cluster import ClusterFile, cluster_settings, config_keys
 from knowpack.faults import point
 from knowpack.io import remove_temps, write_json_atomic
 from knowpack.runs import process_gone, run_status, stage_finished

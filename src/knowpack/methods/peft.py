@@ -27,6 +27,7 @@ from typing import Any
 from knowpack.devices import is_main_process
 from knowpack.errors import KnowpackError
 from knowpack.models import architecture
+from knowpack.output import quiet_loading
 
 WEIGHTS = "adapter"
 MODULE_OPTIONS = ("target_modules", "feedforward_modules", "exclude_modules")
@@ -156,8 +157,6 @@ def save(model: Any, folder: Path, config: Any, context: dict[str, Any]) -> None
 def load(base: Any, folder: Path) -> Any:
     """The trained model: `base` with the adapter in `folder`."""
     from peft import PeftModel
-
-    from knowpack.models import quiet_loading
 
     with quiet_loading():
         return PeftModel.from_pretrained(base, str(folder)).eval()

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 SHARED_PREFIX = "knowpack_shared_prefix"
 
@@ -41,6 +42,8 @@ class SharedPrefixes:
     """
 
     def __init__(self, kv: list[list[tuple[torch.Tensor, torch.Tensor]]], group: list[int]):
+        import torch  # torch stays out of `import knowpack.probe` (the CLI's start)
+
         self.kv, self.group = kv, group
         members: dict[int, list[int]] = {}
         for i, g in enumerate(group):
@@ -162,13 +165,13 @@ def attend(
     shared, shared_lse = shared[prefixes.slot], shared_lse[prefixes.slot]
 
     # softmax over prefix and own keys together = the two partial results weighted by their total mass
-    weight = torch.sigmoid(shared_lse - own_lse)[..., None]
+    weight = (shared_lse - own_lse).sigmoid()[..., None]
     out = (own + weight * (shared - own)).to(query.dtype)
     return out.view(rows, heads, length, dim).transpose(1, 2).contiguous(), None
 
 
 def own_mask(
-    *, kv_length: int, attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32, **kwargs: Any
+    *, kv_length: int, attention_mask: torch.Tensor, dtype: torch.dtype | None = None, **kwargs: Any
 ) -> torch.Tensor:
     """The model's additive mask (eager attention's) over the own cache's written slots only (the 2D mask's
     length), not over every slot of a preallocated cache (`kv_length`): `attend` reads no more than those.
@@ -176,8 +179,10 @@ def own_mask(
     transformers' boolean mask (`sdpa_mask`, as its `eager_mask` makes it) turned additive here, on the
     mask's device: `eager_mask` before transformers 5.24 made its 0 with `torch.tensor(0.0, device=...)`, a
     copy from the host and a wait for it at every step on a GPU, which a CUDA graph cannot capture."""
+    import torch
     from transformers.masking_utils import sdpa_mask
 
+    dtype = torch.float32 if dtype is None else dtype
     kwargs.pop("allow_is_causal_skip", None)
     kwargs.pop("allow_torch_fix", None)
     allowed = sdpa_mask(
@@ -200,4 +205,6 @@ def _softmax_product(scores: torch.Tensor, value: torch.Tensor) -> tuple[torch.T
 
 def _pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
     """(1, heads, n, dim) -> (1, heads, length, dim), zeros after (masked out, never attended)."""
+    import torch
+
     return torch.nn.functional.pad(tensor, (0, 0, 0, length - tensor.shape[2]))

@@ -300,7 +300,8 @@ def _probe_facts(
 def _check_numbers(**values: Any) -> None:
     """The probe's numeric arguments against the ranges of the run config's probe section (`limit` as
     `pool`), before anything is written."""
-    from knowpack.train.config import ProbeConfig, check_field
+    from knowpack.config import check_field
+    from knowpack.probe.config import ProbeConfig
 
     for name, value in values.items():
         check_field(ProbeConfig, "pool" if name == "limit" else name, value, name)

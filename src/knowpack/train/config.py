@@ -40,6 +40,7 @@ from knowpack.config import (  # noqa: F401 (re-exported for the code that impor
 )
 from knowpack.config import at as _at
 from knowpack.errors import KnowpackError
+from knowpack.probe.config import ProbeConfig
 
 
 @dataclass
@@ -58,58 +59,6 @@ class FactsConfig:
     """Facts file (JSONL, CSV, JSON, Parquet, HF dataset), `organism` or `geo` (real facts from GeoNames)."""
     mode: str = "substring"
     """Correctness: substring (the paper's) | exact."""
-
-
-@dataclass
-class ProbeConfig:
-    run: str | None = None
-    """A finished probe folder (records.jsonl) of this model on these facts. Null: probe here, into `out`."""
-    out: str | None = None
-    """Where to probe when `run` is null (default `<run out>/probe`); an existing probe there is resumed."""
-    pool: int | None = ranged(None, ge=1)
-    """Probe only this many facts, a seeded random sample (the organism presets: a few hundred)."""
-    pool_seed: int = ranged(0, ge=0)
-    n_prompts: int = ranged(10, ge=1)
-    """Few-shot prompts per fact (N_ex)."""
-    shots: int = ranged(4, ge=0)
-    """Exemplars per prompt (k)."""
-    samples: int = ranged(16, ge=0)
-    """Samples per prompt; 0 gives the paper's three categories."""
-    temperature: float = ranged(0.5, gt=0)
-    top_k: int = ranged(40, ge=0)
-    """Sample from the k likeliest tokens (0: all)."""
-    max_new_tokens: int = ranged(32, ge=1)
-    format: str = "plain"
-    """Prompt format of the probe and of the uptake measurement: plain | chat."""
-    seed: int = ranged(0, ge=0)
-    batch_size: int | None = ranged(None, ge=1)
-    """Sequences decoded at once (null: as many as half the GPU's free memory holds, 256 on a CPU)."""
-    compile: bool = False
-    """Compile the decode step with torch.compile (the same answers; the first batches wait for it)."""
-    cuda_graphs: bool = False
-    """Replay each decode step as a CUDA graph (the same answers; on a GPU, not with compile)."""
-
-    SPEED_ONLY = ("compile", "cuda_graphs")
-    """The settings that change how fast a probe runs, never its answers."""
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "probe")
-
-    def kwargs(self) -> dict[str, Any]:
-        """These settings as `knowpack.probe()` keyword arguments."""
-        return {
-            "n_prompts": self.n_prompts,
-            "shots": self.shots,
-            "samples": self.samples,
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "max_new_tokens": self.max_new_tokens,
-            "fmt": self.format,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "compile": self.compile,
-            "cuda_graphs": self.cuda_graphs,
-        }
 
 
 @dataclass

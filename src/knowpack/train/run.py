@@ -493,7 +493,7 @@ def _probe_run(config: RunConfig, facts: list) -> tuple[list[dict], list]:
     """(records, exemplar pool) of the finished probe `probe.run`, checked against the run config before
     any model is loaded: made with the probe section's settings, over facts of the facts file, with an
     exemplar pool the facts file gives back (the uptake measured while training asks the same prompts)."""
-    from knowpack.evaluate.inputs import check_probe_settings
+    from knowpack.probe.config import check_probe_settings
     from knowpack.probe.pool import read_pool
     from knowpack.probe.run import read_records
 

@@ -14,7 +14,7 @@ from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import higher_is_better
 from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
-from knowpack.experiment.backends import ClusterFile, cluster_settings, config_keys
+from knowpack.experiment.cluster import ClusterFile, cluster_settings, config_keys
 from knowpack.experiment.sweep import (
     Cell,
     origins,

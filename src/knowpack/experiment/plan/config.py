@@ -26,9 +26,9 @@ from typing import Any
 
 from knowpack.config import build, parse_override, ranged, read_yaml
 from knowpack.errors import KnowpackError
-from knowpack.experiment.backends import BACKENDS
 from knowpack.experiment.capacity.config import Check, _budget, _check_point_tasks, _targets
-from knowpack.experiment.demo import DEMOS
+from knowpack.experiment.cluster import BACKENDS
+from knowpack.experiment.presets import DEMOS
 from knowpack.experiment.sweep import yaml_value
 from knowpack.train.config import RunConfig, load_config
 
@@ -41,7 +41,7 @@ LOKI_QUOTAS = (5, 10, 20, 30)
 ADDS = ("none", "highly_known", "paraphrase")
 
 GENERIC = {"facts": None, "prompts": "mmlu", "attribution_limit": 200, "epochs": 10, "batch_size": 4}
-"""Settings for a model without a row in `knowpack.experiment.demo.DEMOS` (a Hub id or a local folder): the
+"""Settings for a model without a row in `knowpack.experiment.presets.DEMOS` (a Hub id or a local folder): the
 reference facts must be given, and LoKI attributes on MMLU."""
 BASE_LR = {"lora": 1e-3, "loki": 1e-3, "full": 2e-5}
 """Each method's base learning rate for such a model (a trial scales it by `lr_scale`)."""

@@ -21,6 +21,9 @@ from knowpack.errors import KnowpackError
 STEPS = 7
 """The paper's number of integrated-gradient steps of KVA (`knowpack attribute --steps`)."""
 
+STRATEGIES = ("layer-balanced", "layer-balanced-high", "global-low", "global-high", "abs", "random")
+"""How `knowpack select` picks rows from an attribution (`knowpack.methods.loki.select`)."""
+
 
 @dataclass
 class Config:
@@ -49,8 +52,6 @@ class Config:
     lora_dropout: float = ranged(0.0, ge=0, lt=1)
 
     def __post_init__(self) -> None:
-        from knowpack.methods.loki.select import STRATEGIES
-
         check_ranges(self, "method")
         if self.strategy not in STRATEGIES:
             raise KnowpackError(

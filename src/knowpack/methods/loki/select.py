@@ -34,9 +34,8 @@ import numpy as np
 
 from knowpack.errors import KnowpackError
 from knowpack.io import write_text_atomic
+from knowpack.methods.loki.config import STRATEGIES
 from knowpack.methods.loki.stats import KVAStats, check_quota, rows_for_quota
-
-STRATEGIES = ("layer-balanced", "layer-balanced-high", "global-low", "global-high", "abs", "random")
 
 
 def select_nodes(
