@@ -23,8 +23,9 @@ several processes, or machines sharing the folder, can run one sweep: `knowpack 
 the same command on every machine. A claim whose process is gone (same host) is taken over.
 
 Work every cell shares is done once, under a lock: the probe of the base model (`OUT/probe/<hash>`, keyed by
-model name and files, facts and probe settings) and, for LoKI cells that attribute, the attribution
-(`OUT/attribution/<hash>`). Nothing reads a run whose status is not `finished`.
+model name and files, facts and probe settings) and the work its method declares shared
+(`knowpack.methods.SharedWork`: LoKI's attribution, `OUT/attribution/<hash>`, for cells that attribute).
+Nothing reads a run whose status is not `finished`.
 
 Training controls (`control: true` for every cell, or `control: true / false` in a case): the cell's recipe
 trained on as many HighlyKnown facts (`mix.control: true`) for as many epochs as the cell's saved weights had
@@ -60,6 +61,7 @@ from knowpack.errors import KnowpackError
 from knowpack.experiment.cluster import ClusterFile, cluster_settings, config_keys
 from knowpack.faults import point
 from knowpack.io import remove_temps, write_json_atomic
+from knowpack.methods import method_module
 from knowpack.runs import process_gone, run_status, stage_finished
 from knowpack.train.config import RunConfig, load_config
 
@@ -241,8 +243,9 @@ def yaml_value(value: Any) -> str:
 
 
 def share_work(config: RunConfig, out: Path) -> None:
-    """Point a cell at the sweep's shared probe (and LoKI attribution), keyed by what determines them: the
-    model's name and, where it can be told, its files (`knowpack.models.model_fingerprint`)."""
+    """Point a cell at the sweep's shared probe and its method's shared work (LoKI's attribution), keyed by
+    what determines them: the model's name and, where it can be told, its files
+    (`knowpack.models.model_fingerprint`), and their settings."""
     if config.probe.run is None and config.probe.out is None:
         key = {**_model_key(config), "facts": config.facts.path, "mode": config.facts.mode}
         settings = config.probe.kwargs()
@@ -251,18 +254,10 @@ def share_work(config: RunConfig, out: Path) -> None:
         key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **settings)
         config.probe.out = str(out / "probe" / _hash(key))
     options = config.method.options
-    if config.method.name == "loki" and not options.get("positions") and not options.get("attribution"):
-        if not options.get("attribution_out"):
-            from knowpack.methods.loki import Config as Loki  # its defaults, written once
-
-            key = {
-                **_model_key(config),
-                "prompts": options.get("prompts", Loki.prompts),
-                "per_subject": options.get("per_subject", Loki.per_subject),
-                "limit": options.get("attribution_limit"),
-                "heldout": True,  # the prompts are the tasks' attribution splits (knowpack.heldout)
-            }
-            options["attribution_out"] = str(out / "attribution" / _hash(key))
+    work = method_module(config.method.name).shared_work(options)
+    if work is not None and not options.get(f"{work.name}_out"):
+        key = {**_model_key(config), **work.key}
+        options[f"{work.name}_out"] = str(out / work.name / _hash(key))
 
 
 def control_key(config: RunConfig) -> dict[str, Any]:
@@ -450,20 +445,13 @@ def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None 
                     run_base_probe(config, progress)
         config.probe.run, config.probe.out = str(probe), None
     options = config.method.options
-    attribution = options.get("attribution_out") if config.method.name == "loki" else None
-    if attribution:
-        with _lock(Path(attribution)):
-            if not stage_finished(attribution):
-                from knowpack.methods import method_config
-                from knowpack.methods.loki import ensure_attribution
-                from knowpack.models import load_model
-
-                model, tokenizer = load_model(
-                    config.model.name, dtype=config.model.dtype, device=config.train.device
-                )
-                loki = method_config("loki", options)
-                ensure_attribution(model, tokenizer, loki, Path(attribution), progress_bar=progress_bar)
-        options["attribution"] = options.pop("attribution_out")
+    work = method_module(config.method.name).shared_work(options)
+    folder = options.get(f"{work.name}_out") if work is not None else None
+    if folder:
+        with _lock(Path(folder)):
+            if not stage_finished(folder):
+                work.run(config, Path(folder), progress_bar)
+        options[work.name] = options.pop(f"{work.name}_out")
 
 
 def write_summary(sweep: Sweep) -> dict[str, Any]:

@@ -49,3 +49,8 @@ def load(base: Any, folder: Path) -> Any:
 def merge(model: Any) -> Any:
     """Nothing to merge: the model is already plain."""
     return model
+
+
+def shared_work(options: dict[str, Any]) -> None:
+    """No work before training to share between runs."""
+    return None

@@ -13,9 +13,9 @@ from typing import Any
 
 from knowpack.config import check_ranges, ranged
 from knowpack.errors import KnowpackError
-from knowpack.methods.peft import load, merge, save, target_modules, wrap
+from knowpack.methods.peft import load, merge, save, shared_work, target_modules, wrap
 
-__all__ = ["WEIGHTS", "Config", "load", "merge", "prepare", "save", "target_modules"]
+__all__ = ["WEIGHTS", "Config", "load", "merge", "prepare", "save", "shared_work", "target_modules"]
 
 WEIGHTS = "adapter"
 _INITS = ("default", "gaussian", "pissa", "olora")

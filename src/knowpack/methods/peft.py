@@ -184,3 +184,8 @@ def _adalora_callback() -> Any:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def shared_work(options: dict[str, Any]) -> None:
+    """No work before training to share between runs."""
+    return None

@@ -24,7 +24,16 @@ import importlib
 from typing import Any
 
 from knowpack.methods.loki.config import Config
-from knowpack.methods.loki.model import WEIGHTS, ensure_attribution, load, merge, prepare, save, selection
+from knowpack.methods.loki.model import (
+    WEIGHTS,
+    ensure_attribution,
+    load,
+    merge,
+    prepare,
+    save,
+    selection,
+    shared_work,
+)
 
 _API = {
     "kva_scores": "knowpack.methods.loki.kva",
@@ -58,6 +67,7 @@ __all__ = [
     "prepare",
     "save",
     "selection",
+    "shared_work",
     *_API,
 ]
 

@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from knowpack.methods import SharedWork, method_config
 from knowpack.methods.loki.config import Config
 
 logger = logging.getLogger(__name__)
@@ -109,3 +110,26 @@ def merge(model: Any) -> Any:
     from knowpack.methods.loki.layer import loki_modules, merge_loki
 
     return merge_loki(model) if loki_modules(model) else model
+
+
+def shared_work(options: dict[str, Any]) -> SharedWork | None:
+    """The attribution, which runs on the same model with the same prompts share (`knowpack sweep` makes it
+    once, under OUT/attribution); None when the options give the rows (`positions`) or an attribution."""
+    if options.get("positions") or options.get("attribution"):
+        return None
+    key = {
+        "prompts": options.get("prompts", Config.prompts),
+        "per_subject": options.get("per_subject", Config.per_subject),
+        "limit": options.get("attribution_limit"),
+        "heldout": True,  # the prompts are the tasks' attribution splits (knowpack.heldout)
+    }
+    return SharedWork("attribution", key, _shared_attribution)
+
+
+def _shared_attribution(config: Any, folder: Path, progress_bar: Callable[[str], Any] | None) -> None:
+    """Attribute into `folder` with the run config `config`'s model and LoKI settings."""
+    from knowpack.models import load_model
+
+    model, tokenizer = load_model(config.model.name, dtype=config.model.dtype, device=config.train.device)
+    loki = method_config("loki", config.method.options)
+    ensure_attribution(model, tokenizer, loki, folder, progress_bar=progress_bar)
