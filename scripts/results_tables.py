@@ -77,7 +77,11 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
     if sweep.suffix == ".json":
         return json.loads(sweep.read_text(encoding="utf-8"))["cells"]
     out = []
-    for folder in sorted((sweep / "cells" if (sweep / "cells").is_dir() else sweep).glob("*")):
+    if (sweep / "plan.json").exists():  # a plan: its trials' run folders, trials/<trial>/seed=<seed>
+        folders = sorted(sweep.glob("trials/*/seed=*"), key=lambda f: (int(f.parent.name), f.name))
+    else:
+        folders = sorted((sweep / "cells" if (sweep / "cells").is_dir() else sweep).glob("*"))
+    for folder in folders:
         if (
             folder.suffix == ".claim"
             or run_status(folder) != "finished"
@@ -85,13 +89,18 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
         ):
             continue
         config = yaml.safe_load((folder / "config.yaml").read_text())
+        trial = folder.parent / "trial.json"
+        params = json.loads(trial.read_text())["params"] if trial.exists() else None
         out.append(
             {
-                "name": folder.name,
+                "name": folder.name
+                if folder.parent.parent.name != "trials"
+                else f"trial={folder.parent.name},{folder.name}",
                 "config": config,
                 "seed": config["mix"]["seed"],
                 "train": json.loads((folder / "train.json").read_text()),
                 "eval": json.loads((folder / "eval.json").read_text()),
+                **({"params": params} if params else {}),
             }
         )
     return out
@@ -122,10 +131,12 @@ def compact(cell: dict[str, Any]) -> dict[str, Any]:
         },
         "train": {
             "epochs_run": train.get("epochs_run"),
+            "kept_epoch": train.get("kept_epoch"),
             "trainable_parameters": train.get("trainable_parameters"),
             "epochs": [{k: e.get(k) for k in ("epoch", "step", "reliability")} for e in train["epochs"]],
         },
         "eval": ev,
+        **({"params": cell["params"]} if "params" in cell else {}),
     }
 
 
@@ -345,6 +356,112 @@ def real(folder: Path) -> str:
     return judged(["method", "seeds"] + [f"{n} − base" for n in names], rows)
 
 
+METHOD_LABEL = {"lora": "LoRA", "loki": "LoKI", "full": "full fine-tuning"}
+GEO = ["retention", "geo_mc", "geo_text bits/byte"]
+"""The real model's plan tables' measures: each against its baseline (null or base)."""
+
+
+def steps(cell: dict) -> int | None:
+    """Optimizer steps up to the kept epoch (the weights evaluated): the steps confound of a comparison."""
+    epochs, kept = cell["train"]["epochs"], cell["train"].get("kept_epoch")
+    return next((e["step"] for e in epochs if e["epoch"] == kept), epochs[-1]["step"] if epochs else None)
+
+
+def headline(folder: Path) -> str:
+    """The real model's methods at their presets over seeds (a plan with one trial per method): reliability,
+    steps and each measure against its baseline per method, then every pair of methods paired by seed (the
+    same seed: the same facts, in the same order) on each measure; one Holm family for the whole table."""
+    groups = grouped(cells(folder), lambda c: c["config"]["method"]["name"])
+    order = [m for m in METHOD_LABEL if m in groups]
+    rows: list[list[Any]] = []
+    for m in order:
+        seeds = groups[m]
+        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
+        st = interval([steps(c) for c in seeds.values()])
+        rows.append(
+            [METHOD_LABEL[m], str(len(seeds)), format_interval(rel), format_interval(st, ".1f")]
+            + [{**effect(seeds, n), "fmt": fmt_for(n)} for n in GEO]
+        )
+    out = judged(["method", "seeds", "reliability", "steps"] + [f"{n} − base" for n in GEO], rows)
+    pairs = [
+        (a, b)
+        for a, b in (("loki", "lora"), ("full", "lora"), ("loki", "full"))
+        if a in groups and b in groups
+    ]
+    rows = []
+    for a, b in pairs:
+        shared = sorted(set(groups[a]) & set(groups[b]))
+        rel = paired_interval(
+            [groups[a][s]["eval"]["uptake"]["reliability"]["value"] for s in shared],
+            [groups[b][s]["eval"]["uptake"]["reliability"]["value"] for s in shared],
+        )
+        rows.append(
+            [f"{METHOD_LABEL[a]} − {METHOD_LABEL[b]}", str(len(shared)), format_interval(rel, "+.3f")]
+            + [test(difference(groups[a], groups[b], n), less_damage(n), fmt_for(n)) for n in GEO]
+        )
+    head = ["comparison (claim: a damages less)", "seeds", "reliability a − b"] + GEO
+    return out + "\n\n" + judged(head, rows)
+
+
+def front(folder: Path) -> str:
+    """Each method's uptake-damage front (a plan's grid of learning rates, several seeds a point): every
+    point's reliability, steps and retention against the null; then each pair of methods compared at the
+    reliabilities both fronts reach (`knowpack.report.curves`: interpolated, paired bootstrap over seeds),
+    each row saying how many resamples reached the level."""
+    from knowpack.report.curves import matched_damage, method_curves
+
+    found = cells(folder)
+    groups = grouped(
+        found, lambda c: (list(METHOD_LABEL).index(c["config"]["method"]["name"]), c["params"]["lr_scale"])
+    )
+    rows = []
+    for (i, scale), seeds in sorted(groups.items()):
+        cell = next(iter(seeds.values()))
+        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
+        st = interval([steps(c) for c in seeds.values()])
+        rows.append(
+            [
+                list(METHOD_LABEL.values())[i],
+                f"x{scale:g} ({cell['config']['train']['lr']:.2g})",
+                str(len(seeds)),
+            ]
+            + [format_interval(rel), format_interval(st, ".1f"), format_interval(effect(seeds, "retention"))]
+        )
+    out = table(["method", "lr", "seeds", "reliability", "steps", "retention − null"], rows)
+    points = []
+    for c in found:
+        v, base = value(c, "retention")
+        points.append(
+            {
+                "method": c["config"]["method"]["name"],
+                "group": f"lr x{c['params']['lr_scale']:g}",
+                "n": c["config"]["mix"]["n_unknown"],
+                "seed": c["seed"],
+                "reliability": c["eval"]["uptake"]["reliability"]["value"],
+                "retention": None if v is None or base is None else v - base,
+            }
+        )
+    curves = method_curves(points)
+    matched = []
+    for a, b in (("loki", "lora"), ("full", "lora"), ("loki", "full")):
+        if a not in curves or b not in curves:
+            continue
+        for r in matched_damage({a: curves[a], b: curves[b]}):
+            if "−" not in r["method"]:
+                continue
+            name = " − ".join(METHOD_LABEL[m] for m in r["method"].split(" − "))
+            reached = f"{r['reached']} of {r['resamples']}"
+            matched.append([f"{r['reliability']:.3f}", name, cell_text(r), reached])
+    head = ["at reliability", "a − b", "retention difference [95% CI] (✓: shown)", "resamples reaching it"]
+    note = f"(points: {method_note()}; differences: {stats_note()})"
+    return out + "\n\n" + table(head, matched) + "\n\n" + note
+
+
+def stats_note() -> str:
+    """The matched comparison's interval method (`knowpack.report.curves`)."""
+    return "paired percentile bootstrap over seeds of the interpolated fronts, 2,000 resamples, uncorrected"
+
+
 def capacity(folder: Path) -> str:
     """capacity.json's answer, its confidence and every point's pass rate."""
     data = json.loads((folder / "capacity.json").read_text())
@@ -370,6 +487,8 @@ TABLES: dict[str, tuple[str, str, Callable[[Path, argparse.Namespace], str]]] = 
     "matched": ("LoKI vs LoRA at equal uptake", "loki-matched", lambda p, a: matched(p)),
     "capacity": ("capacity", "capacity", lambda p, a: capacity(p)),
     "real": ("the real model's headroom roles", "smollm2-h", lambda p, a: real(p)),
+    "headline": ("the real model's methods at their presets", "smollm2-headline", lambda p, a: headline(p)),
+    "front": ("the real model's uptake-damage fronts", "smollm2-front", lambda p, a: front(p)),
 }
 """Table name (RESULTS.md's marker) -> (title, the source it reads, how it renders)."""
 MARKER = re.compile(r"<!-- results_tables: (\S+) -->\n(.*?)<!-- /results_tables -->", re.S)
@@ -377,7 +496,9 @@ MARKER = re.compile(r"<!-- results_tables: (\S+) -->\n(.*?)<!-- /results_tables 
 
 def run_source(name: str, args: argparse.Namespace) -> Path:
     """Where table source `name` lies among the run folders."""
-    return {"capacity": args.capacity, "smollm2-h": args.real}.get(name, args.runs / name)
+    named = {"capacity": args.capacity, "smollm2-h": args.real}
+    named |= {"smollm2-headline": args.headline, "smollm2-front": args.front}
+    return named.get(name, args.runs / name)
 
 
 def record_source(name: str, records: Path) -> Path:
@@ -419,6 +540,13 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("runs/replicate/smollm2-h"),
         help="the SmolLM2 LoRA / LoKI run folders evaluated on geo_mc, geo_misconceptions and geo_text",
     )
+    for name in ("headline", "front"):
+        parser.add_argument(
+            f"--{name}",
+            type=Path,
+            default=Path(f"out/plan-smollm2-{name}"),
+            help=f"the plan folder of configs/plan/smollm2-{name}.yaml",
+        )
     parser.add_argument("--records", type=Path, default=RECORDS, help="the compact records' folder")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--collect", action="store_true", help="write the run folders' compact records")

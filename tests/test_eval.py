@@ -214,9 +214,14 @@ def test_eval_writes_eval_json_with_every_block(world, evaluated):
             assert "prompt_sensitivity" in entry["baselines"]
             assert entry["base"] == expected[name]["value"]
     baselines = shift["baselines"]
+    redraws = [str(world["probe"] / f"repeat-seed-{s}") for s in range(1, 6)]  # five exemplar redraws
     assert baselines["prompt_sensitivity"] == {
-        "folder": str(world["probe"] / "repeat-seed-1"), "seed": 1, "reused": False
+        "folder": redraws[0], "seed": 1, "folders": redraws, "seeds": [1, 2, 3, 4, 5], "reused": 0
     }  # fmt: skip
+    draws = shift["untrained"]["retention"]["prompt_sensitivity"]["draws"]
+    assert len(draws) == 5 and shift["untrained"]["retention"]["baselines"]["prompt_sensitivity"] == (
+        pytest.approx(sum(draws) / 5)
+    )
     assert null["computed"].startswith("an untrained lora run") and null["reused"] is False
     assert (null["seed"], null["sample_seed"]) == (0, 1) and baselines["training_control"] is None
     assert null["recipe"] == {"method": "lora", "options": {"r": 2}}
@@ -254,7 +259,7 @@ def test_noise_floor_and_base_benchmarks_are_reused_by_every_run_of_the_same_pro
     before = (floor.stat().st_mtime_ns, (world["probe"] / "repeat-seed-1" / "records.jsonl").read_bytes())
     other = make_run(world["root"], world["model"], world["probe"], "run-seed1", "mix.seed=1")
     ev = evaluate_run(other, benchmarks=["world_mc"], limit=4)
-    assert ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["reused"] is True
+    assert ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["reused"] == 5
     assert ev["benchmarks"]["base_reused"] == ["world_mc"]
     assert (
         ev["benchmarks"]["tasks"]["world_mc"]["acc"]["base"]

@@ -182,19 +182,25 @@ def test_every_metric_has_a_definition():
 
 def test_prompt_sensitivity_stands_beside_the_null_as_context():
     null = list(BEFORE)  # a greedy null: the base probe again, nothing moves
+    # two exemplar redraws: the first loses c (MK->UK), the second moves nothing
     prompts = [rec("a", HK), rec("b", HK), rec("c", UK), rec("d", UK), rec("e", UK), rec("f", UK)]
-    out = m.compare_knowledge(BEFORE, AFTER, None, null, prompts)
+    out = m.compare_knowledge(BEFORE, AFTER, None, null, [prompts, list(BEFORE)])
     neg, kept = out["negative_shift"], out["retention"]
     assert neg["base"] == 0.0 and neg["baseline"] == "measurement_null"
-    assert neg["baselines"] == {"prompt_sensitivity": pytest.approx(1 / 3)}  # c MK->UK of a, b, c
-    assert kept["value"] == 0.5 and kept["base"] == 1.0 and kept["baselines"] == {"prompt_sensitivity": 1.0}
+    assert neg["baselines"] == {"prompt_sensitivity": pytest.approx(1 / 6)}  # mean of 1/3 (c of a, b, c), 0
+    assert neg["prompt_sensitivity"]["draws"] == [pytest.approx(1 / 3), 0.0]
+    low, high = neg["prompt_sensitivity"]["interval"]  # Student-t over 2 redraws: t(0.975, 1) = 12.706
+    assert high - 1 / 6 == pytest.approx(12.7062 / 6, rel=1e-4)  # the standard error: 1/6
+    assert low == pytest.approx(1 / 3 - high)
+    assert kept["value"] == 0.5 and kept["base"] == 1.0
+    assert kept["baselines"]["prompt_sensitivity"] == 1.0
     assert out["transitions"]["base"]["unchanged"] == 1.0
-    assert out["transitions"]["prompt_sensitivity"]["counts"][MK][UK] == 1
+    assert out["transitions"]["prompt_sensitivity"]["counts"][MK][UK] == 1  # the first redraw's
     ev = {"knowledge_shift": {"all": out}}
     assert m.metric_value(ev, "retention", scope="all") == (0.5, 1.0)
     assert m.metric_value(ev, "retention", against="prompt_sensitivity", scope="all") == (0.5, 1.0)
     assert m.metric_value(ev, "negative_shift", against="prompt_sensitivity", scope="all")[1] == (
-        pytest.approx(1 / 3)
+        pytest.approx(1 / 6)
     )
     with pytest.raises(KnowpackError, match="refusal_rate is not read against prompt_sensitivity"):
         m.metric_value(ev, "refusal_rate", against="prompt_sensitivity")
@@ -250,11 +256,12 @@ def test_soft_retention_is_the_mean_p_greedy_after_of_the_facts_highly_known_bef
     assert m.retention_soft(before, after)["value"] == pytest.approx((1.0 + 0.9 + 0.0) / 3)
     assert m.retention_soft(before, after, ids={"a", "b"})["value"] == pytest.approx(0.95)
     assert m.retention_soft(before, after, ids={"d", "e"}) == {"value": None, "n": 0}  # none HighlyKnown
-    entry = m.compare_knowledge(before, after, None, null, prompts)["retention_soft"]
+    entry = m.compare_knowledge(before, after, None, null, [prompts])["retention_soft"]
     assert entry["value"] == pytest.approx(1.9 / 3) and entry["base"] == pytest.approx(2.9 / 3)
-    assert entry["baselines"] == {"prompt_sensitivity": pytest.approx(2.8 / 3)}
+    assert entry["baselines"]["prompt_sensitivity"] == pytest.approx(2.8 / 3)
+    assert entry["prompt_sensitivity"]["interval"] is None  # one redraw: no interval
     assert entry["baseline"] == "measurement_null" and entry["n"] == 3
-    assert m.compare_knowledge(before, after, None, null, prompts)["retention"]["value"] == pytest.approx(
+    assert m.compare_knowledge(before, after, None, null, [prompts])["retention"]["value"] == pytest.approx(
         1 / 3
     )
     assert "retention_soft" in m.headline("report") and "retention_soft" in m.headline("sweep")

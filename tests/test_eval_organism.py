@@ -57,7 +57,8 @@ def test_the_untouched_base_shows_no_shift_and_prompt_sensitivity_some(tmp_path,
     assert floor["transitions"]["unchanged"] == 1.0 and floor["transitions"]["base"]["unchanged"] == 1.0
     assert floor["transitions"]["prompt_sensitivity"]["unchanged"] < 1.0
     base = _categories(probe_run)
-    repeat = _categories(ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["folder"])
+    redraws = [_categories(f) for f in ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["folders"]]
+    assert len(redraws) == 5 and len({tuple(r.values()) for r in redraws}) > 1  # other exemplars each time
     for block in ("trained", "untrained", "all"):
         shift = ev["knowledge_shift"][block]
         for name in ("positive_shift", "negative_shift"):
@@ -69,19 +70,23 @@ def test_the_untouched_base_shows_no_shift_and_prompt_sensitivity_some(tmp_path,
             )
         retention = shift["retention"]
         assert retention["value"] == (1.0 if retention["n"] else None), block
-    # prompt sensitivity of every fact, counted here from the two probes' categories (greedy: three of them)
+    # prompt sensitivity of every fact, counted here from the base probe's and each redraw's categories
+    # (greedy: three of them); the baseline is their mean over redraws
     all_ = ev["knowledge_shift"]["all"]
     ids = list(base)
     for name, moves in (("positive_shift", _UP), ("negative_shift", _DOWN)):
         could = [i for i in ids if base[i] in {a for a, _ in moves}]
-        moved = sum((base[i], repeat[i]) in moves for i in could)
+        moved = [sum((base[i], repeat[i]) in moves for i in could) / len(could) for repeat in redraws]
         assert all_[name]["eligible"] == len(could)
-        assert all_[name]["baselines"]["prompt_sensitivity"] == pytest.approx(moved / len(could)), name
+        assert all_[name]["prompt_sensitivity"]["draws"] == pytest.approx(moved), name
+        assert all_[name]["baselines"]["prompt_sensitivity"] == pytest.approx(sum(moved) / 5), name
         assert all_[name]["base"] == 0.0, name  # the measurement null
     known = [i for i in ids if base[i] == "HighlyKnown"]
-    kept = sum(repeat[i] == "HighlyKnown" for i in known)
+    kept = [sum(repeat[i] == "HighlyKnown" for i in known) / len(known) for repeat in redraws]
     assert all_["retention"]["n"] == len(known) and all_["retention"]["base"] == 1.0
-    assert all_["retention"]["baselines"]["prompt_sensitivity"] == pytest.approx(kept / len(known))
+    assert all_["retention"]["prompt_sensitivity"]["draws"] == pytest.approx(kept)
+    low, high = all_["retention"]["prompt_sensitivity"]["interval"]
+    assert low < sum(kept) / 5 < high
     behaviour = ev["behaviour"]["all"]
     for name in ("refusal_rate", "unique_answers", "top_answer_share", "answer_entropy", "confidence"):
         assert behaviour[name]["value"] == pytest.approx(behaviour[name]["base"], abs=1e-6), name
@@ -89,7 +94,7 @@ def test_the_untouched_base_shows_no_shift_and_prompt_sensitivity_some(tmp_path,
     up = ev["uptake"]
     for name in ("reliability", "zero_shot_accuracy", "generalization", "generalization_zero_shot"):
         assert up[name]["delta"] == pytest.approx(0.0, abs=1e-9), name
-    assert ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["reused"] is False
+    assert ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["reused"] == 0
 
 
 def test_a_model_against_its_own_probe_with_the_same_seed_shows_no_shift(tmp_path):
@@ -126,7 +131,7 @@ def test_lora_on_50_unknown_facts_shows_uptake_shift_refusals_and_world_mc(tmp_p
     assert up["generalization"]["source"] == "meta.heldout_paraphrases" and up["generalization"]["n"] == 100
     assert up["generalization"]["value"] > up["generalization"]["base"]
     shift = ev["knowledge_shift"]
-    assert shift["baselines"]["prompt_sensitivity"]["reused"] is True  # probed by the first test
+    assert shift["baselines"]["prompt_sensitivity"]["reused"] == 5  # probed by the first test
     assert (
         shift["trained"]["positive_shift"]["value"] >= 0.9
         and shift["trained"]["positive_shift"]["base"] < 0.1

@@ -6,8 +6,9 @@ Both live in the base probe's folder (a run's `probe/`, or the shared `probe.run
                                   `weights/`, the method at its initial values as its `save` writes them,
                                   and `sample-seed-<S>/`, that untrained run re-probed with the base
                                   probe's prompts and sampling seed S (the base seed + 1; evaluate/null.py)
-    <probe>/repeat-seed-<S>/      prompt sensitivity: a second probe of the untouched base, same settings,
-                                  seed S (base seed + 1), hence other exemplars
+    <probe>/repeat-seed-<S>/      prompt sensitivity: further probes of the untouched base, same settings,
+                                  seeds S = base seed + 1, + 2, ... (`eval.prompt_redraws` of them), hence
+                                  other exemplars
     <probe>/noise_floor.json      its transition matrix against the base probe (as `--repeat-seed` writes it)
     <probe>/base_benchmarks.json  the base model's lm-eval results, one entry per (task, settings)
     <probe>/base_uptake.json      the base model's zero-shot and held-out-paraphrase answers, per fact and
@@ -58,12 +59,24 @@ def locked(folder: Path) -> Iterator[None]:
 def find_repeat(folder: Path, settings: dict | None, ids: set[str], seed: int) -> Path | None:
     """A finished repeat probe in `folder` with the base probe's `settings` but another seed, covering `ids`:
     `repeat-seed-<seed>` first, then any other; None when there is none."""
+    found = find_repeats(folder, settings, ids, [seed], 1)
+    return found[0] if found else None
+
+
+def find_repeats(
+    folder: Path, settings: dict | None, ids: set[str], seeds: Sequence[int], count: int
+) -> list[Path]:
+    """Up to `count` distinct finished repeat probes in `folder` with the base probe's `settings` but another
+    seed, covering `ids`: `repeat-seed-<seed>` for each of `seeds` first, then any other, in name order."""
     from knowpack.probe.noise import repeat_folder
     from knowpack.probe.run import read_records
 
-    candidates = [repeat_folder(folder, seed)]
-    candidates += sorted(p for p in folder.glob("repeat-seed-*") if p != candidates[0])
+    wanted = [repeat_folder(folder, s) for s in seeds]
+    candidates = wanted + sorted(p for p in folder.glob("repeat-seed-*") if p not in wanted)
+    found: list[Path] = []
     for path in candidates:
+        if len(found) == count:
+            break
         try:
             summary = json.loads((path / "summary.json").read_text())
         except (OSError, ValueError):
@@ -74,8 +87,8 @@ def find_repeat(folder: Path, settings: dict | None, ids: set[str], seed: int) -
         if settings is not None and _without_seed(other) != _without_seed(settings):
             continue
         if ids <= {r["id"] for r in read_records(path / "records.jsonl")}:
-            return path
-    return None
+            found.append(path)
+    return found
 
 
 def noise_floor_records(
@@ -88,11 +101,14 @@ def noise_floor_records(
     settings: dict | None,
     probe_kwargs: dict[str, Any],
     seed: int,
+    redraws: int = 1,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[dict], Path, bool]:
-    """Records of a second probe of the untouched base (`model`) over `facts`, with `probe_kwargs` but
-    `seed`, from `folder` when it holds one (see `find_repeat`), else probed into `folder/repeat-seed-<seed>`.
-    Returns (records in the order of `facts`, its folder, whether it was reused)."""
+) -> tuple[list[list[dict]], list[Path], int]:
+    """Records of `redraws` further probes of the untouched base (`model`) over `facts`, with `probe_kwargs`
+    but other seeds (hence other exemplars): those in `folder` first (see `find_repeats`: seed `seed`,
+    `seed + 1`, ... preferred), the rest probed into `folder/repeat-seed-<s>` at the next free seeds from
+    `seed` on. Returns (one list of records per redraw, in the order of `facts`; their folders; how many were
+    reused). `noise_floor.json` holds the first redraw's transition matrix against the base probe."""
     from knowpack.probe.noise import NOISE_FLOOR_FILE, repeat_folder
     from knowpack.probe.run import probe, read_records
     from knowpack.probe.scoring import transition_matrix
@@ -104,19 +120,24 @@ def noise_floor_records(
         # the pool as recorded now (a base probe from before may describe it in words): a repeat probe
         # is reused only when it drew from exactly this pool
         settings = {**settings, "exemplar_pool": pool_identity(probe_kwargs["exemplars"])}
+    base_seed = (settings or {}).get("seed")
     with locked(folder):
-        found = find_repeat(folder, settings, ids, seed)
-        reused = found is not None
-        if found is None:
-            found = repeat_folder(folder, seed)
-            probe(model, tokenizer, facts, **{**probe_kwargs, "seed": seed}, out=found, progress=progress)
-        by_id = {r["id"]: r for r in read_records(found / "records.jsonl")}
-        records = [by_id[f.id] for f in facts]
+        found = find_repeats(folder, settings, ids, range(seed, seed + redraws), redraws)
+        reused = len(found)
+        free = (s for s in range(seed, seed + 10 * redraws + 1) if s != base_seed)
+        while len(found) < redraws:
+            draw = next(s for s in free if repeat_folder(folder, s) not in found)
+            path = repeat_folder(folder, draw)
+            probe(model, tokenizer, facts, **{**probe_kwargs, "seed": draw}, out=path, progress=progress)
+            found.append(path)
+        draws = []
+        for path in found:
+            by_id = {r["id"]: r for r in read_records(path / "records.jsonl")}
+            draws.append([by_id[f.id] for f in facts])
         if not (folder / NOISE_FLOOR_FILE).exists():
-            matrix = transition_matrix(base_records, records)
-            write_json_atomic(folder / NOISE_FLOOR_FILE, matrix)
-    logger.info("noise floor: %s (%s)", found, "reused" if reused else "probed")
-    return records, found, reused
+            write_json_atomic(folder / NOISE_FLOOR_FILE, transition_matrix(base_records, draws[0]))
+    logger.info("prompt sensitivity: %s (%d reused)", ", ".join(map(str, found)), reused)
+    return draws, found, reused
 
 
 def measurement_null_records(

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.stats import interval
 from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS, is_refusal, normalize
 from knowpack.probe.scoring import CATEGORIES, transition_matrix
 
@@ -671,14 +672,14 @@ def compare_knowledge(
     after: Sequence[dict],
     ids: Collection[str] | None = None,
     null: Sequence[dict] | None = None,
-    prompts: Sequence[dict] | None = None,
+    prompts: Sequence[Sequence[dict]] | None = None,
 ) -> dict[str, Any]:
     """Knowledge shift of the facts in `ids` from `before` to `after`: the transition matrix, positive and
     negative shift and retention, each beside the same number between `before` and `null` (the measurement
     null: the base re-probed with the same prompts, another sampling seed; the entry's `base`, None when not
-    given) and, as context, between `before` and `prompts` (prompt sensitivity: other exemplars; the entry's
-    `baselines.prompt_sensitivity`, when given)."""
-    categories = categories_of(before, after, null or [], prompts or [])
+    given) and, as context, between `before` and each of `prompts` (prompt sensitivity: the base re-probed
+    with other exemplars, one list of records per redraw; see `redrawn`), when given."""
+    categories = categories_of(before, after, null or [], *(prompts or []))
     matrix = transitions(before, after, ids, categories)
     out: dict[str, Any] = {"n": matrix["n"], "categories": list(categories)}
     out["transitions"] = {
@@ -688,28 +689,43 @@ def compare_knowledge(
         "baseline": MEASUREMENT_NULL,
     }
     found = {}
-    for name, records in (("base", null), ("prompt_sensitivity", prompts)):
-        if records is not None:
-            found[name] = _knowledge(before, records, ids, categories)
-            out["transitions"][name] = {k: found[name][0][k] for k in ("counts", "shares", "unchanged")}
+    if null is not None:
+        found["base"] = _knowledge(before, null, ids, categories)
+    if prompts:
+        draws = [_knowledge(before, records, ids, categories) for records in prompts]
+        found["prompt_sensitivity"] = draws[0]  # the first redraw's transitions, as context
+    for name, (matrix, _) in found.items():
+        out["transitions"][name] = {k: matrix[k] for k in ("counts", "shares", "unchanged")}
     out.update(_knowledge_entries(_knowledge(before, after, ids, categories), found.get("base")))
-    if "prompt_sensitivity" in found:
-        context = _knowledge_entries(found["prompt_sensitivity"], None)
-        for name, entry in context.items():
-            out[name]["baselines"] = {"prompt_sensitivity": entry["value"]}
+    if prompts:
+        context = [_knowledge_entries(draw, None) for draw in draws]
+        for name in context[0]:
+            out[name].update(redrawn([c[name]["value"] for c in context]))
     for name, function in COMPARED.items():
         out[name] = _compared_entry(name, function, before, after, ids, null, prompts)
     return out
 
 
+def redrawn(values: Sequence[float | None]) -> dict[str, Any]:
+    """What an entry gets from the prompt-sensitivity redraws' values: `baselines.prompt_sensitivity`, their
+    mean (what reads as the baseline), and `prompt_sensitivity`: every redraw's value (`draws`) and the 95%
+    interval over redraws (`interval`, `knowpack.evaluate.stats.interval`; None with one redraw)."""
+    ci = interval(values)
+    bounds = None if ci["low"] is None else [ci["low"], ci["high"]]
+    return {
+        "baselines": {"prompt_sensitivity": ci["mean"]},
+        "prompt_sensitivity": {"draws": list(values), "interval": bounds},
+    }
+
+
 def _compared_entry(name, function, before, after, ids, null, prompts) -> dict[str, Any]:
     """The entry of a registered two-probe metric: after vs before, its base the same between before and the
-    measurement null (None without), prompt sensitivity under `baselines` when given."""
+    measurement null (None without), prompt sensitivity (over its redraws) under `baselines` when given."""
     found = dict(function(before, after, ids))
     base = function(before, null, ids)["value"] if null is not None else None
     entry = metric(name, found.pop("value"), base, **found, baseline=MEASUREMENT_NULL)
-    if prompts is not None:
-        entry["baselines"] = {"prompt_sensitivity": function(before, prompts, ids)["value"]}
+    if prompts:
+        entry.update(redrawn([function(before, records, ids)["value"] for records in prompts]))
     return entry
 
 
@@ -751,7 +767,7 @@ def compare_behaviour(
     ids: Collection[str] | None = None,
     patterns: Sequence[str] | None = None,
     null: Sequence[dict] | None = None,
-    prompts: Sequence[dict] | None = None,
+    prompts: Sequence[Sequence[dict]] | None = None,
 ) -> dict[str, Any]:
     """Behaviour of the facts in `ids` in probe `after` beside probe `before` (the base model's; None: a
     model alone, every base None): refusal rate, diversity, confidence, and the explosion of `after` against
@@ -762,7 +778,7 @@ def compare_behaviour(
         after = [r for r in after if r["id"] in ids]
         before = None if before is None else [r for r in before if r["id"] in ids]
         null = None if null is None else [r for r in null if r["id"] in ids]
-        prompts = None if prompts is None else [r for r in prompts if r["id"] in ids]
+        prompts = None if prompts is None else [[r for r in draw if r["id"] in ids] for draw in prompts]
     new = behaviour(after, patterns)
     old = behaviour(before, patterns) if before is not None else None
 
@@ -799,10 +815,10 @@ def compare_behaviour(
         out["explosion_share"] = metric(
             "explosion_share", exploded["share"], floor["share"], baseline=MEASUREMENT_NULL
         )
-        if prompts is not None:
-            context = explosion(before, prompts, patterns)
-            out["explosion"]["baselines"] = {"prompt_sensitivity": context["value"]}
-            out["explosion_share"]["baselines"] = {"prompt_sensitivity": context["share"]}
+        if prompts:
+            context = [explosion(before, records, patterns) for records in prompts]
+            out["explosion"].update(redrawn([c["value"] for c in context]))
+            out["explosion_share"].update(redrawn([c["share"] for c in context]))
     return out
 
 

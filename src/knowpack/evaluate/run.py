@@ -36,7 +36,7 @@ from knowpack.evaluate import metrics as m
 from knowpack.evaluate.base import (
     cached_benchmarks,
     cached_uptake,
-    find_repeat,
+    find_repeats,
     measurement_null_records,
     noise_floor_records,
     same_model,
@@ -254,7 +254,8 @@ class _Base:
     source: str | None
     null: list[dict]
     null_block: dict[str, Any]
-    prompts: list[dict] | None
+    prompts: list[list[dict]] | None
+    """Prompt sensitivity: the base re-probed with other exemplars, one list of records per redraw."""
     prompts_block: dict[str, Any] | None
     bench: dict | None
     bench_reused: list[str] | None
@@ -514,21 +515,23 @@ def _trained_answers(inp: RunInputs) -> set[str]:
 
 
 def _prompt_sensitivity(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps):
-    """(repeat records, eval.json's `prompt_sensitivity` block), or (None, None) when switched off
-    (`eval.noise_floor`, its historical name)."""
+    """(the redraws' records, one list each; eval.json's `prompt_sensitivity` block), or (None, None) when
+    switched off (`eval.noise_floor`, its historical name)."""
     if not inp.eval.noise_floor:
         return None, None
     seed = inp.eval.noise_seed if inp.eval.noise_seed is not None else inp.config.probe.seed + 1
-    earlier = find_repeat(inp.probe_dir, inp.probe_settings, {f.id for f in inp.probed}, seed)
-    what = f"prompt sensitivity (the untouched base probed with seed {seed}, other exemplars)"
-    # a reused probe is only read: no bar to draw
+    count = inp.eval.prompt_redraws
+    ids = {f.id for f in inp.probed}
+    earlier = find_repeats(inp.probe_dir, inp.probe_settings, ids, range(seed, seed + count), count)
+    what = f"prompt sensitivity (the untouched base probed with {count} other exemplar draws, seeds {seed}+)"
+    # reused probes are only read: no bar to draw
     with steps(
-        what if earlier is None else f"{what}: reusing {earlier}",
+        what if len(earlier) < count else f"{what}: reusing {len(earlier)}",
         "prompt_sensitivity",
-        f"prompt sensitivity (seed {seed})",
-        bar=earlier is None,
+        f"prompt sensitivity (seeds {seed}+)",
+        bar=len(earlier) < count,
     ) as progress:
-        repeat, folder, reused = noise_floor_records(
+        draws, folders, reused = noise_floor_records(
             lm,
             tokenizer,
             inp.probed,
@@ -537,9 +540,12 @@ def _prompt_sensitivity(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps):
             settings=inp.probe_settings,
             probe_kwargs={**inp.probe_kwargs, "exemplars": inp.pool},
             seed=seed,
+            redraws=count,
             progress=progress,
         )
-    return repeat, {"folder": str(folder), "seed": seed, "reused": reused}
+    seeds = [json.loads((f / "summary.json").read_text())["settings"]["seed"] for f in folders]
+    block = {"folders": [str(f) for f in folders], "seeds": seeds, "reused": reused}
+    return draws, {"folder": block["folders"][0], "seed": seeds[0], **block}
 
 
 def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps):

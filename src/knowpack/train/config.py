@@ -250,11 +250,15 @@ class EvalConfig:
     batch_size: int | None = ranged(None, ge=1)
     """Benchmark items scored at once (null: lm-eval's "auto", the most that fits, on a GPU; 16 on a CPU)."""
     noise_floor: bool = True
-    """Prompt sensitivity (its historical name): probe the untouched base a second time with another seed,
-    hence other exemplars (cached beside the base probe), and set every shift beside it as context. The
-    measurement null (same prompts, another sampling seed) is always measured."""
+    """Prompt sensitivity (its historical name): probe the untouched base again with other seeds, hence
+    other exemplars (`prompt_redraws` times, cached beside the base probe), and set every shift beside it as
+    context. The measurement null (same prompts, another sampling seed) is always measured."""
     noise_seed: int | None = ranged(None, ge=0)
-    """Seed of that second probe (null: the probe's seed + 1)."""
+    """Seed of the first of those probes (null: the probe's seed + 1); the others take the next seeds."""
+    prompt_redraws: int = ranged(5, ge=1)
+    """How many times prompt sensitivity redraws the exemplars: each shift's `baselines.prompt_sensitivity`
+    is the mean over redraws; the entry's `prompt_sensitivity` holds every redraw's value and their 95%
+    Student-t interval."""
     refusal_patterns: list[str] | None = None
     """Regular expressions marking an answer as a refusal (null: knowpack.facts.DEFAULT_REFUSAL_PATTERNS)."""
     control: str | None = None
