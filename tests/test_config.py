@@ -14,7 +14,8 @@ from knowpack.config import parse_override
 from knowpack.errors import KnowpackError
 from knowpack.experiment.capacity import load_capacity
 from knowpack.experiment.sweep import load_sweep
-from knowpack.train.config import ProbeConfig, load_config
+from knowpack.probe.config import ProbeConfig
+from knowpack.train.config import load_config
 from knowpack.world.config import load_world_config
 
 

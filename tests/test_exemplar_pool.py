@@ -151,8 +151,8 @@ def test_eval_model_samples_the_facts_a_run_with_the_same_pool_probes(monkeypatc
     same pool gives the facts `knowpack train` probes (probe.pool, probe.pool_seed)."""
     import knowpack.evaluate.run as run
     import knowpack.models
+    from knowpack.probe.config import ProbeConfig
     from knowpack.probe.pool import sample_facts
-    from knowpack.train.config import ProbeConfig
 
     facts = list(load_facts("organism"))
     seen = []

@@ -16,8 +16,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("organism", "geo", "layers"),
     # the inputs: facts, models (the real model's files among them)
     ("facts", "real", "models"),
-    # asking a model what it knows
-    ("probe",),
+    # asking a model what it knows; evaluation's settings (the run config below training composes them)
+    ("probe", "evaluate/config"),
     # the implanting methods
     ("methods",),
     # training a run

@@ -10,7 +10,8 @@ import typer
 from knowpack.cli.console import progress_bar
 from knowpack.cli.options import Device, config_option
 from knowpack.errors import KnowpackError
-from knowpack.train.config import EvalConfig, ProbeConfig
+from knowpack.evaluate.config import EvalConfig
+from knowpack.probe.config import ProbeConfig
 
 P, E = ProbeConfig, EvalConfig
 

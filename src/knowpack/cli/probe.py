@@ -11,7 +11,7 @@ import typer
 from knowpack.cli.console import progress_bar
 from knowpack.cli.options import Address, Dtype, Facts, Model, Shard, Shards, config_option
 from knowpack.errors import KnowpackError
-from knowpack.train.config import ProbeConfig
+from knowpack.probe.config import ProbeConfig
 
 P = ProbeConfig
 

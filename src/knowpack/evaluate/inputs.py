@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.config import EvalConfig
 from knowpack.facts.schema import Fact
 from knowpack.probe.config import check_probe_settings
-from knowpack.train.config import EvalConfig, RunConfig
+from knowpack.train.config import RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from knowpack.evaluate.base import (
     noise_floor_records,
     same_model,
 )
+from knowpack.evaluate.config import EvalConfig
 from knowpack.evaluate.inputs import (
     RunInputs,
     _read_jsonl,
@@ -53,7 +54,7 @@ from knowpack.evaluate.null import null_recipe, untrained_model
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
 from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
-from knowpack.train.config import EvalConfig
+from knowpack.probe.config import ProbeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,6 @@ def evaluate_named_model(
     from knowpack.facts import load_facts
     from knowpack.models import load_model
     from knowpack.probe.pool import sample_facts
-    from knowpack.train.config import ProbeConfig
 
     fact_set = list(load_facts(facts)) if isinstance(facts, (str, Path)) else list(facts)
     chosen = sample_facts(fact_set, pool, ProbeConfig.pool_seed if pool_seed is None else pool_seed)

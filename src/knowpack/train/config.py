@@ -4,15 +4,16 @@
     config.mix.n_unknown       # 50
     config.method.options      # {"r": 8, "alpha": 16, ...}, checked by the method's own config class
 
-Sections: `model`, `facts`, `probe`, `mix`, `method`, `train`, `eval`, and the top-level `out`. Every key
-can be overridden on the command line as `section.key=value` (the value is read as YAML: `8`, `0.5`, `true`,
-`[a, b]`, `null`). Unknown keys and values of the wrong type are one-line errors naming the file, the line
-and the key. Every numeric setting has a range (`ranged(default, ge=1)` on its dataclass field, checked by
-`check_field` with its type, and again by the dataclass's `__post_init__` for configs built in Python): a
-learning rate of 0 or a batch of -4 is refused when the config is read, not three minutes into a run.
-`method` holds `name` (lora | loki | full | peft) and that method's own settings, which the method's config
-dataclass checks the same way (see `knowpack.methods`). The checks, the YAML reading and the override
-grammar are `knowpack.config`'s, shared with the sweep, capacity and world configs.
+Sections: `model`, `facts`, `probe`, `mix`, `method`, `train`, `eval`, and the top-level `out`; `probe` and
+`eval` are their stages' own (`knowpack.probe.config.ProbeConfig`, `knowpack.evaluate.config.EvalConfig`), the
+rest are defined here. Every key can be overridden on the command line as `section.key=value` (the value is
+read as YAML: `8`, `0.5`, `true`, `[a, b]`, `null`). Unknown keys and values of the wrong type are one-line
+errors naming the file, the line and the key. Every numeric setting has a range (`ranged(default, ge=1)` on
+its dataclass field, checked by `check_field` with its type, and again by the dataclass's `__post_init__` for
+configs built in Python): a learning rate of 0 or a batch of -4 is refused when the config is read, not three
+minutes into a run. `method` holds `name` (lora | loki | full | peft) and that method's own settings, which
+the method's config dataclass checks the same way (see `knowpack.methods`). The checks, the YAML reading and
+the override grammar are `knowpack.config`'s, shared with the sweep, capacity and world configs.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from knowpack.config import (  # noqa: F401 (re-exported for the code that impor
 )
 from knowpack.config import at as _at
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.config import EvalConfig
 from knowpack.probe.config import ProbeConfig
 
 
@@ -232,42 +234,6 @@ def check_trainer_args(args: dict[str, Any], where: Callable[[str], str] = lambd
         key = min(named, key=message.find)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise KnowpackError(f"{where(key)}: train.trainer_args.{key}: {first}") from None
-
-
-@dataclass
-class EvalConfig:
-    """Settings `knowpack eval RUN` reads from the run (the train verb only records them); the eval verb's
-    options override them."""
-
-    benchmarks: list[str] = field(default_factory=list)
-    """lm-eval tasks to run on the base and the trained model (e.g. world_mc, mmlu, truthfulqa_mc2)."""
-    limit: int | None = ranged(None, ge=1)
-    """Items per benchmark (null: all)."""
-    num_fewshot: int | None = ranged(None, ge=0)
-    """Shots per benchmark item (null: each task's own, e.g. world_mc 5, TruthfulQA 0)."""
-    tasks_dir: str | None = None
-    """A folder of lm-eval task YAMLs of your own (offline tasks on local data); world_* tasks need none."""
-    batch_size: int | None = ranged(None, ge=1)
-    """Benchmark items scored at once (null: lm-eval's "auto", the most that fits, on a GPU; 16 on a CPU)."""
-    noise_floor: bool = True
-    """Prompt sensitivity (its historical name): probe the untouched base again with other seeds, hence
-    other exemplars (`prompt_redraws` times, cached beside the base probe), and set every shift beside it as
-    context. The measurement null (same prompts, another sampling seed) is always measured."""
-    noise_seed: int | None = ranged(None, ge=0)
-    """Seed of the first of those probes (null: the probe's seed + 1); the others take the next seeds."""
-    prompt_redraws: int = ranged(5, ge=1)
-    """How many times prompt sensitivity redraws the exemplars: each shift's `baselines.prompt_sensitivity`
-    is the mean over redraws; the entry's `prompt_sensitivity` holds every redraw's value and their 95%
-    Student-t interval."""
-    refusal_patterns: list[str] | None = None
-    """Regular expressions marking an answer as a refusal (null: knowpack.facts.DEFAULT_REFUSAL_PATTERNS)."""
-    control: str | None = None
-    """A finished training-control run of the same recipe and base probe (`mix.control: true`): every damage
-    metric is also read against it (eval.json's `control` entries); evaluated first when it has no eval.json.
-    """
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "eval")
 
 
 @dataclass

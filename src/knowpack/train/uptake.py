@@ -23,7 +23,7 @@ from knowpack.devices import broadcast, is_main_process
 from knowpack.facts.schema import Fact
 from knowpack.faults import point
 from knowpack.io import honour_umask, save_tensors, write_json_atomic
-from knowpack.train.config import ProbeConfig
+from knowpack.probe.config import ProbeConfig
 
 logger = logging.getLogger(__name__)
 
