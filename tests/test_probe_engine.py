@@ -4,6 +4,7 @@ that depend on the seed only (not on batching); and the files `probe()` writes, 
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from functools import partial
@@ -16,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from helpers import engine_facts, reference_greedy
 from knowpack.errors import KnowpackError
 from knowpack.probe import probe, read_records
+from knowpack.probe.config import KEYWORDS, ProbeConfig
 from knowpack.probe.engine import SYNC_EVERY_CUDA, Engine, Request, prefill_chunks, split_prefix
 from knowpack.probe.graphs import Replay
 from knowpack.probe.prompts import build_prompts, encode
@@ -113,6 +115,33 @@ def test_probe_writes_files_and_resumes_after_a_kill(tokenizer, tmp_path):
     assert sum(summary["categories"].values()) == len(facts)
     assert set(summary["relation"]) == {"birth_city", "employer"}
     assert summary["timing"]["prefix_reused"] == summary["timing"]["prompts"] > 0
+
+
+def test_each_probe_default_is_written_once_in_probe_config(tokenizer, tmp_path):
+    """`probe()` names none of the settings `ProbeConfig` holds: with no settings it probes as with
+    `ProbeConfig()`, or with its values spelled out; a keyword stands in for the config's value."""
+    assert not set(inspect.signature(probe).parameters) & set(KEYWORDS)
+    model, pool = tiny_model("llama", tokenizer), engine_facts()
+    facts = pool[:2]
+    spelled = {**ProbeConfig().kwargs(), "pool_seed": ProbeConfig().pool_seed}
+    runs = {
+        "bare": probe(model, tokenizer, facts, exemplars=pool, out=tmp_path / "bare"),
+        "config": probe(model, tokenizer, facts, ProbeConfig(), exemplars=pool, out=tmp_path / "config"),
+        "spelled": probe(model, tokenizer, facts, exemplars=pool, out=tmp_path / "spelled", **spelled),
+    }
+    assert runs["bare"] == runs["config"] == runs["spelled"]
+    assert len(runs["bare"][0]["samples"]) == ProbeConfig.n_prompts
+    settings = {name: json.loads((tmp_path / name / "summary.json").read_text())["settings"] for name in runs}
+    assert settings["bare"] == settings["config"] == settings["spelled"]
+
+    config = ProbeConfig(n_prompts=2, samples=0, max_new_tokens=4)
+    probe(model, tokenizer, facts, config, shots=1, exemplars=pool, out=tmp_path / "override")
+    got = json.loads((tmp_path / "override" / "summary.json").read_text())["settings"]
+    assert (got["n_prompts"], got["shots"], got["samples"], got["max_new_tokens"]) == (2, 1, 0, 4)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'prompts'"):
+        probe(model, tokenizer, facts, prompts=2)
+    with pytest.raises(KnowpackError, match="shots"):
+        probe(model, tokenizer, facts, config, shots=-1)
 
 
 def test_prompts_beyond_a_sliding_window_warn_and_reuse_no_prefix(tokenizer, caplog):

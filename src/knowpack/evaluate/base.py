@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.io import write_json_atomic
+from knowpack.probe.config import ProbeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def measurement_null_records(
     from knowpack.probe.noise import NULL_SAMPLE_OFFSET, null_folder
     from knowpack.probe.run import probe, read_records
 
-    seed = probe_kwargs.get("seed", 0)
+    seed = probe_kwargs.get("seed", ProbeConfig.seed)
     sample_seed = seed + NULL_SAMPLE_OFFSET
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = null_folder(folder, key, sample_seed)

@@ -6,6 +6,7 @@ They sit with the probe, below training and evaluation, which both read them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,20 +54,35 @@ class ProbeConfig:
         check_ranges(self, "probe")
 
     def kwargs(self) -> dict[str, Any]:
-        """These settings as `knowpack.probe()` keyword arguments."""
-        return {
-            "n_prompts": self.n_prompts,
-            "shots": self.shots,
-            "samples": self.samples,
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "max_new_tokens": self.max_new_tokens,
-            "fmt": self.format,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "compile": self.compile,
-            "cuda_graphs": self.cuda_graphs,
-        }
+        """These settings as `knowpack.probe()` keyword arguments (sweeps key their shared probe by them and
+        eval.json records them, so their names stay as they are: `fmt` for `format`)."""
+        return {keyword: getattr(self, name) for keyword, name in KEYWORDS.items() if keyword != "pool_seed"}
+
+    def override(self, **settings: Any) -> ProbeConfig:
+        """A copy with `settings` (`knowpack.probe()` keywords, `KEYWORDS`) in place of these; an unknown
+        keyword is a TypeError, as for any function."""
+        unknown = sorted(set(settings) - set(KEYWORDS))
+        if unknown:
+            raise TypeError(f"probe() got an unexpected keyword argument {unknown[0]!r}")
+        return dataclasses.replace(self, **{KEYWORDS[k]: v for k, v in settings.items()})
+
+
+KEYWORDS: dict[str, str] = {
+    "n_prompts": "n_prompts",
+    "shots": "shots",
+    "samples": "samples",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "max_new_tokens": "max_new_tokens",
+    "fmt": "format",
+    "seed": "seed",
+    "batch_size": "batch_size",
+    "compile": "compile",
+    "cuda_graphs": "cuda_graphs",
+    "pool_seed": "pool_seed",
+}
+"""`knowpack.probe()`'s keywords for the settings of `ProbeConfig` -> the field each sets. `run`, `out` and
+`pool` are the run config's: `probe()` takes a folder `out` and a `limit` of its own."""
 
 
 def check_probe_settings(recorded: dict | None, kwargs: dict[str, Any], folder: Path) -> None:

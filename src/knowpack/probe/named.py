@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.probe.config import ProbeConfig
 
 MODES = ("substring", "exact")
 """Correctness modes (`knowpack.facts.normalize.is_correct`)."""
@@ -68,7 +69,7 @@ def probe_named_model(
         return ProbeResult(first, second, matrix)
     from knowpack.probe.run import probe
 
-    label = f"probe (seed {settings.get('seed', 0)})"
+    label = f"probe (seed {settings.get('seed', ProbeConfig.seed)})"
     with progress_bar(label) if progress_bar else nullcontext(None) as progress:
         records = probe(
             lm, tokenizer, fact_set, out=out, progress=progress, exemplars=pool, backend=backend, **settings
@@ -81,13 +82,13 @@ def check_probe_request(
     repeat_seed: int | None = None,
     device: str | None = None,
     backend: str = "torch",
-    fmt: str = "plain",
+    fmt: str = ProbeConfig.format,
     mode: str = "substring",
-    seed: int = 0,
+    seed: int = ProbeConfig.seed,
     limit: int | None = None,
     shard: str | None = None,
-    compile: bool = False,
-    cuda_graphs: bool = False,
+    compile: bool = ProbeConfig.compile,
+    cuda_graphs: bool = ProbeConfig.cuda_graphs,
     **numbers: Any,
 ) -> None:
     """The choices of a probe request, as one-line errors before anything loads (`probe()` checks the
@@ -126,7 +127,7 @@ def _load(model: str, facts: str, exemplars: str | None, device, dtype: str, bac
     if backend == "vllm":
         from knowpack.probe.vllm_backend import load
 
-        lm, tokenizer = load(model, dtype=dtype, seed=settings.get("seed", 0))
+        lm, tokenizer = load(model, dtype=dtype, seed=settings.get("seed", ProbeConfig.seed))
     else:
         lm, tokenizer = load_model(model, device=device, dtype=dtype)
     return lm, tokenizer, fact_set, pool

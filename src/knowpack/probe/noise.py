@@ -30,6 +30,7 @@ from typing import Any
 from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
+from knowpack.probe.config import ProbeConfig
 
 NOISE_FLOOR_FILE = "noise_floor.json"
 """The prompt sensitivity's transition matrix beside the base probe (the file keeps its first name)."""
@@ -54,7 +55,7 @@ def noise_floor(
     facts: Sequence[Fact],
     *,
     out: str | os.PathLike,
-    seed: int = 0,
+    seed: int = ProbeConfig.seed,
     repeat_seed: int,
     progress_bar: Callable[[str], Any] | None = None,
     **settings: Any,

@@ -33,11 +33,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from knowpack.config import check_field
 from knowpack.errors import KnowpackError
 from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS
 from knowpack.facts.schema import Fact
 from knowpack.io import append_jsonl, remove_temps, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
+from knowpack.probe.config import ProbeConfig
 from knowpack.probe.engine import CPU_BATCH_ROWS, Engine, Request, check_speed, split_prefix
 from knowpack.probe.pool import POOL_FILE, pool_identity, sample_facts, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
@@ -52,31 +54,25 @@ def probe(
     model: Any,
     tokenizer: Any,
     facts: Sequence[Fact],
+    config: ProbeConfig | None = None,
     *,
-    n_prompts: int = 10,
-    shots: int = 4,
-    samples: int = 16,
-    temperature: float = 0.5,
-    top_k: int = 40,
-    max_new_tokens: int = 32,
-    fmt: str = "plain",
     mode: str = "substring",
     exemplars: Sequence[Fact] | None = None,
-    seed: int = 0,
     sample_seed: int | None = None,
-    batch_size: int | None = None,
     out: str | os.PathLike | None = None,
     shard: str | tuple[int, int] | None = None,
     limit: int | None = None,
-    pool_seed: int = 0,
     reuse_prefix: bool = True,
     backend: str = "torch",
-    compile: bool = False,
-    cuda_graphs: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
     """Probe every fact (see the module docstring); returns the records of this run's facts, in order.
 
+    `config`: the probe's settings (None: `ProbeConfig()`, where each default is written once); `settings`:
+    any of them by keyword, in place of the config's (`ProbeConfig.override`: n_prompts, shots, samples,
+    temperature, top_k, max_new_tokens, fmt, seed, batch_size, compile, cuda_graphs, pool_seed). The config's
+    `run`, `out` and `pool` are the run config's: here `out` and `limit` say where and how many.
     `sample_seed` changes only the sampling noise (None: `seed`, which also fixes the exemplars): the same
     prompts with other samples, the measurement null of `knowpack eval`.
     `batch_size` is rows decoded at once (a prompt takes 1 + samples rows; None: from the free memory on a
@@ -89,59 +85,61 @@ def probe(
     engine's decode step through `torch.compile`; `cuda_graphs`: replayed as a CUDA graph (engine.py,
     graphs.py; the answers are the same either way).
     """
-    _check_arguments(
-        backend=backend, compile=compile, cuda_graphs=cuda_graphs, mode=mode, temperature=temperature,
-        n_prompts=n_prompts, shots=shots, samples=samples, top_k=top_k, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, limit=limit, pool_seed=pool_seed,
-    )  # fmt: skip
+    c = _resolve(config, settings, backend=backend, mode=mode, limit=limit)
     all_facts = list(facts)
     pool = all_facts if exemplars is None else list(exemplars)
     index, count = parse_shard(shard) if shard is not None else (0, 1)
-    sampled = {f.id for f in sample_facts(all_facts, limit, pool_seed)}
+    sampled = {f.id for f in sample_facts(all_facts, limit, c.pool_seed)}
     chosen = [f for f in all_facts if f.id in sampled][index::count]
     if backend == "vllm":
-        model, tokenizer, name = _vllm_model(model, tokenizer, seed)
+        model, tokenizer, name = _vllm_model(model, tokenizer, c.seed)
     else:
         name = model_name(model)
-    settings = _settings(
-        name, backend, pool, n_prompts=n_prompts, shots=shots, samples=samples, temperature=temperature,
-        top_k=top_k, max_new_tokens=max_new_tokens, fmt=fmt, mode=mode, seed=seed, sample_seed=sample_seed,
-    )  # fmt: skip
-    records_path, summary_path, done = _open_folder(out, shard and (index, count), settings, pool)
+    recorded = _settings(name, backend, pool, c, mode=mode, sample_seed=sample_seed)
+    records_path, summary_path, done = _open_folder(out, shard and (index, count), recorded, pool)
     todo = [f for f in chosen if f.id not in done]
     if done:
         logger.info("resuming: %d of %d facts already probed", len(chosen) - len(todo), len(chosen))
 
     sampling = dict(
-        samples=samples,
-        temperature=temperature,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        seed=seed if sample_seed is None else sample_seed,
+        samples=c.samples,
+        temperature=c.temperature,
+        top_k=c.top_k,
+        max_new_tokens=c.max_new_tokens,
+        seed=c.seed if sample_seed is None else sample_seed,
     )
-    speed = dict(compile=compile, cuda_graphs=cuda_graphs)
-    engine = _engine(backend, model, tokenizer, batch_size, reuse_prefix, speed, sampling)
+    speed = dict(compile=c.compile, cuda_graphs=c.cuda_graphs)
+    engine = _engine(backend, model, tokenizer, c.batch_size, reuse_prefix, speed, sampling)
     new = _probe_into(
-        todo, list(done.values()), settings, (records_path, summary_path), pool, engine, tokenizer, progress,
-        chunk=max(64, 8 * max(1, (batch_size or CPU_BATCH_ROWS) // (1 + samples))),
+        todo, list(done.values()), recorded, (records_path, summary_path), pool, engine, tokenizer, progress,
+        chunk=max(64, 8 * max(1, (c.batch_size or CPU_BATCH_ROWS) // (1 + c.samples))),
     )  # fmt: skip
     return [done.get(f.id) or new[f.id] for f in chosen]
+
+
+def _resolve(
+    config: ProbeConfig | None, settings: dict[str, Any], *, backend: str, mode: str, limit: int | None
+) -> ProbeConfig:
+    """`config` (None: the defaults) with the keyword `settings` in its place, after the probe's choices and
+    numbers are checked as one-line errors naming the keyword, before anything is written."""
+    base = ProbeConfig() if config is None else config
+    values = {**base.kwargs(), "pool_seed": base.pool_seed, **settings}
+    _check_arguments(
+        backend=backend, compile=values["compile"], cuda_graphs=values["cuda_graphs"], mode=mode,
+        temperature=values["temperature"], n_prompts=values["n_prompts"], shots=values["shots"],
+        samples=values["samples"], top_k=values["top_k"], max_new_tokens=values["max_new_tokens"],
+        batch_size=values["batch_size"], limit=limit, pool_seed=values["pool_seed"],
+    )  # fmt: skip
+    return base.override(**settings)
 
 
 def _settings(
     name: str | None,
     backend: str,
     pool: list[Fact],
+    config: ProbeConfig,
     *,
-    n_prompts: int,
-    shots: int,
-    samples: int,
-    temperature: float,
-    top_k: int,
-    max_new_tokens: int,
-    fmt: str,
     mode: str,
-    seed: int,
     sample_seed: int | None = None,
 ) -> dict[str, Any]:
     """What a probe was made with (summary.json's `settings`; a resumed probe must match); sampling's
@@ -149,15 +147,15 @@ def _settings(
     return {
         "model": name,
         "backend": backend,
-        "n_prompts": n_prompts,
-        "shots": shots,
-        "samples": samples,
-        "temperature": temperature if samples else None,
-        "top_k": top_k if samples else None,
-        "max_new_tokens": max_new_tokens,
-        "format": fmt,
+        "n_prompts": config.n_prompts,
+        "shots": config.shots,
+        "samples": config.samples,
+        "temperature": config.temperature if config.samples else None,
+        "top_k": config.top_k if config.samples else None,
+        "max_new_tokens": config.max_new_tokens,
+        "format": config.format,
         "mode": mode,
-        "seed": seed,
+        "seed": config.seed,
         "exemplar_pool": pool_identity(pool),
         # recorded only when set: probes made before it keep their settings
         **({"sample_seed": sample_seed} if sample_seed is not None else {}),
@@ -300,9 +298,6 @@ def _probe_facts(
 def _check_numbers(**values: Any) -> None:
     """The probe's numeric arguments against the ranges of the run config's probe section (`limit` as
     `pool`), before anything is written."""
-    from knowpack.config import check_field
-    from knowpack.probe.config import ProbeConfig
-
     for name, value in values.items():
         check_field(ProbeConfig, "pool" if name == "limit" else name, value, name)
 

@@ -557,7 +557,7 @@ def _run_probe(config: RunConfig, model: Any, tokenizer: Any, facts: list, out: 
         model,
         tokenizer,
         chosen,
-        **p.kwargs(),
+        p,
         mode=config.facts.mode,
         exemplars=facts,
         out=p.out or out / "probe",

@@ -42,8 +42,7 @@ def measure_reliability(
     """Greedy probe of `facts`: reliability (mean p_greedy), the HighlyKnown share, p_greedy per fact."""
     from knowpack.probe.run import probe as run_probe
 
-    settings = {**probe.kwargs(), "samples": 0}
-    records = run_probe(model, tokenizer, facts, **settings, mode=mode, exemplars=exemplars)
+    records = run_probe(model, tokenizer, facts, probe, samples=0, mode=mode, exemplars=exemplars)
     p = {r["id"]: r["p_greedy"] for r in records}
     n = max(1, len(p))
     return {
