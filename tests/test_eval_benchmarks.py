@@ -136,7 +136,7 @@ def test_unknown_tasks_and_task_folders_are_one_line_errors(tmp_path):
 
 @pytest.mark.slow
 def test_tasks_run_with_the_papers_shots_unless_told(lora_model, monkeypatch):
-    import knowpack.evaluate.benchmarks as benchmarks
+    from knowpack.evaluate import benchmarks
 
     model, tokenizer = lora_model
     monkeypatch.setitem(benchmarks.PAPER_SHOTS, "world_mc", 2)  # as mmlu: 5 where lm-eval's default is 0

@@ -97,8 +97,7 @@ def test_eval_and_the_noise_floor_re_probe_with_the_base_pool(world, tmp_path):
 
 
 def test_train_measures_uptake_with_the_base_pool(world, tmp_path, monkeypatch):
-    import knowpack.train.uptake
-    from knowpack.train import load_config, train
+    from knowpack.train import load_config, train, uptake
 
     seen = []
 
@@ -106,7 +105,7 @@ def test_train_measures_uptake_with_the_base_pool(world, tmp_path, monkeypatch):
         seen.append(list(exemplars))
         return {"reliability": 0.0, "highly_known": 0.0, "p_greedy": {}}
 
-    monkeypatch.setattr(knowpack.train.uptake, "measure_reliability", measure)
+    monkeypatch.setattr(uptake, "measure_reliability", measure)
     config = load_config(None, run_overrides(world, tmp_path / "run"))
     train(config)
     assert seen and all(asked(world, pool) == recorded(world) for pool in seen)
@@ -149,8 +148,8 @@ def run_overrides(world, out: Path) -> list[str]:
 def test_eval_model_samples_the_facts_a_run_with_the_same_pool_probes(monkeypatch, tmp_path):
     """`eval --model --pool N` draws its facts with the run config's pool seed, not the probe seed, so the
     same pool gives the facts `knowpack train` probes (probe.pool, probe.pool_seed)."""
-    import knowpack.evaluate.run as run
     import knowpack.models
+    from knowpack.evaluate import run
     from knowpack.probe.config import ProbeConfig
     from knowpack.probe.pool import sample_facts
 

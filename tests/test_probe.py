@@ -152,12 +152,3 @@ def test_split_prefix_and_sampling_noise():
     assert u.shape == (3, 1000)
     assert torch.equal(u, _uniform(keys, 3, ranks)) and not torch.equal(u, _uniform(keys, 4, ranks))
     assert 0 < u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.02
-
-
-def test_public_api_knowpack_probe_is_callable_and_a_package():
-    import knowpack
-
-    assert callable(knowpack.probe) and knowpack.probe.transition_matrix is transition_matrix
-    import knowpack.probe.run  # importing the subpackage rebinds the name; it stays callable
-
-    assert callable(knowpack.probe) and knowpack.probe.probe is knowpack.probe.run.probe

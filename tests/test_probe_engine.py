@@ -289,7 +289,7 @@ def test_batch_rows_from_free_memory():
 def test_the_batch_size_from_memory_gives_the_same_answers(tokenizer, monkeypatch):
     """batch_size None: 256 rows on a CPU; with free memory (faked) for few rows, batches of that many rows,
     and the answers of any batch size."""
-    import knowpack.probe.engine as engine_module
+    from knowpack.probe import engine as engine_module
     from knowpack.probe.engine import kv_bytes_per_token
 
     model, facts = tiny_model("llama", tokenizer), engine_facts()
