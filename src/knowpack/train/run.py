@@ -49,6 +49,9 @@ from knowpack.io import (
     write_text_atomic,
 )
 from knowpack.methods import method_config, method_module
+from knowpack.probe.config import check_probe_settings
+from knowpack.probe.pool import pool_identity, read_pool, sample_facts
+from knowpack.probe.run import probe, read_records
 from knowpack.runs import RUN_FILE, end_run, run_status, start_run
 from knowpack.train.config import RunConfig
 from knowpack.train.mix import add_replay, build_mix, check_mix, check_replay, load_replay
@@ -228,7 +231,6 @@ def _summary(config, model, rows, mix, before, uptake, last, checkpoint, runtime
 def _probe_in_run(config: RunConfig, model, tokenizer, facts, out: Path, stage, bar) -> tuple[list, list]:
     """(records, exemplar pool) of the base probe made inside the run (`<out>/probe` or `probe.out`): the
     main process probes, the others read its records."""
-    from knowpack.probe.pool import read_pool
 
     stage("probing (what does the model know?)")
     if is_main_process():
@@ -236,8 +238,6 @@ def _probe_in_run(config: RunConfig, model, tokenizer, facts, out: Path, stage, 
             records = _run_probe(config, model, tokenizer, facts, out, progress)
     barrier()
     if not is_main_process():  # the main process has probed: read its records
-        from knowpack.probe.run import read_records
-
         records = read_records(Path(config.probe.out or out / "probe") / "records.jsonl")
     check_mix(config.mix, records, where=f"the probe in {config.probe.out or out / 'probe'}")
     return records, read_pool(config.probe.out or out / "probe", facts)
@@ -246,7 +246,6 @@ def _probe_in_run(config: RunConfig, model, tokenizer, facts, out: Path, stage, 
 def _mix(config: RunConfig, facts, records, pool, replay, out: Path, main: bool) -> Any:
     """The training mix (`build_mix`, replay added), its provenance naming the probe and exemplar pool;
     written to mix.jsonl / mix.json by the main process."""
-    from knowpack.probe.pool import pool_identity
 
     mix = build_mix(facts, records, config.mix)
     if replay is not None:
@@ -493,9 +492,6 @@ def _probe_run(config: RunConfig, facts: list) -> tuple[list[dict], list]:
     """(records, exemplar pool) of the finished probe `probe.run`, checked against the run config before
     any model is loaded: made with the probe section's settings, over facts of the facts file, with an
     exemplar pool the facts file gives back (the uptake measured while training asks the same prompts)."""
-    from knowpack.probe.config import check_probe_settings
-    from knowpack.probe.pool import read_pool
-    from knowpack.probe.run import read_records
 
     folder = Path(config.probe.run)
     path = folder / "records.jsonl"
@@ -548,8 +544,6 @@ def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | Non
 
 
 def _run_probe(config: RunConfig, model: Any, tokenizer: Any, facts: list, out: Path, progress) -> list[dict]:
-    from knowpack.probe.pool import sample_facts
-    from knowpack.probe.run import probe
 
     p = config.probe
     chosen = sample_facts(facts, p.pool, p.pool_seed)
