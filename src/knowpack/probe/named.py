@@ -22,6 +22,10 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.probe.config import ProbeConfig
+from knowpack.probe.engine import check_speed
+from knowpack.probe.noise import noise_floor
+from knowpack.probe.prompts import FORMATS
+from knowpack.probe.run import BACKENDS, parse_shard, probe
 
 MODES = ("substring", "exact")
 """Correctness modes (`knowpack.facts.normalize.is_correct`)."""
@@ -60,15 +64,11 @@ def probe_named_model(
     check_probe_request(repeat_seed=repeat_seed, device=device, backend=backend, **settings)
     lm, tokenizer, fact_set, pool = _load(model, facts, exemplars, device, dtype, backend, settings)
     if repeat_seed is not None:
-        from knowpack.probe.noise import noise_floor
-
         first, second, matrix = noise_floor(
             lm, tokenizer, fact_set, out=out, repeat_seed=repeat_seed, progress_bar=progress_bar,
             exemplars=pool, backend=backend, **settings,
         )  # fmt: skip
         return ProbeResult(first, second, matrix)
-    from knowpack.probe.run import probe
-
     label = f"probe (seed {settings.get('seed', ProbeConfig.seed)})"
     with progress_bar(label) if progress_bar else nullcontext(None) as progress:
         records = probe(
@@ -93,9 +93,6 @@ def check_probe_request(
 ) -> None:
     """The choices of a probe request, as one-line errors before anything loads (`probe()` checks the
     numbers itself; the CLI checks them as it parses its options)."""
-    from knowpack.probe.engine import check_speed
-    from knowpack.probe.prompts import FORMATS
-    from knowpack.probe.run import BACKENDS, parse_shard
 
     if shard is not None:
         parse_shard(shard)
@@ -117,8 +114,8 @@ def check_probe_request(
 def _load(model: str, facts: str, exemplars: str | None, device, dtype: str, backend: str, settings: dict):
     """(model, tokenizer, facts, exemplar pool or None): a local model's files are checked before the facts
     load, the facts before the model loads (the slow part)."""
-    from knowpack.facts import load_facts
-    from knowpack.models import check_model, load_model
+    from knowpack.facts import load_facts  # read at call time, as the model's loader
+    from knowpack.models import check_model, load_model  # at call time: tests replace load_model there
 
     if backend == "torch":
         check_model(model)

@@ -31,6 +31,8 @@ from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
 from knowpack.probe.config import ProbeConfig
+from knowpack.probe.run import probe
+from knowpack.probe.scoring import transition_matrix
 
 NOISE_FLOOR_FILE = "noise_floor.json"
 """The prompt sensitivity's transition matrix beside the base probe (the file keeps its first name)."""
@@ -63,8 +65,6 @@ def noise_floor(
     """Probe `facts` with `seed` into `out` and with `repeat_seed` into `out/repeat-seed-<S>` (each resumed
     when there), write `out/noise_floor.json` (their transition matrix); returns (records, repeat records,
     matrix). `settings`: any other `knowpack.probe` keyword; `progress_bar(label)` as the CLI's."""
-    from knowpack.probe.run import probe
-    from knowpack.probe.scoring import transition_matrix
 
     if repeat_seed == seed:
         raise KnowpackError(f"--repeat-seed must differ from --seed ({seed}): the noise floor needs another")

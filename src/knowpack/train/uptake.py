@@ -24,6 +24,7 @@ from knowpack.facts.schema import Fact
 from knowpack.faults import point
 from knowpack.io import honour_umask, save_tensors, write_json_atomic
 from knowpack.probe.config import ProbeConfig
+from knowpack.probe.run import probe as run_probe
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def measure_reliability(
     mode: str = "substring",
 ) -> dict[str, Any]:
     """Greedy probe of `facts`: reliability (mean p_greedy), the HighlyKnown share, p_greedy per fact."""
-    from knowpack.probe.run import probe as run_probe
-
     records = run_probe(model, tokenizer, facts, probe, samples=0, mode=mode, exemplars=exemplars)
     p = {r["id"]: r["p_greedy"] for r in records}
     n = max(1, len(p))
