@@ -268,7 +268,8 @@ def test_cells_of_one_recipe_share_one_training_control(tmp_path, base, monkeypa
 
     def fake_train(config, force=False, **_):
         calls.append(config)
-        kept = 1 if (config.train.lr, config.mix.seed) == (0.01, 2) and not config.mix.control else config.train.epochs
+        early = (config.train.lr, config.mix.seed) == (0.01, 2) and not config.mix.control
+        kept = 1 if early else config.train.epochs
         end_run(config.out, start_run(config.out, "train"), "finished")
         (Path(config.out) / "train.json").write_text(json.dumps({"epochs_run": 2, "kept_epoch": kept}))
         return Path(config.out)

@@ -269,7 +269,7 @@ def control_key(config: RunConfig) -> dict[str, Any]:
     """What makes two cells share a training control: the base probe, the method and its settings, the train
     settings but those a control may differ in (`knowpack.evaluate.inputs.CONTROL_FREE`), n, additions and
     replay (`knowpack.evaluate.inputs.check_control` checks the same), and the seed: a control per seed, so
-    that each seed's damage is read against a control of the same draw (facts drawn, order, initialisation)."""
+    that each seed's damage is read against a control of the same draw (facts, order, initialisation)."""
     from knowpack.evaluate.inputs import _recipe
 
     probe = config.probe.run or config.probe.out
