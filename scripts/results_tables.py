@@ -78,7 +78,10 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
         return json.loads(sweep.read_text(encoding="utf-8"))["cells"]
     out = []
     if (sweep / "plan.json").exists():  # a plan: its trials' run folders, trials/<trial>/seed=<seed>
+        seeds = json.loads((sweep / "plan.json").read_text(encoding="utf-8")).get("seeds")
         folders = sorted(sweep.glob("trials/*/seed=*"), key=lambda f: (int(f.parent.name), f.name))
+        if seeds is not None:  # the seeds the plan reads (a plan rerun with fewer leaves the others out)
+            folders = [f for f in folders if int(f.name.removeprefix("seed=")) < seeds]
     else:
         folders = sorted((sweep / "cells" if (sweep / "cells").is_dir() else sweep).glob("*"))
     for folder in folders:

@@ -113,7 +113,7 @@ def fake_plan(folder: Path, scales: list[float], seeds: int) -> Path:
     """A finished plan folder (plan.json, trials/<i>/trial.json, trials/<i>/seed=<s>/): per method and lr
     scale, reliability rising and retention falling with the lr, LoKI keeping more than LoRA."""
     (folder / "trials").mkdir(parents=True)
-    (folder / "plan.json").write_text(json.dumps({"status": "finished"}))
+    (folder / "plan.json").write_text(json.dumps({"status": "finished", "seeds": seeds}))
     keeps = {"lora": 0.6, "loki": 0.85, "full": 0.8}
     index = 0
     for method, keep in keeps.items():
@@ -139,6 +139,7 @@ def fake_plan(folder: Path, scales: list[float], seeds: int) -> Path:
 
 def test_plan_tables_read_the_trials_alike_from_folders_and_records(tmp_path):
     headline = fake_plan(tmp_path / "headline", [1.0], seeds=10)
+    fake_cell(headline / "trials" / "0" / "seed=10", "lora", 10, 0.0, 0.0)  # beyond the plan's seeds: unread
     front = fake_plan(tmp_path / "front", [0.3, 1.0, 2.0, 3.0], seeds=3)
     records = tmp_path / "records"
     args = ["--headline", str(headline), "--front", str(front), "--records", str(records)]

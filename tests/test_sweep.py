@@ -258,9 +258,9 @@ def test_the_shared_probe_is_keyed_by_the_models_files_not_only_its_name(tmp_pat
 
 
 def test_cells_of_one_recipe_share_one_training_control(tmp_path, base, monkeypatch):
-    """Six cells, two recipes (lr 0.01, 0.02) of three mix seeds each: each recipe's control is trained once
-    per epoch count its cells kept (counted at `knowpack.train.train`): seed 2 of lr 0.01 stopped after 1 of
-    its 2 epochs, so it has a 1-epoch control of its own (the same optimizer steps); a case may opt out."""
+    """Six cells, two recipes (lr 0.01, 0.02) of three seeds each: each recipe's control is trained once per
+    seed and epoch count its cells kept (counted at `knowpack.train.train`): seed 2 of lr 0.01 stopped after 1
+    of its 2 epochs, so its control trains 1 epoch (the same optimizer steps); a case may opt out."""
     import importlib
 
     from knowpack.runs import end_run, start_run
@@ -269,27 +269,29 @@ def test_cells_of_one_recipe_share_one_training_control(tmp_path, base, monkeypa
 
     def fake_train(config, force=False, **_):
         calls.append(config)
-        kept = 1 if (config.train.lr, config.mix.seed) == (0.01, 2) else config.train.epochs
+        early = (config.train.lr, config.mix.seed) == (0.01, 2) and not config.mix.control
+        kept = 1 if early else config.train.epochs
         end_run(config.out, start_run(config.out, "train"), "finished")
         (Path(config.out) / "train.json").write_text(json.dumps({"epochs_run": 2, "kept_epoch": kept}))
         return Path(config.out)
 
     monkeypatch.setattr(importlib.import_module("knowpack.train"), "train", fake_train)  # the package's
     cases = [{"train.lr": 0.01}, {"train.lr": 0.02}, {"label": "none", "train.lr": 0.03, "control": False}]
-    grid = {"mix.seed": [0, 1, 2]}
+    grid = {"seed": [0, 1, 2]}  # one draw of everything random: mix.seed and train.seed
     sweep = load_sweep(write_sweep(tmp_path, base, tmp_path / "out", cases=cases, control=True, grid=grid))
     assert len(sweep.cells) == 9
     run_sweep(sweep)
     controls = [c for c in calls if c.mix.control]
     assert len([c for c in calls if not c.mix.control]) == 9
-    assert sorted((c.train.lr, c.train.epochs) for c in controls) == [(0.01, 1), (0.01, 2), (0.02, 2)]
-    assert all(c.mix.seed == 0 and c.train.target_reliability is None for c in controls)
+    got = sorted((c.train.lr, c.mix.seed, c.train.seed, c.train.epochs) for c in controls)
+    assert got == [(lr, s, s, 1 if (lr, s) == (0.01, 2) else 2) for lr in (0.01, 0.02) for s in range(3)]
+    assert all(c.train.target_reliability is None for c in controls)
     assert not any(c.train.keep_best for c in controls)
     assert sorted(p.name for p in (tmp_path / "out" / "controls").iterdir() if p.is_dir()) == sorted(
         Path(c.out).name for c in controls
     )
     run_sweep(load_sweep(write_sweep(tmp_path, base, tmp_path / "out", cases=cases, control=True, grid=grid)))
-    assert len(calls) == 12  # all finished: nothing trained again
+    assert len(calls) == 15  # all finished: nothing trained again
 
 
 def test_replicate_seeds_vary_the_facts_and_the_training_together():

@@ -29,10 +29,10 @@ Nothing reads a run whose status is not `finished`.
 
 Training controls (`control: true` for every cell, or `control: true / false` in a case): the cell's recipe
 trained on as many HighlyKnown facts (`mix.control: true`) for as many epochs as the cell's saved weights had
-(the same optimizer steps: a cell that stopped early at epoch 5 is read against 5 epochs of control), at
-`OUT/controls/<hash>`, keyed by the recipe (`control_key`: model, facts, probe, method and its settings, train
-settings but the seed and stopping, n, additions, replay) and those epochs, so each control is trained and
-evaluated ONCE, under a lock, and every cell of that recipe and length (other mix or train seeds) reads its
+(the same optimizer steps: a cell that stopped early at epoch 5 is read against 5 epochs of control), with
+the cell's seeds, at `OUT/controls/<hash>`, keyed by the recipe (`control_key`: model, facts, probe, method
+and its settings, train settings but stopping, n, additions, replay), the seed and those epochs: one control
+per seed, trained and evaluated ONCE, under a lock, and every cell of that recipe, seed and length reads its
 damage against it (`knowpack eval --control`; eval.json's `baselines.training_control`). A control does not
 stop early: reliability on facts it already knew says nothing.
 """
@@ -263,23 +263,25 @@ def share_work(config: RunConfig, out: Path) -> None:
 def control_key(config: RunConfig) -> dict[str, Any]:
     """What makes two cells share a training control: the base probe, the method and its settings, the train
     settings but those a control may differ in (`knowpack.evaluate.inputs.CONTROL_FREE`), n, additions and
-    replay (`knowpack.evaluate.inputs.check_control` checks the same)."""
+    replay (`knowpack.evaluate.inputs.check_control` checks the same), and the seed: a control per seed, so
+    that each seed's damage is read against a control of the same draw (facts, order, initialisation)."""
     from knowpack.evaluate.inputs import _recipe
 
     probe = config.probe.run or config.probe.out
-    return {**_model_key(config), "facts": config.facts.path, "probe": probe, **_recipe(config)}
+    seeds = {"mix.seed": config.mix.seed, "train.seed": config.train.seed}
+    return {**_model_key(config), "facts": config.facts.path, "probe": probe, **_recipe(config), **seeds}
 
 
 def control_config(config: RunConfig, out: Path, epochs: int | None = None) -> RunConfig:
-    """The training control of a cell's recipe: a copy of its config with `mix.control` (HighlyKnown facts
-    in place of Unknown ones), fixed seeds, no relabelling, no early stopping, `epochs` epochs (default the
-    cell's budget), at `OUT/controls/<hash of the recipe and epochs>`."""
+    """The training control of a cell's recipe and seed: a copy of its config with `mix.control`
+    (HighlyKnown facts in place of Unknown ones), the cell's seeds, no relabelling, no early stopping,
+    `epochs` epochs (default the cell's budget), at `OUT/controls/<hash of the recipe, seed and epochs>`."""
     ctl = copy.deepcopy(config)
-    ctl.seed = None  # its own fixed seeds below, whatever draw the cell is
+    ctl.seed = None  # the cell's mix and train seeds, already resolved, stay
     epochs = epochs or config.train.epochs
-    ctl.mix = dataclasses.replace(ctl.mix, control=True, seed=0, idk_share=0.0)
+    ctl.mix = dataclasses.replace(ctl.mix, control=True, idk_share=0.0)
     ctl.train = dataclasses.replace(
-        ctl.train, seed=0, epochs=epochs, target_reliability=None, patience=None, keep_best=False
+        ctl.train, epochs=epochs, target_reliability=None, patience=None, keep_best=False
     )
     ctl.eval = dataclasses.replace(ctl.eval, control=None)
     ctl.out = str(out / "controls" / _hash({**control_key(config), "epochs": epochs}))
