@@ -76,6 +76,8 @@ def cells(sweep: Path) -> list[dict[str, Any]]:
     eval.json (controls left out); or the cells of a compact records file (`collect`), which read alike."""
     if sweep.suffix == ".json":
         return json.loads(sweep.read_text(encoding="utf-8"))["cells"]
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"no such folder: {sweep}")
     out = []
     if (sweep / "plan.json").exists():  # a plan: its trials' run folders, trials/<trial>/seed=<seed>
         seeds = json.loads((sweep / "plan.json").read_text(encoding="utf-8")).get("seeds")

@@ -288,3 +288,16 @@ def test_prompt_sensitivity_is_in_a_table_and_the_eval_summary(tmp_path):
     summary = eval_summary(ev)
     assert "untrained facts (40), base: measurement null: " in summary
     assert "untrained facts, prompt sensitivity (base re-probed, other exemplars): retention 0.894" in summary
+
+
+def test_a_setting_an_older_run_does_not_record_tells_no_runs_apart():
+    """A run written before `eval.prompt_redraws` existed has no such key: it is not another condition; floats
+    are labelled short (6e-05, not 6.000000000000001e-05)."""
+    from knowpack.report.report import _label
+
+    def row(lr: float, **settings) -> dict:
+        return {"method": "full", "add": "none", "settings": {"train.lr": lr, **settings}}
+
+    rows = [row(2e-5), row(2e-5, **{"eval.prompt_redraws": 5}), row(2e-5 * 3.0, **{"eval.prompt_redraws": 5})]
+    _label(rows)
+    assert [r["group"] for r in rows] == ["full lr=2e-05", "full lr=2e-05", "full lr=6e-05"]

@@ -157,4 +157,6 @@ def test_plan_tables_read_the_trials_alike_from_folders_and_records(tmp_path):
     assert "| LoKI | x0.3 (0.0003) | 3 | 0.730 [0.705, 0.755] |" in table
     # compared where both fronts reach, every resample counted: 3 seeds give intervals but no verdict
     assert "| 0.900 | LoKI − LoRA | +0.250 [+0.250, +0.250] (too few seeds) | 2000 of 2000 |" in table
-    assert "| 0.997 | LoKI − LoRA | – | 599 of 2000 |" in table  # at the top, most resamples fall short
+    # the highest reliability both fronts reach (0.9967, rounded down: within reach), where a quarter of the
+    # resamples fall short and are counted, not dropped
+    assert "| 0.996 | LoKI − LoRA | +0.250 [+0.250, +0.250] (too few seeds) | 1482 of 2000 |" in table

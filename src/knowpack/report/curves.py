@@ -21,6 +21,7 @@ resamples than were drawn (biased towards the seeds that reach it) is never pass
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -79,8 +80,9 @@ def matched_damage(
     high = min(max(p["reliability"]["mean"] for p in pts) for pts in curves.values())
     if not levels and low <= high:  # no common target: the middle of the reliabilities every method reaches
         levels = [round((low + high) / 2, 3)]
-    if low <= high and round(high, 3) not in levels and high - 1e-9 > max(levels, default=-1.0):
-        levels.append(round(high, 3))  # and the highest uptake every method reaches: where claims are made
+    top = math.floor(high * 1000 + 1e-9) / 1000  # rounded down: 0.9917 -> 0.991, which every curve reaches
+    if low <= high and top not in levels and top > max(levels, default=-1.0):
+        levels.append(top)  # and the highest uptake every method reaches: where claims are made
     seeds = sorted({s for pts in curves.values() for p in pts for s in p["seeds"]}, key=str)
     draws = np.random.default_rng(seed).integers(0, len(seeds), size=(resamples, len(seeds)))
     if len(seeds) < 2:

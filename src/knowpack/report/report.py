@@ -121,8 +121,10 @@ def _label(rows: list[dict]) -> None:
     keys = sorted({k for r in rows for k in r["settings"]})
 
     def varies(key: str, method: str) -> bool:
+        """Whether runs differ in `key`: a run whose config.yaml does not record it (written before the
+        setting existed, so at its default) does not tell it apart."""
         among = [r for r in rows if r["method"] == method] if key.startswith("method.") else rows
-        return len({str(r["settings"].get(key)) for r in among}) > 1
+        return len({str(r["settings"][key]) for r in among if key in r["settings"]}) > 1
 
     skip = _NOT_A_CONDITION + ("method.name", "method.attribution")
     for r in rows:
@@ -132,7 +134,10 @@ def _label(rows: list[dict]) -> None:
             if k == "mix.control":  # a training control, or one of the runs read against it
                 parts += ["control"] if value else []
             elif value is not None and not (k == "mix.k" and r["add"] == "none"):
-                parts.append(f"{k.split('.', 1)[1]}={value}")
+                shown = (
+                    f"{value:.4g}" if isinstance(value, float) else value
+                )  # 6e-05, not 6.000000000000001e-05
+                parts.append(f"{k.split('.', 1)[1]}={shown}")
         r["group"] = " ".join(parts)
 
 
