@@ -372,6 +372,14 @@ def steps(cell: dict) -> int | None:
     return next((e["step"] for e in epochs if e["epoch"] == kept), epochs[-1]["step"] if epochs else None)
 
 
+def uptake(seeds: dict[int, dict]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reliability and steps to the kept epoch over a condition's seeds, each with its interval."""
+    cells_ = seeds.values()
+    return interval([c["eval"]["uptake"]["reliability"]["value"] for c in cells_]), interval(
+        [steps(c) for c in cells_]
+    )
+
+
 def headline(folder: Path) -> str:
     """The real model's methods at their presets over seeds (a plan with one trial per method): reliability,
     steps and each measure against its baseline per method, then every pair of methods paired by seed (the
@@ -381,8 +389,7 @@ def headline(folder: Path) -> str:
     rows: list[list[Any]] = []
     for m in order:
         seeds = groups[m]
-        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
-        st = interval([steps(c) for c in seeds.values()])
+        rel, st = uptake(seeds)
         rows.append(
             [METHOD_LABEL[m], str(len(seeds)), format_interval(rel), format_interval(st, ".1f")]
             + [{**effect(seeds, n), "fmt": fmt_for(n)} for n in GEO]
@@ -422,8 +429,7 @@ def front(folder: Path) -> str:
     rows = []
     for (i, scale), seeds in sorted(groups.items()):
         cell = next(iter(seeds.values()))
-        rel = interval([c["eval"]["uptake"]["reliability"]["value"] for c in seeds.values()])
-        st = interval([steps(c) for c in seeds.values()])
+        rel, st = uptake(seeds)
         rows.append(
             [
                 list(METHOD_LABEL.values())[i],
