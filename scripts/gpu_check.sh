@@ -95,7 +95,7 @@ common=(probe.pool="$pool" probe.samples=0 "mix.n_unknown=$n" "train.epochs=$epo
         "model.dtype=$dtype" "train.precision=$precision" train.target_reliability=null
         "eval.limit=$eval_limit")
 
-step probe "${kp[@]}" probe --model organism --facts organism --limit "$limit" --samples 2 \
+step probe "${kp[@]}" probe --model organism --facts organism --sample-size "$limit" --samples 2 \
   --device "$device" --dtype "$dtype" --out "$work/probe"
 step attribute "${kp[@]}" attribute --model organism --prompts world_mc --limit "$limit" \
   --device "$device" --dtype "$dtype" --out "$work/kva"

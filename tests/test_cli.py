@@ -4,13 +4,14 @@ stays light."""
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from knowpack.cli import app
+from knowpack.cli import experiment as cli_experiment
+from knowpack.cli import world as cli_world
 from knowpack.errors import FactsError
 
 runner = CliRunner()
@@ -96,8 +97,6 @@ def test_facts_check_bad_arguments(args, message):
 
 def test_demo_and_world_build_call_the_world_package(monkeypatch, tmp_path):
     calls = []
-    demo = types.ModuleType("knowpack.experiment.demo")
-    demo.COLUMNS, demo.HEADERS = ("reliability",), {"reliability": "reliab."}
 
     def run_demo(out, **kwargs):
         calls.append(("demo", out))
@@ -107,9 +106,6 @@ def test_demo_and_world_build_call_the_world_package(monkeypatch, tmp_path):
             "columns": ["reliability"],
         }
 
-    demo.run_demo = run_demo
-    build = types.ModuleType("knowpack.world.build")
-
     def build_world(
         out, config=None, *, seed=None, force=False, keep_corpus=False, benchmarks=True, pretrained=None
     ):
@@ -117,9 +113,9 @@ def test_demo_and_world_build_call_the_world_package(monkeypatch, tmp_path):
         if seed == 13:
             raise FactsError("unlucky seed", path="world.yaml")
 
-    build.build_world = build_world
-    monkeypatch.setitem(sys.modules, "knowpack.experiment.demo", demo)
-    monkeypatch.setitem(sys.modules, "knowpack.world.build", build)
+    monkeypatch.setattr(cli_experiment, "run_demo", run_demo)
+    monkeypatch.setattr(cli_experiment, "HEADERS", {"reliability": "reliab."})
+    monkeypatch.setattr(cli_world, "build_world", build_world)
 
     assert invoke("demo", "--out", tmp_path / "d").exit_code == 0
     assert invoke("world", "build", "--out", tmp_path / "o", "--seed", "3", "--no-benchmarks").exit_code == 0
@@ -140,6 +136,21 @@ def test_import_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
     )
     assert out.stdout.strip() == "", f"importing knowpack pulled in {out.stdout.strip()}"
+
+
+def test_help_imports_no_verb():
+    """`knowpack --help` lists every verb from its docstring and imports none of their modules."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from knowpack.cli import app; "
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+        "verbs = [m for m in sys.modules if m.startswith('knowpack.cli.') and m != 'knowpack.cli.console']; "
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "print(','.join(verbs) or '-', ','.join(heavy) or '-')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
+    )
+    assert out.stdout.split() == ["-", "-"], out.stdout  # no verb module, no torch
 
 
 @pytest.fixture()
@@ -179,8 +190,6 @@ def test_third_party_chatter_is_off_unless_verbose(tmp_path, caplog, restore_log
 
 def test_demo_runs_on_one_thread_unless_threads_is_given(monkeypatch, tmp_path):
     seen = []
-    demo = types.ModuleType("knowpack.experiment.demo")
-    demo.COLUMNS, demo.HEADERS = ("reliability",), {"reliability": "reliab."}
 
     def run_demo(out, **kwargs):
         seen.append(kwargs["threads"])
@@ -190,8 +199,7 @@ def test_demo_runs_on_one_thread_unless_threads_is_given(monkeypatch, tmp_path):
             "columns": ["reliability"],
         }
 
-    demo.run_demo = run_demo
-    monkeypatch.setitem(sys.modules, "knowpack.experiment.demo", demo)
+    monkeypatch.setattr(cli_experiment, "run_demo", run_demo)
     import torch
 
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
@@ -258,7 +266,7 @@ def test_eval_with_text_benchmarks_prints_nothing_from_third_parties(tmp_path):
 
     args = ["-m", "knowpack", "--threads", "1", "eval", "--model", "organism", "--facts", "organism"]
     args += [
-        "--pool",
+        "--sample-size",
         "4",
         "--samples",
         "0",
@@ -289,3 +297,47 @@ def test_the_readme_python_api_prints_nothing(tmp_path):
     out = run_quietly(["-c", code + "\nprint(len(records))\n"], tmp_path)
     assert out.returncode == 0 and out.stdout == "20\n", out.stderr
     assert out.stderr == ""
+
+
+def _declared_flags() -> list[tuple[str, str]]:
+    """(flag, file:line) for every option declared in knowpack/cli/: each `typer.Option(...)`, `_counted(...)`
+    and `config_option(...)` call (a config option's flag is its explicit one, else `--field-name`)."""
+    import ast
+
+    found = []
+    for path in sorted((SRC / "knowpack" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            strings = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            if name in ("Option", "_counted"):
+                flags = [s for s in strings if s.startswith("--")][:1]
+            elif name == "config_option" and node.args:
+                flags = strings[1:2] or ["--" + strings[0].replace("_", "-")]
+            else:
+                continue
+            found += [(flag.split("/")[0], f"{path.name}:{node.lineno}") for flag in flags]
+    return found
+
+
+def test_each_option_is_declared_once():
+    """An option several verbs take (`--model`, `--device`, the probe's settings) is declared once, in
+    cli/options.py, and shared; no flag is declared twice in knowpack/cli/."""
+    seen: dict[str, list[str]] = {}
+    for flag, where in _declared_flags():
+        seen.setdefault(flag, []).append(where)
+    assert len(seen) > 40  # the walk finds the options
+    assert {flag: wheres for flag, wheres in seen.items() if len(wheres) > 1} == {}
+
+
+def test_shared_options_reach_every_verb_that_takes_them():
+    """The one declaration of `--device` (and of `--model`) is the help of every verb that takes it."""
+    from typer.main import get_command
+
+    from knowpack.cli.options import DEVICE, MODEL
+
+    verbs = get_command(app).commands
+    for verb in ("probe", "attribute", "eval", "demo"):
+        params = {p.opts[0]: p for p in verbs[verb].load().params}
+        assert params["--device"].help == DEVICE.help and params["--model"].help == MODEL.help, verb

@@ -45,7 +45,7 @@ def world(tmp_path_factory):
     result = CliRunner().invoke(
         app,
         ["probe", "--model", str(root / "model"), "--facts", str(root / "facts.jsonl"), "--out", str(probe)]
-        + [*args, "--limit", str(LIMIT), "--device", "cpu"],
+        + [*args, "--sample-size", str(LIMIT), "--device", "cpu"],
     )
     assert result.exit_code == 0, result.output
     return {"root": root, "facts": facts, "probe": probe, "tokenizer": tokenizer}
@@ -174,7 +174,7 @@ def test_limit_probes_a_seeded_sample_over_every_relation(world, tmp_path):
     result = CliRunner().invoke(
         app,
         ["probe", "--model", str(root / "model"), "--facts", str(root / "facts.jsonl"), "--out", str(other)]
-        + [*args, "--limit", str(LIMIT), "--pool-seed", "1", "--device", "cpu"],
+        + [*args, "--sample-size", str(LIMIT), "--sample-seed", "1", "--device", "cpu"],
     )
     assert result.exit_code == 0, result.output
     seeded = {f.id for f in sample_facts(world["facts"], LIMIT, 1)}

@@ -78,7 +78,7 @@ def test_chat_format_messages_and_missing_template():
     assert "<assistant>Answer: " in p.text
     assert p.text.endswith(f"<user>Question: {facts[0].question}</user><assistant>")
     assert p.text.startswith(p.prefix) and p.prefix.endswith("<user>Question: ")
-    with pytest.raises(KnowpackError, match="tokenizer 'tiny' has no chat template; use --format plain"):
+    with pytest.raises(KnowpackError, match="tokenizer .tiny. has no chat template; use plain prompts"):
         build_prompts(facts, NoTemplate(), fmt="chat")
     assert render([("a?", "b")], "c?", None, "plain") == plain_prompt([("a?", "b")], "c?")
 

@@ -69,7 +69,7 @@ def test_probe_writes_records_and_summary_then_shards_merge_to_the_same(paths):
     ("args", "message"),
     [
         (["--shard", "3/2"], "error: bad shard '3/2': need 0 <= i < n (shards are 0-based)\n"),
-        (["--format", "chat"], "error: tokenizer "),
+        (["--prompt-format", "chat"], "error: tokenizer "),
         (["--model", "/no/such/model"], "error: model folder not found: /no/such/model\n"),
         (["--facts", "missing.jsonl"], "error: missing.jsonl: no such file or directory\n"),
         (["--mode", "fuzzy"], "error: unknown correctness mode 'fuzzy'"),

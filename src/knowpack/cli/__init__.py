@@ -11,22 +11,47 @@ terminal shows (logging, progress bars), options.py the options shared or derive
     knowpack world build --out build/organism
 
 Bad input (any `KnowpackError`) ends the command with one line `error: <message>` on stderr and exit code 1.
-Heavy libraries (torch, transformers, datasets) are imported inside the verbs, so `--help` stays fast.
+A verb's module is imported only when that verb runs (`VERBS`, a row per verb): `knowpack --help` lists the
+verbs by their docstrings, read from the source, and loads no torch, transformers or datasets.
 """
 
 from __future__ import annotations
 
+import ast
 import errno
+import importlib
+import importlib.util
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from knowpack import __version__
-from knowpack.cli import evaluate, experiment, loki, probe, train, world
 from knowpack.cli.console import setup_logging, third_party_output
+from knowpack.devices import guard_from_env, set_threads
 from knowpack.errors import KnowpackError
+
+VERBS: dict[str, tuple[tuple[str, str], ...]] = {
+    "knowpack": (
+        ("demo", "experiment:demo"),
+        ("probe", "probe:probe"),
+        ("attribute", "loki:attribute"),
+        ("select", "loki:select"),
+        ("train", "train:train"),
+        ("eval", "evaluate:eval_"),
+        ("sweep", "experiment:sweep"),
+        ("capacity", "experiment:capacity"),
+        ("plan", "experiment:plan"),
+        ("report", "report:report"),
+        ("export", "train:export"),
+    ),
+    "world": (("build", "world:world_build"), ("tasks", "world:world_tasks")),
+    "facts": (("check", "world:facts_check"),),
+}
+"""The verbs of each group (`knowpack`: the top level), in the order `--help` lists them: name ->
+`module:function` in `knowpack.cli`."""
 
 
 class _FlagsTakeNoValue:
@@ -45,16 +70,49 @@ class _Command(_FlagsTakeNoValue, TyperCommand):
     """A verb."""
 
 
+class _Verb(TyperCommand):
+    """A verb as `--help` lists it: its name and the first line of its function's docstring, read from the
+    source without importing the module. `load()` imports the module and builds the verb itself."""
+
+    def __init__(self, name: str, target: str) -> None:
+        module, self.function = target.split(":")
+        self.module = f"{__name__}.{module}"
+        super().__init__(name, short_help=_first_doc_line(self.module, self.function))
+
+    def load(self) -> Any:
+        callback = getattr(importlib.import_module(self.module), self.function)
+        verb = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
+        verb.command(self.name, cls=_Command)(callback)
+        return typer.main.get_command(verb)
+
+
+def _first_doc_line(module: str, function: str) -> str:
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(Path(spec.origin).read_text())  # type: ignore[arg-type, union-attr]
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+    return (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+
+
 class _Group(_FlagsTakeNoValue, TyperGroup):
-    """A group of verbs (`world`, `facts`)."""
+    """A group of verbs (`world`, `facts`, the top level): its verbs come from `VERBS`, each module imported
+    only when its verb runs (`knowpack --help` lists them from their docstrings)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        verbs = {name: _Verb(name, target) for name, target in VERBS.get(self.name or "knowpack", ())}
+        self.commands = {**verbs, **self.commands}  # the verbs first, then the groups (`world`, `facts`)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if isinstance(command, _Verb):  # it runs (or shows its own --help): import it now
+            command = command.load()
+        return name, command, rest
 
 
 class _KnowpackGroup(_Group):
     """The top-level group: turns a KnowpackError from any verb into one line on stderr and exit code 1."""
 
     def invoke(self, ctx: Any) -> Any:
-        from knowpack.devices import guard_from_env
-
         try:
             with guard_from_env():  # KNOWPACK_DEVICE_GUARD=1: fail where a GPU would (knowpack.devices)
                 return super().invoke(ctx)
@@ -131,23 +189,4 @@ def main(
     setup_logging(logging.INFO if verbose else logging.WARNING)
     third_party_output(verbose)
     if threads is not None:
-        from knowpack.devices import set_threads
-
         set_threads(threads)
-
-
-# The verbs, in the order `knowpack --help` lists them.
-app.command(cls=_Command)(experiment.demo)
-app.command(cls=_Command)(probe.probe)
-app.command(cls=_Command)(loki.attribute)
-app.command(cls=_Command)(loki.select)
-app.command(cls=_Command)(train.train)
-app.command("eval", cls=_Command)(evaluate.eval_)
-app.command(cls=_Command)(experiment.sweep)
-app.command(cls=_Command)(experiment.capacity)
-app.command(cls=_Command)(experiment.plan)
-app.command(cls=_Command)(experiment.report)
-app.command(cls=_Command)(train.export)
-world_app.command("build", cls=_Command)(world.world_build)
-world_app.command("tasks", cls=_Command)(world.world_tasks)
-facts_app.command("check", cls=_Command)(world.facts_check)

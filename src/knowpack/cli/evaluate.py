@@ -8,21 +8,29 @@ from typing import Annotated
 import typer
 
 from knowpack.cli.console import progress_bar
-from knowpack.cli.options import Device, config_option
+from knowpack.cli.options import (
+    DTYPE,
+    FACTS,
+    LIMIT,
+    MODEL,
+    OUT,
+    SEED,
+    BatchSize,
+    Device,
+    NPrompts,
+    Samples,
+    SampleSeed,
+    SampleSize,
+    Shots,
+    config_option,
+)
 from knowpack.errors import KnowpackError
-from knowpack.evaluate.config import EvalConfig
-from knowpack.probe.config import ProbeConfig
+from knowpack.evaluate import evaluate_named_model, evaluate_run
+from knowpack.evaluate.config import EvalConfig as E
+from knowpack.evaluate.metrics import METRICS, benchmark_values, headline, metric_label, metric_value
+from knowpack.probe.config import ProbeConfig as P
 
-P, E = ProbeConfig, EvalConfig
-
-# The options, declared once here so that the signature below reads as a list.
 Run = Annotated[Path | None, typer.Argument(help="Run folder (compared with its base model).")]
-AloneModel = Annotated[
-    str | None,
-    typer.Option("--model", "-m", help="Evaluate this model alone (with a RUN: the base it must have)."),
-]
-AloneFacts = Annotated[str | None, typer.Option("--facts", "-f", help="Facts for --model.")]
-Out = Annotated[Path | None, typer.Option("--out", help="Output folder for --model: eval.json.")]
 Benchmarks = Annotated[
     str | None,
     typer.Option("--benchmarks", help="lm-eval tasks, e.g. world_mc,mmlu (default: the run's eval section)."),
@@ -42,35 +50,18 @@ RefusalPatterns = Annotated[
     list[str] | None,
     typer.Option("--refusal-pattern", help="A regex that marks a refusal (repeat; default: knowpack's)."),
 ]
-Samples = Annotated[int, config_option(P, "samples", help="--model: samples per prompt (0: 3 categories).")]
-NPrompts = Annotated[int, config_option(P, "n_prompts", help="--model: few-shot prompts per fact.")]
-Shots = Annotated[int, config_option(P, "shots", help="--model: exemplars per prompt.")]
-Seed = Annotated[int, config_option(P, "seed", help="--model: probe seed.")]
-Pool = Annotated[
-    int | None, config_option(P, "pool", help="--model: probe a seeded sample of this many facts.")
-]
-PoolSeed = Annotated[
-    int | None,
-    config_option(
-        P, "pool_seed", help="--model: the sample's seed (default: a run config's probe.pool_seed)."
-    ),
-]
 Compare = Annotated[
     Path | None, typer.Option("--compare", help="--model: a probe folder to compare with (shift).")
-]
-AloneDtype = Annotated[str, typer.Option("--dtype", help="--model: auto, float32, bfloat16 or float16.")]
-BatchSize = Annotated[
-    int | None, config_option(P, "batch_size", help="Sequences decoded at once by the probe.")
 ]
 
 
 def eval_(
     run: Run = None,
-    model: AloneModel = None,
-    facts: AloneFacts = None,
-    out: Out = None,
+    model: Annotated[str | None, MODEL] = None,
+    facts: Annotated[str | None, FACTS] = None,
+    out: Annotated[Path | None, OUT] = None,
     benchmarks: Benchmarks = None,
-    limit: Annotated[int | None, config_option(E, "limit")] = E.limit,
+    limit: Annotated[int | None, LIMIT] = E.limit,
     num_fewshot: Annotated[int | None, config_option(E, "num_fewshot")] = E.num_fewshot,
     tasks_dir: Annotated[str | None, config_option(E, "tasks_dir")] = E.tasks_dir,
     noise_floor: NoiseFloor = None,
@@ -79,16 +70,20 @@ def eval_(
     samples: Samples = P.samples,
     n_prompts: NPrompts = P.n_prompts,
     shots: Shots = P.shots,
-    seed: Seed = P.seed,
-    pool: Pool = None,
-    pool_seed: PoolSeed = None,
+    seed: Annotated[int, SEED] = P.seed,
+    sample_size: SampleSize = None,
+    sample_seed: SampleSeed = None,
     compare: Compare = None,
     device: Device = None,
-    dtype: AloneDtype = "auto",
+    dtype: Annotated[str, DTYPE] = "auto",
     batch_size: BatchSize = None,
 ) -> None:
-    """Uptake and damage of a run against its base (RUN/eval.json), or of one model alone (OUT/eval.json)."""
-    from knowpack.evaluate import evaluate_named_model, evaluate_run
+    """Uptake and damage of a run against its base (RUN/eval.json), or of one model alone (OUT/eval.json).
+
+    With --model, --facts and --out (no RUN): probe and benchmark that model alone, with the probe options
+    (--samples, --n-prompts, --shots, --seed, --sample-size, --sample-seed) and --dtype; --compare sets its
+    probe beside an earlier one. --sample-seed defaults to a run config's probe.pool_seed.
+    """
 
     common = dict(
         benchmarks=[t for t in (benchmarks or "").replace(" ", "").split(",") if t] or None,
@@ -121,8 +116,8 @@ def eval_(
         if batch_size is not None:
             probe_kwargs["batch_size"] = batch_size
         result = evaluate_named_model(
-            model, facts, out=out, pool=pool, pool_seed=pool_seed, seed=seed, device=device, dtype=dtype,
-            probe_kwargs=probe_kwargs, compare=compare, **common,
+            model, facts, out=out, pool=sample_size, pool_seed=sample_seed, seed=seed, device=device,
+            dtype=dtype, probe_kwargs=probe_kwargs, compare=compare, **common,
         )  # fmt: skip
         written = out / "eval.json"
     typer.echo(eval_summary(result))
@@ -132,7 +127,6 @@ def eval_(
 def eval_summary(result: dict) -> str:
     """A few lines of eval.json: value (base) of the registry's `summary` metrics, a line per part of
     eval.json (uptake, knowledge shift, behaviour), then the benchmarks."""
-    from knowpack.evaluate.metrics import METRICS, benchmark_values, headline, metric_label, metric_value
 
     def show(name: str, **where: str) -> str:
         value, base = metric_value(result, name, **where)

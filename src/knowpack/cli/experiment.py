@@ -1,4 +1,4 @@
-"""`knowpack demo`, `sweep`, `capacity` and `report`: many runs, and what they add up to."""
+"""`knowpack demo`, `sweep`, `capacity` and `plan`: many runs, and what they add up to."""
 
 from __future__ import annotations
 
@@ -6,46 +6,56 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from knowpack.cli.console import progress_bar
-from knowpack.cli.options import Address, ClusterBackend, at_least
+from knowpack.cli.options import (
+    ADDRESS,
+    BACKEND,
+    CONFIG,
+    DEVICE,
+    FACTS,
+    MODEL,
+    OUT,
+    WORKERS,
+    Address,
+    Backend,
+)
+from knowpack.errors import KnowpackError
+from knowpack.experiment.backends import run_capacity_on_ray, run_plan_on_ray, run_sweep_on_ray
+from knowpack.experiment.capacity import load_capacity, run_capacity
+from knowpack.experiment.cluster import check_backend
+from knowpack.experiment.demo import HEADERS, run_demo
+from knowpack.experiment.plan import load_plan, run_plan
+from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
+from knowpack.report.report import counted
 
 
 def demo(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/demo"),
+    out: Annotated[Path, OUT] = Path("out/demo"),
     quick: Annotated[
         bool,
         typer.Option(
             "--quick", help="A shortened demo (10 facts): 1 CPU-minute, 2-3 minutes on shared cores."
         ),
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu (the default), cuda or cuda:1.")] = "cpu",
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            help="organism (the default) or smollm2-135m: the real SmolLM2-135M-Instruct on real facts "
-            "(GeoNames) and geo_mc (about 20 minutes on 2 cores).",
-        ),
-    ] = "organism",
+    device: Annotated[str, DEVICE] = "cpu",
+    model: Annotated[str, MODEL] = "organism",
 ) -> None:
     """The whole pipeline on the bundled organism, on a CPU: about 2 CPU-minutes.
 
     Probe what the organism knows, implant the same 50 Unknown facts with LoRA and with LoKI, evaluate both
     (uptake, knowledge shift beside its baselines, refusals, world benchmarks) and write a report:
-    OUT/report.html, OUT/summary.json, one run folder per method in OUT/runs/. With --model smollm2-135m the
-    same on the real SmolLM2-135M-Instruct: 10 real facts (GeoNames) implanted, geo_mc as the benchmark.
+    OUT/report.html, OUT/summary.json, one run folder per method in OUT/runs/. --model is organism (the
+    default) or smollm2-135m: the same on the real SmolLM2-135M-Instruct, 10 real facts (GeoNames) implanted,
+    geo_mc as the benchmark (about 20 minutes on 2 cores).
 
     Time: 2-3 minutes on 2 idle CPU cores; 5 minutes measured on 2 cores shared with other jobs (load average
     6-8); longer under heavier load. It runs on one thread unless --threads says otherwise (two threads on
     busy cores spin-wait on each other: 3-4x slower).
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from knowpack.experiment.demo import HEADERS, run_demo
-
     threads = None if ctx.parent is not None and ctx.parent.params.get("threads") else 1  # --threads: as set
     summary = run_demo(
         out,
@@ -68,8 +78,6 @@ def demo(
     Console().print(table)
     typer.echo(f"report: {out / 'report.html'}")
     if summary.get("notes"):
-        from knowpack.report.report import counted
-
         typer.echo(
             f'{counted(len(summary["notes"]), "note")} in its "Read this first": numbers that look like '
             "bugs (a benchmark below half of the base's score, refusals gone) and are measured effects of "
@@ -85,15 +93,8 @@ def sweep(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the cells and their status; run nothing.")
     ] = False,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            help="Processes to run cells in parallel (each claims cells).",
-            callback=at_least(1, "--workers"),
-        ),
-    ] = 1,
-    backend: ClusterBackend = "local",
+    workers: Annotated[int, WORKERS] = 1,
+    backend: Backend = "local",
     address: Address = None,
 ) -> None:
     """A resumable grid of training runs, one run folder per cell (OUT/cells/<key=value,...>).
@@ -102,9 +103,6 @@ def sweep(
     each claims a cell before running it. OUT/sweep.json lists every cell with its status. --backend ray runs
     every cell as a task on a Ray cluster (README: Running on a cluster).
     """
-    from knowpack.experiment.cluster import check_backend
-    from knowpack.experiment.sweep import cell_status, load_sweep, run_sweep
-
     check_backend(backend, workers)
     loaded = load_sweep(config, overrides or [])
     if dry_run:
@@ -113,8 +111,6 @@ def sweep(
         typer.echo(f"{len(loaded.cells)} cells")
         return
     if backend == "ray":
-        from knowpack.experiment.backends import run_sweep_on_ray
-
         summary = run_sweep_on_ray(loaded, address=address, on_cell=_cell_event, progress_bar=progress_bar)
     else:
         alone = workers == 1  # workers print their cells' events, no bars
@@ -146,7 +142,7 @@ def capacity(
         list[str] | None,
         typer.Argument(help="out=DIR, max=64, seeds=[0], target.reliability=0.95, or section.key=value."),
     ] = None,
-    backend: ClusterBackend = "local",
+    backend: Backend = "local",
     address: Address = None,
 ) -> None:
     """The largest number of new facts that reaches a reliability target within a damage budget.
@@ -155,15 +151,10 @@ def capacity(
     OUT/points/n=<n>,seed=<s>, trained and evaluated, reused when finished. Writes OUT/capacity.json and
     OUT/capacity.png. --backend ray runs each point's runs as tasks on a Ray cluster.
     """
-    from knowpack.experiment.capacity import load_capacity, run_capacity
-    from knowpack.experiment.cluster import check_backend
-
     check_backend(backend)
     loaded = load_capacity(config, overrides or [])
     on_event = lambda name, event: typer.echo(f"[{event}] {name}", err=True)  # noqa: E731
     if backend == "ray":
-        from knowpack.experiment.backends import run_capacity_on_ray
-
         result = run_capacity_on_ray(loaded, address=address, on_event=on_event)
     else:
         result = run_capacity(
@@ -182,12 +173,9 @@ def capacity(
 
 
 def plan(
-    facts: Annotated[str | None, typer.Option("--facts", help="The facts to implant (a facts file).")] = None,
-    out: Annotated[str | None, typer.Option("--out", help="The plan folder (resumable).")] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="Hub id, local folder, organism or smollm2-135m (default organism)."),
-    ] = None,
+    facts: Annotated[str | None, FACTS] = None,
+    out: Annotated[str | None, OUT] = None,
+    model: Annotated[str | None, MODEL] = None,
     reference: Annotated[
         str | None,
         typer.Option(
@@ -208,22 +196,17 @@ def plan(
     ] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Trials, each a recipe (default 8).")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per trial (default 2).")] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option("--backend", help="Where trials run: local, or ray (a trial's seeds at once)."),
-    ] = None,
-    address: Annotated[
-        str | None,
-        typer.Option("--address", help="--backend ray: the cluster (default RAY_ADDRESS, else local)."),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="A plan YAML (the same keys as these options).")
-    ] = None,
+    backend: Annotated[str | None, BACKEND] = None,
+    address: Annotated[str | None, ADDRESS] = None,
+    config: Annotated[Path | None, CONFIG] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value for the plan (e.g. set.train.epochs=5, limit=100).")
     ] = None,
 ) -> None:
     """Which method, settings and how many of your facts fit a damage budget.
+
+    --facts are the facts to implant (a facts file), --model the model (default organism), OUT the plan
+    folder (resumable), --config a plan YAML; on --backend ray, a trial's seeds run at once.
 
     Probes your facts and a sample of what the model knows, then searches method x learning rate x size
     (LoRA rank, LoKI quota) x mix x number of facts with Optuna: every trial a run per seed, trained and
@@ -232,8 +215,6 @@ def plan(
     resumes without redoing finished trials. On the organism, 20 facts with 8 trials x 2 seeds took 6 to 11
     minutes on 2 CPU cores (2026-12-06); SmolLM2-135M, 6 trials x 1 seed, 29 minutes.
     """
-    from knowpack.experiment.plan import load_plan, run_plan
-
     options = {
         "facts": facts, "out": out, "model": model, "reference": reference, "target": target,
         "trials": trials, "seeds": seeds, "backend": backend, "address": address,
@@ -243,9 +224,6 @@ def plan(
     loaded = load_plan(config, overrides or [], **options)
     event = _named_event
     if loaded.config.backend == "ray":
-        from knowpack.experiment.backends import run_plan_on_ray
-        from knowpack.experiment.cluster import check_backend
-
         check_backend("ray")
         result = run_plan_on_ray(loaded, address=loaded.config.address, on_event=event)
     else:
@@ -267,8 +245,6 @@ def _budget_options(items: list[str] | None) -> dict[str, float] | None:
     """`--budget KEY<=X` options as a mapping; a malformed one is a one-line error."""
     if not items:
         return None
-    from knowpack.errors import KnowpackError
-
     budget = {}
     for item in items:
         key, sep, value = item.partition("<=")
@@ -279,22 +255,3 @@ def _budget_options(items: list[str] | None) -> dict[str, float] | None:
         if not sep or not key.strip():
             raise KnowpackError(f"--budget {item!r}: expected KEY<=NUMBER, e.g. retention_drop<=0.05")
     return budget
-
-
-def report(
-    dirs: Annotated[list[Path], typer.Argument(help="Run or sweep folders.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the first DIR).")] = None,
-) -> None:
-    """Tables and plots from result files (run, sweep, capacity folders): report.html, report.md, PNGs.
-
-    Reads config.yaml, train.json and eval.json of every finished run under DIRS; never runs a model.
-    """
-    import json
-
-    from knowpack.report import write_report
-
-    folder = write_report(dirs, out or dirs[0])
-    for plan in (d / "plan.json" for d in dirs):  # a plan folder's answer, as the report's top states it
-        if plan.is_file():
-            typer.echo(f"plan: {json.loads(plan.read_text(encoding='utf-8'))['answer']}")
-    typer.echo(f"report: {folder / 'report.html'}")

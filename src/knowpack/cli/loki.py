@@ -8,15 +8,36 @@ from typing import Annotated
 import typer
 
 from knowpack.cli.console import progress_bar
-from knowpack.cli.options import Address, ClusterBackend, Device, Dtype, Model, Shard, Shards, config_option
+from knowpack.cli.options import (
+    LIMIT,
+    OUT,
+    SEED,
+    Address,
+    Backend,
+    Device,
+    Dtype,
+    Merge,
+    Model,
+    Shard,
+    Shards,
+    config_option,
+)
+from knowpack.devices import is_main_process
 from knowpack.errors import KnowpackError
+from knowpack.experiment.backends import run_shards_on_ray
+from knowpack.experiment.cluster import check_backend
+from knowpack.methods.loki.attribution import (
+    attribute_named_model,
+    check_prompt_source,
+    load_attribution,
+    merge_shards,
+)
 from knowpack.methods.loki.config import STEPS, Config
+from knowpack.methods.loki.select import select_to_file
 
 
 def attribute(
-    out: Annotated[
-        Path, typer.Option("--out", help="Output folder: kva.safetensors, records.jsonl, summary.json.")
-    ],
+    out: Annotated[Path, OUT],
     prompts: Annotated[
         str | None,
         typer.Option(
@@ -30,7 +51,7 @@ def attribute(
         int, typer.Option("--steps", help="Integrated-gradient steps m (the paper: 7).")
     ] = STEPS,
     per_subject: Annotated[int, config_option(Config, "per_subject")] = Config.per_subject,
-    limit: Annotated[int | None, typer.Option("--limit", help="Attribute only the first N prompts.")] = None,
+    limit: Annotated[int | None, LIMIT] = None,
     quotas: Annotated[
         str | None,
         typer.Option(
@@ -48,25 +69,18 @@ def attribute(
         ),
     ] = None,
     shard: Shard = None,
-    merge: Annotated[
-        bool,
-        typer.Option("--merge", help="Add up the finished shards in OUT into kva.safetensors; no model."),
-    ] = False,
+    merge: Merge = False,
     device: Device = None,
     dtype: Dtype = "auto",
-    backend: ClusterBackend = "local",
+    backend: Backend = "local",
     address: Address = None,
     shards: Shards = None,
 ) -> None:
-    """LoKI's knowledge vector attribution (KVA) of every down_proj row, counted for selection."""
-    from knowpack.devices import is_main_process
-    from knowpack.experiment.cluster import check_backend
-    from knowpack.methods.loki.attribution import (
-        attribute_named_model,
-        check_prompt_source,
-        load_attribution,
-        merge_shards,
-    )
+    """LoKI's knowledge vector attribution (KVA) of every down_proj row, counted for selection.
+
+    OUT receives kva.safetensors, records.jsonl and summary.json; --merge adds up the finished shards there
+    into kva.safetensors. --limit attributes only the first N prompts.
+    """
 
     if merge:
         summary = merge_shards(out)
@@ -86,8 +100,6 @@ def attribute(
         prompts_per_pass=prompts_per_pass, device=device, dtype=dtype,
     )  # fmt: skip
     if backend == "ray":
-        from knowpack.experiment.backends import run_shards_on_ray
-
         run_shards_on_ray(
             attribute_named_model, out, request, shards=shards, address=address, progress_bar=progress_bar
         )
@@ -107,12 +119,14 @@ def select(
     quota: Annotated[
         float, typer.Option("--quota", "-q", help="Share of all down_proj rows to train, in % (0, 100].")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output JSON: layer -> row indices.")],
+    out: Annotated[Path, OUT],
     strategy: Annotated[str, config_option(Config, "strategy")] = Config.strategy,
-    seed: Annotated[int, config_option(Config, "seed")] = Config.seed,
+    seed: Annotated[int, SEED] = Config.seed,
 ) -> None:
-    """Select the down_proj rows LoKI trains, from an attribution (writes a selection JSON)."""
-    from knowpack.methods.loki.select import select_to_file
+    """Select the down_proj rows LoKI trains, from an attribution (writes a selection JSON).
+
+    OUT is the selection JSON: layer -> row indices.
+    """
 
     layers, stats = select_to_file(scores, out, quota, strategy, seed=seed)
     chosen = sum(len(rows) for rows in layers.values())

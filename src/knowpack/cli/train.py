@@ -10,6 +10,11 @@ from typing import Annotated
 import typer
 
 from knowpack.cli.console import progress_bar, show_value
+from knowpack.cli.options import OUT, Force
+from knowpack.devices import is_main_process
+from knowpack.train import load_config
+from knowpack.train import train as run_train
+from knowpack.train.export import export_run
 
 
 def train(
@@ -17,9 +22,7 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Overrides as section.key=value, e.g. mix.n_unknown=100.")
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Redo a run whose folder holds a finished one.")
-    ] = False,
+    force: Force = False,
     resume: Annotated[
         bool | None,
         typer.Option(
@@ -33,11 +36,8 @@ def train(
 
     The config (docs/design.md §3.4) has sections model, facts, probe, mix, method, train, eval and out; every
     key can be overridden as section.key=value. Presets: configs/organism/{lora,loki,full}.yaml,
-    configs/paper/.
+    configs/paper/. --force redoes a run whose folder holds a finished one.
     """
-    from knowpack.devices import is_main_process
-    from knowpack.train import load_config
-    from knowpack.train import train as run_train
 
     run_config = load_config(config, overrides or [])
 
@@ -78,10 +78,12 @@ def summary_line(out: Path, summary: dict) -> str:
 
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder: a plain HF checkpoint.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output folder.")] = False,
+    out: Annotated[Path, OUT],
+    force: Force = False,
 ) -> None:
-    """Merge a finished run's weights into a plain checkpoint that AutoModelForCausalLM loads."""
-    from knowpack.train.export import export_run
+    """Merge a finished run's weights into a plain checkpoint that AutoModelForCausalLM loads.
+
+    OUT receives the checkpoint; --force replaces a non-empty OUT.
+    """
 
     typer.echo(f"exported to {export_run(run, out, force=force)}")

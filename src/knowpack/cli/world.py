@@ -7,18 +7,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from knowpack.cli.options import CONFIG, OUT, SEED, Force
+from knowpack.facts.check import check_facts
+from knowpack.paths import organism_dir
+from knowpack.world.build import build_world, write_world_tasks
 
 
 def world_build(
-    out: Annotated[Path, typer.Option("--out", help="Output folder for the checkpoint and world files.")],
-    config: Annotated[Path | None, typer.Option("--config", help="World config (YAML).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the config's).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
+    out: Annotated[Path, OUT],
+    config: Annotated[Path | None, CONFIG] = None,
+    seed: Annotated[int | None, SEED] = None,
+    force: Force = False,
     keep_corpus: Annotated[
         bool, typer.Option("--keep-corpus", help="Keep the generated corpus in OUT.")
     ] = False,
     benchmarks: Annotated[
-        bool, typer.Option("--benchmarks/--no-benchmarks", help="Write and measure the world benchmarks.")
+        bool,
+        typer.Option("--with-benchmarks/--no-benchmarks", help="Write and measure the world benchmarks."),
     ] = True,
     pretrained: Annotated[
         Path | None,
@@ -27,8 +35,11 @@ def world_build(
         ),
     ] = None,
 ) -> None:
-    """Build the synthetic world and pretrain the model organism on it (seeded, reproducible)."""
-    from knowpack.world.build import build_world
+    """Build the synthetic world and pretrain the model organism on it (seeded, reproducible).
+
+    OUT receives the checkpoint and the world's files (--force: over a non-empty OUT). --config is a world
+    config; --seed replaces its seed.
+    """
 
     build_world(
         out,
@@ -46,11 +57,12 @@ def world_tasks(
     folder: Annotated[
         Path | None, typer.Option("--organism", help="A world build (default: the bundled organism).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Task folder (default: ORGANISM/tasks).")] = None,
+    out: Annotated[Path | None, OUT] = None,
 ) -> None:
-    """Rewrite a world build's lm-eval tasks from its build_config.yaml (no retraining)."""
-    from knowpack.paths import organism_dir
-    from knowpack.world.build import write_world_tasks
+    """Rewrite a world build's lm-eval tasks from its build_config.yaml (no retraining).
+
+    OUT is the task folder (default: ORGANISM/tasks).
+    """
 
     typer.echo(f"world tasks written to {write_world_tasks(folder or organism_dir(), out)}")
 
@@ -69,10 +81,6 @@ def facts_check(
     split: Annotated[str, typer.Option("--split", help="Split of a Hugging Face dataset.")] = "train",
 ) -> None:
     """Load and validate a facts file; print counts per relation and bucket."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from knowpack.facts.check import check_facts
 
     report = check_facts(file, format=facts_format, lenient=lenient, split=split)
     facts = report.facts

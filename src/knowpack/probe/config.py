@@ -27,6 +27,7 @@ class ProbeConfig:
     pool: int | None = ranged(None, ge=1)
     """Probe only this many facts, a seeded random sample (the organism presets: a few hundred)."""
     pool_seed: int = ranged(0, ge=0)
+    """Seed of that sample (the same size and seed give the same facts, in a run and at `knowpack probe`)."""
     n_prompts: int = ranged(10, ge=1)
     """Few-shot prompts per fact (N_ex)."""
     shots: int = ranged(4, ge=0)
@@ -34,12 +35,15 @@ class ProbeConfig:
     samples: int = ranged(16, ge=0)
     """Samples per prompt; 0 gives the paper's three categories."""
     temperature: float = ranged(0.5, gt=0)
+    """Sampling temperature of the sampled answers."""
     top_k: int = ranged(40, ge=0)
     """Sample from the k likeliest tokens (0: all)."""
     max_new_tokens: int = ranged(32, ge=1)
+    """Longest answer, in tokens."""
     format: str = "plain"
     """Prompt format of the probe and of the uptake measurement: plain | chat."""
     seed: int = ranged(0, ge=0)
+    """Seed of the exemplars each prompt shows and of the sampling."""
     batch_size: int | None = ranged(None, ge=1)
     """Sequences decoded at once (null: as many as half the GPU's free memory holds, 256 on a CPU)."""
     compile: bool = False

@@ -111,7 +111,10 @@ def encode(tokenizer: Any, text: str, fmt: str) -> list[int]:
 def check_chat_template(tokenizer: Any) -> None:
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise KnowpackError(f"tokenizer {name!r} has no chat template; use --format plain")
+        raise KnowpackError(
+            f"tokenizer {name!r} has no chat template; use plain prompts "
+            "(--prompt-format plain; probe.format: plain in a run config)"
+        )
 
 
 def choose_exemplars(fact: Fact, orders: ExemplarOrders, j: int, shots: int) -> list[Fact]:
