@@ -261,7 +261,6 @@ def test_cells_of_one_recipe_share_one_training_control(tmp_path, base, monkeypa
     """Six cells, two recipes (lr 0.01, 0.02) of three seeds each: each recipe's control is trained once per
     seed and epoch count its cells kept (counted at `knowpack.train.train`): seed 2 of lr 0.01 stopped after 1
     of its 2 epochs, so its control trains 1 epoch (the same optimizer steps); a case may opt out."""
-    import importlib
 
     from knowpack.runs import end_run, start_run
 
@@ -275,7 +274,7 @@ def test_cells_of_one_recipe_share_one_training_control(tmp_path, base, monkeypa
         (Path(config.out) / "train.json").write_text(json.dumps({"epochs_run": 2, "kept_epoch": kept}))
         return Path(config.out)
 
-    monkeypatch.setattr(importlib.import_module("knowpack.train"), "train", fake_train)  # the package's
+    monkeypatch.setattr("knowpack.experiment.sweep.train", fake_train)  # where the sweep calls it
     cases = [{"train.lr": 0.01}, {"train.lr": 0.02}, {"label": "none", "train.lr": 0.03, "control": False}]
     grid = {"seed": [0, 1, 2]}  # one draw of everything random: mix.seed and train.seed
     sweep = load_sweep(write_sweep(tmp_path, base, tmp_path / "out", cases=cases, control=True, grid=grid))

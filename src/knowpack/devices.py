@@ -30,6 +30,8 @@ import weakref
 from contextlib import contextmanager
 from typing import Any
 
+from knowpack.errors import KnowpackError
+
 GUARD_ENV = "KNOWPACK_DEVICE_GUARD"
 
 
@@ -265,8 +267,6 @@ def broadcast(value: Any) -> Any:
 
 def set_threads(threads: int) -> None:
     """Use `threads` CPU threads for torch's operations (`knowpack --threads`)."""
-    from knowpack.errors import KnowpackError
-
     if threads < 1:
         raise KnowpackError("--threads must be >= 1")
     import torch

@@ -28,6 +28,7 @@ from knowpack.devices import process_device
 from knowpack.errors import ModelError
 from knowpack.output import quiet_loading
 from knowpack.paths import organism_dir
+from knowpack.real.smollm2 import smollm2_dir
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def model_source(name: str | os.PathLike, *, convert: bool = True) -> str | os.P
     if str(name) == "organism":
         return organism_dir()
     if str(name) == "smollm2-135m":
-        from knowpack.real.smollm2 import smollm2_dir
-
         return smollm2_dir(convert=convert)
     return name
 

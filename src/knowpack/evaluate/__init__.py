@@ -14,7 +14,7 @@ __all__ = ["evaluate_model", "evaluate_named_model", "evaluate_run"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:  # lazy: `import knowpack.evaluate` stays light
-        from knowpack.evaluate import run
+        from knowpack.evaluate import run  # lazy: keeps knowpack.evaluate light (CLI)
 
         return getattr(run, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.io import write_json_atomic
+from knowpack.models import model_source
 from knowpack.probe.config import ProbeConfig
+from knowpack.probe.noise import NOISE_FLOOR_FILE, NULL_SAMPLE_OFFSET, null_folder, repeat_folder
+from knowpack.probe.pool import pool_identity
+from knowpack.probe.run import probe, read_records
+from knowpack.probe.scoring import transition_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +74,6 @@ def find_repeats(
 ) -> list[Path]:
     """Up to `count` distinct finished repeat probes in `folder` with the base probe's `settings` but another
     seed, covering `ids`: `repeat-seed-<seed>` for each of `seeds` first, then any other, in name order."""
-    from knowpack.probe.noise import repeat_folder
-    from knowpack.probe.run import read_records
-
     wanted = [repeat_folder(folder, s) for s in seeds]
     candidates = wanted + sorted(p for p in folder.glob("repeat-seed-*") if p not in wanted)
     found: list[Path] = []
@@ -110,14 +112,8 @@ def noise_floor_records(
     `seed + 1`, ... preferred), the rest probed into `folder/repeat-seed-<s>` at the next free seeds from
     `seed` on. Returns (one list of records per redraw, in the order of `facts`; their folders; how many were
     reused). `noise_floor.json` holds the first redraw's transition matrix against the base probe."""
-    from knowpack.probe.noise import NOISE_FLOOR_FILE, repeat_folder
-    from knowpack.probe.run import probe, read_records
-    from knowpack.probe.scoring import transition_matrix
-
     ids = {f.id for f in facts}
     if settings is not None and probe_kwargs.get("exemplars") is not None:
-        from knowpack.probe.pool import pool_identity
-
         # the pool as recorded now (a base probe from before may describe it in words): a repeat probe
         # is reused only when it drew from exactly this pool
         settings = {**settings, "exemplar_pool": pool_identity(probe_kwargs["exemplars"])}
@@ -158,9 +154,6 @@ def measurement_null_records(
     `folder/null-<recipe hash>/sample-seed-<S>` (reused when finished there: every run of the recipe shares
     it). The untrained model is built only when the re-probe is not there yet. Returns (records in the order
     of `facts`, eval.json's `measurement_null` block)."""
-    from knowpack.probe.noise import NULL_SAMPLE_OFFSET, null_folder
-    from knowpack.probe.run import probe, read_records
-
     seed = probe_kwargs.get("seed", ProbeConfig.seed)
     sample_seed = seed + NULL_SAMPLE_OFFSET
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -272,7 +265,6 @@ def _without_seed(settings: dict) -> dict:
 def same_model(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool:
     """Whether two model names or folders name the same model (`organism` and its folder are one, and so are
     `smollm2-135m` and its converted folder)."""
-    from knowpack.models import model_source
 
     def resolve(name: str | os.PathLike | None) -> str | None:
         if name is None:

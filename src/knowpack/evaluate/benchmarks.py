@@ -29,6 +29,8 @@ from typing import Any
 
 from knowpack import output
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.metrics import metric
+from knowpack.paths import geo_dir, organism_dir
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +231,6 @@ def higher_is_better(measure: str) -> bool | None:
 def task_description(task: str) -> str | None:
     """What a local task (world_*, geo_*) measures, in one line: the comment its YAML opens with (written
     with the task); None for lm-eval's own tasks and unknown names."""
-    from knowpack.paths import geo_dir, organism_dir
-
     for folder in (organism_dir() / "tasks", geo_dir() / "tasks"):
         path = folder / f"{task}.yaml"
         if path.is_file():
@@ -244,8 +244,6 @@ def compare_benchmarks(after: dict, base: dict | None, reused: list[str] | None 
     (knowpack.evaluate.metrics) beside `base`'s value and both stderrs, with its direction
     (`higher_is_better`: false for a perplexity); the harness version and settings; `doc_ids`, per task, the
     ids of the items scored (the trained model's)."""
-    from knowpack.evaluate.metrics import metric
-
     tasks: dict[str, dict] = {}
     for task, values in after["tasks"].items():
         old = (base or {}).get("tasks", {}).get(task, {})
@@ -313,16 +311,12 @@ def _include_paths(tasks: list[str], include_path: Path | str | list | None) -> 
             raise KnowpackError(f"benchmarks: no task folder at {path}")
     world = any(t == "world" or t.startswith("world_") for t in tasks)
     if world and not any(next(p.rglob("world*.yaml"), None) for p in paths):
-        from knowpack.paths import organism_dir
-
         organism_tasks = organism_dir() / "tasks"
         if not organism_tasks.is_dir():
             raise KnowpackError(f"benchmarks: no task folder at {organism_tasks} (`knowpack world build`)")
         paths.append(organism_tasks)
     geo = any(t.startswith("geo_") for t in tasks)  # geo_mc, geo_misconceptions, geo_text
     if geo and not any(next(p.rglob("geo_mc.yaml"), None) for p in paths):
-        from knowpack.paths import geo_dir
-
         paths.append(geo_dir() / "tasks")
     return paths
 

@@ -17,9 +17,14 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.config import EvalConfig
+from knowpack.facts import load_facts
 from knowpack.facts.schema import Fact
+from knowpack.methods import method_module
 from knowpack.probe.config import check_probe_settings
+from knowpack.probe.pool import read_pool
+from knowpack.probe.run import read_records
 from knowpack.train.config import RunConfig
+from knowpack.train.export import run_config
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +58,6 @@ class RunInputs:
 def read_run(run: str | Path, overrides: dict[str, Any], batch_size: int | None = None) -> RunInputs:
     """Read and check a run folder (see the module docstring); `overrides` are EvalConfig fields (None: the
     run's own), `batch_size` the probe's."""
-    from knowpack.facts import load_facts
-    from knowpack.methods import method_module
-    from knowpack.probe.pool import read_pool
-    from knowpack.train.export import run_config
-
     run = Path(run)
     config = run_config(run)  # not a run, or not finished: one-line errors
     ev = eval_settings(config.eval, overrides)
@@ -110,8 +110,6 @@ def base_probe_dir(run: Path, mix: dict) -> Path:
 
 def read_probe(folder: Path) -> tuple[list[dict], dict]:
     """(records, summary) of a finished probe folder."""
-    from knowpack.probe.run import read_records
-
     records = read_records(folder / "records.jsonl")
     if not records:
         raise KnowpackError(f"no probe records in {folder}")

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from knowpack.methods import method_config, method_module
 from knowpack.train.config import RunConfig
 
 WEIGHTS = "weights"
@@ -44,8 +45,6 @@ def untrained_model(base: Any, tokenizer: Any, config: RunConfig, weights: Path,
     """The run's method on a copy of `base` at its initial values, saved into `into/weights` with the method's
     `save` and loaded back onto another copy with its `load`: the model a run that learned nothing evaluates
     as. `weights`: the run's trained weights (LoKI reads which rows it trained there). `base` is untouched."""
-    from knowpack.methods import method_config, method_module
-
     module = method_module(config.method.name)
     settings = method_config(config.method.name, config.method.options)
     folder = Path(into) / WEIGHTS
@@ -62,7 +61,7 @@ def untrained_model(base: Any, tokenizer: Any, config: RunConfig, weights: Path,
 def _loki_start(model: Any, weights: Path) -> Any:
     """The run's LoKI layers (its rows; LoKI*: its LoRA pairs, B = 0) wrapped onto `model` as training began:
     the rows copied from the base weights, as `apply_loki` does."""
-    from knowpack.methods.loki.layer import apply_loki, read_loki
+    from knowpack.methods.loki.layer import apply_loki, read_loki  # torch: keeps evaluate.run light
 
     meta, _ = read_loki(weights)
     lora = meta.get("lora") or {}

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from knowpack import models
 from knowpack.errors import KnowpackError
 from knowpack.evaluate import metrics as m
 from knowpack.evaluate.base import (
@@ -41,6 +42,7 @@ from knowpack.evaluate.base import (
     noise_floor_records,
     same_model,
 )
+from knowpack.evaluate.benchmarks import check_tasks, compare_benchmarks, run_benchmarks
 from knowpack.evaluate.config import EvalConfig
 from knowpack.evaluate.inputs import (
     RunInputs,
@@ -52,9 +54,16 @@ from knowpack.evaluate.inputs import (
 )
 from knowpack.evaluate.null import null_recipe, untrained_model
 from knowpack.evaluate.uptake import UptakeMeasure, heldout_questions, idk_refusal_rate, summarize_uptake
+from knowpack.facts import load_facts
+from knowpack.facts.normalize import normalize
 from knowpack.facts.schema import Fact
 from knowpack.io import write_json_atomic
+from knowpack.methods import method_module
 from knowpack.probe.config import ProbeConfig
+from knowpack.probe.pool import sample_facts
+from knowpack.probe.run import probe
+from knowpack.prompts import REFUSAL
+from knowpack.runs import git_commit, trained_epochs, versions
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +142,6 @@ def evaluate_model(
 
     `compare`: a probe folder of the same facts (another model's, or this one's with another seed) to set the
     probe beside: knowledge shift and behaviour against it, as `evaluate_run` reports them."""
-    from knowpack.probe.run import probe
-
     started, out, timings = time.time(), Path(out), {}
     steps = _Steps(on_stage or (lambda name: logger.info("%s", name)), progress_bar, timings)
     overrides = dict(
@@ -160,8 +167,6 @@ def evaluate_model(
         )
     benchmarks_block = None
     if ev.benchmarks:
-        from knowpack.evaluate.benchmarks import compare_benchmarks
-
         with steps(f"benchmarks: {', '.join(ev.benchmarks)}", "benchmarks") as progress:
             after = _benchmarks(model, tokenizer, ev.benchmarks, ev, progress)
         benchmarks_block = compare_benchmarks(after, None)
@@ -214,13 +219,9 @@ def evaluate_named_model(
     file or `organism`, or the facts), probe a seeded sample of `pool` of them (`sample_facts` with
     `pool_seed`, None: the run config's default, so that the same pool gives the facts a run probes; every
     fact stays an exemplar) with probe seed `seed`, then `evaluate_model` (`options`: its keywords)."""
-    from knowpack.facts import load_facts
-    from knowpack.models import load_model
-    from knowpack.probe.pool import sample_facts
-
     fact_set = list(load_facts(facts)) if isinstance(facts, (str, Path)) else list(facts)
     chosen = sample_facts(fact_set, pool, ProbeConfig.pool_seed if pool_seed is None else pool_seed)
-    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    lm, tokenizer = models.load_model(model, device=device, dtype=dtype)
     settings = {"seed": seed, **(probe_kwargs or {})}
     return evaluate_model(
         lm, tokenizer, chosen, out=out, probe_kwargs=settings, exemplars=fact_set, **options
@@ -272,18 +273,14 @@ def _check_run(inp: RunInputs, model: str | None) -> None:
 
 def _check_tasks(ev: EvalConfig) -> None:
     if ev.benchmarks:
-        from knowpack.evaluate.benchmarks import check_tasks
-
         check_tasks(ev.benchmarks, ev.tasks_dir)
 
 
 def _load_base(inp: RunInputs, device: str | None, stage: Callable[[str], None]) -> tuple[Any, Any]:
     """The run's base model and tokenizer, checked against the model its base probe recorded."""
-    from knowpack.models import load_model
-
     config = inp.config
     stage(f"loading {config.model.name}")
-    lm, tokenizer = load_model(
+    lm, tokenizer = models.load_model(
         config.model.name,
         dtype=config.model.dtype,
         device=device or config.train.device,
@@ -340,9 +337,6 @@ def _base_side(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps) -> _Base:
 
 def _trained_side(inp: RunInputs, lm: Any, tokenizer: Any, base: _Base, steps: _Steps):
     """The trained model (the run's weights on `lm`): its re-probe, uptake and benchmarks block."""
-    from knowpack.methods import method_module
-    from knowpack.probe.run import probe
-
     steps.stage(f"loading the trained weights ({inp.config.method.name})")
     trained = method_module(inp.config.method.name).load(lm, inp.weights).eval()
     del lm  # a full run's model replaces the base: let it go (LoRA and LoKI keep it inside `trained`)
@@ -361,8 +355,6 @@ def _trained_side(inp: RunInputs, lm: Any, tokenizer: Any, base: _Base, steps: _
     block = None
     ev = inp.eval
     if ev.benchmarks:
-        from knowpack.evaluate.benchmarks import compare_benchmarks
-
         announce = f"benchmarks of the trained model: {', '.join(ev.benchmarks)}"
         with steps(announce, "benchmarks", "benchmarks (trained)") as progress:
             after_bench = _benchmarks(trained, tokenizer, ev.benchmarks, ev, progress)
@@ -496,8 +488,6 @@ def _read_eval(folder: Path) -> dict | None:
 
 
 def _epochs_run(folder: Path) -> int | None:
-    from knowpack.runs import trained_epochs
-
     return trained_epochs(folder)
 
 
@@ -507,9 +497,6 @@ def _probe_settings(inp: RunInputs) -> dict[str, Any]:
 
 def _trained_answers(inp: RunInputs) -> set[str]:
     """The normalized answers the run trained on (refusals and replay left out)."""
-    from knowpack.facts.normalize import normalize
-    from knowpack.prompts import REFUSAL
-
     rows = _read_jsonl(inp.run / "mix.jsonl")
     return {normalize(r["answer"]) for r in rows if r.get("answer") and r.get("answer") != REFUSAL}
 
@@ -571,8 +558,6 @@ def _base_benchmarks(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps):
 
 
 def _benchmarks(model: Any, tokenizer: Any, tasks: list[str], ev: EvalConfig, progress=None) -> dict:
-    from knowpack.evaluate.benchmarks import run_benchmarks
-
     return run_benchmarks(
         model,
         tokenizer,
@@ -608,8 +593,6 @@ def _heldout(facts: list[Fact], trained_paraphrases: bool) -> tuple[dict[str, li
 
 
 def _provenance(started: float, timings: dict[str, float]) -> dict[str, Any]:
-    from knowpack.runs import git_commit, versions
-
     return {
         "git_commit": git_commit(),
         "versions": versions(),

@@ -22,6 +22,10 @@ from typing import Any
 from knowpack.evaluate import metrics as m
 from knowpack.facts.normalize import extract_answer, is_correct
 from knowpack.facts.schema import Fact
+from knowpack.probe.engine import Engine, Request
+from knowpack.probe.prompts import encode
+from knowpack.probe.run import probe
+from knowpack.train.data import prompt_and_completion
 
 
 def heldout_questions(fact: Fact, trained_paraphrases: bool) -> tuple[list[str], str | None]:
@@ -49,10 +53,6 @@ def zero_shot(
     """Greedy answers (as `extract_answer` gives them) to each fact's question, or, when `questions` is
     given, to each of `questions[fact.id]` (none for a fact it lacks), asked zero-shot in the training
     format (`knowpack.train.data`)."""
-    from knowpack.probe.engine import Engine, Request
-    from knowpack.probe.prompts import encode
-    from knowpack.train.data import prompt_and_completion
-
     asked = {f.id: questions.get(f.id, []) if questions is not None else [f.question] for f in facts}
     requests = []
     for fact in facts:
@@ -94,8 +94,6 @@ def paraphrase_probe(
 
     The paraphrase is put in the fact's place with the fact's id, so the probe keeps the fact itself (and its
     subject) out of the exemplars, as it does for the original question. One probe per paraphrase index."""
-    from knowpack.probe.run import probe
-
     out: dict[str, list[float]] = {f.id: [] for f in facts}
     rounds = max((len(questions.get(f.id, [])) for f in facts), default=0)
     for j in range(rounds):

@@ -33,7 +33,22 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.run import evaluate_run
+from knowpack.experiment.capacity.config import point_cell
+from knowpack.experiment.capacity.search import _evaluation, _train_and_evaluate, run_capacity
 from knowpack.experiment.cluster import ClusterFile, import_ray
+from knowpack.experiment.plan.config import FACTS
+from knowpack.experiment.plan.search import run_plan, train_and_evaluate
+from knowpack.experiment.sweep import (
+    _train_cell,
+    cell_status,
+    matched_control,
+    prepare_control,
+    prepare_shared,
+    write_summary,
+)
+from knowpack.io import atomic_dir, write_bytes_atomic, write_json_atomic
+from knowpack.runs import run_status, stage_finished
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +170,6 @@ class Tasks:
     def write(self, files: dict[str, dict[str, bytes]], *, by_file: bool = False) -> None:
         """Write each folder (relative to OUT: its files' bytes by relative path) into OUT atomically, or
         (`by_file`) each file, the summaries last (what says a shard is finished)."""
-        from knowpack.io import atomic_dir, write_bytes_atomic
-
         for folder, content in files.items():
             self._inputs.pop(self.out / folder, None)
             if by_file:
@@ -172,8 +185,6 @@ class Tasks:
         """Add what a task wrote into a shared folder it read (the evaluation's base measurements in the
         base probe's folder, `knowpack.evaluate.base`): new files as they are, a cache file's entries
         joined with OUT's (`_joined`); any other file OUT has is kept."""
-        from knowpack.io import write_bytes_atomic, write_json_atomic
-
         for folder, content in files.items():
             self._inputs.pop(self.out / folder, None)
             for rel, data in content.items():
@@ -320,8 +331,6 @@ def run_sweep_on_ray(
     and length, then `OUT/sweep.json`; returns it. `on_cell(cell, event)` hears skip / start / done /
     failed; `progress_bar(label)` (a context manager yielding `progress(done, total, **fields)`) shows one
     bar over the cells, the cluster's resources in its label."""
-    from knowpack.experiment.sweep import cell_status, write_summary
-
     note = on_cell or (lambda cell, event: logger.info("%s: %s", cell.name, event))
     with connect(address) as ray:
         tasks = Tasks(ray, sweep.out, sweep.cluster)
@@ -350,9 +359,6 @@ def prepare_shared_on_ray(tasks: Tasks, configs: list[Any], inputs: list[Path] =
     """Make every shared probe, then every LoKI attribution, the configs read: each once, as a task, into
     OUT (`knowpack.experiment.sweep.prepare_shared` on a worker). Those finished in OUT are kept. `inputs`:
     other folders under OUT the work reads (a plan's facts)."""
-    from knowpack.experiment.sweep import prepare_shared
-    from knowpack.runs import stage_finished
-
     for which in (0, -1):  # the probes first (an attribution task then finds its probe done)
         jobs: dict[Path, Any] = {}
         for config in configs:
@@ -371,8 +377,6 @@ def prepare_shared_on_ray(tasks: Tasks, configs: list[Any], inputs: list[Path] =
 
 def _evaluate_against(run: Path, control: Path) -> None:
     """`knowpack eval RUN --control CONTROL` (a task's job)."""
-    from knowpack.evaluate import evaluate_run
-
     evaluate_run(run, control=control)
 
 
@@ -425,9 +429,6 @@ class _CellLoop:
         """Train (and, without a control, evaluate) the cell; a trained cell with a control goes on to it."""
         import dataclasses
 
-        from knowpack.experiment.sweep import _train_cell
-        from knowpack.runs import run_status
-
         finished = run_status(cell.folder) == "finished"
         shared = shared_folders(cell.config)
         if cell.control is None:
@@ -441,9 +442,6 @@ class _CellLoop:
 
     def _control(self, cell: Any) -> None:
         """The cell is trained: its control (matched to its epochs) is made once, then it is evaluated."""
-        from knowpack.experiment.sweep import matched_control, prepare_control
-        from knowpack.runs import run_status
-
         ctl = matched_control(cell)
         folder = Path(ctl.out)
         made = run_status(folder) == "finished" and (not cell.evaluate or (folder / "eval.json").exists())
@@ -458,8 +456,6 @@ class _CellLoop:
     def _last(self, cell: Any) -> None:
         """The cell's evaluation against its control (the folder the driver named: a control's name hashes
         its base probe's path, which a worker sees moved); without evaluation the cell is done."""
-        from knowpack.experiment.sweep import matched_control
-
         if not cell.evaluate:
             self.done += 1
             return self.note(cell, "done")
@@ -488,9 +484,6 @@ def run_capacity_on_ray(
 ) -> dict[str, Any]:
     """`knowpack.experiment.capacity.run_capacity` with every run of a point a Ray task: the shared probe
     (and attribution) first, then each point's seeds at once, each trained and evaluated on a worker."""
-    from knowpack.experiment.capacity.config import point_cell
-    from knowpack.experiment.capacity.search import run_capacity
-
     with connect(address) as ray:
         tasks = Tasks(ray, capacity.out, capacity.cluster)
         prepare_shared_on_ray(tasks, [point_cell(capacity, capacity.start, capacity.seeds[0]).config])
@@ -510,10 +503,6 @@ class _PointRunner:
         self.tasks, self.capacity, self.refs, self.started = tasks, capacity, {}, False
 
     def __call__(self, cell: Any) -> None:
-        from knowpack.experiment.capacity.config import point_cell
-        from knowpack.experiment.capacity.search import _evaluation, _train_and_evaluate
-        from knowpack.runs import run_status
-
         s = self.capacity
         if cell.name not in self.refs:
             job = _train_and_evaluate(s, None, None)
@@ -596,8 +585,6 @@ def run_plan_on_ray(
 ) -> dict[str, Any]:
     """`knowpack.experiment.plan.run_plan` with every seed of a trial a Ray task (`PlanOnRay`); the search
     itself (the Optuna study, plan.json) stays on the driver."""
-    from knowpack.experiment.plan.search import run_plan
-
     with connect(address) as ray:
         return run_plan(plan, on_event=on_event, runner=PlanOnRay(Tasks(ray, plan.out), plan))
 
@@ -608,17 +595,12 @@ class PlanOnRay:
     base model is measured once (its measurements come back into the shared probe folder)."""
 
     def __init__(self, tasks: Tasks, plan: Any):
-        from knowpack.experiment.plan.config import FACTS
-
         self.tasks, self.started, self.facts = tasks, False, plan.out / FACTS.parent
 
     def shared(self, configs: list[Any]) -> None:
         prepare_shared_on_ray(self.tasks, configs, [self.facts])
 
     def run(self, plan: Any, cells: list[Any]) -> None:
-        from knowpack.experiment.plan.search import train_and_evaluate
-        from knowpack.runs import run_status
-
         batches = [cells] if self.started else [cells[:1], cells[1:]]
         self.started = True
         for batch in batches:

@@ -35,9 +35,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from knowpack.errors import KnowpackError
+from knowpack.evaluate.metrics import metric_value
+from knowpack.evaluate.run import evaluate_run
 from knowpack.experiment.presets import DEMOS
 from knowpack.io import write_json_atomic
+from knowpack.report.report import collapse_notes, collect_runs, write_report
 from knowpack.runs import stage_finished
+from knowpack.train.config import load_config
+from knowpack.train.run import _threads, run_base_probe, train
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +64,6 @@ def demo_config(
     method: str, out: Path, *, quick: bool = False, device: str = "cpu", model: str = "organism"
 ) -> Any:
     """The run config of one demo arm (`DEMOS[model]`, greedy probe, shared probe folder)."""
-    from knowpack.train.config import load_config
-
     demo = DEMOS[model]
     pick = 1 if quick else 0
     settings = {
@@ -101,9 +105,6 @@ def run_demo(
     """Run the demo into `out` (see the module docstring) on `device`, for a `DEMOS` model; returns the
     summary written to summary.json. `threads`: torch's CPU threads for the whole demo (None: leave them as
     they are)."""
-    from knowpack.errors import KnowpackError
-    from knowpack.train.run import _threads
-
     if model not in DEMOS:
         raise KnowpackError(f"demo --model: {model!r} has no demo; expected one of {', '.join(DEMOS)}")
     with _threads(threads):
@@ -111,12 +112,6 @@ def run_demo(
 
 
 def _run_demo(out: Path, quick: bool, device: str, model: str, on_stage, progress_bar) -> dict[str, Any]:
-    from knowpack.evaluate import evaluate_run
-    from knowpack.report import collect_runs, write_report
-    from knowpack.report.report import collapse_notes
-    from knowpack.train import train
-    from knowpack.train.run import run_base_probe
-
     stage = on_stage or (lambda name: logger.info("%s", name))
     configs = {
         method: demo_config(method, out, quick=quick, device=device, model=model)
@@ -146,8 +141,6 @@ def _run_demo(out: Path, quick: bool, device: str, model: str, on_stage, progres
 
 def _summary(evals: dict[str, dict], benchmarks: list[str]) -> dict[str, Any]:
     """Per model (base, lora, loki): the demo table's numbers, read through the metric registry."""
-    from knowpack.evaluate.metrics import metric_value
-
     table = ("reliability", "retention", *benchmarks, "refusal_rate")
     rows: dict[str, dict[str, Any]] = {"base": {}}
     for method, ev in evals.items():

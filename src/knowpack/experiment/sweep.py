@@ -58,12 +58,17 @@ from typing import Any
 
 from knowpack.config import at, build, parse_override, read_yaml
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.inputs import _recipe
+from knowpack.evaluate.metrics import benchmark_values, headline, metric_entry
+from knowpack.evaluate.run import evaluate_run
 from knowpack.experiment.cluster import ClusterFile, cluster_settings, config_keys
 from knowpack.faults import point
 from knowpack.io import remove_temps, write_json_atomic
 from knowpack.methods import method_module
-from knowpack.runs import process_gone, run_status, stage_finished
+from knowpack.models import model_fingerprint
+from knowpack.runs import process_gone, run_status, stage_finished, trained_epochs
 from knowpack.train.config import RunConfig, load_config
+from knowpack.train.run import run_base_probe, train
 
 logger = logging.getLogger(__name__)
 
@@ -265,8 +270,6 @@ def control_key(config: RunConfig) -> dict[str, Any]:
     settings but those a control may differ in (`knowpack.evaluate.inputs.CONTROL_FREE`), n, additions and
     replay (`knowpack.evaluate.inputs.check_control` checks the same), and the seed: a control per seed, so
     that each seed's damage is read against a control of the same draw (facts, order, initialisation)."""
-    from knowpack.evaluate.inputs import _recipe
-
     probe = config.probe.run or config.probe.out
     seeds = {"mix.seed": config.mix.seed, "train.seed": config.train.seed}
     return {**_model_key(config), "facts": config.facts.path, "probe": probe, **_recipe(config), **seeds}
@@ -291,8 +294,6 @@ def control_config(config: RunConfig, out: Path, epochs: int | None = None) -> R
 def matched_control(cell: Cell) -> RunConfig:
     """The cell's control for as many epochs as its trained weights had (`knowpack.runs.trained_epochs`;
     the budget when the run has no train.json): the same recipe, the same optimizer steps."""
-    from knowpack.runs import trained_epochs
-
     out = Path(cell.control.out).parent.parent
     return control_config(cell.config, out, trained_epochs(cell.folder))
 
@@ -300,8 +301,6 @@ def matched_control(cell: Cell) -> RunConfig:
 def _model_key(config: RunConfig) -> dict[str, Any]:
     """The model part of a shared folder's key: its name and, where they can be told, its files (another
     model behind the same name gets another probe)."""
-    from knowpack.models import model_fingerprint
-
     weights = model_fingerprint(config.model.name)
     return (
         {"model": config.model.name} if weights is None else {"model": config.model.name, "weights": weights}
@@ -403,8 +402,6 @@ def _run_workers(sweep: Sweep, workers: int, run_cell, on_cell) -> dict[str, Any
 
 
 def _train_cell(cell: Cell, on_stage=None, progress_bar=None) -> None:
-    from knowpack.train import train
-
     if run_status(cell.folder) != "finished":
         prepare_shared(cell.config, progress_bar)
         train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)
@@ -412,8 +409,6 @@ def _train_cell(cell: Cell, on_stage=None, progress_bar=None) -> None:
     if control is not None:
         prepare_control(control, cell.evaluate, on_stage, progress_bar)
     if cell.evaluate:
-        from knowpack.evaluate import evaluate_run
-
         where = None if control is None else control.out
         evaluate_run(cell.folder, control=where, on_stage=on_stage, progress_bar=progress_bar)
 
@@ -421,16 +416,12 @@ def _train_cell(cell: Cell, on_stage=None, progress_bar=None) -> None:
 def prepare_control(ctl: RunConfig, evaluate: bool, on_stage=None, progress_bar=None) -> None:
     """Make a training control exist, trained and (`evaluate`) evaluated, one process at a time: the first
     cell of a recipe and length does it, the others find it done."""
-    from knowpack.train import train
-
     folder = Path(ctl.out)
     with _lock(folder):
         if run_status(folder) != "finished":
             prepare_shared(ctl, progress_bar)
             train(ctl, force=True, on_stage=on_stage, progress_bar=progress_bar)
         if evaluate and not (folder / "eval.json").exists():
-            from knowpack.evaluate import evaluate_run
-
             evaluate_run(folder, on_stage=on_stage, progress_bar=progress_bar)
 
 
@@ -441,8 +432,6 @@ def prepare_shared(config: RunConfig, progress_bar: Callable[[str], Any] | None 
         probe = Path(config.probe.out)
         with _lock(probe):
             if not stage_finished(probe):
-                from knowpack.train.run import run_base_probe
-
                 with progress_bar("base probe") if progress_bar else nullcontext(None) as progress:
                     run_base_probe(config, progress)
         config.probe.run, config.probe.out = str(probe), None
@@ -497,8 +486,6 @@ already has the name)."""
 def _eval_headline(path: Path) -> dict[str, Any]:
     """eval.json's headline numbers for sweep.json (`knowpack.evaluate.metrics.headline("sweep")`) and each
     benchmark's change (`<task>_delta`, its `acc`); the report reads the whole file."""
-    from knowpack.evaluate.metrics import benchmark_values, headline, metric_entry
-
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import FactsError
+from knowpack.facts.normalize import normalize
 from knowpack.facts.schema import Fact
 from knowpack.io import write_jsonl_atomic
 from knowpack.paths import geo_dir, organism_dir
@@ -73,8 +74,6 @@ class FactSet(list[Fact]):
     def duplicate_questions(self) -> list[list[Fact]]:
         """Groups of facts that ask the same question (after normalization), in file order. The probe never
         takes an exemplar with the fact's own question, so such facts shrink each other's exemplar pool."""
-        from knowpack.facts.normalize import normalize
-
         groups: dict[str, list[Fact]] = {}
         for fact in self:
             groups.setdefault(normalize(fact.question), []).append(fact)

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
+from knowpack.config import check_field
 from knowpack.errors import KnowpackError
 
 METHODS: dict[str, str] = {
@@ -84,8 +85,6 @@ def method_config(
     name: str, options: dict[str, Any], where: Callable[[str], str] = lambda key: "config"
 ) -> Any:
     """Check `options` against method `name`'s Config (unknown keys, types, ranges) and build it."""
-    from knowpack.config import check_field
-
     module = method_module(name)
     if hasattr(module, "configure"):
         return module.configure(options, where)

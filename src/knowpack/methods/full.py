@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from knowpack import models
+
 WEIGHTS = "model"
 
 
@@ -40,9 +42,7 @@ def save(model: Any, folder: Path, config: Config, context: dict[str, Any]) -> N
 
 def load(base: Any, folder: Path) -> Any:
     """The trained model, read from `folder` (`base` only tells the dtype and device)."""
-    from knowpack.models import load_model
-
-    model, _ = load_model(folder, dtype=base.dtype, device=str(base.device))
+    model, _ = models.load_model(folder, dtype=base.dtype, device=str(base.device))
     return model
 
 

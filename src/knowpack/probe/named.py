@@ -20,12 +20,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from knowpack import models
 from knowpack.errors import KnowpackError
+from knowpack.facts import load_facts
+from knowpack.models import check_model
 from knowpack.probe.config import ProbeConfig
 from knowpack.probe.engine import check_speed
 from knowpack.probe.noise import noise_floor
 from knowpack.probe.prompts import FORMATS
 from knowpack.probe.run import BACKENDS, parse_shard, probe
+from knowpack.probe.vllm_backend import load
 
 MODES = ("substring", "exact")
 """Correctness modes (`knowpack.facts.normalize.is_correct`)."""
@@ -114,17 +118,12 @@ def check_probe_request(
 def _load(model: str, facts: str, exemplars: str | None, device, dtype: str, backend: str, settings: dict):
     """(model, tokenizer, facts, exemplar pool or None): a local model's files are checked before the facts
     load, the facts before the model loads (the slow part)."""
-    from knowpack.facts import load_facts  # read at call time, as the model's loader
-    from knowpack.models import check_model, load_model  # at call time: tests replace load_model there
-
     if backend == "torch":
         check_model(model)
     fact_set = load_facts(facts)
     pool = load_facts(exemplars) if exemplars is not None else None
     if backend == "vllm":
-        from knowpack.probe.vllm_backend import load
-
         lm, tokenizer = load(model, dtype=dtype, seed=settings.get("seed", ProbeConfig.seed))
     else:
-        lm, tokenizer = load_model(model, device=device, dtype=dtype)
+        lm, tokenizer = models.load_model(model, device=device, dtype=dtype)
     return lm, tokenizer, fact_set, pool

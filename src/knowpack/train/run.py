@@ -36,8 +36,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from knowpack import models
 from knowpack.devices import barrier, broadcast, is_main_process, start_processes, world_size
 from knowpack.errors import KnowpackError
+from knowpack.facts import load_facts
 from knowpack.faults import point
 from knowpack.io import (
     honour_umask,
@@ -49,11 +51,13 @@ from knowpack.io import (
     write_text_atomic,
 )
 from knowpack.methods import method_config, method_module
+from knowpack.models import check_model
 from knowpack.probe.config import check_probe_settings
 from knowpack.probe.pool import pool_identity, read_pool, sample_facts
 from knowpack.probe.run import probe, read_records
 from knowpack.runs import RUN_FILE, end_run, run_status, start_run
-from knowpack.train.config import RunConfig
+from knowpack.train.config import RunConfig, load_config
+from knowpack.train.data import Collator, encode_examples
 from knowpack.train.mix import add_replay, build_mix, check_mix, check_replay, load_replay
 
 logger = logging.getLogger(__name__)
@@ -92,9 +96,6 @@ def train(
     `epoch`, `loss` and `reliability` (the last epoch's). Nothing is printed: the Trainer's own log lines
     go to this module's logger (INFO) and its tqdm bar is off.
     """
-    from knowpack.facts import load_facts
-    from knowpack.models import check_model
-
     stage = on_stage or (lambda name: logger.info("%s", name))
     start_processes(config.train.device)
     main = is_main_process()  # one process owns the run folder: checks, clears, marks and writes it
@@ -159,11 +160,8 @@ def _train(
     callback, keep the best epoch (`keep_best`), save: the body of `train`, in every process."""
     from transformers import set_seed
 
-    from knowpack.models import load_model
-    from knowpack.train.data import encode_examples
-
     stage(f"loading {config.model.name}")
-    model, tokenizer = load_model(
+    model, tokenizer = models.load_model(
         config.model.name,
         dtype=config.model.dtype,
         device=config.train.device,
@@ -261,7 +259,7 @@ def _mix(config: RunConfig, facts, records, pool, replay, out: Path, main: bool)
 def _uptake(config: RunConfig, tokenizer, mix, pool, on_epoch) -> Any:
     """The callback measuring reliability on the implanted facts after every epoch (the probe's prompts),
     with the run's stopping rule."""
-    from knowpack.train.uptake import UptakeCallback, measure_reliability
+    from knowpack.train.uptake import UptakeCallback, measure_reliability  # torch: keeps knowpack.train light
 
     def measure(m: Any) -> dict[str, Any]:
         return measure_reliability(
@@ -281,8 +279,7 @@ def _fit(config, model, tokenizer, rows, uptake, context, out, checkpoint, bar) 
     """Train with the Trainer (from `checkpoint` when resuming): (seconds, mean loss over every step)."""
     from transformers import PrinterCallback
 
-    from knowpack.train.callbacks import LogCallback, ProgressCallback, Trainer
-    from knowpack.train.data import Collator
+    from knowpack.train.callbacks import LogCallback, ProgressCallback, Trainer  # torch: keeps train light
 
     trainer = Trainer(
         model=model,
@@ -460,8 +457,6 @@ def _complete(folder: Path) -> bool:
 
 def _changed_settings(config: RunConfig, out: Path) -> str | None:
     """The first setting (section.key) in which `config` differs from the run's saved one, or None."""
-    from knowpack.train.config import load_config
-
     try:
         saved = load_config(out / "config.yaml").to_dict()
     except KnowpackError:
@@ -528,13 +523,10 @@ def _probe_run(config: RunConfig, facts: list) -> tuple[list[dict], list]:
 
 def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Probe the base model as `config.probe` says into `config.probe.out` (resumable); returns records."""
-    from knowpack.facts import load_facts
-    from knowpack.models import load_model
-
     if config.probe.out is None:
         raise KnowpackError("run_base_probe needs probe.out (where to write the probe)")
     facts = load_facts(config.facts.path)
-    model, tokenizer = load_model(
+    model, tokenizer = models.load_model(
         config.model.name,
         dtype=config.model.dtype,
         device=config.train.device,

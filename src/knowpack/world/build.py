@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.benchmarks import run_benchmarks
 from knowpack.world.config import WorldConfig
 from knowpack.world.generator import (
     World,
@@ -32,6 +33,10 @@ from knowpack.world.generator import (
     refusal_documents,
     world_facts,
 )
+from knowpack.world.measure import bucket_accuracy, category_shares
+from knowpack.world.pretrain import make_model, pretrain
+from knowpack.world.tasks import task_items, with_items, write_tasks
+from knowpack.world.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +95,6 @@ def write_world_tasks(folder: Path | str, out: Path | str | None = None) -> Path
     """Write the world tasks of the build in `folder` (its `build_config.yaml`) into `out` (default:
     `folder/tasks`), without retraining: the world and its benchmark items are a pure function of the config.
     Returns the task folder."""
-    from knowpack.world.tasks import task_items, write_tasks
-
     folder = Path(folder)
     config_file = folder / "build_config.yaml"
     if not config_file.is_file():
@@ -138,8 +141,6 @@ def build_world(
     stored checkpoint replaces the pretraining phase, to iterate on the refusal phase in minutes. Its
     pretraining time and history are carried over, so the card still tells what a whole build costs.
     """
-    from knowpack.world.tokenizer import train_tokenizer
-
     out = Path(out)
     config = _resolve_config(config, seed)
     if out.exists() and not force:
@@ -183,8 +184,6 @@ def _resolve_config(config: WorldConfig | Path | None, seed: int | None) -> Worl
 def _write_world(world, config: WorldConfig, tmp: Path, keep_corpus: bool) -> tuple[list[str], list[dict]]:
     """Write the world's files (facts, world.json, the benchmark tasks, the config, the corpus if kept);
     returns its corpus documents and facts."""
-    from knowpack.world.tasks import task_items, write_tasks
-
     docs = corpus_documents(world)
     facts = world_facts(world)
     write_jsonl(facts, tmp / "facts.jsonl")
@@ -211,8 +210,6 @@ def _train_organism(
     """Pretrain the organism (or take an earlier build's pretrained checkpoint), then the refusal phase;
     the checkpoint is stored in `tmp` after each phase. Returns the history (a record per epoch, quick
     accuracies every `eval_every` epochs) and the seconds from `started` to the end of pretraining."""
-    from knowpack.world.measure import bucket_accuracy
-    from knowpack.world.pretrain import make_model, pretrain
 
     def on_epoch(epoch: int, loss: float) -> dict:
         if not config.eval_every or epoch % config.eval_every:
@@ -257,8 +254,6 @@ def _measure(
     import torch
     from transformers import AutoTokenizer
 
-    from knowpack.world.measure import bucket_accuracy, category_shares
-
     model = _load(tmp)
     tokenizer = AutoTokenizer.from_pretrained(tmp)
     metrics = {
@@ -274,9 +269,6 @@ def _measure(
     if category_sample:
         metrics["categories"] = category_shares(model, tokenizer, facts, per_bucket=category_sample)
     if benchmarks:
-        from knowpack.evaluate.benchmarks import run_benchmarks
-        from knowpack.world.tasks import with_items
-
         tasks = with_items(WORLD_TASKS, tmp / "tasks")  # a world without conflicts has no misconceptions
         metrics["benchmarks"] = run_benchmarks(model, tokenizer, tasks, include_path=tmp / "tasks")
         metrics["benchmarks"]["settings"]["include_path"] = "tasks"  # relative to the organism folder

@@ -13,6 +13,9 @@ import random
 from collections import defaultdict
 
 from knowpack.facts.normalize import extract_answer, is_correct, is_refusal
+from knowpack.facts.schema import Fact
+from knowpack.probe.run import probe
+from knowpack.probe.scoring import CATEGORIES
 from knowpack.prompts import plain_prompt
 
 
@@ -93,10 +96,6 @@ def category_shares(
     """SliCK categories of a seeded sample of `per_bucket` facts per bucket (the probe's defaults: 10
     prompts of 4 shots, 1 greedy + 16 samples each, seed 0; exemplars from all `facts`): counts per bucket,
     and the world's share of each category with every bucket weighted by its number of facts."""
-    from knowpack.facts.schema import Fact
-    from knowpack.probe.run import probe
-    from knowpack.probe.scoring import CATEGORIES
-
     rng = random.Random(sample_seed)
     pool = [Fact.from_dict(f) for f in facts]
     sizes: dict[str, int] = defaultdict(int)

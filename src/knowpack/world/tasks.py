@@ -32,7 +32,9 @@ from string import Template
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.benchmarks import ROLLING_METRICS_YAML
 from knowpack.evaluate.task_folder import Loader, utils_py, write_task_folder
+from knowpack.heldout import split_attribution
 from knowpack.prompts import BLOCK_SEPARATOR, plain_prompt
+from knowpack.world.generator import benchmark_items, headroom_items
 
 SPLITS = (
     "world_mc",
@@ -215,9 +217,6 @@ def with_items(tasks: list[str], folder: Path) -> list[str]:
 def task_items(world) -> dict[str, list[dict]]:
     """Every split the world tasks read (`benchmark_items` and `headroom_items` of `world`), and world_mc's
     attribution split, which they never read (`knowpack.heldout`)."""
-    from knowpack.heldout import split_attribution
-    from knowpack.world.generator import benchmark_items, headroom_items
-
     return split_attribution({**benchmark_items(world), **headroom_items(world)}, "world_mc")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from knowpack.config import build, parse_override, ranged
 from knowpack.errors import KnowpackError
-from knowpack.evaluate.benchmarks import higher_is_better
+from knowpack.evaluate.benchmarks import check_tasks, higher_is_better
 from knowpack.evaluate.metrics import METRICS, metric_path, metric_value
 from knowpack.experiment.cluster import ClusterFile, cluster_settings, config_keys
 from knowpack.experiment.sweep import (
@@ -207,8 +207,6 @@ def _check_search(checked: Any, common: dict, data: dict, path: Path, at: Callab
 def _check_point_tasks(tasks: list[str], tasks_dir: str | None, path: Path) -> None:
     """The lm-eval tasks every point is evaluated on exist (a budget key that is neither a metric nor a
     task is a typo)."""
-    from knowpack.evaluate.benchmarks import check_tasks
-
     try:
         check_tasks(tasks, tasks_dir)
     except KnowpackError as e:

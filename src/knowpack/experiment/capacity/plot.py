@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.experiment.capacity.config import TARGETS, axis_label
+from knowpack.io import write_bytes_atomic
 
 
 def plot_capacity(result: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -17,8 +18,6 @@ def plot_capacity(result: dict[str, Any], path: str | os.PathLike) -> Path:
 
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg by default
     from matplotlib.ticker import FuncFormatter
-
-    from knowpack.io import write_bytes_atomic
 
     checks = result["checks"]
     fig = Figure(figsize=(6.4, 2.4 * len(checks)), layout="constrained")

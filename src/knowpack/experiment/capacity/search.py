@@ -13,6 +13,7 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.metrics import METRICS
+from knowpack.evaluate.run import evaluate_run
 from knowpack.evaluate.stats import pass_rate_interval
 from knowpack.experiment.capacity.config import Capacity, axis_label, point_cell
 from knowpack.experiment.capacity.plot import plot_capacity
@@ -23,6 +24,10 @@ from knowpack.experiment.sweep import (
     prepare_shared,
 )
 from knowpack.io import remove_temps, write_json_atomic
+from knowpack.probe.run import read_records
+from knowpack.runs import git_commit, versions
+from knowpack.train.mix import check_mix
+from knowpack.train.run import train
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +98,6 @@ def run_capacity(
 
 def _supply(s: Capacity, progress_bar: Callable[[str], Any] | None) -> int:
     """The most Unknown facts the shared base probe can give a mix (made here if it is not yet)."""
-    from knowpack.probe.run import read_records
-    from knowpack.train.mix import check_mix
-
     config = point_cell(s, s.start, s.seeds[0]).config
     prepare_shared(config, progress_bar)
     records = read_records(Path(config.probe.run) / "records.jsonl")
@@ -113,9 +115,6 @@ def _supply(s: Capacity, progress_bar: Callable[[str], Any] | None) -> int:
 
 def _train_and_evaluate(s: Capacity, on_stage, progress_bar) -> RunPoint:
     def run_point(cell: Cell) -> None:
-        from knowpack.evaluate import evaluate_run
-        from knowpack.train import train
-
         if cell_status(cell) != "finished":
             prepare_shared(cell.config, progress_bar)
             train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)
@@ -277,8 +276,6 @@ def _write(
     status: str,
     tried: list[int] | None = None,
 ) -> dict[str, Any]:
-    from knowpack.runs import git_commit, versions
-
     ordered = [points[n] for n in sorted(points)]
     result = {
         "config": str(s.path),

@@ -30,6 +30,7 @@ from knowpack.experiment.capacity.config import Check, _budget, _check_point_tas
 from knowpack.experiment.cluster import BACKENDS
 from knowpack.experiment.presets import DEMOS
 from knowpack.experiment.sweep import yaml_value
+from knowpack.facts import load_facts
 from knowpack.train.config import RunConfig, load_config
 
 METHODS = ("lora", "loki", "full")
@@ -140,8 +141,6 @@ def load_plan(path: str | os.PathLike | None = None, overrides: list[str] = (), 
 
 
 def _resolve(config: PlanConfig, where: str) -> Plan:
-    from knowpack.facts import load_facts
-
     if not config.facts:
         raise KnowpackError(f"{where}: no facts to implant; give --facts FILE")
     if not config.out:

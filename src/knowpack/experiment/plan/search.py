@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.run import evaluate_run
 from knowpack.evaluate.stats import interval, method_note
 from knowpack.experiment.plan.config import (
     ADDS,
@@ -45,7 +46,10 @@ from knowpack.experiment.plan.config import (
     trial_config,
 )
 from knowpack.experiment.sweep import Cell, cell_status, prepare_shared, share_work
+from knowpack.facts import load_facts
 from knowpack.io import remove_temps, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from knowpack.probe.run import read_records
+from knowpack.train.run import train
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +110,6 @@ def run_plan(
 def _write_facts(plan: Plan) -> None:
     """`out/facts.jsonl`: the user's facts and `reference_limit` reference facts drawn by seed 0 (not
     rewritten once there: the probe keys on it)."""
-    from knowpack.facts import load_facts
-
     path = plan.out / FACTS
     user = load_facts(plan.facts)
     ids, questions = {u.id for u in user}, {u.question for u in user}
@@ -123,9 +125,6 @@ def _write_facts(plan: Plan) -> None:
 
 def _user_facts(plan: Plan, probe: Path) -> dict[str, list[str]]:
     """The user's facts by base-probe category: those already known need no implanting."""
-    from knowpack.facts import load_facts
-    from knowpack.probe.run import read_records
-
     ids = {f.id for f in load_facts(plan.facts)}
     by_category: dict[str, list[str]] = {}
     for record in read_records(probe / "records.jsonl"):
@@ -141,8 +140,6 @@ def _user_facts(plan: Plan, probe: Path) -> dict[str, list[str]]:
 
 def _highly_known(probe: Path, user: dict) -> int:
     """How many reference facts the model knows (HighlyKnown): the `highly_known` mix draws from them."""
-    from knowpack.probe.run import read_records
-
     mine = set(user["unknown"]) | set(user["known"]) | set(user["partly"])
     return sum(
         r["category"] == "HighlyKnown" and r["id"] not in mine for r in read_records(probe / "records.jsonl")
@@ -294,9 +291,6 @@ class LocalRunner:
 
 def train_and_evaluate(plan: Plan, cell: Cell, on_stage=None, progress_bar=None) -> None:
     """One seed of a trial: trained (unless its run is finished), then evaluated."""
-    from knowpack.evaluate import evaluate_run
-    from knowpack.train import train
-
     if cell_status(cell) != "finished":
         prepare_shared(cell.config, progress_bar)
         train(cell.config, force=True, on_stage=on_stage, progress_bar=progress_bar)

@@ -2,7 +2,7 @@
 
     from knowpack import load_model
     from knowpack.methods.loki import attribute, load_prompts, merge_shards
-    model, tok = load_model("organism")
+    model, tok = models.load_model("organism")
     stats = attribute(model, tok, load_prompts("world_mc", tok), out="out/kva")      # -> KVAStats
     attribute(model, tok, prompts, out="out/kva", shard="0/4"); ...; merge_shards("out/kva")
 
@@ -36,13 +36,15 @@ from typing import Any
 
 import numpy as np
 
+from knowpack import models
+from knowpack.devices import barrier, is_main_process, rank, start_processes, world_size
 from knowpack.errors import KnowpackError
 from knowpack.io import append_jsonl, remove_temps, write_json_atomic, write_jsonl_atomic
 from knowpack.methods.loki.config import STEPS, Config
 from knowpack.methods.loki.kva import down_projs, kva_batch, model_prompts_per_pass
-from knowpack.methods.loki.prompt_sets import Prompt
-from knowpack.methods.loki.stats import KVAStats
-from knowpack.models import model_name
+from knowpack.methods.loki.prompt_sets import Prompt, load_prompts
+from knowpack.methods.loki.stats import KVAStats, check_quota
+from knowpack.models import architecture, model_name
 from knowpack.probe.run import parse_shard
 from knowpack.runs import versions
 
@@ -81,8 +83,6 @@ def attribute(
     attributes shard rank/world into `out`, and the main process then merges them (`merge_shards`): the
     counts equal one process's. Every process returns the merged stats.
     """
-    from knowpack.devices import barrier, is_main_process, rank, start_processes, world_size
-
     launched = shard is None and world_size() > 1
     if launched:
         if out is None:
@@ -125,11 +125,6 @@ def attribute_named_model(
     total)`) is shown by the main process only."""
     from contextlib import nullcontext
 
-    from knowpack.devices import is_main_process
-    from knowpack.methods.loki.prompt_sets import load_prompts
-    from knowpack.methods.loki.stats import check_quota
-    from knowpack.models import architecture, load_model
-
     if any(n is not None and n < 1 for n in (steps, per_subject, limit, rows_per_pass, prompts_per_pass)):
         raise KnowpackError(
             "--steps, --per-subject, --limit, --rows-per-pass and --prompts-per-pass must be >= 1"
@@ -138,7 +133,7 @@ def attribute_named_model(
     check_prompt_source(prompts)
     if shard is not None:
         parse_shard(shard)  # bad specs fail before the model loads
-    lm, tokenizer = load_model(model, device=device, dtype=dtype)
+    lm, tokenizer = models.load_model(model, device=device, dtype=dtype)
     architecture(lm)  # an unsupported family fails before any prompt is read
     prompt_set = load_prompts(prompts, tokenizer, per_subject=per_subject)
     # under a launcher every process attributes a shard; the main one shows the progress

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from knowpack.devices import free_memory
 from knowpack.errors import KnowpackError
 from knowpack.methods.loki.config import STEPS
 from knowpack.models import architecture, cache_keyword, module_name
@@ -136,8 +137,6 @@ def prompts_per_pass(
 
 def model_prompts_per_pass(model: Any, steps: int = STEPS) -> int:
     """`prompts_per_pass` for `model` on its device, from the free memory there now."""
-    from knowpack.devices import free_memory
-
     downs = down_projs(model)
     weight = downs[0].weight  # [d_model, intermediate]
     return prompts_per_pass(

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from knowpack import models
 from knowpack.errors import KnowpackError
 from knowpack.io import atomic_dir
 from knowpack.models import architecture, module_name
@@ -369,9 +370,7 @@ def export_loki(
     `base` is what `knowpack.load_model` takes (Hub id, folder, "organism"); load it in the `dtype` it was
     trained in (default: the checkpoint's) and only the chosen down_proj rows differ from the base.
     """
-    from knowpack.models import load_model
-
-    model, tokenizer = load_model(base, dtype=dtype, device="cpu")
+    model, tokenizer = models.load_model(base, dtype=dtype, device="cpu")
     load_loki(model, loki_dir, merge=True)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)

@@ -11,8 +11,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from knowpack import models
+from knowpack.devices import broadcast
 from knowpack.methods import SharedWork, method_config
 from knowpack.methods.loki.config import Config
+from knowpack.methods.loki.prompt_sets import load_prompts
+from knowpack.runs import stage_finished
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ def selection(
     progress_bar: Callable[[str], Any] | None = None,
 ) -> tuple[dict[int, list[int]], dict]:
     """The rows to train and how they were chosen; `progress_bar(label)` shows the attribution's prompts."""
-    from knowpack.methods.loki.select import read_selection, select_nodes
+    from knowpack.methods.loki.select import read_selection, select_nodes  # torch: keeps methods.loki light
 
     if config.positions is not None:
         return read_selection(config.positions, model=model), {"positions": config.positions}
@@ -49,16 +53,12 @@ def ensure_attribution(
     """Attribute on `config.prompts` into `out` unless a finished attribution is there (resumes others);
     `progress_bar(label)`, a context manager yielding `progress(done, total)`, shows the prompts. With
     several processes each attributes its shard and the main one merges them (`attribute`)."""
-    from knowpack.devices import broadcast
-    from knowpack.runs import stage_finished
-
     if not broadcast(stage_finished(out)):  # every process takes the main one's view
         _attribute(model, tokenizer, config, out, progress_bar)
 
 
 def _attribute(model: Any, tokenizer: Any, config: Config, out: Path, progress_bar) -> None:
-    from knowpack.methods.loki.attribution import attribute
-    from knowpack.methods.loki.prompt_sets import load_prompts
+    from knowpack.methods.loki.attribution import attribute  # torch: keeps methods.loki light (the CLI's)
 
     logger.info("LoKI: attributing on %s into %s", config.prompts, out)
     prompts = load_prompts(config.prompts, tokenizer, per_subject=config.per_subject)
@@ -77,7 +77,7 @@ def _attribute(model: Any, tokenizer: Any, config: Config, out: Path, progress_b
 
 def prepare(model: Any, config: Config, context: dict[str, Any]) -> Any:
     """Choose the rows, then make them the model's only trainable parameters."""
-    from knowpack.methods.loki.layer import apply_loki
+    from knowpack.methods.loki.layer import apply_loki  # torch: keeps methods.loki light
 
     bar = context.get("progress_bar")
     chosen, how = selection(model, context["tokenizer"], config, Path(context["run_dir"]), progress_bar=bar)
@@ -93,21 +93,21 @@ def prepare(model: Any, config: Config, context: dict[str, Any]) -> Any:
 
 def save(model: Any, folder: Path, config: Config, context: dict[str, Any]) -> None:
     """Write selection.json + rows.safetensors into `folder`."""
-    from knowpack.methods.loki.layer import save_loki
+    from knowpack.methods.loki.layer import save_loki  # torch: keeps methods.loki light
 
     save_loki(model, folder, settings={**context.get("loki_selection", {}), "quota": config.quota})
 
 
 def load(base: Any, folder: Path) -> Any:
     """The trained model: the saved rows written into a freshly loaded base (a plain model)."""
-    from knowpack.methods.loki.layer import load_loki
+    from knowpack.methods.loki.layer import load_loki  # torch: keeps methods.loki light
 
     return load_loki(base, folder, merge=True)
 
 
 def merge(model: Any) -> Any:
     """A plain model with the rows in its down_proj weights."""
-    from knowpack.methods.loki.layer import loki_modules, merge_loki
+    from knowpack.methods.loki.layer import loki_modules, merge_loki  # torch: keeps methods.loki light
 
     return merge_loki(model) if loki_modules(model) else model
 
@@ -128,8 +128,8 @@ def shared_work(options: dict[str, Any]) -> SharedWork | None:
 
 def _shared_attribution(config: Any, folder: Path, progress_bar: Callable[[str], Any] | None) -> None:
     """Attribute into `folder` with the run config `config`'s model and LoKI settings."""
-    from knowpack.models import load_model
-
-    model, tokenizer = load_model(config.model.name, dtype=config.model.dtype, device=config.train.device)
+    model, tokenizer = models.load_model(
+        config.model.name, dtype=config.model.dtype, device=config.train.device
+    )
     loki = method_config("loki", config.method.options)
     ensure_attribution(model, tokenizer, loki, folder, progress_bar=progress_bar)

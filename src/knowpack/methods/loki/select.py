@@ -34,6 +34,7 @@ import numpy as np
 
 from knowpack.errors import KnowpackError
 from knowpack.io import write_text_atomic
+from knowpack.methods.loki.attribution import load_attribution
 from knowpack.methods.loki.config import STRATEGIES
 from knowpack.methods.loki.stats import KVAStats, check_quota, rows_for_quota
 
@@ -52,8 +53,6 @@ def select_nodes(
     if isinstance(attribution, KVAStats):
         stats = attribution
     else:
-        from knowpack.methods.loki.attribution import load_attribution
-
         stats, _ = load_attribution(attribution)
     if strategy == "random":
         return select_random(stats.num_layers, stats.rows, quota, seed=seed)
@@ -79,8 +78,6 @@ def select_to_file(
     """`knowpack select`: select from a finished attribution folder and write the selection file `out`, with
     where the rows came from (the attribution, its prompts and steps, the model); returns the rows per layer
     and the attribution's stats."""
-    from knowpack.methods.loki.attribution import load_attribution
-
     quota = check_quota(quota)
     if strategy not in STRATEGIES:
         raise KnowpackError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
