@@ -7,14 +7,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 from knowpack.layers import LAYERS, layer_of
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "knowpack"
 MAX_FUNCTION_IMPORTS = 20
 """The most knowpack imports inside functions the package may have (each with a `# reason` on its line)."""
-FUNCTION_IMPORTS_NOW = 48
+FUNCTION_IMPORTS_NOW = 10
 """How many there are today: the count may only fall (to `MAX_FUNCTION_IMPORTS`)."""
 
 
@@ -109,23 +107,10 @@ def test_function_level_imports_only_fall():
     assert len(_function_imports()) <= FUNCTION_IMPORTS_NOW
 
 
-@pytest.mark.xfail(
-    strict=True, reason="most of the function-level knowpack imports are not yet moved to the top"
-)
 def test_few_function_level_imports_each_with_its_reason():
     found = _function_imports()
     lines = {module: MODULES[module].read_text().splitlines() for module, _ in found}
     silent = [f"{module}:{line}" for module, line in found if "#" not in lines[module][line - 1]]
-    assert len(found) <= MAX_FUNCTION_IMPORTS and silent == []
-
-
-MAX_FUNCTION_IMPORTS_OUTSIDE_CLI = 15
-"""Outside knowpack/cli (converted apart): the most knowpack imports inside functions (each with a reason)."""
-
-
-def test_few_function_level_imports_outside_the_cli_each_with_its_reason():
-    found = [(module, line) for module, line in _function_imports() if not module.startswith("cli/")]
-    lines = {module: MODULES[module].read_text().splitlines() for module, _ in found}
-    silent = [f"{module}:{line}" for module, line in found if "#" not in lines[module][line - 1]]
-    assert len(found) <= MAX_FUNCTION_IMPORTS_OUTSIDE_CLI, [f"{m}:{line}" for m, line in found]
+    assert len(found) <= MAX_FUNCTION_IMPORTS, [f"{m}:{line}" for m, line in found]
     assert silent == []
+
