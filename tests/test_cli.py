@@ -258,7 +258,7 @@ def test_eval_with_text_benchmarks_prints_nothing_from_third_parties(tmp_path):
 
     args = ["-m", "knowpack", "--threads", "1", "eval", "--model", "organism", "--facts", "organism"]
     args += [
-        "--pool",
+        "--sample-size",
         "4",
         "--samples",
         "0",

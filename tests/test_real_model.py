@@ -117,7 +117,7 @@ def test_the_probe_knows_paris_and_not_a_made_up_capital(smol):
 
 README_COMMANDS = "<!-- real-model commands: tests/test_real_model.py runs these in order -->"
 SMALLER = {  # the README's commands on a few facts: a test's time, the same settings otherwise
-    "probe": ["--limit", "12"],
+    "probe": ["--sample-size", "12"],
     "train": ["mix.n_unknown=2", "train.epochs=1", "eval.limit=4"],
 }
 
@@ -147,7 +147,7 @@ def test_the_readme_real_model_commands_run_as_written_with_the_preset(tmp_path,
         args = command[1:]
         verb = next(a for a in args if not a.startswith("-") and not a.isdigit())
         if verb == "probe":
-            at = args.index("--limit")
+            at = args.index("--sample-size")
             args[at : at + 2] = SMALLER["probe"]
         args += SMALLER.get(verb, []) if verb == "train" else []
         args = [str(tmp_path / a) if a.startswith(("out/", "runs/")) else a for a in args]

@@ -46,13 +46,15 @@ Samples = Annotated[int, config_option(P, "samples", help="--model: samples per 
 NPrompts = Annotated[int, config_option(P, "n_prompts", help="--model: few-shot prompts per fact.")]
 Shots = Annotated[int, config_option(P, "shots", help="--model: exemplars per prompt.")]
 Seed = Annotated[int, config_option(P, "seed", help="--model: probe seed.")]
-Pool = Annotated[
-    int | None, config_option(P, "pool", help="--model: probe a seeded sample of this many facts.")
+SampleSize = Annotated[
+    int | None, config_option(P, "sample_size", help="--model: probe a seeded sample of this many facts.")
 ]
-PoolSeed = Annotated[
+SampleSizeSeed = Annotated[
     int | None,
     config_option(
-        P, "pool_seed", help="--model: the sample's seed (default: a run config's probe.pool_seed)."
+        P,
+        "sample_size_seed",
+        help="--model: the sample's seed (default: a run config's probe.sample_size_seed).",
     ),
 ]
 Compare = Annotated[
@@ -80,8 +82,8 @@ def eval_(
     n_prompts: NPrompts = P.n_prompts,
     shots: Shots = P.shots,
     seed: Seed = P.seed,
-    pool: Pool = None,
-    pool_seed: PoolSeed = None,
+    sample_size: SampleSize = None,
+    sample_size_seed: SampleSizeSeed = None,
     compare: Compare = None,
     device: Device = None,
     dtype: AloneDtype = "auto",
@@ -121,7 +123,8 @@ def eval_(
         if batch_size is not None:
             probe_kwargs["batch_size"] = batch_size
         result = evaluate_named_model(
-            model, facts, out=out, pool=pool, pool_seed=pool_seed, seed=seed, device=device, dtype=dtype,
+            model, facts, out=out, sample_size=sample_size, sample_size_seed=sample_size_seed, seed=seed,
+            device=device, dtype=dtype,
             probe_kwargs=probe_kwargs, compare=compare, **common,
         )  # fmt: skip
         written = out / "eval.json"

@@ -33,15 +33,17 @@ BatchSize = Annotated[
 ]
 Compile = Annotated[bool, config_option(P, "compile", "--compile/--no-compile")]
 CudaGraphs = Annotated[bool, config_option(P, "cuda_graphs", "--cuda-graphs/--no-cuda-graphs")]
-Limit = Annotated[
+SampleSize = Annotated[
     int | None,
     typer.Option(
-        "--limit",
-        help="Probe a random sample of N facts over every relation, drawn with --pool-seed (as a run "
-        "config's probe.pool: the same N and seed give the facts its run probes).",
+        "--sample-size",
+        help="Probe a random sample of N facts over every relation, drawn with --sample-size-seed (as a "
+        "run config's probe.sample_size: the same N and seed give the facts its run probes).",
     ),
 ]
-PoolSeed = Annotated[int, config_option(P, "pool_seed", help="Seed of the --limit sample.")]
+SampleSizeSeed = Annotated[
+    int, config_option(P, "sample_size_seed", help="Seed of the --sample-size sample.")
+]
 Merge = Annotated[
     bool, typer.Option("--merge", help="Join the finished shards in OUT into records.jsonl; no model.")
 ]
@@ -85,8 +87,8 @@ def probe(
     batch_size: BatchSize = P.batch_size,
     compile: Compile = P.compile,
     cuda_graphs: CudaGraphs = P.cuda_graphs,
-    limit: Limit = None,
-    pool_seed: PoolSeed = P.pool_seed,
+    sample_size: SampleSize = None,
+    sample_size_seed: SampleSizeSeed = P.sample_size_seed,
     shard: Shard = None,
     merge: Merge = False,
     repeat_seed: RepeatSeed = None,
@@ -107,7 +109,8 @@ def probe(
     settings = dict(
         n_prompts=n_prompts, shots=shots, samples=samples, temperature=temperature, top_k=top_k,
         max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode, seed=seed, batch_size=batch_size,
-        compile=compile, cuda_graphs=cuda_graphs, limit=limit, pool_seed=pool_seed,
+        compile=compile, cuda_graphs=cuda_graphs, sample_size=sample_size,
+        sample_size_seed=sample_size_seed,
     )  # fmt: skip
     if shards is not None and backend != "ray":
         raise KnowpackError("--shards is for --backend ray (one process: --shard i/n)")
