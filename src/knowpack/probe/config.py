@@ -27,7 +27,7 @@ class ProbeConfig:
     sample_size: int | None = ranged(None, ge=1)
     """Probe only this many facts, a seeded random sample (the organism presets: a few hundred)."""
     sample_size_seed: int = ranged(0, ge=0)
-    """Seed of the `sample_size` sample (which facts; not the sampling of answers, `seed`)."""
+    """Seed of the `sample_size` sample: which facts are probed (`seed` fixes exemplars and answers)."""
     n_prompts: int = ranged(10, ge=1)
     """Few-shot prompts per fact (N_ex)."""
     shots: int = ranged(4, ge=0)
