@@ -215,6 +215,11 @@ def test_an_old_run_folders_config_yaml_loads_to_the_same_run_config(tmp_path):
     both = write(tmp_path, "both.yaml", "model:\n  name: tiny\nprobe:\n  pool: 300\n  sample_size: 200\n")
     with pytest.raises(KnowpackError, match=r"^\S*both.yaml:4: probe.pool and probe.sample_size are one "):
         load_config(both)
+    # an override of either name replaces what the file says under the other
+    assert load_config(path, ["probe.sample_size=100"]).probe.sample_size == 100
+    assert load_config(write(tmp_path, "new.yaml", NEW_PROBE), ["probe.pool=100"]).probe.sample_size == 100
+    with pytest.raises(KnowpackError, match=r"^command line: probe.pool and probe.sample_size are one "):
+        load_config(None, ["probe.pool=1", "probe.sample_size=2"])
 
 
 def test_the_sweeps_shared_probe_key_is_the_one_from_before_the_rename(tmp_path):

@@ -375,25 +375,30 @@ def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines:
 def _read_old_names(data: dict, where: str, lines: dict) -> None:
     """The probe section's keys under their old names (`knowpack.probe.config.RENAMED`: `pool`, `pool_seed`,
     as a run folder's config.yaml written before the rename holds them) read as the new ones, in place, with
-    one warning per place; the old and the new name of one key together is a one-line error."""
-    told = []
+    one warning per place. The old and the new name of one key in the same place (both in the file, or both
+    overrides) is a one-line error; an override of either name replaces the file's value of the other."""
+    told, places = [], []
     for old, new in RENAMED.items():
         if old not in data:
             continue
         place = _at(where, lines, ("probe", old))
         if new in data:
-            raise KnowpackError(
-                f"{place}: probe.{old} and probe.{new} are one setting (probe.{old} is its old name); give "
-                f"only probe.{new}"
-            )
+            old_set, new_set = (isinstance(lines.get(("probe", k)), str) for k in (old, new))
+            if old_set == new_set:  # one place gives both: which one is meant cannot be told
+                raise KnowpackError(
+                    f"{place}: probe.{old} and probe.{new} are one setting (probe.{old} is its old name); "
+                    f"give only probe.{new}"
+                )
+            if new_set:  # the override under the new name wins over the file's old name
+                del data[old]
+                continue
         data[new] = data.pop(old)
         if ("probe", old) in lines:
             lines[("probe", new)] = lines[("probe", old)]
         told.append(f"probe.{old} as probe.{new}")
+        places.append(place)
     if told:
-        message = (
-            f"{_at(where, lines, ('probe',))}: read {' and '.join(told)} (the old names; rename them there)"
-        )
+        message = f"{places[0]}: read {' and '.join(told)} (the old names; rename them there)"
         if message not in _TOLD:
             _TOLD.add(message)
             logger.warning(message)
