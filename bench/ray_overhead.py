@@ -35,7 +35,7 @@ def sweep_file(folder: Path, out: Path, cells: int, epochs: int) -> Path:
     data = {
         "base": str(ROOT / "configs" / "organism" / "lora.yaml"),
         "set": {
-            "probe.pool": 60,
+            "probe.sample_size": 60,
             "probe.samples": 0,
             "probe.n_prompts": 2,
             "mix.n_unknown": 6,

@@ -57,9 +57,9 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 if [ "$device" = cpu ]; then dtype=float32; precision=fp32; else dtype=bfloat16; precision=bf16; fi
 if [ "$quick" = 1 ]; then
-  limit=12; pool=40; n=4; epochs=2; bench_shape=tiny; bench_facts=4; kva_prompts=2; eval_limit=20
+  limit=12; sample_size=40; n=4; epochs=2; bench_shape=tiny; bench_facts=4; kva_prompts=2; eval_limit=20
 else
-  limit=60; pool=200; n=20; epochs=10; bench_shape=llama3-8b; bench_facts=40; kva_prompts=10; eval_limit=100
+  limit=60; sample_size=200; n=20; epochs=10; bench_shape=llama3-8b; bench_facts=40; kva_prompts=10; eval_limit=100
 fi
 kp=("$python" -m knowpack --threads 1)
 failed=0
@@ -91,8 +91,8 @@ step() {  # step NAME COMMAND...: run it, log its output, print "NAME  exit CODE
   fi
 }
 
-common=(probe.pool="$pool" probe.samples=0 "mix.n_unknown=$n" "train.epochs=$epochs" "train.device=$device"
-        "model.dtype=$dtype" "train.precision=$precision" train.target_reliability=null
+common=(probe.sample_size="$sample_size" probe.samples=0 "mix.n_unknown=$n" "train.epochs=$epochs"
+        "train.device=$device" "model.dtype=$dtype" "train.precision=$precision" train.target_reliability=null
         "eval.limit=$eval_limit")
 
 step probe "${kp[@]}" probe --model organism --facts organism --sample-size "$limit" --samples 2 \
@@ -111,7 +111,7 @@ cat >"$work/sweep.yaml" <<EOF
 base: $PWD/configs/organism/lora.yaml
 set:
   probe.run: $work/train-probe
-  probe.pool: $pool
+  probe.sample_size: $sample_size
   probe.samples: 0
   mix.n_unknown: $n
   train.epochs: $epochs
@@ -125,7 +125,7 @@ out: $work/sweep
 EOF
 step sweep "${kp[@]}" sweep "$work/sweep.yaml"
 step capacity "${kp[@]}" capacity configs/capacity/organism-lora.yaml max=4 "seeds=[0]" "out=$work/capacity" \
-  "probe.pool=$pool" "train.device=$device" "model.dtype=$dtype" "train.precision=$precision" \
+  "probe.sample_size=$sample_size" "train.device=$device" "model.dtype=$dtype" "train.precision=$precision" \
   "train.epochs=$epochs" "limit=$eval_limit"
 if [ "$quick" = 1 ]; then
   step demo "${kp[@]}" demo --quick --device "$device" --out "$work/demo"

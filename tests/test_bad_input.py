@@ -75,7 +75,7 @@ CASES = [
     (["train", LOKI, "method.lora_dropout=-0.1", OUT], "method.lora_dropout: expected a number in [0, 1)"),
     (["train", LORA, "probe.temperature=0", OUT], "probe.temperature: expected a number > 0, got 0.0"),
     (["train", LORA, "probe.n_prompts=0", OUT], "probe.n_prompts: expected an integer >= 1, got 0"),
-    (["train", LORA, "probe.pool=0", OUT], "probe.pool: expected an integer >= 1, got 0"),
+    (["train", LORA, "probe.sample_size=0", OUT], "probe.sample_size: expected an integer >= 1, got 0"),
     (["train", LORA, "mix.idk_share=1.5", OUT], "mix.idk_share: expected a number in [0, 1], got 1.5"),
     (["train", LORA, "mix.k=-1", OUT], "mix.k: expected an integer >= 0, got -1"),
     (["train", LORA, "eval.limit=0", OUT], "eval.limit: expected an integer >= 1, got 0"),

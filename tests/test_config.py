@@ -176,3 +176,75 @@ def test_sweep_and_capacity_read_yaml_like_a_run(tmp_path, run_yaml):
     )
     with pytest.raises(KnowpackError, match=r"sweep.yaml:\d+: train.lr: expected a number > 0, got 0.0"):
         load_sweep(path)
+
+
+OLD_PROBE = "model:\n  name: tiny\nprobe:\n  pool: 300\n  pool_seed: 3\n  samples: 0\n"
+NEW_PROBE = "model:\n  name: tiny\nprobe:\n  sample_size: 300\n  sample_size_seed: 3\n  samples: 0\n"
+
+
+def test_a_config_with_the_old_probe_names_loads_as_the_new_with_one_warning(tmp_path, caplog):
+    """`probe.pool` / `probe.pool_seed` (before the rename) read as `probe.sample_size` /
+    `probe.sample_size_seed`, with one warning naming the file and the new names."""
+    new = load_config(write(tmp_path, "new.yaml", NEW_PROBE))
+    old_path = write(tmp_path, "old.yaml", OLD_PROBE)
+    with caplog.at_level("WARNING", logger="knowpack.train.config"):
+        old = load_config(old_path)
+        again = load_config(old_path)  # a sweep reads its base once per cell: still one warning
+    assert old == again == new and (new.probe.sample_size, new.probe.sample_size_seed) == (300, 3)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(old_path) in warnings[0]
+    assert "probe.sample_size" in warnings[0] and "probe.sample_size_seed" in warnings[0]
+    assert load_config(write(tmp_path, "run.yaml", "model:\n  name: tiny\n"), ["probe.pool=300"]).probe == (
+        load_config(None, ["model.name=tiny", "probe.sample_size=300"]).probe
+    )  # an override with the old name too (a sweep.yaml's `set:` from before)
+
+
+def test_an_old_run_folders_config_yaml_loads_to_the_same_run_config(tmp_path):
+    """A run folder's config.yaml written before the rename (every key, `probe: {pool, pool_seed}`) gives the
+    RunConfig its settings give now; a config with both names of one key is an error naming file and key."""
+    config = load_config(None, ["model.name=tiny", "probe.sample_size=300", "out=runs/x"])
+    saved = config.to_dict()
+    probe = saved["probe"]
+    saved["probe"] = {
+        ("pool" if k == "sample_size" else "pool_seed" if k == "sample_size_seed" else k): v
+        for k, v in probe.items()
+    }
+    assert "pool" in saved["probe"] and "sample_size" not in saved["probe"]
+    path = write(tmp_path, "config.yaml", yaml.safe_dump(saved, sort_keys=False))
+    assert load_config(path) == config
+    both = write(tmp_path, "both.yaml", "model:\n  name: tiny\nprobe:\n  pool: 300\n  sample_size: 200\n")
+    with pytest.raises(KnowpackError, match=r"^\S*both.yaml:4: probe.pool and probe.sample_size are one "):
+        load_config(both)
+    # an override of either name replaces what the file says under the other
+    assert load_config(path, ["probe.sample_size=100"]).probe.sample_size == 100
+    assert load_config(write(tmp_path, "new.yaml", NEW_PROBE), ["probe.pool=100"]).probe.sample_size == 100
+    with pytest.raises(KnowpackError, match=r"^command line: probe.pool and probe.sample_size are one "):
+        load_config(None, ["probe.pool=1", "probe.sample_size=2"])
+
+
+def test_the_sweeps_shared_probe_key_is_the_one_from_before_the_rename(tmp_path):
+    """A sweep keys its shared base probe by a hash of its settings: still `pool=` and `pool_seed=` in the
+    key, so sweep folders from before the rename find their probes. The hashes are the old code's (e721713,
+    `share_work` of the same configs)."""
+    from pathlib import Path
+
+    from knowpack.experiment.sweep import share_work
+
+    out = Path("/sweep")
+    cases = {
+        "a6ec0d39ebb1": ["model.name=tiny"],
+        "a74e797c72fa": [
+            "model.name=tiny",
+            "probe.sample_size=300",
+            "probe.sample_size_seed=3",
+            "probe.samples=0",
+            "probe.compile=true",
+        ],
+    }
+    for expected, overrides in cases.items():
+        config = load_config(None, overrides)
+        share_work(config, out)
+        assert config.probe.out == str(out / "probe" / expected)
+    old = load_config(None, ["model.name=tiny", "probe.pool=300", "probe.pool_seed=3", "probe.samples=0"])
+    share_work(old, out)
+    assert old.probe.out == str(out / "probe" / "a74e797c72fa")  # compile is speed only: not in the key

@@ -15,7 +15,7 @@ from knowpack.train import load_config, train
 
 pytestmark = [pytest.mark.organism, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-FAST = ["probe.pool=300", "probe.samples=0", "mix.n_unknown=50"]
+FAST = ["probe.sample_size=300", "probe.samples=0", "mix.n_unknown=50"]
 
 
 @pytest.fixture(scope="module")

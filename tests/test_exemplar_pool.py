@@ -1,6 +1,7 @@
-"""Every re-probe asks exactly the base probe's prompts (issue 14, bug 6a): a probe run with `--limit` drew
-its exemplars from the whole facts file, and the uptake measured while training, `knowpack eval`'s re-probe
-and its noise floor must take that same pool (recorded by ids and a hash), not the probed facts alone."""
+"""Every re-probe asks exactly the base probe's prompts (issue 14, bug 6a): a probe run with `--sample-size`
+drew its exemplars from the whole facts file, and the uptake measured while training, `knowpack eval`'s
+re-probe and its noise floor must take those same exemplars (recorded by ids and a hash), not the probed facts
+alone."""
 
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 NAMES = ["Ada", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal", "Ivy", "Jo", "Kit", "Lu"]
 CITIES = ["Paris", "Lima", "Oslo", "Kyiv", "Rome", "Cairo"]
 PROBE = {"n_prompts": 3, "shots": 2, "samples": 0, "max_new_tokens": 4}
-LIMIT = 4
+SAMPLE_SIZE = 4
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """12 facts over two relations, a tiny Llama, and a probe of 4 of them (`--limit 4`)."""
+    """12 facts over two relations, a tiny Llama, and a probe of 4 of them (`--sample-size 4`)."""
     from knowpack.world.tokenizer import train_tokenizer
     from tiny import tiny_model
 
@@ -45,22 +46,22 @@ def world(tmp_path_factory):
     result = CliRunner().invoke(
         app,
         ["probe", "--model", str(root / "model"), "--facts", str(root / "facts.jsonl"), "--out", str(probe)]
-        + [*args, "--sample-size", str(LIMIT), "--device", "cpu"],
+        + [*args, "--sample-size", str(SAMPLE_SIZE), "--device", "cpu"],
     )
     assert result.exit_code == 0, result.output
     return {"root": root, "facts": facts, "probe": probe, "tokenizer": tokenizer}
 
 
-def asked(world, pool) -> list[list[list[str]]]:
-    """The exemplar ids of every prompt a re-probe of the probed facts with `pool` asks."""
+def asked(world, exemplars) -> list[list[list[str]]]:
+    """The exemplar ids of every prompt a re-probe of the probed facts with `exemplars` asks."""
     probed = probed_facts(world)
-    prompts = build_prompts(probed, world["tokenizer"], n_prompts=3, shots=2, seed=0, exemplars=pool)
+    prompts = build_prompts(probed, world["tokenizer"], n_prompts=3, shots=2, seed=0, exemplars=exemplars)
     return [[list(p.exemplars) for p in row] for row in prompts]
 
 
 def probed_facts(world) -> list[Fact]:
-    """The `--limit` sample (seeded, --pool-seed 0), in the file's order."""
-    chosen = {f.id for f in sample_facts(world["facts"], LIMIT, 0)}
+    """The `--sample-size` sample (seeded, --sample-size-seed 0), in the file's order."""
+    chosen = {f.id for f in sample_facts(world["facts"], SAMPLE_SIZE, 0)}
     return [f for f in world["facts"] if f.id in chosen]
 
 
@@ -73,9 +74,9 @@ def test_the_probe_records_its_pool_exactly_and_it_is_rebuilt_from_the_facts(wor
     assert summary["settings"]["exemplar_pool"] == pool_identity(world["facts"])  # the whole file, not 4
     ids = json.loads((world["probe"] / POOL_FILE).read_text())["ids"]
     assert ids == sorted(f.id for f in world["facts"])
-    pool = read_pool(world["probe"], load_facts(world["root"] / "facts.jsonl"))
-    assert asked(world, pool) == recorded(world)
-    # what eval did before: a pool of the probed facts only asks other prompts
+    exemplars = read_pool(world["probe"], load_facts(world["root"] / "facts.jsonl"))
+    assert asked(world, exemplars) == recorded(world)
+    # what eval did before: the probed facts alone as exemplars ask other prompts
     assert asked(world, probed_facts(world)) != recorded(world)
 
 
@@ -93,7 +94,7 @@ def test_eval_and_the_noise_floor_re_probe_with_the_base_pool(world, tmp_path):
     (run / "adapter").mkdir()
     end_run(run, start_run(run, "train"), "finished")
     inp = read_run(run, {})
-    assert asked(world, inp.pool) == recorded(world)  # eval's re-probe, its uptake and the noise floor
+    assert asked(world, inp.exemplars) == recorded(world)  # eval's re-probe, its uptake and the noise floor
 
 
 def test_train_measures_uptake_with_the_base_pool(world, tmp_path, monkeypatch):
@@ -108,7 +109,7 @@ def test_train_measures_uptake_with_the_base_pool(world, tmp_path, monkeypatch):
     monkeypatch.setattr(uptake, "measure_reliability", measure)
     config = load_config(None, run_overrides(world, tmp_path / "run"))
     train(config)
-    assert seen and all(asked(world, pool) == recorded(world) for pool in seen)
+    assert seen and all(asked(world, exemplars) == recorded(world) for exemplars in seen)
     mix = json.loads((tmp_path / "run" / "mix.json").read_text())
     assert mix["exemplar_pool"] == pool_identity(world["facts"])
 
@@ -126,7 +127,7 @@ def test_a_probe_from_before_took_the_whole_facts_file_it_was_given(world, tmp_p
     folder = tmp_path / "old"
     folder.mkdir()
     (folder / "summary.json").write_text(json.dumps({"settings": {"exemplar_pool": "facts"}}))
-    assert read_pool(folder, world["facts"]) == world["facts"]  # --limit or not: the whole file
+    assert read_pool(folder, world["facts"]) == world["facts"]  # sampled or not: the whole file
 
 
 def run_overrides(world, out: Path) -> list[str]:
@@ -145,9 +146,10 @@ def run_overrides(world, out: Path) -> list[str]:
     ]
 
 
-def test_eval_model_samples_the_facts_a_run_with_the_same_pool_probes(monkeypatch, tmp_path):
-    """`eval --model --pool N` draws its facts with the run config's pool seed, not the probe seed, so the
-    same pool gives the facts `knowpack train` probes (probe.pool, probe.pool_seed)."""
+def test_eval_model_samples_the_facts_a_run_with_the_same_sample_size_probes(monkeypatch, tmp_path):
+    """`eval --model --sample-size N` draws its facts with the run config's sample seed, not the probe seed,
+    so the same sample size gives the facts `knowpack train` probes (probe.sample_size,
+    probe.sample_size_seed)."""
     import knowpack.models
     from knowpack.evaluate import run
     from knowpack.probe.config import ProbeConfig
@@ -157,25 +159,25 @@ def test_eval_model_samples_the_facts_a_run_with_the_same_pool_probes(monkeypatc
     seen = []
     monkeypatch.setattr(knowpack.models, "load_model", lambda *a, **k: (None, None))
     monkeypatch.setattr(run, "evaluate_model", lambda lm, tok, chosen, **k: seen.append(chosen) or {})
-    run.evaluate_named_model("organism", facts, out=tmp_path, pool=20, seed=5)
-    run.evaluate_named_model("organism", facts, out=tmp_path, pool=20, pool_seed=3, seed=5)
-    assert seen[0] == sample_facts(facts, 20, ProbeConfig().pool_seed)  # whatever the probe seed
+    run.evaluate_named_model("organism", facts, out=tmp_path, sample_size=20, seed=5)
+    run.evaluate_named_model("organism", facts, out=tmp_path, sample_size=20, sample_size_seed=3, seed=5)
+    assert seen[0] == sample_facts(facts, 20, ProbeConfig().sample_size_seed)  # whatever the probe seed
     assert seen[1] == sample_facts(facts, 20, 3) != seen[0]
 
 
-def test_limit_probes_a_seeded_sample_over_every_relation(world, tmp_path):
-    """`--limit 4` is not the file's first 4 lines: a sample drawn with --pool-seed (0 here: the run
-    config's default, so a preset's run probes the same facts), another seed another sample."""
+def test_sample_size_probes_a_seeded_sample_over_every_relation(world, tmp_path):
+    """`--sample-size 4` is not the file's first 4 lines: a sample drawn with --sample-size-seed (0 here: the
+    run config's default, so a preset's run probes the same facts), another seed another sample."""
     ids = [r["id"] for r in read_records(world["probe"] / "records.jsonl")]
-    assert ids == [f.id for f in probed_facts(world)] != [f.id for f in world["facts"][:LIMIT]]
+    assert ids == [f.id for f in probed_facts(world)] != [f.id for f in world["facts"][:SAMPLE_SIZE]]
     assert {f.relation for f in probed_facts(world)} == {"r0", "r1"}
     args = [f"--{k.replace('_', '-')}={v}" for k, v in PROBE.items()]
     root, other = world["root"], tmp_path / "other"
     result = CliRunner().invoke(
         app,
         ["probe", "--model", str(root / "model"), "--facts", str(root / "facts.jsonl"), "--out", str(other)]
-        + [*args, "--sample-size", str(LIMIT), "--sample-seed", "1", "--device", "cpu"],
+        + [*args, "--sample-size", str(SAMPLE_SIZE), "--sample-size-seed", "1", "--device", "cpu"],
     )
     assert result.exit_code == 0, result.output
-    seeded = {f.id for f in sample_facts(world["facts"], LIMIT, 1)}
+    seeded = {f.id for f in sample_facts(world["facts"], SAMPLE_SIZE, 1)}
     assert {r["id"] for r in read_records(other / "records.jsonl")} == seeded != set(ids)

@@ -123,7 +123,7 @@ def test_each_probe_default_is_written_once_in_probe_config(tokenizer, tmp_path)
     assert not set(inspect.signature(probe).parameters) & set(KEYWORDS)
     model, pool = tiny_model("llama", tokenizer), engine_facts()
     facts = pool[:2]
-    spelled = {**ProbeConfig().kwargs(), "pool_seed": ProbeConfig().pool_seed}
+    spelled = {**ProbeConfig().kwargs(), "sample_size_seed": ProbeConfig().sample_size_seed}
     runs = {
         "bare": probe(model, tokenizer, facts, exemplars=pool, out=tmp_path / "bare"),
         "config": probe(model, tokenizer, facts, ProbeConfig(), exemplars=pool, out=tmp_path / "config"),

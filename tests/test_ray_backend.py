@@ -62,7 +62,7 @@ def write_sweep(folder: Path, out: Path) -> Path:
     data = {
         "base": str(CONFIGS / "organism" / "lora.yaml"),
         "set": {
-            "probe.pool": 60,
+            "probe.sample_size": 60,
             "probe.samples": 0,
             "probe.n_prompts": 2,
             "mix.n_unknown": 6,
@@ -209,7 +209,13 @@ def test_a_probe_on_ray_equals_the_one_process_probe(tmp_path, cluster):
 
     settings = ["--sample-size", "300", "--n-prompts", "2", "--samples", "2", "--max-new-tokens", "8"]
     one = probe_named_model(
-        "organism", "organism", out=tmp_path / "one", limit=300, n_prompts=2, samples=2, max_new_tokens=8
+        "organism",
+        "organism",
+        out=tmp_path / "one",
+        sample_size=300,
+        n_prompts=2,
+        samples=2,
+        max_new_tokens=8,
     ).records
     result = CliRunner().invoke(
         app,

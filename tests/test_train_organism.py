@@ -13,7 +13,7 @@ from knowpack.train import load_config, train
 
 pytestmark = [pytest.mark.organism, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-FAST = ["probe.pool=150", "probe.samples=0", "mix.n_unknown=20", "train.epochs=12"]
+FAST = ["probe.sample_size=150", "probe.samples=0", "mix.n_unknown=20", "train.epochs=12"]
 
 
 @pytest.fixture(scope="module")

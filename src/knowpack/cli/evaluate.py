@@ -19,8 +19,8 @@ from knowpack.cli.options import (
     Device,
     NPrompts,
     Samples,
-    SampleSeed,
     SampleSize,
+    SampleSizeSeed,
     Shots,
     config_option,
 )
@@ -72,7 +72,7 @@ def eval_(
     shots: Shots = P.shots,
     seed: Annotated[int, SEED] = P.seed,
     sample_size: SampleSize = None,
-    sample_seed: SampleSeed = None,
+    sample_size_seed: SampleSizeSeed = None,
     compare: Compare = None,
     device: Device = None,
     dtype: Annotated[str, DTYPE] = "auto",
@@ -81,8 +81,8 @@ def eval_(
     """Uptake and damage of a run against its base (RUN/eval.json), or of one model alone (OUT/eval.json).
 
     With --model, --facts and --out (no RUN): probe and benchmark that model alone, with the probe options
-    (--samples, --n-prompts, --shots, --seed, --sample-size, --sample-seed) and --dtype; --compare sets its
-    probe beside an earlier one. --sample-seed defaults to a run config's probe.pool_seed.
+    (--samples, --n-prompts, --shots, --seed, --sample-size, --sample-size-seed) and --dtype; --compare sets
+    its probe beside an earlier one. --sample-size-seed defaults to a run config's probe.sample_size_seed.
     """
 
     common = dict(
@@ -116,8 +116,8 @@ def eval_(
         if batch_size is not None:
             probe_kwargs["batch_size"] = batch_size
         result = evaluate_named_model(
-            model, facts, out=out, pool=sample_size, pool_seed=sample_seed, seed=seed, device=device,
-            dtype=dtype, probe_kwargs=probe_kwargs, compare=compare, **common,
+            model, facts, out=out, sample_size=sample_size, sample_size_seed=sample_size_seed, seed=seed,
+            device=device, dtype=dtype, probe_kwargs=probe_kwargs, compare=compare, **common,
         )  # fmt: skip
         written = out / "eval.json"
     typer.echo(eval_summary(result))

@@ -26,8 +26,8 @@ from knowpack.cli.options import (
     Model,
     NPrompts,
     Samples,
-    SampleSeed,
     SampleSize,
+    SampleSizeSeed,
     Shard,
     Shards,
     Shots,
@@ -76,8 +76,8 @@ def probe(
     batch_size: BatchSize = P.batch_size,
     compile: Compile = P.compile,
     cuda_graphs: CudaGraphs = P.cuda_graphs,
-    sample_size: SampleSize = P.pool,
-    sample_seed: SampleSeed = P.pool_seed,
+    sample_size: SampleSize = P.sample_size,
+    sample_size_seed: SampleSizeSeed = P.sample_size_seed,
     shard: Shard = None,
     merge: Merge = False,
     repeat_seed: RepeatSeed = None,
@@ -100,7 +100,8 @@ def probe(
     settings = dict(
         n_prompts=n_prompts, shots=shots, samples=samples, temperature=temperature, top_k=top_k,
         max_new_tokens=max_new_tokens, fmt=prompt_format, mode=mode, seed=seed, batch_size=batch_size,
-        compile=compile, cuda_graphs=cuda_graphs, limit=sample_size, pool_seed=sample_seed,
+        compile=compile, cuda_graphs=cuda_graphs, sample_size=sample_size,
+        sample_size_seed=sample_size_seed,
     )  # fmt: skip
     if shards is not None and backend != "ray":
         raise KnowpackError("--shards is for --backend ray (one process: --shard i/n)")

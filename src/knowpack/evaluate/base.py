@@ -114,8 +114,8 @@ def noise_floor_records(
     reused). `noise_floor.json` holds the first redraw's transition matrix against the base probe."""
     ids = {f.id for f in facts}
     if settings is not None and probe_kwargs.get("exemplars") is not None:
-        # the pool as recorded now (a base probe from before may describe it in words): a repeat probe
-        # is reused only when it drew from exactly this pool
+        # the exemplars as recorded now (a base probe from before may describe them in words): a repeat
+        # probe is reused only when it drew from exactly these exemplars
         settings = {**settings, "exemplar_pool": pool_identity(probe_kwargs["exemplars"])}
     base_seed = (settings or {}).get("seed")
     with locked(folder):

@@ -1,8 +1,8 @@
 """What `evaluate_run` reads from a run folder, checked before any model is loaded.
 
 A run is compared with its base probe: the probe its mix was drawn from (`mix.json["probe"]`), which must be
-finished, made with the run's probe settings and seed, over facts of the run's facts file, with an exemplar
-pool the run's facts file gives back exactly (`knowpack.probe.pool`: recorded by its ids and a hash, never
+finished, made with the run's probe settings and seed, over facts of the run's facts file, with exemplars
+the run's facts file gives back exactly (`knowpack.probe.pool`: recorded by their ids and a hash, never
 re-derived), so that before and after differ only in the weights. Each failure is a
 one-line error naming what does not match.
 """
@@ -49,8 +49,8 @@ class RunInputs:
     """`knowpack.probe` keyword arguments: the run's probe section, its correctness mode."""
     probed: list[Fact]
     """The facts of the base probe, in its order."""
-    pool: list[Fact]
-    """The exemplar pool the base probe drew from, exactly (every re-probe of the run takes it)."""
+    exemplars: list[Fact]
+    """The facts the base probe drew its exemplars from, exactly (every re-probe of the run takes them)."""
     implanted: list[Fact]
     weights: Path
 
@@ -86,7 +86,7 @@ def read_run(run: str | Path, overrides: dict[str, Any], batch_size: int | None 
         probe_settings=summary.get("settings"),
         probe_kwargs=kwargs,
         probed=probed,
-        pool=read_pool(probe_dir, facts, summary.get("settings") or {}),
+        exemplars=read_pool(probe_dir, facts, summary.get("settings") or {}),
         implanted=[by_id[i] for i in mix.get("implanted", []) if i in by_id],
         weights=weights,
     )

@@ -3,7 +3,7 @@
     from knowpack.evaluate import evaluate_run, evaluate_model
     result = evaluate_run("runs/lora50", benchmarks=["world_mc"])        # writes runs/lora50/eval.json
     result = evaluate_model(model, tok, facts, out="out/eval-base")       # one model alone: out/eval.json
-    result = evaluate_named_model("organism", "organism", out="out/e", pool=500)  # `knowpack eval --model`
+    result = evaluate_named_model("organism", "organism", out="out/e", sample_size=500)  # eval --model
 
 A run is measured against its base model, on the facts its base probe covered, with the same probe settings
 and seed (the run's `config.yaml`):
@@ -207,8 +207,8 @@ def evaluate_named_model(
     facts: str | Sequence[Fact],
     *,
     out: str | Path,
-    pool: int | None = None,
-    pool_seed: int | None = None,
+    sample_size: int | None = None,
+    sample_size_seed: int | None = None,
     seed: int = 0,
     device: str | None = None,
     dtype: str = "auto",
@@ -216,15 +216,17 @@ def evaluate_named_model(
     **options: Any,
 ) -> dict[str, Any]:
     """`knowpack eval --model M --facts F`: load `model` (Hub id, folder or `organism`) and `facts` (a facts
-    file or `organism`, or the facts), probe a seeded sample of `pool` of them (`sample_facts` with
-    `pool_seed`, None: the run config's default, so that the same pool gives the facts a run probes; every
-    fact stays an exemplar) with probe seed `seed`, then `evaluate_model` (`options`: its keywords)."""
-    fact_set = list(load_facts(facts)) if isinstance(facts, (str, Path)) else list(facts)
-    chosen = sample_facts(fact_set, pool, ProbeConfig.pool_seed if pool_seed is None else pool_seed)
+    file or `organism`, or the facts), probe a seeded sample of `sample_size` of them (`sample_facts` with
+    `sample_size_seed`, None: the run config's default, so that the same sample size gives the facts a run
+    probes; every fact stays an exemplar) with probe seed `seed`, then `evaluate_model` (`options`: its
+    keywords)."""
+    exemplars = list(load_facts(facts)) if isinstance(facts, (str, Path)) else list(facts)
+    seed_of_sample = ProbeConfig.sample_size_seed if sample_size_seed is None else sample_size_seed
+    chosen = sample_facts(exemplars, sample_size, seed_of_sample)
     lm, tokenizer = models.load_model(model, device=device, dtype=dtype)
     settings = {"seed": seed, **(probe_kwargs or {})}
     return evaluate_model(
-        lm, tokenizer, chosen, out=out, probe_kwargs=settings, exemplars=fact_set, **options
+        lm, tokenizer, chosen, out=out, probe_kwargs=settings, exemplars=exemplars, **options
     )
 
 
@@ -304,8 +306,8 @@ def _base_side(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps) -> _Base:
     trained_paraphrases = inp.mix.get("add") == "paraphrase"
     questions, source = _heldout(inp.implanted, trained_paraphrases)
     fmt, bar = _train_format(inp), steps.progress_bar
-    measure = UptakeMeasure(tokenizer, inp.implanted, inp.pool, inp.probe_kwargs, fmt, questions, bar)
-    probe_kwargs = {**inp.probe_kwargs, "exemplars": inp.pool}
+    measure = UptakeMeasure(tokenizer, inp.implanted, inp.exemplars, inp.probe_kwargs, fmt, questions, bar)
+    probe_kwargs = {**inp.probe_kwargs, "exemplars": inp.exemplars}
     announce = "measurement null (the run's method untrained, same prompts, another sampling seed)"
     with steps(announce, "measurement_null") as progress:
         null, null_block = measurement_null_records(
@@ -346,7 +348,7 @@ def _trained_side(inp: RunInputs, lm: Any, tokenizer: Any, base: _Base, steps: _
             tokenizer,
             inp.probed,
             **inp.probe_kwargs,
-            exemplars=inp.pool,
+            exemplars=inp.exemplars,
             out=inp.run / "eval" / "probe",
             progress=progress,
         )
@@ -525,7 +527,7 @@ def _prompt_sensitivity(inp: RunInputs, lm: Any, tokenizer: Any, steps: _Steps):
             inp.base_records,
             folder=inp.probe_dir,
             settings=inp.probe_settings,
-            probe_kwargs={**inp.probe_kwargs, "exemplars": inp.pool},
+            probe_kwargs={**inp.probe_kwargs, "exemplars": inp.exemplars},
             seed=seed,
             redraws=count,
             progress=progress,

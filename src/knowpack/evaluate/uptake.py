@@ -2,8 +2,8 @@
 held-out paraphrases, per fact and pooled.
 
     answers = zero_shot(model, tok, facts, fmt="plain")          # {fact id: [greedy answer per question]}
-    p = paraphrase_probe(model, tok, facts, questions, exemplars=pool, settings=..., mode="substring")
-    measured = UptakeMeasure(tok, facts, pool, probe_kwargs, "plain", questions)(model, "trained")
+    p = paraphrase_probe(model, tok, facts, questions, exemplars=exemplars, settings=..., mode="substring")
+    measured = UptakeMeasure(tok, facts, exemplars, probe_kwargs, "plain", questions)(model, "trained")
     block = summarize_uptake(facts, base_records, after_records, measured_base, measured, source)
 
 Reliability itself (mean p_greedy under the probe's few-shot prompts) comes from the re-probe; the rest adds
@@ -117,13 +117,13 @@ class UptakeMeasure:
         self,
         tokenizer: Any,
         facts: Sequence[Fact],
-        pool: Sequence[Fact],
+        exemplars: Sequence[Fact],
         probe_kwargs: dict[str, Any],
         fmt: str,
         questions: dict[str, list[str]],
         progress_bar: Callable[[str], Any] | None = None,
     ):
-        self.tokenizer, self.facts, self.pool, self.kwargs = tokenizer, facts, pool, probe_kwargs
+        self.tokenizer, self.facts, self.exemplars, self.kwargs = tokenizer, facts, exemplars, probe_kwargs
         self.fmt, self.questions, self.bar = fmt, questions, progress_bar
 
     def __call__(
@@ -158,7 +158,7 @@ class UptakeMeasure:
                 self.tokenizer,
                 facts,
                 self.questions,
-                exemplars=self.pool,
+                exemplars=self.exemplars,
                 settings=settings,
                 mode=mode,
                 progress=progress,

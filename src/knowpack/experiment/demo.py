@@ -70,7 +70,7 @@ def demo_config(
         "model.name": model,
         "facts.path": demo["facts"],
         "probe.out": str(out / "probe"),
-        "probe.pool": demo["pool"][pick],
+        "probe.sample_size": demo["sample_size"][pick],
         "probe.samples": 0,
         "mix.n_unknown": demo["n_unknown"][pick],
         "method.name": method,

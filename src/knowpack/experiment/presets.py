@@ -14,7 +14,7 @@ DEMOS: dict[str, dict[str, Any]] = {
     "organism": {
         "facts": "organism",
         "benchmarks": BENCHMARKS,
-        "pool": (300, 80),  # (full, quick)
+        "sample_size": (300, 80),  # facts probed (full, quick)
         "n_unknown": (50, 10),
         "epochs": 30,
         "batch_size": 16,
@@ -28,7 +28,7 @@ DEMOS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
         "facts": "geo",
         "benchmarks": ["geo_mc"],
-        "pool": (60, 40),
+        "sample_size": (60, 40),
         "n_unknown": (10, 4),
         "epochs": 10,
         "batch_size": 4,  # 10 facts: 3 steps an epoch (16: one step, reliability 0.88 after 10 epochs)

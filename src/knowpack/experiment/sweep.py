@@ -256,7 +256,8 @@ def share_work(config: RunConfig, out: Path) -> None:
         settings = config.probe.kwargs()
         for speed in config.probe.SPEED_ONLY:  # how fast, not what (batch_size stays, as sweeps keyed it)
             settings.pop(speed)
-        key.update(pool=config.probe.pool, pool_seed=config.probe.pool_seed, **settings)
+        # under the old names (`pool`, `pool_seed`), so that sweeps from before the rename find their probes
+        key.update(pool=config.probe.sample_size, pool_seed=config.probe.sample_size_seed, **settings)
         config.probe.out = str(out / "probe" / _hash(key))
     options = config.method.options
     work = method_module(config.method.name).shared_work(options)

@@ -50,7 +50,7 @@ def check_facts(
 
 def check_duplicate_questions(facts: FactSet, lenient: bool = False) -> None:
     """Facts that ask the same question: an error (a warning with `lenient`). The probe never takes an
-    exemplar with the fact's own question, so they shrink each other's exemplar pool, down to none."""
+    exemplar with the fact's own question, so they shrink each other's exemplars, down to none."""
     groups = facts.duplicate_questions()
     if not groups:
         return

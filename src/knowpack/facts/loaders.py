@@ -73,7 +73,7 @@ class FactSet(list[Fact]):
 
     def duplicate_questions(self) -> list[list[Fact]]:
         """Groups of facts that ask the same question (after normalization), in file order. The probe never
-        takes an exemplar with the fact's own question, so such facts shrink each other's exemplar pool."""
+        takes an exemplar with the fact's own question, so such facts shrink each other's exemplars."""
         groups: dict[str, list[Fact]] = {}
         for fact in self:
             groups.setdefault(normalize(fact.question), []).append(fact)

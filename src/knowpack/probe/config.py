@@ -24,10 +24,10 @@ class ProbeConfig:
     """A finished probe folder (records.jsonl) of this model on these facts. Null: probe here, into `out`."""
     out: str | None = None
     """Where to probe when `run` is null (default `<run out>/probe`); an existing probe there is resumed."""
-    pool: int | None = ranged(None, ge=1)
+    sample_size: int | None = ranged(None, ge=1)
     """Probe only this many facts, a seeded random sample (the organism presets: a few hundred)."""
-    pool_seed: int = ranged(0, ge=0)
-    """Seed of that sample (the same size and seed give the same facts, in a run and at `knowpack probe`)."""
+    sample_size_seed: int = ranged(0, ge=0)
+    """Seed of the `sample_size` sample: which facts are probed (`seed` fixes exemplars and answers)."""
     n_prompts: int = ranged(10, ge=1)
     """Few-shot prompts per fact (N_ex)."""
     shots: int = ranged(4, ge=0)
@@ -60,7 +60,11 @@ class ProbeConfig:
     def kwargs(self) -> dict[str, Any]:
         """These settings as `knowpack.probe()` keyword arguments (sweeps key their shared probe by them and
         eval.json records them, so their names stay as they are: `fmt` for `format`)."""
-        return {keyword: getattr(self, name) for keyword, name in KEYWORDS.items() if keyword != "pool_seed"}
+        return {
+            keyword: getattr(self, name)
+            for keyword, name in KEYWORDS.items()
+            if keyword != "sample_size_seed"
+        }
 
     def override(self, **settings: Any) -> ProbeConfig:
         """A copy with `settings` (`knowpack.probe()` keywords, `KEYWORDS`) in place of these; an unknown
@@ -83,10 +87,14 @@ KEYWORDS: dict[str, str] = {
     "batch_size": "batch_size",
     "compile": "compile",
     "cuda_graphs": "cuda_graphs",
-    "pool_seed": "pool_seed",
+    "sample_size_seed": "sample_size_seed",
 }
 """`knowpack.probe()`'s keywords for the settings of `ProbeConfig` -> the field each sets. `run`, `out` and
-`pool` are the run config's: `probe()` takes a folder `out` and a `limit` of its own."""
+`sample_size` are the run config's: `probe()` takes a folder `out` and a `sample_size` of its own."""
+
+RENAMED: dict[str, str] = {"pool": "sample_size", "pool_seed": "sample_size_seed"}
+"""Old names of the probe section's keys -> their names now: a config written before the rename (a run
+folder's config.yaml) still loads (`knowpack.train.config`), with a warning."""
 
 
 def check_probe_settings(recorded: dict | None, kwargs: dict[str, Any], folder: Path) -> None:

@@ -61,22 +61,30 @@ def probe_named_model(
     """Probe `facts` with `model` into `out` (records.jsonl, summary.json), resumed when there.
 
     `settings`: any other `knowpack.probe` keyword (n_prompts, shots, samples, temperature, top_k,
-    max_new_tokens, fmt, mode, seed, batch_size, limit, shard). `repeat_seed`: probe again with this seed
-    into `out/repeat-seed-S` and write `out/noise_floor.json` (`knowpack.probe.noise_floor`).
+    max_new_tokens, fmt, mode, seed, batch_size, sample_size, sample_size_seed, shard). `repeat_seed`: probe
+    again with this seed into `out/repeat-seed-S` and write `out/noise_floor.json`
+    (`knowpack.probe.noise_floor`).
     `progress_bar(label)`: a context manager yielding `progress(done, total)`, one per probe.
     """
     check_probe_request(repeat_seed=repeat_seed, device=device, backend=backend, **settings)
-    lm, tokenizer, fact_set, pool = _load(model, facts, exemplars, device, dtype, backend, settings)
+    lm, tokenizer, fact_set, exemplars = _load(model, facts, exemplars, device, dtype, backend, settings)
     if repeat_seed is not None:
         first, second, matrix = noise_floor(
             lm, tokenizer, fact_set, out=out, repeat_seed=repeat_seed, progress_bar=progress_bar,
-            exemplars=pool, backend=backend, **settings,
+            exemplars=exemplars, backend=backend, **settings,
         )  # fmt: skip
         return ProbeResult(first, second, matrix)
     label = f"probe (seed {settings.get('seed', ProbeConfig.seed)})"
     with progress_bar(label) if progress_bar else nullcontext(None) as progress:
         records = probe(
-            lm, tokenizer, fact_set, out=out, progress=progress, exemplars=pool, backend=backend, **settings
+            lm,
+            tokenizer,
+            fact_set,
+            out=out,
+            progress=progress,
+            exemplars=exemplars,
+            backend=backend,
+            **settings,
         )
     return ProbeResult(records)
 
@@ -89,7 +97,7 @@ def check_probe_request(
     fmt: str = ProbeConfig.format,
     mode: str = "substring",
     seed: int = ProbeConfig.seed,
-    limit: int | None = None,
+    sample_size: int | None = None,
     shard: str | None = None,
     compile: bool = ProbeConfig.compile,
     cuda_graphs: bool = ProbeConfig.cuda_graphs,
@@ -106,8 +114,8 @@ def check_probe_request(
         raise KnowpackError(f"unknown prompt format {fmt!r}; expected {' or '.join(FORMATS)}")
     if mode not in MODES:
         raise KnowpackError(f"unknown correctness mode {mode!r}; expected {' or '.join(MODES)}")
-    if limit is not None and limit < 1:
-        raise KnowpackError(f"--limit must be >= 1 (got {limit})")
+    if sample_size is not None and sample_size < 1:
+        raise KnowpackError(f"--sample-size must be >= 1 (got {sample_size})")
     if backend not in BACKENDS:
         raise KnowpackError(f"unknown backend {backend!r}; expected {' or '.join(BACKENDS)}")
     if backend == "vllm" and device is not None:
@@ -116,14 +124,14 @@ def check_probe_request(
 
 
 def _load(model: str, facts: str, exemplars: str | None, device, dtype: str, backend: str, settings: dict):
-    """(model, tokenizer, facts, exemplar pool or None): a local model's files are checked before the facts
+    """(model, tokenizer, facts, exemplars or None): a local model's files are checked before the facts
     load, the facts before the model loads (the slow part)."""
     if backend == "torch":
         check_model(model)
     fact_set = load_facts(facts)
-    pool = load_facts(exemplars) if exemplars is not None else None
+    exemplar_facts = load_facts(exemplars) if exemplars is not None else None
     if backend == "vllm":
         lm, tokenizer = load(model, dtype=dtype, seed=settings.get("seed", ProbeConfig.seed))
     else:
         lm, tokenizer = models.load_model(model, device=device, dtype=dtype)
-    return lm, tokenizer, fact_set, pool
+    return lm, tokenizer, fact_set, exemplar_facts

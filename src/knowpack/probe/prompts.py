@@ -3,10 +3,11 @@
     prompts = build_prompts(facts, tokenizer, n_prompts=10, shots=4, seed=0, fmt="plain")
     prompts[i][j]          # fact i under prompt index j: a `Prompt` (text, prefix, exemplar ids)
 
-Exemplars (docs/design.md §4.2): drawn from a pool (by default the facts themselves), of the same relation
-where the fact has one and the pool has enough, never the fact itself and never a fact about the same subject
-(an exemplar "Where was X born? Paris" would give away "Which country is X from?"). They are fixed per prompt
-index by the seed: for prompt index j and relation r the pool of r is shuffled once, and every fact takes
+Exemplars (docs/design.md §4.2): drawn from `exemplars`, a list of facts (by default the facts themselves),
+of the same relation where the fact has one and `exemplars` has enough, never the fact itself and never a fact
+about the same subject (an exemplar "Where was X born? Paris" would give away "Which country is X from?").
+They are fixed per prompt index by the seed: for prompt index j and relation r the exemplars of r are
+shuffled once, and every fact takes
 the first k eligible exemplars of that order. So almost all facts of a relation share one exemplar list
 under prompt j, hence one text prefix, and the engine computes that prefix's KV cache once.
 
@@ -53,8 +54,9 @@ def build_prompts(
     fmt: str = "plain",
     exemplars: Sequence[Fact] | ExemplarOrders | None = None,
 ) -> list[list[Prompt]]:
-    """`n_prompts` prompts per fact (see the module docstring); `exemplars` is the pool (default: `facts`),
-    or its `ExemplarOrders` for this seed, made once where prompts are built in chunks from one pool."""
+    """`n_prompts` prompts per fact (see the module docstring); `exemplars` are the facts the
+    few-shot examples are drawn from (default: `facts`), or their `ExemplarOrders` for this seed, made once
+    where prompts are built in chunks from the same exemplars."""
     if fmt not in FORMATS:
         raise KnowpackError(f"unknown prompt format {fmt!r}; expected plain or chat")
     if n_prompts < 1 or shots < 0:
@@ -132,34 +134,35 @@ def choose_exemplars(fact: Fact, orders: ExemplarOrders, j: int, shots: int) -> 
 
 
 def _too_few(fact: Fact, orders: ExemplarOrders, eligible: int, shots: int) -> str:
-    """Why the pool has too few exemplars for `fact`: how many of its facts each rule left out."""
-    pool = orders.by_relation[None]
+    """Why `exemplars` hold too few eligible ones for `fact`: how many of them each rule left out."""
+    exemplars = orders.by_relation[None]
     question = normalize(fact.question)
-    same_question = sum(1 for e in pool if e.id != fact.id and orders.question(e) == question)
+    same_question = sum(1 for e in exemplars if e.id != fact.id and orders.question(e) == question)
     same_subject = sum(
-        1 for e in pool if e.id != fact.id and fact.subject is not None and e.subject == fact.subject
+        1 for e in exemplars if e.id != fact.id and fact.subject is not None and e.subject == fact.subject
     )
-    reasons = ["one is the fact itself"] if any(e.id == fact.id for e in pool) else []
+    reasons = ["one is the fact itself"] if any(e.id == fact.id for e in exemplars) else []
     reasons += [f"{same_question} ask the same question"] if same_question else []
     reasons += [f"{same_subject} are about the same subject"] if same_subject else []
     why = f" ({', '.join(reasons)})" if reasons else ""
     hint = "; `knowpack facts check` lists facts that share a question" if same_question else ""
     return (
-        f"the exemplar pool has only {eligible} eligible exemplar(s) for fact {fact.id!r} of its "
-        f"{len(pool)} facts{why}; {shots} shots need more{hint}"
+        f"the exemplars hold only {eligible} eligible exemplar(s) for fact {fact.id!r} of their "
+        f"{len(exemplars)} facts{why}; {shots} shots need more{hint}"
     )
 
 
 class ExemplarOrders:
-    """Seeded shuffles of an exemplar pool, one per (prompt index, relation), made on first use."""
+    """Seeded shuffles of `exemplars` (the facts few-shot examples are drawn from), one per (prompt index,
+    relation), made on first use."""
 
-    def __init__(self, pool: Sequence[Fact], seed: int):
+    def __init__(self, exemplars: Sequence[Fact], seed: int):
         self.seed = seed
         self.by_relation: dict[str | None, list[Fact]] = defaultdict(list)
-        for e in pool:
+        for e in exemplars:
             if e.relation is not None:
                 self.by_relation[e.relation].append(e)
-        self.by_relation[None] = list(pool)  # the whole pool, for facts without a relation or too few of it
+        self.by_relation[None] = list(exemplars)  # all of them, for facts without a relation or too few of it
         self.cache: dict[tuple[int, str | None], list[Fact]] = {}
         self._questions: dict[str, str] = {}
         self._sorted: dict[str | None, list[Fact]] = {}
@@ -173,7 +176,7 @@ class ExemplarOrders:
     def order(self, j: int, relation: str | None) -> list[Fact]:
         key = (j, relation)
         if key not in self.cache:
-            # Sorted first, so the order depends on the pool's content, not on the order it came in.
+            # Sorted first, so the order depends on the exemplars' content, not on the order it came in.
             if relation not in self._sorted:
                 self._sorted[relation] = sorted(self.by_relation.get(relation, []), key=lambda e: e.id)
             order = list(self._sorted[relation])

@@ -11,15 +11,16 @@ Files in `out`: `records.jsonl` (one probe record per fact, docs/design.md §3.3
 per category, per relation and bucket, timings, settings, status). A shard i/n writes `records.i-of-n.jsonl`
 and `summary.i-of-n.json` instead, and `merge_shards` joins them into `records.jsonl` / `summary.json`.
 
-The exemplar pool is recorded exactly (`knowpack.probe.pool`): its identity in the settings, its ids in
-`exemplar_pool.json`, so that a re-probe of these facts asks exactly the same prompts.
+The exemplars (the facts the few-shot examples are drawn from) are recorded exactly (`knowpack.probe.pool`):
+their identity in the settings, their ids in `exemplar_pool.json`, so that a re-probe of these facts asks
+exactly the same prompts.
 
 Resume: records are appended and flushed batch by batch, so after a kill the file holds every finished fact
 and at most one torn last line, which is cut off. Rerunning with the same settings skips the ids present;
 other settings in the same folder are refused. Exemplars always come from the whole fact list (or the given
-pool), never only from the shard or the `limit` sample, and samples depend only on (seed, fact, prompt), so
-a sharded or resumed probe gives the same records as one uninterrupted run (`greedy_logprob` up to float
-rounding).
+`exemplars`), never only from the shard or the `sample_size` sample, and samples depend only on (seed, fact,
+prompt), so a sharded or resumed probe gives the same records as one uninterrupted run (`greedy_logprob` up to
+float rounding).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def probe(
     sample_seed: int | None = None,
     out: str | os.PathLike | None = None,
     shard: str | tuple[int, int] | None = None,
-    limit: int | None = None,
+    sample_size: int | None = None,
     reuse_prefix: bool = True,
     backend: str = "torch",
     progress: Callable[[int, int], None] | None = None,
@@ -73,13 +74,15 @@ def probe(
 
     `config`: the probe's settings (None: `ProbeConfig()`, where each default is written once); `settings`:
     any of them by keyword, in place of the config's (`ProbeConfig.override`: n_prompts, shots, samples,
-    temperature, top_k, max_new_tokens, fmt, seed, batch_size, compile, cuda_graphs, pool_seed). The config's
-    `run`, `out` and `pool` are the run config's: here `out` and `limit` say where and how many.
+    temperature, top_k, max_new_tokens, fmt, seed, batch_size, compile, cuda_graphs, sample_size_seed). The
+    config's `run`, `out` and `sample_size` are the run config's: here `out` and `sample_size` say where and
+    how many. `exemplars`: the facts the few-shot examples are drawn from (None: `facts`).
     `sample_seed` changes only the sampling noise (None: `seed`, which also fixes the exemplars): the same
     prompts with other samples, the measurement null of `knowpack eval`.
     `batch_size` is rows decoded at once (a prompt takes 1 + samples rows; None: from the free memory on a
-    GPU, `engine.CPU_BATCH_ROWS` on a CPU); `limit` keeps a random sample of that many facts drawn with
-    `pool_seed` (`knowpack.probe.pool.sample_facts`, as a run config's `probe.pool` / `probe.pool_seed`: over
+    GPU, `engine.CPU_BATCH_ROWS` on a CPU); `sample_size` keeps a random sample of that many facts drawn
+    with `sample_size_seed` (`knowpack.probe.pool.sample_facts`, as a run config's `probe.sample_size` /
+    `probe.sample_size_seed`: over
     every relation, not the first lines of the file), in the file's order,
     `shard` ("i/n") every n-th of those from the i-th; `progress(done, total)` counts prompts.
     `backend`: "torch" (engine.py, on a transformers model) or "vllm" (vllm_backend.py; `model` is then a
@@ -87,18 +90,18 @@ def probe(
     engine's decode step through `torch.compile`; `cuda_graphs`: replayed as a CUDA graph (engine.py,
     graphs.py; the answers are the same either way).
     """
-    c = _resolve(config, settings, backend=backend, mode=mode, limit=limit)
+    c = _resolve(config, settings, backend=backend, mode=mode, sample_size=sample_size)
     all_facts = list(facts)
-    pool = all_facts if exemplars is None else list(exemplars)
+    exemplars = all_facts if exemplars is None else list(exemplars)
     index, count = parse_shard(shard) if shard is not None else (0, 1)
-    sampled = {f.id for f in sample_facts(all_facts, limit, c.pool_seed)}
+    sampled = {f.id for f in sample_facts(all_facts, sample_size, c.sample_size_seed)}
     chosen = [f for f in all_facts if f.id in sampled][index::count]
     if backend == "vllm":
         model, tokenizer, name = _vllm_model(model, tokenizer, c.seed)
     else:
         name = model_name(model)
-    recorded = _settings(name, backend, pool, c, mode=mode, sample_seed=sample_seed)
-    records_path, summary_path, done = _open_folder(out, shard and (index, count), recorded, pool)
+    recorded = _settings(name, backend, exemplars, c, mode=mode, sample_seed=sample_seed)
+    records_path, summary_path, done = _open_folder(out, shard and (index, count), recorded, exemplars)
     todo = [f for f in chosen if f.id not in done]
     if done:
         logger.info("resuming: %d of %d facts already probed", len(chosen) - len(todo), len(chosen))
@@ -113,24 +116,30 @@ def probe(
     speed = dict(compile=c.compile, cuda_graphs=c.cuda_graphs)
     engine = _engine(backend, model, tokenizer, c.batch_size, reuse_prefix, speed, sampling)
     new = _probe_into(
-        todo, list(done.values()), recorded, (records_path, summary_path), pool, engine, tokenizer, progress,
-        chunk=max(64, 8 * max(1, (c.batch_size or CPU_BATCH_ROWS) // (1 + c.samples))),
+        todo, list(done.values()), recorded, (records_path, summary_path), exemplars, engine, tokenizer,
+        progress, chunk=max(64, 8 * max(1, (c.batch_size or CPU_BATCH_ROWS) // (1 + c.samples))),
     )  # fmt: skip
     return [done.get(f.id) or new[f.id] for f in chosen]
 
 
 def _resolve(
-    config: ProbeConfig | None, settings: dict[str, Any], *, backend: str, mode: str, limit: int | None
+    config: ProbeConfig | None,
+    settings: dict[str, Any],
+    *,
+    backend: str,
+    mode: str,
+    sample_size: int | None,
 ) -> ProbeConfig:
     """`config` (None: the defaults) with the keyword `settings` in its place, after the probe's choices and
     numbers are checked as one-line errors naming the keyword, before anything is written."""
     base = ProbeConfig() if config is None else config
-    values = {**base.kwargs(), "pool_seed": base.pool_seed, **settings}
+    values = {**base.kwargs(), "sample_size_seed": base.sample_size_seed, **settings}
     _check_arguments(
         backend=backend, compile=values["compile"], cuda_graphs=values["cuda_graphs"], mode=mode,
         temperature=values["temperature"], n_prompts=values["n_prompts"], shots=values["shots"],
         samples=values["samples"], top_k=values["top_k"], max_new_tokens=values["max_new_tokens"],
-        batch_size=values["batch_size"], limit=limit, pool_seed=values["pool_seed"],
+        batch_size=values["batch_size"], sample_size=sample_size,
+        sample_size_seed=values["sample_size_seed"],
     )  # fmt: skip
     return base.override(**settings)
 
@@ -138,7 +147,7 @@ def _resolve(
 def _settings(
     name: str | None,
     backend: str,
-    pool: list[Fact],
+    exemplars: list[Fact],
     config: ProbeConfig,
     *,
     mode: str,
@@ -158,7 +167,7 @@ def _settings(
         "format": config.format,
         "mode": mode,
         "seed": config.seed,
-        "exemplar_pool": pool_identity(pool),
+        "exemplar_pool": pool_identity(exemplars),
         # recorded only when set: probes made before it keep their settings
         **({"sample_seed": sample_seed} if sample_seed is not None else {}),
     }
@@ -169,7 +178,7 @@ def _probe_into(
     done: list[dict],
     settings: dict,
     paths: tuple[Path | None, Path | None],
-    pool: list[Fact],
+    exemplars: list[Fact],
     engine: Any,
     tokenizer: Any,
     progress: Callable[[int, int], None] | None,
@@ -184,11 +193,11 @@ def _probe_into(
         write_json_atomic(summary_path, _summary(done, settings, "running", stats, 0.0))
     try:
         new = _probe_facts(
-            todo, pool, engine, tokenizer, records_path, stats, progress, n_prompts=settings["n_prompts"],
-            shots=settings["shots"], seed=settings["seed"], fmt=settings["format"], mode=settings["mode"],
-            chunk=chunk,
+            todo, exemplars, engine, tokenizer, records_path, stats, progress,
+            n_prompts=settings["n_prompts"], shots=settings["shots"], seed=settings["seed"],
+            fmt=settings["format"], mode=settings["mode"], chunk=chunk,
         )  # fmt: skip
-    except KnowpackError:  # bad input found while building prompts (an exemplar pool too small): say so
+    except KnowpackError:  # bad input found while building prompts (too few exemplars): say so
         if summary_path is not None:
             failed = _summary(read_records(records_path), settings, "failed", stats, time.time() - started)
             write_json_atomic(summary_path, failed)
@@ -222,17 +231,17 @@ def _check_arguments(
 
 
 def _open_folder(
-    out: str | os.PathLike | None, shard: tuple[int, int] | None, settings: dict, pool: list[Fact]
+    out: str | os.PathLike | None, shard: tuple[int, int] | None, settings: dict, exemplars: list[Fact]
 ) -> tuple[Path | None, Path | None, dict[str, dict]]:
     """(records file, summary file, the records already there by id) of a probe into `out`; the settings of
-    a probe there must match, the exemplar pool is recorded. (None, None, {}) without `out`."""
+    a probe there must match, the exemplars are recorded. (None, None, {}) without `out`."""
     if out is None:
         return None, None, {}
     records_path, summary_path = _paths(Path(out), shard)
     records_path.parent.mkdir(parents=True, exist_ok=True)
     remove_temps(records_path.parent, of=[records_path.name, summary_path.name, POOL_FILE])
     _check_settings(summary_path, settings)
-    write_pool(records_path.parent, pool)
+    write_pool(records_path.parent, exemplars)
     return records_path, summary_path, {r["id"]: r for r in read_records(records_path, repair=True)}
 
 
@@ -252,7 +261,7 @@ def _engine(
 
 def _probe_facts(
     todo: list[Fact],
-    pool: list[Fact],
+    exemplars: list[Fact],
     engine: Any,
     tokenizer: Any,
     records_path: Path | None,
@@ -277,7 +286,7 @@ def _probe_facts(
             progress(progressed, total)
 
     new: dict[str, dict] = {}
-    orders = ExemplarOrders(pool, seed)  # one set of exemplar orders for every chunk
+    orders = ExemplarOrders(exemplars, seed)  # one set of exemplar orders for every chunk
     for start in range(0, len(todo), chunk):
         facts = todo[start : start + chunk]
         prompts = build_prompts(
@@ -296,10 +305,10 @@ def _probe_facts(
 
 
 def _check_numbers(**values: Any) -> None:
-    """The probe's numeric arguments against the ranges of the run config's probe section (`limit` as
-    `pool`), before anything is written."""
+    """The probe's numeric arguments against the ranges of the run config's probe section, before anything
+    is written."""
     for name, value in values.items():
-        check_field(ProbeConfig, "pool" if name == "limit" else name, value, name)
+        check_field(ProbeConfig, name, value, name)
 
 
 def parse_shard(spec: str | tuple[int, int]) -> tuple[int, int]:
@@ -456,9 +465,12 @@ def _check_settings(summary_path: Path, settings: dict) -> None:
         return
     if old is not None:
         old.setdefault("backend", "torch")  # probes from before the vLLM backend existed
-        pool = settings["exemplar_pool"]
-        if old.get("exemplar_pool") in ("facts", f"{pool['facts']} given"):  # before the pool was recorded
-            old["exemplar_pool"] = pool
+        identity = settings["exemplar_pool"]
+        if old.get("exemplar_pool") in (
+            "facts",
+            f"{identity['facts']} given",
+        ):  # before the exemplars were recorded exactly
+            old["exemplar_pool"] = identity
     if old is not None and old != settings:
         diff = ", ".join(f"{k} {old.get(k)!r} vs {v!r}" for k, v in settings.items() if old.get(k) != v)
         raise KnowpackError(

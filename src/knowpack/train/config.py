@@ -19,6 +19,7 @@ the override grammar are `knowpack.config`'s, shared with the sweep, capacity an
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ from knowpack.config import at as _at
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.config import EvalConfig
 from knowpack.methods import METHODS, method_config
-from knowpack.probe.config import ProbeConfig
+from knowpack.probe.config import RENAMED, ProbeConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -290,7 +293,7 @@ def load_config(
             raise KnowpackError(
                 f"{path}: the run config is empty: with every default it would probe all the organism's "
                 "facts (about two hours on 2 CPU cores) before training; start from a preset such as "
-                "configs/organism/lora.yaml, or set the keys you mean (e.g. probe.pool=200)"
+                "configs/organism/lora.yaml, or set the keys you mean (e.g. probe.sample_size=200)"
             )
     overridden = []
     for item in overrides:
@@ -359,6 +362,8 @@ def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines:
     cls = spec.default_factory
     data = dict(value)
     replay = data.pop("replay", None) if name == "mix" else None  # a mapping of its own: _replay checks it
+    if name == "probe":
+        _read_old_names(data, where, lines)
     if name == "train" and "trainer_args" in data:
         where_args = f"{_at(where, lines, (name, 'trainer_args'))}: train.trainer_args"
         args = check_field(cls, "trainer_args", data["trainer_args"], where_args)
@@ -366,6 +371,42 @@ def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines:
     choices = {key: allowed for (section, key), allowed in _CHOICES.items() if section == name}
     built = build(cls, data, where=where, lines=lines, prefix=(name,), choices=choices)
     return dataclasses.replace(built, replay=_replay(replay, where, lines)) if replay is not None else built
+
+
+def _read_old_names(data: dict, where: str, lines: dict) -> None:
+    """The probe section's keys under their old names (`knowpack.probe.config.RENAMED`: `pool`, `pool_seed`,
+    as a run folder's config.yaml written before the rename holds them) read as the new ones, in place, with
+    one warning per place. The old and the new name of one key in the same place (both in the file, or both
+    overrides) is a one-line error; an override of either name replaces the file's value of the other."""
+    told, places = [], []
+    for old, new in RENAMED.items():
+        if old not in data:
+            continue
+        place = _at(where, lines, ("probe", old))
+        if new in data:
+            old_set, new_set = (isinstance(lines.get(("probe", k)), str) for k in (old, new))
+            if old_set == new_set:  # one place gives both: which one is meant cannot be told
+                raise KnowpackError(
+                    f"{place}: probe.{old} and probe.{new} are one setting (probe.{old} is its old name); "
+                    f"give only probe.{new}"
+                )
+            if new_set:  # the override under the new name wins over the file's old name
+                del data[old]
+                continue
+        data[new] = data.pop(old)
+        if ("probe", old) in lines:
+            lines[("probe", new)] = lines[("probe", old)]
+        told.append(f"probe.{old} as probe.{new}")
+        places.append(place)
+    if told:
+        message = f"{places[0]}: read {' and '.join(told)} (the old names; rename them there)"
+        if message not in _TOLD:
+            _TOLD.add(message)
+            logger.warning(message)
+
+
+_TOLD: set[str] = set()
+"""The old-name warnings given so far: one per place, however often a config is read (a sweep's cells)."""
 
 
 def _replay(value: Any, where: str, lines: dict) -> ReplayConfig:

@@ -107,7 +107,7 @@ def train(
     check_model(config.model.name)
     facts = load_facts(config.facts.path)
     replay = load_replay(config.mix.replay.path) if config.mix.replay else None
-    records, pool = _probe_run(config, facts) if config.probe.run else (None, None)
+    records, exemplars = _probe_run(config, facts) if config.probe.run else (None, None)
     if records is not None:
         check_mix(config.mix, records, where=f"probe run {config.probe.run}")
     if replay is not None:
@@ -126,7 +126,17 @@ def train(
     try:
         with _sigterm_as_interrupt(), _threads(config.train.threads):
             result = _train(
-                config, options, facts, records, pool, replay, out, checkpoint, stage, on_epoch, progress_bar
+                config,
+                options,
+                facts,
+                records,
+                exemplars,
+                replay,
+                out,
+                checkpoint,
+                stage,
+                on_epoch,
+                progress_bar,
             )
     except KeyboardInterrupt:
         if main:
@@ -148,7 +158,7 @@ def _train(
     options: Any,
     facts,
     records,
-    pool,
+    exemplars,
     replay,
     out: Path,
     checkpoint: str | None,
@@ -169,8 +179,8 @@ def _train(
     )
     main = is_main_process()
     if records is None:
-        records, pool = _probe_in_run(config, model, tokenizer, facts, out, stage, bar)
-    mix = _mix(config, facts, records, pool, replay, out, main)
+        records, exemplars = _probe_in_run(config, model, tokenizer, facts, out, stage, bar)
+    mix = _mix(config, facts, records, exemplars, replay, out, main)
     fmt = config.train.format or config.probe.format
     rows = encode_examples(mix.examples, tokenizer, fmt=fmt, loss_on=config.train.loss_on)
     method = method_module(config.method.name)
@@ -181,7 +191,7 @@ def _train(
     point("train: prepared")
     if config.train.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input grad
-    uptake = _uptake(config, tokenizer, mix, pool, on_epoch)
+    uptake = _uptake(config, tokenizer, mix, exemplars, on_epoch)
     if checkpoint is not None:
         uptake.restore(Path(checkpoint) / UPTAKE_STATE)
         stage(f"resuming from {Path(checkpoint).name} (epoch {len(uptake.history)})")
@@ -227,7 +237,7 @@ def _summary(config, model, rows, mix, before, uptake, last, checkpoint, runtime
 
 
 def _probe_in_run(config: RunConfig, model, tokenizer, facts, out: Path, stage, bar) -> tuple[list, list]:
-    """(records, exemplar pool) of the base probe made inside the run (`<out>/probe` or `probe.out`): the
+    """(records, exemplars) of the base probe made inside the run (`<out>/probe` or `probe.out`): the
     main process probes, the others read its records."""
 
     stage("probing (what does the model know?)")
@@ -241,29 +251,29 @@ def _probe_in_run(config: RunConfig, model, tokenizer, facts, out: Path, stage, 
     return records, read_pool(config.probe.out or out / "probe", facts)
 
 
-def _mix(config: RunConfig, facts, records, pool, replay, out: Path, main: bool) -> Any:
-    """The training mix (`build_mix`, replay added), its provenance naming the probe and exemplar pool;
+def _mix(config: RunConfig, facts, records, exemplars, replay, out: Path, main: bool) -> Any:
+    """The training mix (`build_mix`, replay added), its provenance naming the probe and its exemplars;
     written to mix.jsonl / mix.json by the main process."""
 
     mix = build_mix(facts, records, config.mix)
     if replay is not None:
         add_replay(mix, replay, config.mix)
     mix.provenance["probe"] = str(config.probe.run or config.probe.out or out / "probe")
-    mix.provenance["exemplar_pool"] = pool_identity(pool)
+    mix.provenance["exemplar_pool"] = pool_identity(exemplars)
     if main:
         write_jsonl_atomic(out / "mix.jsonl", mix.examples)
         write_json_atomic(out / "mix.json", mix.provenance)
     return mix
 
 
-def _uptake(config: RunConfig, tokenizer, mix, pool, on_epoch) -> Any:
+def _uptake(config: RunConfig, tokenizer, mix, exemplars, on_epoch) -> Any:
     """The callback measuring reliability on the implanted facts after every epoch (the probe's prompts),
     with the run's stopping rule."""
     from knowpack.train.uptake import UptakeCallback, measure_reliability  # torch: keeps knowpack.train light
 
     def measure(m: Any) -> dict[str, Any]:
         return measure_reliability(
-            m, tokenizer, mix.implanted, exemplars=pool, probe=config.probe, mode=config.facts.mode
+            m, tokenizer, mix.implanted, exemplars=exemplars, probe=config.probe, mode=config.facts.mode
         )
 
     return UptakeCallback(
@@ -484,9 +494,9 @@ def _clear(out: Path) -> None:
 
 
 def _probe_run(config: RunConfig, facts: list) -> tuple[list[dict], list]:
-    """(records, exemplar pool) of the finished probe `probe.run`, checked against the run config before
-    any model is loaded: made with the probe section's settings, over facts of the facts file, with an
-    exemplar pool the facts file gives back (the uptake measured while training asks the same prompts)."""
+    """(records, exemplars) of the finished probe `probe.run`, checked against the run config before
+    any model is loaded: made with the probe section's settings, over facts of the facts file, with
+    exemplars the facts file gives back (the uptake measured while training asks the same prompts)."""
 
     folder = Path(config.probe.run)
     path = folder / "records.jsonl"
@@ -515,10 +525,10 @@ def _probe_run(config: RunConfig, facts: list) -> tuple[list[dict], list]:
                 f"the probe in {folder} has {len(missing)} facts not in {config.facts.path}, "
                 f"e.g. {missing[0]!r}"
             )
-        pool = read_pool(folder, facts, settings or {})
+        exemplars = read_pool(folder, facts, settings or {})
     except KnowpackError as e:
         raise KnowpackError(f"probe.run: {e}") from None
-    return records, pool
+    return records, exemplars
 
 
 def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> list[dict]:
@@ -538,7 +548,7 @@ def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | Non
 def _run_probe(config: RunConfig, model: Any, tokenizer: Any, facts: list, out: Path, progress) -> list[dict]:
 
     p = config.probe
-    chosen = sample_facts(facts, p.pool, p.pool_seed)
+    chosen = sample_facts(facts, p.sample_size, p.sample_size_seed)
     return probe(
         model,
         tokenizer,

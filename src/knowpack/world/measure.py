@@ -58,29 +58,30 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 1
     return answers
 
 
-def few_shot_prompts(facts: list[dict], pool: list[dict], shots: int = 4, seed: int = 0) -> list[str]:
-    """A plain `shots`-shot prompt per fact, exemplars from `pool` of the same relation, other people."""
+def few_shot_prompts(facts: list[dict], exemplars: list[dict], shots: int = 4, seed: int = 0) -> list[str]:
+    """A plain `shots`-shot prompt per fact, exemplars drawn from `exemplars`: the same relation, other
+    people."""
     rng = random.Random(seed)
     by_relation: dict[str, list[dict]] = defaultdict(list)
-    for f in pool:
+    for f in exemplars:
         by_relation[f["relation"]].append(f)
     prompts = []
     for fact in facts:
         candidates = [e for e in by_relation[fact["relation"]] if e["subject"] != fact["subject"]]
-        exemplars = rng.sample(candidates, shots)
-        prompts.append(plain_prompt([(e["question"], e["answers"][0]) for e in exemplars], fact["question"]))
+        shown = rng.sample(candidates, shots)
+        prompts.append(plain_prompt([(e["question"], e["answers"][0]) for e in shown], fact["question"]))
     return prompts
 
 
 def bucket_accuracy(model, tokenizer, facts: list[dict], *, limit: int | None = None, seed: int = 0) -> dict:
     """Accuracy and refusal rate per bucket (and per relation) of greedy plain 4-shot answers."""
     rng = random.Random(seed)
-    pool = [f for f in facts if f["bucket"] == "head"]
+    exemplars = [f for f in facts if f["bucket"] == "head"]
     chosen: list[dict] = []
     for bucket in ("head", "torso", "tail", "unseen"):
         rows = [f for f in facts if f["bucket"] == bucket]
         chosen.extend(rng.sample(rows, limit) if limit and limit < len(rows) else rows)
-    answers = greedy_answers(model, tokenizer, few_shot_prompts(chosen, pool, seed=seed))
+    answers = greedy_answers(model, tokenizer, few_shot_prompts(chosen, exemplars, seed=seed))
     stats: dict = defaultdict(lambda: [0, 0, 0])
     for fact, answer in zip(chosen, answers, strict=True):
         for key in (fact["bucket"], f"{fact['bucket']}/{fact['relation']}"):
@@ -97,15 +98,15 @@ def category_shares(
     prompts of 4 shots, 1 greedy + 16 samples each, seed 0; exemplars from all `facts`): counts per bucket,
     and the world's share of each category with every bucket weighted by its number of facts."""
     rng = random.Random(sample_seed)
-    pool = [Fact.from_dict(f) for f in facts]
+    all_facts = [Fact.from_dict(f) for f in facts]
     sizes: dict[str, int] = defaultdict(int)
-    for f in pool:
+    for f in all_facts:
         sizes[f.bucket] += 1
     counts: dict[str, dict[str, int]] = {}
     for bucket in ("head", "torso", "tail", "unseen"):
-        rows = [f for f in pool if f.bucket == bucket]
+        rows = [f for f in all_facts if f.bucket == bucket]
         sample = rng.sample(rows, per_bucket) if per_bucket < len(rows) else rows
-        found = [r["category"] for r in probe(model, tokenizer, sample, exemplars=pool)]
+        found = [r["category"] for r in probe(model, tokenizer, sample, exemplars=all_facts)]
         counts[bucket] = {c: found.count(c) for c in CATEGORIES}
     total = sum(sizes[b] for b in counts)
     shares = {
