@@ -113,4 +113,3 @@ def test_few_function_level_imports_each_with_its_reason():
     silent = [f"{module}:{line}" for module, line in found if "#" not in lines[module][line - 1]]
     assert len(found) <= MAX_FUNCTION_IMPORTS, [f"{m}:{line}" for m, line in found]
     assert silent == []
-
