@@ -92,7 +92,7 @@ step() {  # step NAME COMMAND...: run it, log its output, print "NAME  exit CODE
 }
 
 common=(probe.sample_size="$sample_size" probe.samples=0 "mix.n_unknown=$n" "train.epochs=$epochs"
-        "train.device=$device" "model.dtype=$dtype" "train.precision=$precision" train.target_reliability=null
+        "model.device=$device" "model.dtype=$dtype" "train.precision=$precision" train.target_reliability=null
         "eval.limit=$eval_limit")
 
 step probe "${kp[@]}" probe --model organism --facts organism --sample-size "$limit" --samples 2 \
@@ -115,7 +115,7 @@ set:
   probe.samples: 0
   mix.n_unknown: $n
   train.epochs: $epochs
-  train.device: $device
+  model.device: $device
   model.dtype: $dtype
   train.precision: $precision
   train.target_reliability: null
@@ -125,7 +125,7 @@ out: $work/sweep
 EOF
 step sweep "${kp[@]}" sweep "$work/sweep.yaml"
 step capacity "${kp[@]}" capacity configs/capacity/organism-lora.yaml max=4 "seeds=[0]" "out=$work/capacity" \
-  "probe.sample_size=$sample_size" "train.device=$device" "model.dtype=$dtype" "train.precision=$precision" \
+  "probe.sample_size=$sample_size" "model.device=$device" "model.dtype=$dtype" "train.precision=$precision" \
   "train.epochs=$epochs" "limit=$eval_limit"
 if [ "$quick" = 1 ]; then
   step demo "${kp[@]}" demo --quick --device "$device" --out "$work/demo"

@@ -96,7 +96,7 @@ def overrides(world, family: str, out: Path, method: str, *extra: str) -> list[s
         "train.epochs=2",
         "train.batch_size=4",
         "train.lr=0.01",
-        "train.device=cpu",
+        "model.device=cpu",
         f"out={out}",
         *extra,
     ]
@@ -150,7 +150,7 @@ def die_at(run: Callable[[], object], kill: str) -> None:
 # evaluation of a few prompts; no benchmarks.
 TINY_PLAN_SET = {
     "probe.n_prompts": 2, "probe.shots": 1, "probe.max_new_tokens": 6, "train.epochs": 20,
-    "train.batch_size": 2, "train.device": "cpu",
+    "train.batch_size": 2, "model.device": "cpu",
 }  # fmt: skip
 
 

@@ -101,11 +101,13 @@ def _cli_defaults(*verb: str) -> dict[str, object]:
     """The defaults `knowpack VERB` really parses to (click's parameters), by parameter name."""
     import typer
 
-    from knowpack.cli import app
+    from knowpack.cli import _Verb, app
 
     command = typer.main.get_command(app)
     for name in verb:
         command = command.commands[name]
+        if isinstance(command, _Verb):  # a verb listed lazily: build it
+            command = command.load()
     return {p.name: p.default for p in command.params}
 
 
@@ -220,6 +222,30 @@ def test_an_old_run_folders_config_yaml_loads_to_the_same_run_config(tmp_path):
     assert load_config(write(tmp_path, "new.yaml", NEW_PROBE), ["probe.pool=100"]).probe.sample_size == 100
     with pytest.raises(KnowpackError, match=r"^command line: probe.pool and probe.sample_size are one "):
         load_config(None, ["probe.pool=1", "probe.sample_size=2"])
+
+
+def test_the_device_sits_with_the_dtype_and_its_old_place_still_reads(tmp_path, caplog):
+    """`model.device` (beside `model.dtype`) was `train.device`: a config or run folder's config.yaml that
+    says `train.device` (with the probe's old names too, as before both renames) gives the same RunConfig,
+    with one warning naming the file and both new names; both places at once is an error naming the line."""
+    config = load_config(None, ["model.name=tiny", "model.device=cpu", "probe.sample_size=300", "out=runs/x"])
+    assert config.model.device == "cpu" and not hasattr(config.train, "device")
+    saved = config.to_dict()
+    saved["train"]["device"] = saved["model"].pop("device")
+    saved["probe"]["pool"] = saved["probe"].pop("sample_size")
+    path = write(tmp_path, "config.yaml", yaml.safe_dump(saved, sort_keys=False))
+    with caplog.at_level("WARNING", logger="knowpack.train.config"):
+        assert load_config(path) == config
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(path) in warnings[0]
+    assert "train.device as model.device" in warnings[0] and "probe.pool as probe.sample_size" in warnings[0]
+    assert load_config(path, ["model.device=cuda"]).model.device == "cuda"  # the override wins
+    assert load_config(None, ["train.device=cuda"]).model.device == "cuda"  # an old override too
+    both = write(tmp_path, "both.yaml", "model:\n  name: tiny\n  device: cpu\ntrain:\n  device: cuda\n")
+    with pytest.raises(KnowpackError, match=r"^\S*both.yaml:5: train.device and model.device are one "):
+        load_config(both)
+    null_model = write(tmp_path, "null.yaml", "model:\ntrain:\n  device: cpu\n")
+    assert load_config(null_model).model.device == "cpu"  # a `model:` section that holds nothing yet
 
 
 def test_the_sweeps_shared_probe_key_is_the_one_from_before_the_rename(tmp_path):

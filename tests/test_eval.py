@@ -137,7 +137,7 @@ def make_run(
         "train.epochs=1",
         "train.batch_size=4",
         "train.lr=0.01",
-        "train.device=cpu",
+        "model.device=cpu",
         "train.track_uptake=false",
         f"out={root / name}",
         *extra,

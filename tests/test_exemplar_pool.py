@@ -141,7 +141,7 @@ def run_overrides(world, out: Path) -> list[str]:
         "method.r=2",
         "train.epochs=1",
         "train.batch_size=2",
-        "train.device=cpu",
+        "model.device=cpu",
         f"out={out}",
     ]
 

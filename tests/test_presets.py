@@ -62,7 +62,7 @@ def test_paper_presets_run_on_a_tiny_model_of_the_same_family(tmp_path, preset, 
         "mix.n_unknown=2",
         "train.epochs=1",
         "train.precision=fp32",  # bf16 autocast on CPU is slow and not what the presets check
-        "train.device=cpu",
+        "model.device=cpu",
         f"out={tmp_path / 'run'}",
     ]
     config = load_config(CONFIGS / preset, overrides)

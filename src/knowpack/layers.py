@@ -14,8 +14,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # bundled data (the organism's and the geo facts' lm-eval task files); this list
     ("errors", "faults", "io", "paths", "config", "devices", "output", "prompts", "heldout", "runs"),
     ("organism", "geo", "layers"),
-    # the inputs: facts, models (the real model's files among them)
-    ("facts", "real", "models"),
+    # the inputs: facts, models (the real model's files among them), and their settings
+    ("facts", "real", "models", "settings"),
     # asking a model what it knows; evaluation's settings (the run config below training composes them)
     ("probe", "evaluate/config"),
     # the implanting methods

@@ -285,7 +285,7 @@ def _load_base(inp: RunInputs, device: str | None, stage: Callable[[str], None])
     lm, tokenizer = models.load_model(
         config.model.name,
         dtype=config.model.dtype,
-        device=device or config.train.device,
+        device=device or config.model.device,
         trust_remote_code=config.model.trust_remote_code,
     )
     recorded = (inp.probe_settings or {}).get("model")

@@ -78,7 +78,7 @@ def demo_config(
         "train.batch_size": demo["batch_size"],
         "train.lr": demo["lr"][method],
         "train.target_reliability": 0.95,
-        "train.device": device,
+        "model.device": device,
         "eval.benchmarks": demo["benchmarks"],
         "eval.limit": demo["limit"][pick],
         "out": str(out / "runs" / method),

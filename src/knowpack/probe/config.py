@@ -92,10 +92,6 @@ KEYWORDS: dict[str, str] = {
 """`knowpack.probe()`'s keywords for the settings of `ProbeConfig` -> the field each sets. `run`, `out` and
 `sample_size` are the run config's: `probe()` takes a folder `out` and a `sample_size` of its own."""
 
-RENAMED: dict[str, str] = {"pool": "sample_size", "pool_seed": "sample_size_seed"}
-"""Old names of the probe section's keys -> their names now: a config written before the rename (a run
-folder's config.yaml) still loads (`knowpack.train.config`), with a warning."""
-
 
 def check_probe_settings(recorded: dict | None, kwargs: dict[str, Any], folder: Path) -> None:
     """The base probe must have been made with the settings of the run's probe section (else before and

@@ -44,27 +44,10 @@ from knowpack.config import at as _at
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.config import EvalConfig
 from knowpack.methods import METHODS, method_config
-from knowpack.probe.config import RENAMED, ProbeConfig
+from knowpack.probe.config import ProbeConfig
+from knowpack.settings import FactsConfig, ModelConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelConfig:
-    name: str = "organism"
-    """Hub id, local folder, `organism` or `smollm2-135m` (SmolLM2-135M-Instruct, converted on first use)."""
-    dtype: str = "auto"
-    """Weights' dtype when loaded: auto | float32 | bfloat16 | float16."""
-    trust_remote_code: bool = False
-    """Run a model's own Python code from the Hub. Off unless you ask for it."""
-
-
-@dataclass
-class FactsConfig:
-    path: str = "organism"
-    """Facts file (JSONL, CSV, JSON, Parquet, HF dataset), `organism` or `geo` (real facts from GeoNames)."""
-    mode: str = "substring"
-    """Correctness: substring (the paper's) | exact."""
 
 
 @dataclass
@@ -156,8 +139,6 @@ class TrainConfig:
     epoch's: with `patience`, early stopping that keeps the best epoch. Needs `track_uptake`."""
     track_uptake: bool = True
     """Measure reliability on the implanted facts after every epoch (greedy, the probe's prompts)."""
-    device: str | None = None
-    """cpu | cuda | ... (null: the Trainer's choice)."""
     threads: int | None = ranged(None, ge=1)
     """CPU threads for torch during the run, probe included (null: torch's default). The organism presets use
     1: with other processes on the cores, 2 threads spin-wait on each other (BENCHMARKS.md)."""
@@ -194,7 +175,7 @@ TRAINER_ARGS_SET_BY_KNOWPACK: dict[str, str | None] = {
     "data_seed": "train.seed",
     "bf16": "train.precision",
     "fp16": "train.precision",
-    "use_cpu": "train.device",
+    "use_cpu": "model.device",
     "gradient_checkpointing": "train.gradient_checkpointing",
     "activation_checkpointing": "train.gradient_checkpointing",
     "save_strategy": "train.save_checkpoints",
@@ -329,6 +310,8 @@ def resolve_seed(data: dict[str, Any], overridden: list[tuple[str, ...]] = ()) -
 
 
 def _build(data: dict, where: str, lines: dict) -> RunConfig:
+    data = dict(data)
+    _read_old_names(data, where, lines)
     sections = {f.name: f for f in dataclasses.fields(RunConfig)}
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -362,8 +345,6 @@ def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines:
     cls = spec.default_factory
     data = dict(value)
     replay = data.pop("replay", None) if name == "mix" else None  # a mapping of its own: _replay checks it
-    if name == "probe":
-        _read_old_names(data, where, lines)
     if name == "train" and "trainer_args" in data:
         where_args = f"{_at(where, lines, (name, 'trainer_args'))}: train.trainer_args"
         args = check_field(cls, "trainer_args", data["trainer_args"], where_args)
@@ -373,30 +354,43 @@ def _section(spec: dataclasses.Field, name: str, value: dict, where: str, lines:
     return dataclasses.replace(built, replay=_replay(replay, where, lines)) if replay is not None else built
 
 
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    ("probe", "pool"): ("probe", "sample_size"),
+    ("probe", "pool_seed"): ("probe", "sample_size_seed"),
+    ("train", "device"): ("model", "device"),
+}
+"""A run config's keys under their old names -> their names now (section, key): a config written before a
+rename (a run folder's config.yaml, an old sweep's `set:`) still loads, read under the new name with one
+warning (`_read_old_names`)."""
+
+
 def _read_old_names(data: dict, where: str, lines: dict) -> None:
-    """The probe section's keys under their old names (`knowpack.probe.config.RENAMED`: `pool`, `pool_seed`,
-    as a run folder's config.yaml written before the rename holds them) read as the new ones, in place, with
-    one warning per place. The old and the new name of one key in the same place (both in the file, or both
-    overrides) is a one-line error; an override of either name replaces the file's value of the other."""
+    """The keys under their old names (`RENAMED`) read as the new ones, in place, with one warning per
+    place. The old and the new name of one key in the same place (both in the file, or both overrides) is a
+    one-line error; an override of either name replaces the file's value of the other."""
     told, places = [], []
     for old, new in RENAMED.items():
-        if old not in data:
-            continue
-        place = _at(where, lines, ("probe", old))
-        if new in data:
-            old_set, new_set = (isinstance(lines.get(("probe", k)), str) for k in (old, new))
+        node, target = data.get(old[0]), data.get(new[0]) or {}
+        if not isinstance(node, dict) or old[1] not in node or not isinstance(target, dict):
+            continue  # nothing under the old name (or a section that is not a mapping: _build names it)
+        node = data[old[0]] = dict(node)  # copies: the caller's data stays as it was read
+        target = node if new[0] == old[0] else dict(target)
+        place = _at(where, lines, old)
+        if new[1] in target:
+            old_set, new_set = (isinstance(lines.get(key), str) for key in (old, new))
             if old_set == new_set:  # one place gives both: which one is meant cannot be told
                 raise KnowpackError(
-                    f"{place}: probe.{old} and probe.{new} are one setting (probe.{old} is its old name); "
-                    f"give only probe.{new}"
+                    f"{place}: {'.'.join(old)} and {'.'.join(new)} are one setting ({'.'.join(old)} is its "
+                    f"old name); give only {'.'.join(new)}"
                 )
             if new_set:  # the override under the new name wins over the file's old name
-                del data[old]
+                del node[old[1]]
                 continue
-        data[new] = data.pop(old)
-        if ("probe", old) in lines:
-            lines[("probe", new)] = lines[("probe", old)]
-        told.append(f"probe.{old} as probe.{new}")
+        target[new[1]] = node.pop(old[1])
+        data[new[0]] = target
+        if old in lines:
+            lines[new] = lines[old]
+        told.append(f"{'.'.join(old)} as {'.'.join(new)}")
         places.append(place)
     if told:
         message = f"{places[0]}: read {' and '.join(told)} (the old names; rename them there)"

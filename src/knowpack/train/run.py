@@ -67,7 +67,7 @@ CHECKPOINTS = "checkpoints"
 UPTAKE_STATE = "uptake.json"  # in each checkpoint, written after the Trainer's files: marks it complete
 _RESUME_MAY_CHANGE = {  # settings that do not change what is trained
     ("train", "threads"),
-    ("train", "device"),
+    ("model", "device"),
     ("train", "report_to"),
     ("train", "keep_checkpoints"),
 }
@@ -97,7 +97,7 @@ def train(
     go to this module's logger (INFO) and its tqdm bar is off.
     """
     stage = on_stage or (lambda name: logger.info("%s", name))
-    start_processes(config.train.device)
+    start_processes(config.model.device)
     main = is_main_process()  # one process owns the run folder: checks, clears, marks and writes it
     out = _check_out(config, force) if main else Path(config.out or "")
     checkpoint = _resume_point(config, out, resume) if main else None
@@ -174,7 +174,7 @@ def _train(
     model, tokenizer = models.load_model(
         config.model.name,
         dtype=config.model.dtype,
-        device=config.train.device,
+        device=config.model.device,
         trust_remote_code=config.model.trust_remote_code,
     )
     main = is_main_process()
@@ -539,7 +539,7 @@ def run_base_probe(config: RunConfig, progress: Callable[[int, int], None] | Non
     model, tokenizer = models.load_model(
         config.model.name,
         dtype=config.model.dtype,
-        device=config.train.device,
+        device=config.model.device,
         trust_remote_code=config.model.trust_remote_code,
     )
     return _run_probe(config, model, tokenizer, facts, Path(config.probe.out), progress)

@@ -129,7 +129,7 @@ def shared_work(options: dict[str, Any]) -> SharedWork | None:
 def _shared_attribution(config: Any, folder: Path, progress_bar: Callable[[str], Any] | None) -> None:
     """Attribute into `folder` with the run config `config`'s model and LoKI settings."""
     model, tokenizer = models.load_model(
-        config.model.name, dtype=config.model.dtype, device=config.train.device
+        config.model.name, dtype=config.model.dtype, device=config.model.device
     )
     loki = method_config("loki", config.method.options)
     ensure_attribution(model, tokenizer, loki, folder, progress_bar=progress_bar)
