@@ -38,6 +38,28 @@ def test_collect_groups_and_skips(runs):
     assert lora[0]["benchmarks"] == {"world_mc acc": (0.9, 1.0)}
 
 
+def test_runs_from_before_a_rename_group_with_the_runs_after_it(tmp_path):
+    """A run folder whose config.yaml says `train.device` and `probe.pool` (the old names) is in the same
+    group as one that says `model.device` and `probe.sample_size` with the same values; another sample size
+    is another group."""
+    import yaml
+
+    for name, sections in {
+        "old": {"train": {"lr": 0.005, "device": "cpu"}, "probe": {"pool": 300}},
+        "new": {"model": {"name": "organism", "device": "cpu"}, "probe": {"sample_size": 300}},
+        "other": {"model": {"name": "organism", "device": "cpu"}, "probe": {"sample_size": 100}},
+    }.items():
+        folder = tmp_path / name
+        make_run(folder, "lora", 10, 0, 0.9)
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        for section, values in sections.items():
+            config[section] = {**config.get(section, {}), **values}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    rows, _ = collect_runs([tmp_path])
+    groups = {row["folder"].rsplit("/", 1)[1]: row["group"] for row in rows}
+    assert groups["old"] == groups["new"] != groups["other"]
+
+
 def test_report_files_and_cli(runs, tmp_path):
     result = CliRunner().invoke(app, ["report", str(runs), "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output

@@ -56,6 +56,7 @@ from knowpack.experiment.plan.plot import plot_plan
 from knowpack.io import write_text_atomic
 from knowpack.report.curves import DAMAGE, matched_damage, method_curves
 from knowpack.runs import run_status
+from knowpack.train.config import read_old_names
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def _row(folder: Path) -> dict[str, Any]:
     import yaml
 
     config = yaml.safe_load((folder / "config.yaml").read_text())
+    read_old_names(config, warn=False)  # a run from before a rename groups with the runs after it
     train = _json(folder / "train.json") or {}
     ev = _json(folder / "eval.json")
     method, mix = config["method"], config["mix"]

@@ -311,7 +311,7 @@ def resolve_seed(data: dict[str, Any], overridden: list[tuple[str, ...]] = ()) -
 
 def _build(data: dict, where: str, lines: dict) -> RunConfig:
     data = dict(data)
-    _read_old_names(data, where, lines)
+    read_old_names(data, where, lines)
     sections = {f.name: f for f in dataclasses.fields(RunConfig)}
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -361,14 +361,17 @@ RENAMED: dict[tuple[str, str], tuple[str, str]] = {
 }
 """A run config's keys under their old names -> their names now (section, key): a config written before a
 rename (a run folder's config.yaml, an old sweep's `set:`) still loads, read under the new name with one
-warning (`_read_old_names`)."""
+warning (`read_old_names`)."""
 
 
-def _read_old_names(data: dict, where: str, lines: dict) -> None:
-    """The keys under their old names (`RENAMED`) read as the new ones, in place, with one warning per
-    place. The old and the new name of one key in the same place (both in the file, or both overrides) is a
-    one-line error; an override of either name replaces the file's value of the other."""
-    told, places = [], []
+def read_old_names(
+    data: dict, where: str = "config", lines: dict | None = None, *, warn: bool = True
+) -> None:
+    """The keys under their old names (`RENAMED`) read as the new ones, in place (the sections it changes
+    are copies), with one warning per place (`warn`: the report reads old run folders quietly). The old and
+    the new name of one key in the same place (both in the file, or both overrides) is a one-line error; an
+    override of either name replaces the file's value of the other."""
+    told, places, lines = [], [], {} if lines is None else lines
     for old, new in RENAMED.items():
         node, target = data.get(old[0]), data.get(new[0]) or {}
         if not isinstance(node, dict) or old[1] not in node or not isinstance(target, dict):
@@ -392,7 +395,7 @@ def _read_old_names(data: dict, where: str, lines: dict) -> None:
             lines[new] = lines[old]
         told.append(f"{'.'.join(old)} as {'.'.join(new)}")
         places.append(place)
-    if told:
+    if told and warn:
         message = f"{places[0]}: read {' and '.join(told)} (the old names; rename them there)"
         if message not in _TOLD:
             _TOLD.add(message)
