@@ -362,7 +362,7 @@ def _arguments(config: RunConfig, out: Path) -> Any:
         fp16=t.precision == "fp16",
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        use_cpu=t.device == "cpu",
+        use_cpu=config.model.device == "cpu",
         disable_tqdm=True,  # the caller's progress_bar shows the steps; the library prints nothing
         **{checkpointing: t.gradient_checkpointing},
         **t.trainer_args,
