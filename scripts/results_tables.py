@@ -420,7 +420,7 @@ def front(folder: Path) -> str:
     point's reliability, steps and retention against the null; then each pair of methods compared at the
     reliabilities both fronts reach (`knowpack.report.curves`: interpolated, paired bootstrap over seeds),
     each row saying how many resamples reached the level."""
-    from knowpack.report.curves import matched_damage, method_curves
+    from knowpack.report.curves import interval_note, matched_damage, method_curves
 
     found = cells(folder)
     groups = grouped(
@@ -464,13 +464,8 @@ def front(folder: Path) -> str:
             reached = f"{r['reached']} of {r['resamples']}"
             matched.append([f"{r['reliability']:.3f}", name, cell_text(r), reached])
     head = ["at reliability", "a − b", "retention difference [95% CI] (✓: shown)", "resamples reaching it"]
-    note = f"(points: {method_note()}; differences: {stats_note()})"
+    note = f"(points: {method_note()}; differences: {interval_note()})"
     return out + "\n\n" + table(head, matched) + "\n\n" + note
-
-
-def stats_note() -> str:
-    """The matched comparison's interval method (`knowpack.report.curves`)."""
-    return "paired percentile bootstrap over seeds of the interpolated fronts, 2,000 resamples, uncorrected"
 
 
 def capacity(folder: Path) -> str:

@@ -63,11 +63,21 @@ def is_control(row: dict) -> bool:
     return bool((row.get("settings") or {}).get("mix.control"))
 
 
+RESAMPLES = 2000
+"""Bootstrap resamples of the matched comparison (`matched_damage`)."""
+
+
+def interval_note(resamples: int = RESAMPLES) -> str:
+    """How `matched_damage`'s intervals are made, in words (for a table's caption)."""
+    method = stats.METHODS["percentile"]
+    return f"paired {method} over seeds of the interpolated fronts, {resamples:,} resamples, uncorrected"
+
+
 def matched_damage(
     curves: dict[str, list[dict]],
     targets: tuple[float, ...] = TARGETS,
     *,
-    resamples: int = 2000,
+    resamples: int = RESAMPLES,
     seed: int = stats.RNG_SEED,
 ) -> list[dict[str, Any]]:
     """One row per (reliability, method) where every method's curve reaches that reliability: the

@@ -160,7 +160,7 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
     _check_search(checked, common, data, path, at)
     seeds, rule, start, cap, limit = checked.seeds, checked.rule, checked.start, checked.max, checked.limit
     benchmarks = checked.benchmarks
-    checks = _targets(data.get("target"), path, at) + _budget(data.get("budget"), path, at)
+    checks = target_checks(data.get("target"), path, at) + budget_checks(data.get("budget"), path, at)
     tasks = list(
         dict.fromkeys(benchmarks + [c.path[2] for c in checks if c.path[:2] == ("benchmarks", "tasks")])
     )
@@ -183,7 +183,7 @@ def load_capacity(path: str | os.PathLike, overrides: list[str] = ()) -> Capacit
     )
     config = point_cell(capacity, start, seeds[0]).config  # a bad base or set fails here, with its line
     if tasks:
-        _check_point_tasks(tasks, config.eval.tasks_dir, path)
+        check_point_tasks(tasks, config.eval.tasks_dir, path)
     return capacity
 
 
@@ -204,7 +204,7 @@ def _check_search(checked: Any, common: dict, data: dict, path: Path, at: Callab
         raise KnowpackError(f"{path}: no out folder (set out: DIR, or out=DIR on the command line)")
 
 
-def _check_point_tasks(tasks: list[str], tasks_dir: str | None, path: Path) -> None:
+def check_point_tasks(tasks: list[str], tasks_dir: str | None, path: Path) -> None:
     """The lm-eval tasks every point is evaluated on exist (a budget key that is neither a metric nor a
     task is a typo)."""
     try:
@@ -234,7 +234,10 @@ def _override(data: dict, item: str) -> tuple[str, ...]:
     return ("set", ".".join(key))
 
 
-def _targets(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
+def target_checks(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
+    """The `target:` mapping (metric: the least it must reach) as checks; an unknown metric or a value out
+    of the metric's range is a one-line error at `at("target", name)` (the capacity search's and the
+    plan's)."""
     if not isinstance(value, dict) or not value:
         raise KnowpackError(
             f"{path}: no target; set e.g. target: {{reliability: 0.9}} ({', '.join(TARGETS)})"
@@ -249,7 +252,10 @@ def _targets(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
     return checks
 
 
-def _budget(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
+def budget_checks(value: Any, path: Path, at: Callable[..., str]) -> list[Check]:
+    """The `budget:` mapping (a metric, `<metric>_drop`, or an lm-eval task: the most damage allowed) as
+    checks; a malformed one is a one-line error at `at("budget", name)` (the capacity search's and the
+    plan's)."""
     if value is None:
         return []
     if not isinstance(value, dict):

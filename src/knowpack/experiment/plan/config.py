@@ -26,7 +26,7 @@ from typing import Any
 
 from knowpack.config import build, parse_override, ranged, read_yaml
 from knowpack.errors import KnowpackError
-from knowpack.experiment.capacity.config import Check, _budget, _check_point_tasks, _targets
+from knowpack.experiment.capacity.config import Check, budget_checks, check_point_tasks, target_checks
 from knowpack.experiment.cluster import BACKENDS
 from knowpack.experiment.presets import DEMOS
 from knowpack.experiment.sweep import yaml_value
@@ -157,8 +157,8 @@ def _resolve(config: PlanConfig, where: str) -> Plan:
         raise KnowpackError(
             f"{where}: --reference is required for model {config.model!r}: the facts whose loss is damage"
         )
-    checks = _targets({"reliability": config.target}, Path(where), lambda *k: where)
-    checks += _budget(config.budget, Path(where), lambda *k: f"{where}: budget")
+    checks = target_checks({"reliability": config.target}, Path(where), lambda *k: where)
+    checks += budget_checks(config.budget, Path(where), lambda *k: f"{where}: budget")
     if len(checks) < 2:
         raise KnowpackError(f"{where}: no budget; give e.g. --budget retention_drop<=0.05")
     tasks = list(
@@ -167,7 +167,7 @@ def _resolve(config: PlanConfig, where: str) -> Plan:
         )
     )
     if tasks:
-        _check_point_tasks(tasks, None, Path(where))
+        check_point_tasks(tasks, None, Path(where))
     facts = load_facts(config.facts)  # one-line errors with file:line
     if not facts:
         raise KnowpackError(f"{config.facts}: no facts to implant")
