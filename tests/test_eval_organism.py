@@ -197,3 +197,27 @@ def test_the_measurement_null_of_an_untrained_lora_run_is_zero_for_greedy_catego
     )
     assert [(r["greedy"], r["category"]) for r in same] == [(r["greedy"], r["category"]) for r in records]
     assert "untrained lora run" in block["computed"]
+
+
+def test_an_untrained_run_starts_from_the_runs_own_initial_values(tmp_path):
+    """The untrained LoRA adapter is drawn with train.seed, as the run's is: the same tensors whatever the
+    process drew before (LoRA's A is random; B = 0), and the caller's random state is left as it was."""
+    import torch
+    from safetensors.torch import load_file
+
+    from knowpack.evaluate.null import untrained_model
+    from knowpack.train import load_config
+
+    model, tok = knowpack.load_model("organism", device="cpu")
+    config = load_config("configs/organism/lora.yaml")
+    saved = []
+    for draw, into in ((1, "a"), (2, "b")):
+        torch.manual_seed(draw)
+        untrained_model(model, tok, config, tmp_path / "unused", tmp_path / into)
+        saved.append(load_file(tmp_path / into / "weights" / "adapter_model.safetensors"))
+    assert saved[0].keys() == saved[1].keys() and all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    untrained_model(model, tok, config, tmp_path / "unused", tmp_path / "c")
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on where it was

@@ -44,18 +44,24 @@ def null_recipe(config: RunConfig, weights: Path) -> dict[str, Any]:
 def untrained_model(base: Any, tokenizer: Any, config: RunConfig, weights: Path, into: Path) -> Any:
     """The run's method on a copy of `base` at its initial values, saved into `into/weights` with the method's
     `save` and loaded back onto another copy with its `load`: the model a run that learned nothing evaluates
-    as. `weights`: the run's trained weights (LoKI reads which rows it trained there). `base` is untouched."""
+    as. `weights`: the run's trained weights (LoKI reads which rows it trained there). `base` is untouched.
+    The initial values are the run's own: drawn with `train.seed`, as training seeds before `prepare`
+    (knowpack.train.run), whatever the process drew before; the caller's random state is left as it was."""
+    import torch  # keeps knowpack.evaluate light: torch only when a null is built
+
     module = method_module(config.method.name)
     settings = method_config(config.method.name, config.method.options)
     folder = Path(into) / WEIGHTS
     context: dict[str, Any] = {"tokenizer": tokenizer, "run_dir": str(into), "config": config}
-    if config.method.name == "loki":
-        start = _loki_start(copy.deepcopy(base), Path(weights))
-    else:
-        start = module.prepare(copy.deepcopy(base), settings, context)
-    module.save(start, folder, settings, context)
-    del start
-    return module.load(copy.deepcopy(base), folder).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(config.train.seed)
+        if config.method.name == "loki":
+            start = _loki_start(copy.deepcopy(base), Path(weights))
+        else:
+            start = module.prepare(copy.deepcopy(base), settings, context)
+        module.save(start, folder, settings, context)
+        del start
+        return module.load(copy.deepcopy(base), folder).eval()
 
 
 def _loki_start(model: Any, weights: Path) -> Any:
