@@ -224,3 +224,27 @@ def test_bad_replay_settings_are_one_line_before_any_model_loads(
     line = one_line_error([*overrides(world, "llama", tmp_path / "run", "lora"), f"mix.replay={value}"])
     assert message in line
     assert not (tmp_path / "run").exists()
+
+
+def test_every_training_argument_knowpack_sets_is_refused_in_trainer_args():
+    """The TrainingArguments knowpack passes itself (`knowpack.train.run._arguments`) are each a row of
+    `TRAINER_ARGS_SET_BY_KNOWPACK`, so `train.trainer_args` cannot set one behind knowpack's back; read from
+    the call's keywords with `ast`, so a new one that is not in the table fails here."""
+    import ast
+    import inspect
+
+    from knowpack.train import run
+    from knowpack.train.config import TRAINER_ARGS_SET_BY_KNOWPACK
+
+    tree = ast.parse(inspect.getsource(run._arguments))
+    call = next(
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "TrainingArguments"
+    )
+    named = {k.arg for k in call.keywords if k.arg}
+    assert len(named) > 15 and named <= set(TRAINER_ARGS_SET_BY_KNOWPACK), named - set(
+        TRAINER_ARGS_SET_BY_KNOWPACK
+    )
+    # the keyword given by name at run time (transformers 5 renamed it) is in the table under both names
+    assert {"gradient_checkpointing", "activation_checkpointing"} <= set(TRAINER_ARGS_SET_BY_KNOWPACK)

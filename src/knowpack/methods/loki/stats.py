@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from knowpack.config import field_range
 from knowpack.errors import KnowpackError
 from knowpack.io import write_bytes_atomic
+from knowpack.methods.loki.config import Config
 
 DEFAULT_QUOTAS: tuple[float, ...] = tuple(range(1, 101))
 """Quotas (in %) whose counts are always kept: every whole percent."""
@@ -44,14 +46,18 @@ ALL_EDGES_CELLS = 1 << 22
 SCOPES = ("layer", "global")
 
 
+QUOTAS = field_range(Config, "quota")
+"""The quotas there are, (0, 100] percent: the range of LoKI's `quota` setting, written once, there."""
+
+
 def check_quota(quota: float) -> float:
-    """The quota as a float in (0, 100], or a one-line error."""
+    """The quota as a float within `QUOTAS`, or a one-line error."""
     try:
         value = float(quota)
     except (TypeError, ValueError):
-        raise KnowpackError(f"quota must be a number in (0, 100] (a percentage), got {quota!r}") from None
-    if not 0 < value <= 100:
-        raise KnowpackError(f"quota must be a percentage in (0, 100], got {quota!r}")
+        raise KnowpackError(f"quota must be a number {QUOTAS} (a percentage), got {quota!r}") from None
+    if value not in QUOTAS:
+        raise KnowpackError(f"quota must be a percentage {QUOTAS}, got {quota!r}")
     return value
 
 
