@@ -118,7 +118,7 @@ def test_the_probe_knows_paris_and_not_a_made_up_capital(smol):
 README_COMMANDS = "<!-- real-model commands: tests/test_real_model.py runs these in order -->"
 SMALLER = {  # the README's commands on a few facts: a test's time, the same settings otherwise
     "probe": ["--sample-size", "12"],
-    "train": ["mix.n_unknown=2", "train.epochs=1", "eval.limit=4"],
+    "train": ["mix.n_unknown=2", "train.epochs=1", "eval.limit=4", "eval.prompt_redraws=2"],
 }
 
 
