@@ -73,10 +73,14 @@ def test_the_cli_refuses_a_malformed_budget(files, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_grid_plan_recommends_and_its_recipe_trains_to_the_same_reliability(world, files, tmp_path):
-    plan = tiny_plan(world, files, tmp_path / "plan")
+def test_a_grid_plan_recommends_and_its_recipe_trains_to_the_same_reliability(
+    world, files, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(Path(files["facts"]).parent)
+    plan = tiny_plan(world, files, tmp_path / "plan", facts=Path(files["facts"]).name)
     result = run_plan(plan)
     assert result["status"] == "finished"
+    assert result["facts"] == Path(files["facts"]).name  # as given: plan.json holds no path of this machine
     assert result["your_facts"] == {"total": 4, "unknown": 4, "already_known": [], "partly_known": 0}
     assert len(result["trials"]) == 4 and {t["params"]["method"] for t in result["trials"]} == {
         "lora",

@@ -111,6 +111,8 @@ class Plan:
     """The model's row (`DEMOS` or `GENERIC`)."""
     paraphrases: bool = False
     """Whether the user's facts have paraphrases (the `paraphrase` mix is searched only then)."""
+    fact_ids: tuple[str, ...] = ()
+    """The user's facts' ids, in the file's order (read once, when the plan is loaded)."""
 
 
 def load_plan(path: str | os.PathLike | None = None, overrides: list[str] = (), **options: Any) -> Plan:
@@ -180,6 +182,7 @@ def _resolve(config: PlanConfig, where: str) -> Plan:
         tasks=tasks,
         row=row,
         paraphrases=all(f.paraphrases for f in facts),
+        fact_ids=tuple(f.id for f in facts),
     )
     if config.grid is not None:
         grid_trials(plan)  # a bad grid fails here

@@ -125,7 +125,7 @@ def _write_facts(plan: Plan) -> None:
 
 def _user_facts(plan: Plan, probe: Path) -> dict[str, list[str]]:
     """The user's facts by base-probe category: those already known need no implanting."""
-    ids = {f.id for f in load_facts(plan.facts)}
+    ids = set(plan.fact_ids)
     by_category: dict[str, list[str]] = {}
     for record in read_records(probe / "records.jsonl"):
         if record["id"] in ids:
@@ -351,7 +351,7 @@ def _finish(state: dict[str, Any], status: str) -> dict[str, Any]:
     result = {
         "status": status,
         "model": plan.config.model,
-        "facts": str(plan.facts),
+        "facts": plan.config.facts,  # as the user gave it: plan.json travels (the plan reads plan.facts)
         "reference": plan.reference,
         "target": {"reliability": plan.config.target},
         "budget": {c.name: c.limit for c in plan.checks[1:]},
