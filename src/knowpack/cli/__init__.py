@@ -2,8 +2,9 @@
 
 Every verb's body parses its options, calls one library function and prints what it returned. The verbs live
 in one module per group: probe.py, loki.py (attribute, select), train.py (train, export), evaluate.py (eval),
-experiment.py (demo, sweep, capacity, report), world.py (world build, facts check); console.py is what the
-terminal shows (logging, progress bars), options.py the options shared or derived from config fields.
+experiment.py (demo, sweep, capacity, plan), report.py (report), world.py (world build, world tasks, facts
+check); console.py is what the terminal shows (logging, progress bars), options.py every option, declared
+once.
 
     knowpack --help
     knowpack facts check facts.jsonl --lenient
