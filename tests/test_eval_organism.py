@@ -50,16 +50,15 @@ def test_the_untouched_base_shows_no_shift_and_prompt_sensitivity_some(tmp_path,
     # lr 1e-12 (0 is refused: train.lr > 0): the LoRA adapter's zero B moves by ~1e-12, so the "trained"
     # model answers as the base model does.
     run = lora_run(
-        tmp_path / "noop", probe_run, "train.lr=1e-12", "train.epochs=1", "train.track_uptake=false",
-        "eval.prompt_redraws=3",  # 3 redraws, not the default 5: the same mechanism, less CI time
-    )  # fmt: skip
+        tmp_path / "noop", probe_run, "train.lr=1e-12", "train.epochs=1", "train.track_uptake=false"
+    )
     ev = evaluate_run(run, benchmarks=[])  # the shifts alone: the benchmarks are other tests'
     floor = ev["knowledge_shift"]["all"]
     assert floor["transitions"]["unchanged"] == 1.0 and floor["transitions"]["base"]["unchanged"] == 1.0
     assert floor["transitions"]["prompt_sensitivity"]["unchanged"] < 1.0
     base = _categories(probe_run)
     redraws = [_categories(f) for f in ev["knowledge_shift"]["baselines"]["prompt_sensitivity"]["folders"]]
-    assert len(redraws) == 3 and len({tuple(r.values()) for r in redraws}) > 1  # other exemplars each time
+    assert len(redraws) == 5 and len({tuple(r.values()) for r in redraws}) > 1  # other exemplars each time
     for block in ("trained", "untrained", "all"):
         shift = ev["knowledge_shift"][block]
         for name in ("positive_shift", "negative_shift"):
@@ -80,14 +79,14 @@ def test_the_untouched_base_shows_no_shift_and_prompt_sensitivity_some(tmp_path,
         moved = [sum((base[i], repeat[i]) in moves for i in could) / len(could) for repeat in redraws]
         assert all_[name]["eligible"] == len(could)
         assert all_[name]["prompt_sensitivity"]["draws"] == pytest.approx(moved), name
-        assert all_[name]["baselines"]["prompt_sensitivity"] == pytest.approx(sum(moved) / 3), name
+        assert all_[name]["baselines"]["prompt_sensitivity"] == pytest.approx(sum(moved) / 5), name
         assert all_[name]["base"] == 0.0, name  # the measurement null
     known = [i for i in ids if base[i] == "HighlyKnown"]
     kept = [sum(repeat[i] == "HighlyKnown" for i in known) / len(known) for repeat in redraws]
     assert all_["retention"]["n"] == len(known) and all_["retention"]["base"] == 1.0
     assert all_["retention"]["prompt_sensitivity"]["draws"] == pytest.approx(kept)
     low, high = all_["retention"]["prompt_sensitivity"]["interval"]
-    assert low < sum(kept) / 3 < high
+    assert low < sum(kept) / 5 < high
     behaviour = ev["behaviour"]["all"]
     for name in ("refusal_rate", "unique_answers", "top_answer_share", "answer_entropy", "confidence"):
         assert behaviour[name]["value"] == pytest.approx(behaviour[name]["base"], abs=1e-6), name
