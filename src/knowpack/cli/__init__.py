@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import functools
 import importlib
 import importlib.util
 import logging
@@ -88,10 +89,20 @@ class _Verb(TyperCommand):
 
 
 def _first_doc_line(module: str, function: str) -> str:
+    return _summaries(module)[function]
+
+
+@functools.cache
+def _summaries(module: str) -> dict[str, str]:
+    """The first paragraph of each top-level function's docstring in `module`, read from its source (one
+    parse per module, however many verbs it holds)."""
     spec = importlib.util.find_spec(module)
     tree = ast.parse(Path(spec.origin).read_text())  # type: ignore[arg-type, union-attr]
-    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
-    return (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+    return {
+        node.name: (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+    }
 
 
 class _Group(_FlagsTakeNoValue, TyperGroup):
